@@ -215,8 +215,8 @@ func (s *Server) Start(ctx context.Context) error {
 		s.mu.Lock()
 		s.waitErr = err
 		s.mu.Unlock()
-		close(done)
 		s.dropIdle()
+		close(done)
 	}()
 
 	if err := s.waitReady(ctx, done); err != nil {

@@ -13,6 +13,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -82,10 +83,27 @@ func (t *Topology) Servers() []*Server {
 	return append(out, t.Replicas...)
 }
 
-// Binaries locates mariadbd and mariadb-install-db.
+// Binaries locates mariadbd and mariadb-install-db: $LAB_MARIADBD and
+// $LAB_MARIADB_INSTALL_DB when set, else PATH and the usual locations.
 func Binaries() (mariadbd, installDB string, err error) {
-	mariadbd = lookPath("mariadbd", "/usr/sbin/mariadbd", "/usr/libexec/mariadbd", "/usr/local/mysql/bin/mariadbd", "/opt/homebrew/bin/mariadbd")
-	installDB = lookPath("mariadb-install-db", "/usr/bin/mariadb-install-db", "/usr/local/mysql/scripts/mariadb-install-db", "/usr/bin/mysql_install_db")
+	if p := os.Getenv("LAB_MARIADBD"); p != "" {
+		if _, err := os.Stat(p); err != nil {
+			return "", "", fmt.Errorf("LAB_MARIADBD: %w", err)
+		}
+		mariadbd = p
+	}
+	if p := os.Getenv("LAB_MARIADB_INSTALL_DB"); p != "" {
+		if _, err := os.Stat(p); err != nil {
+			return "", "", fmt.Errorf("LAB_MARIADB_INSTALL_DB: %w", err)
+		}
+		installDB = p
+	}
+	if mariadbd == "" {
+		mariadbd = lookPath("mariadbd", "/usr/sbin/mariadbd", "/usr/libexec/mariadbd", "/usr/local/mysql/bin/mariadbd", "/opt/homebrew/bin/mariadbd")
+	}
+	if installDB == "" {
+		installDB = lookPath("mariadb-install-db", "/usr/bin/mariadb-install-db", "/usr/local/mysql/scripts/mariadb-install-db", "/usr/bin/mysql_install_db")
+	}
 	switch {
 	case mariadbd == "":
 		return "", "", errors.New("mariadbd not found in PATH or /usr/sbin")
@@ -434,7 +452,7 @@ func RunTests(m *testing.M, opts Options, setTopology func(*Topology)) {
 		flag.Parse()
 	}
 	if _, _, err := Binaries(); err != nil {
-		if os.Getenv("CI") == "true" {
+		if ci := os.Getenv("CI"); strings.EqualFold(ci, "true") || ci == "1" {
 			fmt.Fprintf(os.Stderr, "lab: MariaDB is required on CI: %v\n", err)
 			os.Exit(1)
 		}
