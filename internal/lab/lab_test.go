@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"os"
+	"syscall"
 	"testing"
 	"time"
 
@@ -216,5 +218,59 @@ func TestFreePort(t *testing.T) {
 	p, err := FreePort()
 	if err != nil || p <= 0 {
 		t.Fatalf("FreePort: %d, %v", p, err)
+	}
+}
+
+func TestRestartPrimaryReplicationResumes(t *testing.T) {
+	ctx := ctxT(t, 40*time.Second)
+	p := topo.Primary
+	if err := p.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Exec(ctx, "CREATE TABLE IF NOT EXISTS app.t3 (id INT PRIMARY KEY)"); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Exec(ctx, "INSERT INTO app.t3 VALUES (1)"); err != nil {
+		t.Fatal(err)
+	}
+	if err := topo.WaitReplicasCaughtUp(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range topo.Replicas {
+		var n int
+		db, _ := r.RootDB()
+		if err := db.QueryRowContext(ctx, "SELECT COUNT(*) FROM app.t3").Scan(&n); err != nil || n != 1 {
+			t.Fatalf("%s: count=%d err=%v", r.Name, n, err)
+		}
+	}
+}
+
+func TestSecondTopologyCloseLeavesNothing(t *testing.T) {
+	ctx := ctxT(t, 40*time.Second)
+	dir := t.TempDir()
+	tp, err := Start(ctx, Options{Replicas: 1, Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pids []int
+	for _, s := range tp.Servers() {
+		pids = append(pids, s.Pid())
+	}
+	if err := tp.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, pid := range pids {
+		if pid == 0 {
+			t.Fatal("server had no pid")
+		}
+		if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
+			t.Errorf("pid %d still exists after Close (%v)", pid, err)
+		}
+	}
+	if _, err := os.Stat(dir); err != nil {
+		t.Errorf("Close removed a caller-provided Dir: %v", err)
 	}
 }

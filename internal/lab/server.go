@@ -104,8 +104,9 @@ func (s *Server) RootDB() (*sql.DB, error) {
 	return db, nil
 }
 
-// dropIdle closes pooled connections to a process that is gone, so the next
-// query dials the new process instead of tripping over a dead socket.
+// dropIdle closes pooled root connections while the server is still alive
+// (called before SIGTERM/SIGKILL), so the next query dials the new process
+// instead of tripping over a dead socket, and the driver logs nothing.
 func (s *Server) dropIdle() {
 	s.dbMu.Lock()
 	defer s.dbMu.Unlock()
@@ -215,7 +216,6 @@ func (s *Server) Start(ctx context.Context) error {
 		s.mu.Lock()
 		s.waitErr = err
 		s.mu.Unlock()
-		s.dropIdle()
 		close(done)
 	}()
 
@@ -241,13 +241,18 @@ func (s *Server) waitReady(ctx context.Context, done chan struct{}) error {
 	}
 	t := time.NewTicker(20 * time.Millisecond)
 	defer t.Stop()
-	var last error
+	pid := []byte(strconv.Itoa(s.Pid()))
+	last := errors.New("pid file not written yet")
 	for {
-		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		last = db.PingContext(pctx)
-		cancel()
-		if last == nil {
-			return nil
+		// mariadbd writes its pid file once it is about to accept
+		// connections; pinging before that only produces driver noise.
+		if b, err := os.ReadFile(s.PidFile); err == nil && bytes.Equal(bytes.TrimSpace(b), pid) {
+			pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			last = db.PingContext(pctx)
+			cancel()
+			if last == nil {
+				return nil
+			}
 		}
 		select {
 		case <-done:
@@ -277,6 +282,7 @@ func (s *Server) Stop(ctx context.Context) error {
 	if cmd == nil {
 		return nil
 	}
+	s.dropIdle()
 	_ = cmd.Process.Signal(syscall.SIGTERM)
 	_ = cmd.Process.Signal(syscall.SIGCONT) // in case it is paused
 	select {
@@ -301,6 +307,7 @@ func (s *Server) Kill() error {
 	if cmd == nil {
 		return nil
 	}
+	s.dropIdle()
 	if err := cmd.Process.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
 		return fmt.Errorf("%s: %w", s.Name, err)
 	}

@@ -58,7 +58,7 @@ var setupSQL = []string{
 
 // Options configures Start.
 type Options struct {
-	Replicas int       // default 2
+	Replicas int       // default 2 (0 means default; negative means none)
 	Dir      string    // default: os.MkdirTemp; removed by Close if Start created it
 	Log      io.Writer // where mariadbd stdout/stderr go (most output is in <Dir>/<name>.err)
 }
