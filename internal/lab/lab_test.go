@@ -29,7 +29,7 @@ func ctxT(t *testing.T, d time.Duration) context.Context {
 func TestReplicationReachesAllReplicas(t *testing.T) {
 	ctx := ctxT(t, 20*time.Second)
 	p := topo.Primary
-	if err := p.Exec(ctx, "CREATE TABLE IF NOT EXISTS app.t1 (id INT PRIMARY KEY, v VARCHAR(32))"); err != nil {
+	if err := p.Exec(ctx, "CREATE OR REPLACE TABLE app.t1 (id INT PRIMARY KEY, v VARCHAR(32))"); err != nil {
 		t.Fatal(err)
 	}
 	if err := p.Exec(ctx, "REPLACE INTO app.t1 VALUES (?, ?)", 1, "hello"); err != nil {
@@ -142,9 +142,14 @@ func TestKillAndRestartReplica(t *testing.T) {
 	ctx := ctxT(t, 40*time.Second)
 	r := topo.Replicas[len(topo.Replicas)-1]
 	p := topo.Primary
-	if err := p.Exec(ctx, "CREATE TABLE IF NOT EXISTS app.t2 (id INT PRIMARY KEY)"); err != nil {
+	if err := p.Exec(ctx, "CREATE OR REPLACE TABLE app.t2 (id INT PRIMARY KEY)"); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { // never leave a dead replica to the next test
+		if !r.Running() {
+			r.Start(context.Background())
+		}
+	})
 	if err := r.Kill(); err != nil {
 		t.Fatal(err)
 	}
@@ -224,13 +229,18 @@ func TestFreePort(t *testing.T) {
 func TestRestartPrimaryReplicationResumes(t *testing.T) {
 	ctx := ctxT(t, 40*time.Second)
 	p := topo.Primary
+	t.Cleanup(func() {
+		if !p.Running() {
+			p.Start(context.Background())
+		}
+	})
 	if err := p.Stop(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if err := p.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if err := p.Exec(ctx, "CREATE TABLE IF NOT EXISTS app.t3 (id INT PRIMARY KEY)"); err != nil {
+	if err := p.Exec(ctx, "CREATE OR REPLACE TABLE app.t3 (id INT PRIMARY KEY)"); err != nil {
 		t.Fatal(err)
 	}
 	if err := p.Exec(ctx, "INSERT INTO app.t3 VALUES (1)"); err != nil {
