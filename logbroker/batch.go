@@ -158,3 +158,5 @@ func setBatchBaseOffset(b []byte, base int64) {
 	binary.BigEndian.PutUint64(b[batchOffBaseOffset:], uint64(base))
 	binary.BigEndian.PutUint32(b[batchOffLeaderEpoch:], 0)
 }
+
+func crc32c(b []byte) uint32 { return crc32.Checksum(b, castagnoli) }

@@ -177,35 +177,49 @@ func skipTags(b []byte) ([]byte, error) {
 	return b, nil
 }
 
-// handleFrame decodes one request and handles it.
-func (b *Broker) handleFrame(ctx context.Context, frame []byte) (*pendingResponse, error) {
+// decodeRequest parses a frame into its header and request. A nil request
+// with a nil error is an ApiVersions request of an unsupported version,
+// which is answered by handleFrame in v0 format.
+func decodeRequest(frame []byte) (requestHeader, kmsg.Request, error) {
 	h, body, err := parseRequestHeader(frame)
 	if err != nil {
-		return nil, err
+		return h, nil, err
 	}
 	vr, known := supportedAPIs[h.key]
 	req := kmsg.RequestForKey(h.key)
 	if !known || req == nil {
-		return nil, errCloseConn{fmt.Sprintf("unsupported api key %d (%s)", h.key, kmsg.NameForKey(h.key))}
+		return h, nil, errCloseConn{fmt.Sprintf("unsupported api key %d (%s)", h.key, kmsg.NameForKey(h.key))}
 	}
 	if h.version < vr.min || h.version > vr.max {
 		if h.key == kmsg.ApiVersions.Int16() {
-			// KIP-511: answer in v0 format so any client can read the
-			// ranges and retry with a version both sides know.
-			resp := b.apiVersionsResponse(0)
-			resp.ErrorCode = kerr.UnsupportedVersion.Code
-			return &pendingResponse{correlationID: h.correlationID, resp: resp}, nil
+			return h, nil, nil
 		}
-		return nil, errCloseConn{fmt.Sprintf("unsupported version %d of %s (serving %d-%d)", h.version, kmsg.NameForKey(h.key), vr.min, vr.max)}
+		return h, nil, errCloseConn{fmt.Sprintf("unsupported version %d of %s (serving %d-%d)", h.version, kmsg.NameForKey(h.key), vr.min, vr.max)}
 	}
 	req.SetVersion(h.version)
 	if req.IsFlexible() {
 		if body, err = skipTags(body); err != nil {
-			return nil, err
+			return h, nil, err
 		}
 	}
 	if err := req.ReadFrom(body); err != nil {
-		return nil, errCloseConn{fmt.Sprintf("malformed %s v%d request: %v", kmsg.NameForKey(h.key), h.version, err)}
+		return h, nil, errCloseConn{fmt.Sprintf("malformed %s v%d request: %v", kmsg.NameForKey(h.key), h.version, err)}
+	}
+	return h, req, nil
+}
+
+// handleFrame decodes one request and handles it.
+func (b *Broker) handleFrame(ctx context.Context, frame []byte) (*pendingResponse, error) {
+	h, req, err := decodeRequest(frame)
+	if err != nil {
+		return nil, err
+	}
+	if req == nil {
+		// KIP-511: answer in v0 format so any client can read the
+		// ranges and retry with a version both sides know.
+		resp := b.apiVersionsResponse(0)
+		resp.ErrorCode = kerr.UnsupportedVersion.Code
+		return &pendingResponse{correlationID: h.correlationID, resp: resp}, nil
 	}
 	pr, err := b.dispatch(ctx, req, h)
 	if err != nil || pr == nil {
