@@ -5,7 +5,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -62,29 +61,18 @@ func seedRequests(t testing.TB) [][]byte {
 	return out
 }
 
-var (
-	fuzzBrokerOnce sync.Once
-	fuzzBroker     *Broker
-)
-
-// sharedFuzzBroker is one broker for all fuzz inputs: fsync off, no
+// newFuzzBroker is one broker for all inputs of a fuzz run: fsync off, no
 // auto-creation, one existing topic "t".
-func sharedFuzzBroker(t testing.TB) *Broker {
-	fuzzBrokerOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "logbroker-fuzz-")
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, err := New(Config{DataDir: dir, Partitions: 1, Fsync: FsyncOS, AutoCreateTopics: boolPtr(false)}, slog.New(slog.DiscardHandler))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := b.createTopic("t", 1, nil); err != nil {
-			t.Fatal(err)
-		}
-		fuzzBroker = b
-	})
-	return fuzzBroker
+func newFuzzBroker(f *testing.F) *Broker {
+	b, err := New(Config{DataDir: f.TempDir(), Partitions: 1, Fsync: FsyncOS, AutoCreateTopics: boolPtr(false)}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { b.Close() })
+	if _, err := b.createTopic("t", 1, nil); err != nil {
+		f.Fatal(err)
+	}
+	return b
 }
 
 // FuzzRequestDecode feeds arbitrary frames (after the size prefix) to the
@@ -94,6 +82,7 @@ func FuzzRequestDecode(f *testing.F) {
 	for _, s := range seedRequests(f) {
 		f.Add(s)
 	}
+	b := newFuzzBroker(f)
 	f.Fuzz(func(t *testing.T, frame []byte) {
 		h, req, err := decodeRequest(frame)
 		if err != nil || req == nil {
@@ -112,7 +101,6 @@ func FuzzRequestDecode(f *testing.F) {
 		case *kmsg.FetchRequest:
 			r.MaxWaitMillis = 0
 		}
-		b := sharedFuzzBroker(t)
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		pr, err := b.dispatch(ctx, req, h)
