@@ -1,0 +1,72 @@
+// Command sluice is the Sluice MySQL proxy and its tools.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/sluice-proxy/sluice/internal/app"
+	"github.com/sluice-proxy/sluice/internal/config"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	root := &cobra.Command{
+		Use:           "sluice",
+		Short:         "Sluice: a MySQL proxy that splits reads from writes and logs every query to a Kafka-compatible broker",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.AddCommand(versionCmd(), serveCmd(), brokerCmd())
+	if err := root.Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "sluice:", err)
+		var ce *config.Error
+		if errors.As(err, &ce) {
+			os.Exit(2)
+		}
+		os.Exit(1)
+	}
+}
+
+func versionCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print Sluice's version",
+		Run: func(cmd *cobra.Command, args []string) {
+			fmt.Println("sluice", version)
+		},
+	}
+}
+
+func serveCmd() *cobra.Command {
+	var file string
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the proxy (and the bundled broker when broker.enabled)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return app.Serve(file)
+		},
+	}
+	cmd.Flags().StringVar(&file, "config", "sluice.yaml", "config file")
+	return cmd
+}
+
+func brokerCmd() *cobra.Command {
+	var file string
+	cmd := &cobra.Command{
+		Use:   "broker",
+		Short: "Run only the bundled Kafka-protocol log broker (the broker: section of the config)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return app.ServeBroker(file)
+		},
+	}
+	cmd.Flags().StringVar(&file, "config", "sluice.yaml", "config file")
+	return cmd
+}

@@ -1,0 +1,215 @@
+// Package app wires Sluice's parts together for `sluice serve`: the
+// monitor, the router, the proxy, the bundled broker and the admin server.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/sluice-proxy/sluice/internal/admin"
+	"github.com/sluice-proxy/sluice/internal/config"
+	"github.com/sluice-proxy/sluice/logbroker"
+	"github.com/sluice-proxy/sluice/monitor"
+	"github.com/sluice-proxy/sluice/proxy"
+	"github.com/sluice-proxy/sluice/router"
+)
+
+// NewLogger builds Sluice's logger from the log section.
+func NewLogger(cfg config.Log, level *slog.LevelVar) *slog.Logger {
+	_ = level.UnmarshalText([]byte(cfg.Level))
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.Format == "json" {
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+}
+
+// Serve runs Sluice until SIGTERM or SIGINT, reloading on SIGHUP.
+func Serve(cfgFile string) error {
+	cfg, err := config.Load(cfgFile)
+	if err != nil {
+		return err
+	}
+	var level slog.LevelVar
+	log := NewLogger(cfg.Log, &level).With("proxy", cfg.Name)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	var broker *logbroker.Broker
+	if cfg.Broker.Enabled {
+		broker, err = logbroker.New(cfg.Broker, log.With("component", "broker"))
+		if err != nil {
+			return fmt.Errorf("start bundled broker: %w", err)
+		}
+		ln, err := net.Listen("tcp", cfg.Broker.Listen)
+		if err != nil {
+			broker.Close()
+			return fmt.Errorf("broker.listen %s: %w", cfg.Broker.Listen, err)
+		}
+		bctx, bcancel := context.WithCancel(ctx)
+		brokerDone := make(chan struct{})
+		go func() {
+			defer close(brokerDone)
+			if err := broker.Serve(bctx, ln); err != nil {
+				log.Error("bundled broker stopped", "err", err)
+			}
+		}()
+		// The broker stops last, after everything that produces to it.
+		defer func() {
+			bcancel()
+			<-brokerDone
+			if err := broker.Close(); err != nil {
+				log.Error("closing bundled broker", "err", err)
+			}
+		}()
+	}
+
+	mon := monitor.New(monitorConfig(cfg), log.With("component", "monitor"))
+	monCtx, monCancel := context.WithCancel(ctx)
+	defer monCancel()
+	wg.Go(func() { mon.Run(monCtx) })
+
+	accounts := proxy.NewAccounts(proxy.ServerAccountSource(func() []string { return serverAddrs(mon) },
+		cfg.ServiceUser.User, cfg.ServiceUser.Password, cfg.ConnectTimeout), cfg.UsersRefreshInterval, log)
+	accounts.SetConfigAccounts(configAccounts(cfg))
+	rt := router.New(mon)
+	srv := proxy.NewServer(proxyConfig(cfg), accounts, rt, reg, log)
+
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
+	}
+	adminLn, err := net.Listen("tcp", cfg.AdminListen)
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("admin_listen %s: %w", cfg.AdminListen, err)
+	}
+	health := func() (bool, string) {
+		if _, err := rt.Primary(); err != nil {
+			return false, err.Error()
+		}
+		return true, "serving"
+	}
+	adminSrv := &http.Server{Handler: admin.Handler(health, reg), ReadHeaderTimeout: 5 * time.Second}
+	wg.Go(func() {
+		if err := adminSrv.Serve(adminLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("admin server stopped", "err", err)
+		}
+	})
+
+	// Accounts load in the background once a server answers: Sluice starts
+	// even while the servers are still coming up.
+	wg.Go(func() {
+		wctx, wcancel := context.WithTimeout(monCtx, time.Minute)
+		defer wcancel()
+		if _, err := mon.WaitPrimary(wctx); err != nil {
+			log.Warn("no primary yet; accounts will load at the first login", "err", err)
+			return
+		}
+		if err := accounts.Load(monCtx); err != nil {
+			log.Warn("loading client accounts failed; retrying at the first login", "err", err)
+		}
+	})
+
+	proxyCtx, proxyCancel := context.WithCancel(ctx)
+	defer proxyCancel()
+	serveErr := make(chan error, 1)
+	wg.Go(func() { serveErr <- srv.Serve(proxyCtx, ln) })
+	log.Info("sluice serving", "listen", ln.Addr().String(), "admin", adminLn.Addr().String(), "router", cfg.Router.Type)
+
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+	for {
+		select {
+		case err := <-serveErr:
+			return fmt.Errorf("client listener stopped: %w", err)
+		case sig := <-sigs:
+			if sig == syscall.SIGHUP {
+				next, err := config.Load(cfgFile)
+				if err != nil {
+					log.Error("config reload refused; keeping the running config", "err", err)
+					continue
+				}
+				_ = level.UnmarshalText([]byte(next.Log.Level))
+				srv.SetConfig(proxyConfig(next))
+				accounts.SetConfigAccounts(configAccounts(next))
+				log.Info("config reloaded", "file", cfgFile)
+				continue
+			}
+			log.Info("draining", "signal", sig.String(), "sessions", srv.Sessions(), "timeout", cfg.DrainTimeout)
+			proxyCancel() // stop accepting
+			dctx, dcancel := context.WithTimeout(context.Background(), cfg.DrainTimeout)
+			if err := srv.Shutdown(dctx); err != nil {
+				log.Warn("drain incomplete", "err", err)
+			}
+			dcancel()
+			sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+			_ = adminSrv.Shutdown(sctx)
+			scancel()
+			cancel()
+			log.Info("stopped")
+			return nil
+		}
+	}
+}
+
+func monitorConfig(cfg *config.Config) monitor.Config {
+	mc := monitor.Config{
+		User: cfg.ServiceUser.User, Password: cfg.ServiceUser.Password,
+		Interval: cfg.Monitor.Interval, Timeout: cfg.Monitor.Timeout,
+	}
+	for _, s := range cfg.Servers {
+		mc.Servers = append(mc.Servers, monitor.ServerConfig{Name: s.Name, Address: s.Address, Weight: s.Weight})
+	}
+	return mc
+}
+
+func proxyConfig(cfg *config.Config) proxy.Config {
+	return proxy.Config{
+		Name: cfg.Name, ServerVersion: cfg.ServerVersion, MaxConnections: cfg.MaxConnections,
+		MaxAllowedPacket: cfg.MaxAllowedPacket, ConnectTimeout: cfg.ConnectTimeout,
+	}
+}
+
+func configAccounts(cfg *config.Config) []proxy.Account {
+	out := make([]proxy.Account, 0, len(cfg.Accounts))
+	for _, a := range cfg.Accounts {
+		out = append(out, proxy.NewConfigAccount(a.User, a.Host, a.Password))
+	}
+	return out
+}
+
+// serverAddrs lists servers to load accounts from: the primary first, then
+// the others that are up.
+func serverAddrs(mon *monitor.Monitor) []string {
+	snap := mon.Snapshot()
+	var addrs []string
+	if p, ok := snap.PrimaryServer(); ok {
+		addrs = append(addrs, p.Address)
+	}
+	for i, s := range snap.Servers {
+		if i != snap.Primary && s.Up {
+			addrs = append(addrs, s.Address)
+		}
+	}
+	return addrs
+}

@@ -1,0 +1,412 @@
+// Package config loads and validates Sluice's YAML configuration.
+//
+// Every key is documented in configs/sluice.yaml. Errors name the file, the
+// key and its line, and say what to change, because an operator reads them at
+// three in the morning.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/sluice-proxy/sluice/logbroker"
+)
+
+// Config is the whole of sluice.yaml.
+type Config struct {
+	// Name identifies this instance in logs and audit records (default: the host name).
+	Name        string `yaml:"name"`
+	Listen      string `yaml:"listen"`
+	AdminListen string `yaml:"admin_listen"`
+	// MaxConnections caps concurrent client sessions; 0 means unlimited.
+	MaxConnections int `yaml:"max_connections"`
+
+	Servers     []Server    `yaml:"servers"`
+	ServiceUser Credentials `yaml:"service_user"`
+	// Accounts are client accounts known from the config rather than loaded
+	// from the servers, for setups where the service user cannot read
+	// mysql.user.
+	Accounts []Account `yaml:"accounts"`
+	// UsersRefreshInterval throttles reloading accounts from the servers after
+	// an unknown user or a failed password check.
+	UsersRefreshInterval time.Duration `yaml:"users_refresh_interval"`
+
+	// ServerVersion overrides the version string sent to clients in the
+	// handshake; empty means the primary's own version.
+	ServerVersion string `yaml:"server_version"`
+	// MaxAllowedPacket is the largest client command Sluice accepts.
+	MaxAllowedPacket int `yaml:"max_allowed_packet"`
+	// ConnectTimeout bounds dialing and logging in to a backend.
+	ConnectTimeout time.Duration `yaml:"connect_timeout"`
+	// DrainTimeout bounds how long SIGTERM waits for sessions to finish.
+	DrainTimeout time.Duration `yaml:"drain_timeout"`
+
+	Router  Router           `yaml:"router"`
+	Monitor Monitor          `yaml:"monitor"`
+	Genlog  Genlog           `yaml:"genlog"`
+	Broker  logbroker.Config `yaml:"broker"`
+	Log     Log              `yaml:"log"`
+
+	// File is the path the config was loaded from.
+	File string `yaml:"-"`
+}
+
+// Server is one backend. Its role is discovered by the monitor.
+type Server struct {
+	Name    string `yaml:"name"`
+	Address string `yaml:"address"`
+	// Weight biases balancing among replicas; 0 means 1.
+	Weight int `yaml:"weight"`
+}
+
+// Credentials is a user and password pair.
+type Credentials struct {
+	User     string `yaml:"user"`
+	Password string `yaml:"password"`
+}
+
+// Account is a client account declared in the config.
+type Account struct {
+	User     string `yaml:"user"`
+	Host     string `yaml:"host"`
+	Password string `yaml:"password"`
+}
+
+// Router chooses where statements go.
+type Router struct {
+	Type              string        `yaml:"type"`
+	MaxReplicationLag time.Duration `yaml:"max_replication_lag"`
+	// Target is readconnroute's choice of backend role: primary, replica or any.
+	Target string `yaml:"target"`
+}
+
+// Monitor polls the servers.
+type Monitor struct {
+	Interval time.Duration `yaml:"interval"`
+	// Timeout bounds one poll of one server.
+	Timeout time.Duration `yaml:"timeout"`
+}
+
+// Genlog is the query-logging filter.
+type Genlog struct {
+	Enabled bool     `yaml:"enabled"`
+	Topic   string   `yaml:"topic"`
+	Brokers []string `yaml:"brokers"`
+}
+
+// Log configures Sluice's own log.
+type Log struct {
+	Level  string `yaml:"level"`  // debug, info, warn, error
+	Format string `yaml:"format"` // text or json
+}
+
+// Error is a configuration problem, located in the file.
+type Error struct {
+	File string
+	Key  string
+	Line int
+	Msg  string
+}
+
+func (e *Error) Error() string {
+	loc := e.File
+	if e.Line > 0 {
+		loc += ":" + strconv.Itoa(e.Line)
+	}
+	if e.Key == "" {
+		return fmt.Sprintf("%s: %s", loc, e.Msg)
+	}
+	return fmt.Sprintf("%s: %s: %s", loc, e.Key, e.Msg)
+}
+
+// Load reads, defaults and validates the config in file.
+func Load(file string) (*Config, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, &Error{File: file, Msg: fmt.Sprintf("cannot read config: %v", err)}
+	}
+	return Parse(file, data)
+}
+
+// Parse decodes data (named file in errors), applies defaults and validates.
+func Parse(file string, data []byte) (*Config, error) {
+	return parse(file, data, (*Config).validate)
+}
+
+// LoadBroker reads a config for `sluice broker`: only the broker and log
+// sections must be valid, and the broker runs whatever broker.enabled says.
+func LoadBroker(file string) (*Config, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, &Error{File: file, Msg: fmt.Sprintf("cannot read config: %v", err)}
+	}
+	return parse(file, data, func(c *Config) error {
+		c.Broker.Enabled = true
+		if err := c.Broker.Validate(); err != nil {
+			return brokerError(err)
+		}
+		return nil
+	})
+}
+
+func parse(file string, data []byte, validate func(*Config) error) (*Config, error) {
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return nil, yamlError(file, err)
+	}
+	cfg := &Config{File: file}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(cfg); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, &Error{File: file, Msg: "config is empty; see configs/sluice.yaml for every key"}
+		}
+		return nil, yamlError(file, err)
+	}
+	cfg.setDefaults()
+	if err := validate(cfg); err != nil {
+		var ce *Error
+		if errors.As(err, &ce) {
+			ce.File = file
+			ce.Line = lineOf(&root, ce.Key)
+		}
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// yamlError turns yaml.v3's messages ("line 3: field foo not found in type
+// config.Config") into one line naming the file.
+func yamlError(file string, err error) error {
+	msg := err.Error()
+	var te *yaml.TypeError
+	if errors.As(err, &te) && len(te.Errors) > 0 {
+		msg = te.Errors[0]
+	}
+	msg = strings.TrimPrefix(msg, "yaml: ")
+	line := 0
+	if rest, ok := strings.CutPrefix(msg, "line "); ok {
+		if i := strings.IndexByte(rest, ':'); i > 0 {
+			if n, err := strconv.Atoi(rest[:i]); err == nil {
+				line = n
+				msg = strings.TrimSpace(rest[i+1:])
+			}
+		}
+	}
+	if strings.Contains(msg, "not found in type") {
+		field := strings.TrimPrefix(msg, "field ")
+		if i := strings.Index(field, " not found"); i > 0 {
+			field = field[:i]
+		}
+		msg = fmt.Sprintf("unknown key %q; see configs/sluice.yaml for the keys that exist", field)
+	}
+	return &Error{File: file, Line: line, Msg: msg}
+}
+
+func (c *Config) setDefaults() {
+	if c.Name == "" {
+		c.Name, _ = os.Hostname()
+	}
+	if c.AdminListen == "" {
+		c.AdminListen = "127.0.0.1:8989"
+	}
+	if c.UsersRefreshInterval == 0 {
+		c.UsersRefreshInterval = 30 * time.Second
+	}
+	if c.MaxAllowedPacket == 0 {
+		c.MaxAllowedPacket = 64 << 20
+	}
+	if c.ConnectTimeout == 0 {
+		c.ConnectTimeout = 5 * time.Second
+	}
+	if c.DrainTimeout == 0 {
+		c.DrainTimeout = 30 * time.Second
+	}
+	if c.Router.Type == "" {
+		c.Router.Type = "readwritesplit"
+	}
+	if c.Router.MaxReplicationLag == 0 {
+		c.Router.MaxReplicationLag = 10 * time.Second
+	}
+	if c.Router.Target == "" {
+		c.Router.Target = "primary"
+	}
+	if c.Monitor.Interval == 0 {
+		c.Monitor.Interval = time.Second
+	}
+	if c.Monitor.Timeout == 0 {
+		c.Monitor.Timeout = 2 * time.Second
+	}
+	if c.Genlog.Topic == "" {
+		c.Genlog.Topic = "sluice.genlog"
+	}
+	if c.Log.Level == "" {
+		c.Log.Level = "info"
+	}
+	if c.Log.Format == "" {
+		c.Log.Format = "text"
+	}
+	for i := range c.Servers {
+		if c.Servers[i].Weight == 0 {
+			c.Servers[i].Weight = 1
+		}
+	}
+	for i := range c.Accounts {
+		if c.Accounts[i].Host == "" {
+			c.Accounts[i].Host = "%"
+		}
+	}
+}
+
+func (c *Config) validate() error {
+	if c.Listen == "" {
+		return &Error{Key: "listen", Msg: "missing; set the client listener address, e.g. listen: 127.0.0.1:4006"}
+	}
+	if err := checkAddr("listen", c.Listen); err != nil {
+		return err
+	}
+	if err := checkAddr("admin_listen", c.AdminListen); err != nil {
+		return err
+	}
+	if len(c.Servers) == 0 {
+		return &Error{Key: "servers", Msg: "no servers; list at least one backend with name and address"}
+	}
+	names := map[string]bool{}
+	for i, s := range c.Servers {
+		key := fmt.Sprintf("servers[%d]", i)
+		if s.Name == "" {
+			return &Error{Key: key + ".name", Msg: "missing; give every server a unique name"}
+		}
+		if names[s.Name] {
+			return &Error{Key: key + ".name", Msg: fmt.Sprintf("duplicate server name %q; names must be unique", s.Name)}
+		}
+		names[s.Name] = true
+		if err := checkAddr(key+".address", s.Address); err != nil {
+			return err
+		}
+		if s.Weight < 0 {
+			return &Error{Key: key + ".weight", Msg: "must be >= 0"}
+		}
+	}
+	if c.ServiceUser.User == "" {
+		return &Error{Key: "service_user.user", Msg: "missing; Sluice needs an account to monitor the servers and load client accounts"}
+	}
+	for i, a := range c.Accounts {
+		if a.User == "" {
+			return &Error{Key: fmt.Sprintf("accounts[%d].user", i), Msg: "missing"}
+		}
+	}
+	switch c.Router.Type {
+	case "readwritesplit", "readconnroute":
+	default:
+		return &Error{Key: "router.type", Msg: fmt.Sprintf("unknown router %q; use readwritesplit or readconnroute", c.Router.Type)}
+	}
+	switch c.Router.Target {
+	case "primary", "replica", "any":
+	default:
+		return &Error{Key: "router.target", Msg: fmt.Sprintf("unknown target %q; use primary, replica or any", c.Router.Target)}
+	}
+	if c.Monitor.Interval < 10*time.Millisecond {
+		return &Error{Key: "monitor.interval", Msg: fmt.Sprintf("%v is too short; use 10ms or more", c.Monitor.Interval)}
+	}
+	if c.MaxConnections < 0 {
+		return &Error{Key: "max_connections", Msg: "must be >= 0 (0 means unlimited)"}
+	}
+	if c.MaxAllowedPacket < 1024 || c.MaxAllowedPacket > 1<<30 {
+		return &Error{Key: "max_allowed_packet", Msg: "must be between 1024 and 1073741824 bytes"}
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		return &Error{Key: "log.level", Msg: fmt.Sprintf("unknown level %q; use debug, info, warn or error", c.Log.Level)}
+	}
+	switch c.Log.Format {
+	case "text", "json":
+	default:
+		return &Error{Key: "log.format", Msg: fmt.Sprintf("unknown format %q; use text or json", c.Log.Format)}
+	}
+	if c.Genlog.Enabled && len(c.Genlog.Brokers) == 0 && !c.Broker.Enabled {
+		return &Error{Key: "genlog.brokers", Msg: "empty while broker.enabled is false; list Kafka brokers or enable the bundled broker"}
+	}
+	if c.Broker.Enabled {
+		if err := c.Broker.Validate(); err != nil {
+			return brokerError(err)
+		}
+	}
+	return nil
+}
+
+// brokerError locates logbroker's "broker.key: message" errors in the file.
+func brokerError(err error) error {
+	msg := err.Error()
+	if key, rest, ok := strings.Cut(msg, ": "); ok && strings.HasPrefix(key, "broker.") {
+		return &Error{Key: key, Msg: rest}
+	}
+	return &Error{Key: "broker", Msg: msg}
+}
+
+func checkAddr(key, addr string) error {
+	if addr == "" {
+		return &Error{Key: key, Msg: "missing; use host:port"}
+	}
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return &Error{Key: key, Msg: fmt.Sprintf("%q is not host:port", addr)}
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return &Error{Key: key, Msg: fmt.Sprintf("port %q in %q is not a number from 0 to 65535", port, addr)}
+	}
+	return nil
+}
+
+// lineOf finds the line of a dotted key ("servers[1].address") in the YAML
+// tree, or of its nearest existing parent; 0 when unknown.
+func lineOf(root *yaml.Node, key string) int {
+	if root == nil || len(root.Content) == 0 {
+		return 0
+	}
+	node := root.Content[0]
+	line := 0
+	for _, part := range strings.Split(key, ".") {
+		name, idx := part, -1
+		if i := strings.IndexByte(part, '['); i > 0 && strings.HasSuffix(part, "]") {
+			name = part[:i]
+			idx, _ = strconv.Atoi(part[i+1 : len(part)-1])
+		}
+		next := mappingValue(node, name)
+		if next == nil {
+			return line
+		}
+		line = next.Line
+		if idx >= 0 {
+			if next.Kind != yaml.SequenceNode || idx >= len(next.Content) {
+				return line
+			}
+			next = next.Content[idx]
+			line = next.Line
+		}
+		node = next
+	}
+	return line
+}
+
+func mappingValue(n *yaml.Node, key string) *yaml.Node {
+	if n.Kind != yaml.MappingNode {
+		return nil
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if n.Content[i].Value == key {
+			return n.Content[i+1]
+		}
+	}
+	return nil
+}

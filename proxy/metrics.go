@@ -1,0 +1,60 @@
+package proxy
+
+import (
+	"github.com/go-mysql-org/go-mysql/mysql"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the proxy's Prometheus series.
+type Metrics struct {
+	sessions     prometheus.Gauge
+	refused      prometheus.Counter
+	authFailures prometheus.Counter
+	backendConns prometheus.Gauge
+	commands     *prometheus.CounterVec
+}
+
+func newMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		sessions: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "sluice_client_sessions", Help: "Client sessions open now.",
+		}),
+		refused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sluice_client_connections_refused_total", Help: "Client connections refused by max_connections.",
+		}),
+		authFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sluice_auth_failures_total", Help: "Failed client logins.",
+		}),
+		backendConns: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "sluice_backend_connections", Help: "Connections from Sluice to the servers, for client sessions.",
+		}),
+		commands: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_commands_total", Help: "Client commands received, by command.",
+		}, []string{"command"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.sessions, m.refused, m.authFailures, m.backendConns, m.commands)
+	}
+	return m
+}
+
+var commandNames = map[byte]string{
+	mysql.COM_QUIT: "COM_QUIT", mysql.COM_INIT_DB: "COM_INIT_DB", mysql.COM_QUERY: "COM_QUERY",
+	mysql.COM_FIELD_LIST: "COM_FIELD_LIST", mysql.COM_STATISTICS: "COM_STATISTICS",
+	mysql.COM_PROCESS_KILL: "COM_PROCESS_KILL", mysql.COM_PING: "COM_PING",
+	mysql.COM_CHANGE_USER: "COM_CHANGE_USER", mysql.COM_STMT_PREPARE: "COM_STMT_PREPARE",
+	mysql.COM_STMT_EXECUTE: "COM_STMT_EXECUTE", mysql.COM_STMT_SEND_LONG_DATA: "COM_STMT_SEND_LONG_DATA",
+	mysql.COM_STMT_CLOSE: "COM_STMT_CLOSE", mysql.COM_STMT_RESET: "COM_STMT_RESET",
+	mysql.COM_SET_OPTION: "COM_SET_OPTION", mysql.COM_STMT_FETCH: "COM_STMT_FETCH",
+	mysql.COM_RESET_CONNECTION: "COM_RESET_CONNECTION", mysql.COM_CREATE_DB: "COM_CREATE_DB",
+	mysql.COM_DROP_DB: "COM_DROP_DB", mysql.COM_REFRESH: "COM_REFRESH", mysql.COM_DEBUG: "COM_DEBUG",
+	mysql.COM_SHUTDOWN: "COM_SHUTDOWN", mysql.COM_PROCESS_INFO: "COM_PROCESS_INFO",
+}
+
+// commandName names a command byte for metrics and logs.
+func commandName(cmd byte) string {
+	if n, ok := commandNames[cmd]; ok {
+		return n
+	}
+	return "other"
+}

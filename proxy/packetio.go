@@ -1,0 +1,218 @@
+package proxy
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+)
+
+// MySQL packets carry at most this many payload bytes; a longer payload
+// continues in the next packet.
+const maxPacketPayload = 1<<24 - 1
+
+const (
+	readBufferSize  = 32 << 10
+	writeBufferSize = 32 << 10
+	// headBytes is how much of a forwarded packet's payload is kept for
+	// inspection: enough for any OK, EOF or ERR packet a server sends.
+	headBytes = 1024
+)
+
+// ErrPacketTooLarge means a peer sent a command larger than allowed.
+var ErrPacketTooLarge = errors.New("packet larger than max_allowed_packet")
+
+// errPartialPacket means a forward failed after part of a packet was
+// written: the destination's stream is no longer in step.
+var errPartialPacket = errors.New("packet forwarded in part")
+
+var (
+	readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, readBufferSize) }}
+	writerPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, writeBufferSize) }}
+)
+
+// PacketIO moves MySQL packets over one connection. It only moves bytes: it
+// frames, reassembles split payloads and forwards packets without decoding
+// them. It is not safe for concurrent use.
+type PacketIO struct {
+	conn net.Conn
+	r    *bufio.Reader
+	w    *bufio.Writer
+	seq  uint8
+	// payload holds the last logical packet read by ReadPacket.
+	payload []byte
+	// head holds the first bytes of the last forwarded packet.
+	head [headBytes]byte
+	// maxPayload bounds ReadPacket; 0 means no bound.
+	maxPayload int
+}
+
+// NewPacketIO wraps conn with pooled buffers; Close returns them.
+func NewPacketIO(conn net.Conn) *PacketIO {
+	r := readerPool.Get().(*bufio.Reader)
+	r.Reset(conn)
+	w := writerPool.Get().(*bufio.Writer)
+	w.Reset(conn)
+	return &PacketIO{conn: conn, r: r, w: w}
+}
+
+// Conn is the underlying connection.
+func (p *PacketIO) Conn() net.Conn { return p.conn }
+
+// SetMaxPayload bounds the logical packets ReadPacket accepts.
+func (p *PacketIO) SetMaxPayload(n int) { p.maxPayload = n }
+
+// ResetSequence starts a new command: the next packet has sequence id 0.
+func (p *PacketIO) ResetSequence() { p.seq = 0 }
+
+// Sequence is the sequence id the next packet will carry.
+func (p *PacketIO) Sequence() uint8 { return p.seq }
+
+// SetSequence sets the sequence id of the next packet.
+func (p *PacketIO) SetSequence(s uint8) { p.seq = s }
+
+// ReadPacket reads one logical packet, joining split payloads. The returned
+// slice is valid until the next read.
+func (p *PacketIO) ReadPacket() ([]byte, error) {
+	p.shrink()
+	p.payload = p.payload[:0]
+	for {
+		var hdr [4]byte
+		if _, err := io.ReadFull(p.r, hdr[:]); err != nil {
+			return nil, err
+		}
+		n := int(uint32(hdr[0]) | uint32(hdr[1])<<8 | uint32(hdr[2])<<16)
+		p.seq = hdr[3] + 1
+		if p.maxPayload > 0 && len(p.payload)+n > p.maxPayload {
+			return nil, fmt.Errorf("%w: more than %d bytes", ErrPacketTooLarge, p.maxPayload)
+		}
+		start := len(p.payload)
+		p.payload = grow(p.payload, n)
+		if _, err := io.ReadFull(p.r, p.payload[start:start+n]); err != nil {
+			return nil, unexpectedEOF(err)
+		}
+		if n < maxPacketPayload {
+			break
+		}
+	}
+	return p.payload, nil
+}
+
+// shrink lets go of a buffer grown for one huge packet, so an idle session
+// keeps little memory.
+func (p *PacketIO) shrink() {
+	if cap(p.payload) > 1<<20 {
+		p.payload = nil
+	}
+}
+
+func grow(b []byte, n int) []byte {
+	if cap(b)-len(b) >= n {
+		return b[:len(b)+n]
+	}
+	nb := make([]byte, len(b)+n, max(2*cap(b), len(b)+n, 256))
+	copy(nb, b)
+	return nb
+}
+
+// WritePacket buffers payload as one logical packet, splitting it when it
+// exceeds the maximum packet size. Call Flush to send.
+func (p *PacketIO) WritePacket(payload []byte) error {
+	for {
+		n := min(len(payload), maxPacketPayload)
+		hdr := [4]byte{byte(n), byte(n >> 8), byte(n >> 16), p.seq}
+		p.seq++
+		if _, err := p.w.Write(hdr[:]); err != nil {
+			return err
+		}
+		if _, err := p.w.Write(payload[:n]); err != nil {
+			return err
+		}
+		payload = payload[n:]
+		if n < maxPacketPayload {
+			return nil
+		}
+	}
+}
+
+// Flush sends buffered packets.
+func (p *PacketIO) Flush() error { return p.w.Flush() }
+
+// Buffered reports whether more received bytes wait in the read buffer;
+// callers flush their writes only when it is false, to coalesce writes.
+func (p *PacketIO) Buffered() bool { return p.r.Buffered() > 0 }
+
+// Packet describes one physical packet forwarded by ForwardPacket.
+type Packet struct {
+	// Length is the payload length of this physical packet.
+	Length int
+	// Head is the start of the payload (at most headBytes), valid until the
+	// next forward on the same PacketIO.
+	Head []byte
+}
+
+// Continues reports whether the next physical packet continues this payload.
+func (pk Packet) Continues() bool { return pk.Length == maxPacketPayload }
+
+// ForwardPacket copies one physical packet, header included, from p to dst
+// without decoding it, keeping the sequence id, and returns the start of its
+// payload for inspection.
+func (p *PacketIO) ForwardPacket(dst *PacketIO) (Packet, error) {
+	hdr, err := p.r.Peek(4)
+	if err != nil {
+		return Packet{}, err
+	}
+	n := int(uint32(hdr[0]) | uint32(hdr[1])<<8 | uint32(hdr[2])<<16)
+	seq := hdr[3]
+	headLen := min(n, headBytes)
+	b, err := p.r.Peek(4 + headLen)
+	if err != nil {
+		return Packet{}, unexpectedEOF(err)
+	}
+	copy(p.head[:headLen], b[4:])
+	if err := copyN(dst.w, p.r, 4+n); err != nil {
+		return Packet{}, fmt.Errorf("%w: %w", errPartialPacket, err)
+	}
+	p.seq = seq + 1
+	dst.seq = seq + 1
+	return Packet{Length: n, Head: p.head[:headLen]}, nil
+}
+
+// copyN copies n bytes from r to w through r's buffer, without allocating.
+func copyN(w *bufio.Writer, r *bufio.Reader, n int) error {
+	for n > 0 {
+		b, err := r.Peek(min(n, r.Size()))
+		if len(b) == 0 && err != nil {
+			return unexpectedEOF(err)
+		}
+		if _, err := w.Write(b); err != nil {
+			return err
+		}
+		_, _ = r.Discard(len(b))
+		n -= len(b)
+	}
+	return nil
+}
+
+func unexpectedEOF(err error) error {
+	if errors.Is(err, io.EOF) {
+		return io.ErrUnexpectedEOF
+	}
+	return err
+}
+
+// Close closes the connection and returns the buffers to their pools. Only
+// the goroutine that reads and writes p may call it; others close Conn().
+func (p *PacketIO) Close() error {
+	err := p.conn.Close()
+	if p.r != nil {
+		p.r.Reset(nil)
+		readerPool.Put(p.r)
+		p.w.Reset(nil)
+		writerPool.Put(p.w)
+		p.r, p.w = nil, nil
+	}
+	return err
+}

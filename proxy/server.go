@@ -1,0 +1,155 @@
+// Package proxy is Sluice's MySQL protocol front: the listener, the client
+// handshake and authentication, the session loop, backend connections and
+// the packet layer beneath them.
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sluice-proxy/sluice/router"
+)
+
+// Config is what the proxy needs from sluice.yaml.
+type Config struct {
+	// Name identifies this Sluice instance.
+	Name string
+	// ServerVersion, when set, replaces the primary's version in handshakes.
+	ServerVersion    string
+	MaxConnections   int
+	MaxAllowedPacket int
+	ConnectTimeout   time.Duration
+}
+
+// Server accepts client connections and runs a session for each.
+type Server struct {
+	cfg      atomic.Pointer[Config]
+	accounts *Accounts
+	router   *router.Router
+	log      *slog.Logger
+	metrics  *Metrics
+
+	nextID atomic.Uint32
+	mu     sync.Mutex
+	// sessions maps live sessions to their client connection, so Shutdown
+	// can close them.
+	sessions map[*Session]net.Conn
+	wg       sync.WaitGroup
+	draining atomic.Bool
+}
+
+// NewServer builds a proxy server. reg may be nil.
+func NewServer(cfg Config, accounts *Accounts, rt *router.Router, reg prometheus.Registerer, log *slog.Logger) *Server {
+	s := &Server{accounts: accounts, router: rt, log: log, metrics: newMetrics(reg), sessions: map[*Session]net.Conn{}}
+	s.cfg.Store(&cfg)
+	return s
+}
+
+// SetConfig applies a reloaded config to new sessions and commands.
+func (s *Server) SetConfig(cfg Config) { s.cfg.Store(&cfg) }
+
+// Sessions is the number of client sessions now.
+func (s *Server) Sessions() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.sessions)
+}
+
+// Serve accepts connections on ln until ctx is done or ln is closed. It
+// does not wait for sessions: Shutdown does.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	stop := context.AfterFunc(ctx, func() { ln.Close() })
+	defer stop()
+	var backoff time.Duration
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			// Out of file descriptors and the like: wait, as net/http does.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			s.log.Error("accept failed; retrying", "err", err, "in", backoff)
+			select {
+			case <-time.After(backoff):
+				continue
+			case <-ctx.Done():
+				return nil
+			}
+		}
+		backoff = 0
+		s.start(ctx, conn)
+	}
+}
+
+func (s *Server) start(ctx context.Context, conn net.Conn) {
+	if tc, ok := conn.(*net.TCPConn); ok {
+		_ = tc.SetNoDelay(true)
+		_ = tc.SetKeepAlive(true)
+	}
+	sess := newSession(s, conn)
+	s.mu.Lock()
+	s.sessions[sess] = conn
+	n := len(s.sessions)
+	s.mu.Unlock()
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer func() {
+			s.mu.Lock()
+			delete(s.sessions, sess)
+			s.mu.Unlock()
+		}()
+		if s.draining.Load() {
+			sess.refuse(newSQLError(1053, "Server shutdown in progress"))
+			return
+		}
+		if limit := s.cfg.Load().MaxConnections; limit > 0 && n > limit {
+			s.metrics.refused.Inc()
+			sess.refuse(newSQLError(1040, "Too many connections"))
+			return
+		}
+		sess.run(ctx)
+	}()
+}
+
+// Shutdown drains: it stops taking new sessions, closes sessions that are
+// idle outside a transaction, lets the others finish their statement or
+// transaction until ctx is done, then closes the rest and waits for their
+// goroutines.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.draining.Store(true)
+	s.mu.Lock()
+	for sess, conn := range s.sessions {
+		if sess.idle.Load() {
+			conn.Close()
+		}
+	}
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() {
+		s.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+	}
+	s.mu.Lock()
+	n := len(s.sessions)
+	for _, conn := range s.sessions {
+		conn.Close()
+	}
+	s.mu.Unlock()
+	<-done
+	return fmt.Errorf("closed %d sessions still open after the drain timeout", n)
+}

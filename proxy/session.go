@@ -1,0 +1,362 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync/atomic"
+
+	"github.com/go-mysql-org/go-mysql/mysql"
+)
+
+// Session is one client connection and the backend connection it uses.
+type Session struct {
+	srv      *Server
+	id       uint32
+	client   *PacketIO
+	clientIP string
+	log      *slog.Logger
+
+	caps      uint32
+	collation byte
+	attrs     []byte
+	scramble  []byte
+	user      string
+	db        string
+	// stage1 is SHA1(password): the secret backend logins are made with. It
+	// is never logged.
+	stage1 []byte
+
+	backend *BackendConn
+	// status holds the server status flags of the last OK or EOF.
+	status uint16
+	// idle is true while the session waits for a command outside a
+	// transaction: a draining server may close it then.
+	idle atomic.Bool
+}
+
+func newSession(srv *Server, conn net.Conn) *Session {
+	id := srv.nextID.Add(1)
+	host, _, _ := net.SplitHostPort(conn.RemoteAddr().String())
+	s := &Session{
+		srv:      srv,
+		id:       id,
+		client:   NewPacketIO(conn),
+		clientIP: host,
+		log:      srv.log.With("session", id, "client", conn.RemoteAddr().String()),
+	}
+	s.client.SetMaxPayload(srv.cfg.Load().MaxAllowedPacket)
+	return s
+}
+
+// refuse answers a connection that will not get a session, in place of the
+// handshake, as MySQL does for "Too many connections".
+func (s *Session) refuse(e *SQLError) {
+	defer s.client.Close()
+	_ = s.client.WritePacket(errPacket(e))
+	_ = s.client.Flush()
+	s.log.Warn("connection refused", "code", e.Code, "reason", e.Message)
+}
+
+func (s *Session) run(ctx context.Context) {
+	m := s.srv.metrics
+	m.sessions.Inc()
+	defer m.sessions.Dec()
+	defer s.close()
+	if err := s.handshake(ctx); err != nil {
+		s.logEnd("login failed", err)
+		return
+	}
+	s.log = s.log.With("user", s.user)
+	s.log.Debug("session started", "db", s.db)
+	err := s.loop(ctx)
+	s.logEnd("session ended", err)
+}
+
+func (s *Session) logEnd(msg string, err error) {
+	switch {
+	case err == nil, errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed):
+		s.log.Debug(msg)
+	default:
+		s.log.Info(msg, "err", err)
+	}
+}
+
+func (s *Session) close() {
+	if s.backend != nil {
+		s.backend.QuitAndClose()
+		s.srv.metrics.backendConns.Dec()
+		s.backend = nil
+	}
+	s.client.Close()
+}
+
+// handshake greets the client, authenticates it and opens its backend.
+func (s *Session) handshake(ctx context.Context) error {
+	cfg := s.srv.cfg.Load()
+	s.scramble = newScramble()
+	version := cfg.ServerVersion
+	if version == "" {
+		version = s.srv.router.ServerVersion()
+	}
+	if version == "" {
+		version = "5.5.5-10.11.0-MariaDB-sluice"
+	}
+	if err := s.client.WritePacket(buildHandshake(s.id, s.scramble, version, proxyCapabilities, defaultCollation)); err != nil {
+		return err
+	}
+	if err := s.client.Flush(); err != nil {
+		return err
+	}
+	pkt, err := s.client.ReadPacket()
+	if err != nil {
+		return fmt.Errorf("read handshake response: %w", err)
+	}
+	hr, err := parseHandshakeResponse(pkt)
+	if err != nil {
+		s.writeErr(newSQLError(mysql.ER_HANDSHAKE_ERROR, "Bad handshake"))
+		return err
+	}
+	s.caps = hr.Capabilities & proxyCapabilities
+	s.collation, s.attrs, s.user, s.db = hr.Collation, hr.Attrs, hr.User, hr.DB
+	reply := hr.AuthResponse
+	if hr.Plugin != "" && hr.Plugin != mysql.AUTH_NATIVE_PASSWORD && s.caps&mysql.CLIENT_PLUGIN_AUTH != 0 {
+		// The client answered for another plugin: ask it to switch.
+		if reply, err = s.authSwitch(); err != nil {
+			return err
+		}
+	}
+	acct, stage1, err := s.srv.accounts.Authenticate(ctx, hr.User, s.clientIP, s.scramble, reply)
+	if err != nil {
+		s.srv.metrics.authFailures.Inc()
+		var se *SQLError
+		if errors.As(err, &se) {
+			s.writeErr(se)
+		}
+		return err
+	}
+	s.stage1 = stage1
+	s.log.Debug("authenticated", "user", acct.User, "host", acct.Host)
+	if err := s.connectBackend(ctx); err != nil {
+		s.writeErr(toSQLError(err))
+		return err
+	}
+	if err := s.client.WritePacket(okPacket(0, 0, s.status, 0)); err != nil {
+		return err
+	}
+	return s.client.Flush()
+}
+
+// authSwitch asks the client for a mysql_native_password reply to the same
+// scramble.
+func (s *Session) authSwitch() ([]byte, error) {
+	req := make([]byte, 0, 2+len(mysql.AUTH_NATIVE_PASSWORD)+scrambleLen+1)
+	req = append(req, mysql.EOF_HEADER)
+	req = append(req, mysql.AUTH_NATIVE_PASSWORD...)
+	req = append(req, 0)
+	req = append(req, s.scramble...)
+	req = append(req, 0)
+	if err := s.client.WritePacket(req); err != nil {
+		return nil, err
+	}
+	if err := s.client.Flush(); err != nil {
+		return nil, err
+	}
+	reply, err := s.client.ReadPacket()
+	if err != nil {
+		return nil, fmt.Errorf("read auth switch response: %w", err)
+	}
+	return bytes.Clone(reply), nil
+}
+
+// connectBackend logs in to the primary as the session's user.
+func (s *Session) connectBackend(ctx context.Context) error {
+	target, err := s.srv.router.Primary()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.srv.cfg.Load().ConnectTimeout)
+	defer cancel()
+	b, err := DialBackend(ctx, target.Server, target.Address, Login{
+		User: s.user, Stage1: s.stage1, DB: s.db,
+		Capabilities: s.caps, Collation: s.collation, Attrs: s.attrs,
+	})
+	if err != nil {
+		return err
+	}
+	s.backend = b
+	s.status = b.Status
+	s.srv.metrics.backendConns.Inc()
+	return nil
+}
+
+// toSQLError gives the client the server's own error when there is one,
+// and otherwise says which server failed and how.
+func toSQLError(err error) *SQLError {
+	var se *SQLError
+	if errors.As(err, &se) {
+		return se
+	}
+	return newSQLError(mysql.ER_UNKNOWN_ERROR, "Sluice: %v", err)
+}
+
+func (s *Session) writeErr(e *SQLError) {
+	_ = s.client.WritePacket(errPacket(e))
+	_ = s.client.Flush()
+}
+
+func (s *Session) loop(ctx context.Context) error {
+	m := s.srv.metrics
+	for {
+		s.client.ResetSequence()
+		s.idle.Store(s.status&mysql.SERVER_STATUS_IN_TRANS == 0)
+		if s.idle.Load() && s.srv.draining.Load() {
+			return nil
+		}
+		pkt, err := s.client.ReadPacket()
+		s.idle.Store(false)
+		if err != nil {
+			if errors.Is(err, ErrPacketTooLarge) {
+				s.writeErr(newSQLError(mysql.ER_NET_PACKET_TOO_LARGE, "Got a packet bigger than 'max_allowed_packet' bytes"))
+			}
+			return err
+		}
+		if len(pkt) == 0 {
+			return fmt.Errorf("%w: empty command packet", errMalformed)
+		}
+		cmd := pkt[0]
+		m.commands.WithLabelValues(commandName(cmd)).Inc()
+		switch cmd {
+		case mysql.COM_QUIT:
+			return nil
+		case mysql.COM_CHANGE_USER:
+			if err := s.changeUser(ctx, pkt); err != nil {
+				return err
+			}
+			continue
+		case mysql.COM_BINLOG_DUMP, mysql.COM_BINLOG_DUMP_GTID, mysql.COM_REGISTER_SLAVE,
+			mysql.COM_TABLE_DUMP, mysql.COM_CONNECT_OUT, mysql.COM_CLONE, mysql.COM_DAEMON,
+			mysql.COM_CONNECT, mysql.COM_TIME, mysql.COM_DELAYED_INSERT, mysql.COM_SLEEP:
+			s.writeErr(newSQLError(mysql.ER_UNKNOWN_COM_ERROR, "Unknown command"))
+			continue
+		}
+		if err := s.execute(ctx, pkt); err != nil {
+			return err
+		}
+	}
+}
+
+// execute sends one command to the backend and relays the response.
+func (s *Session) execute(ctx context.Context, pkt []byte) error {
+	if s.backend == nil {
+		if err := s.connectBackend(ctx); err != nil {
+			s.writeErr(toSQLError(err))
+			return err
+		}
+	}
+	b := s.backend
+	bio := b.PacketIO()
+	bio.ResetSequence()
+	if err := bio.WritePacket(pkt); err != nil {
+		return s.backendFailed(err, 0)
+	}
+	if err := bio.Flush(); err != nil {
+		return s.backendFailed(err, 0)
+	}
+	r := relay{
+		backend:      bio,
+		client:       s.client,
+		deprecateEOF: s.caps&mysql.CLIENT_DEPRECATE_EOF != 0,
+		localInfile:  s.caps&mysql.CLIENT_LOCAL_FILES != 0,
+	}
+	res, err := r.run(responseKindOf(pkt[0]))
+	if err != nil {
+		return s.backendFailed(err, r.forwarded)
+	}
+	if res.StatusKnown {
+		s.status = res.OK.Status
+		b.Status = res.OK.Status
+	}
+	if pkt[0] == mysql.COM_INIT_DB && res.Err == nil {
+		s.db = string(pkt[1:])
+	}
+	return nil
+}
+
+// backendFailed ends the session after its backend connection failed. A
+// client that has not yet seen part of the response gets an error naming the
+// server; one that has cannot be told anything in protocol, so its
+// connection is closed. The session's server-side state is gone either way,
+// so it must not continue silently.
+func (s *Session) backendFailed(err error, forwarded int) error {
+	b := s.backend
+	if errors.Is(err, errClientGone) {
+		return err
+	}
+	if forwarded == 0 && !errors.Is(err, errPartialPacket) {
+		s.writeErr(newSQLError(2013, "Lost connection to backend server '%s' (%s): %v", b.Server, b.Addr, err))
+	}
+	s.log.Warn("backend connection failed; closing the session", "server", b.Server, "err", err)
+	return fmt.Errorf("backend %s: %w", b.Server, err)
+}
+
+// changeUser handles COM_CHANGE_USER: Sluice checks the new credentials
+// itself, then logs in anew, so no state of the previous user survives.
+func (s *Session) changeUser(ctx context.Context, pkt []byte) error {
+	cu, err := parseChangeUser(pkt, s.caps)
+	if err != nil {
+		s.writeErr(newSQLError(mysql.ER_HANDSHAKE_ERROR, "Bad handshake"))
+		return err
+	}
+	reply := cu.AuthResponse
+	if cu.Plugin != "" && cu.Plugin != mysql.AUTH_NATIVE_PASSWORD {
+		if reply, err = s.authSwitch(); err != nil {
+			return err
+		}
+	}
+	_, stage1, err := s.srv.accounts.Authenticate(ctx, cu.User, s.clientIP, s.scramble, reply)
+	if err != nil {
+		s.srv.metrics.authFailures.Inc()
+		s.writeErr(toSQLError(err))
+		return fmt.Errorf("change user to %q: %w", cu.User, err)
+	}
+	if s.backend != nil {
+		s.backend.QuitAndClose()
+		s.srv.metrics.backendConns.Dec()
+		s.backend = nil
+	}
+	s.user, s.db, s.stage1 = cu.User, cu.DB, stage1
+	if cu.Collation != 0 {
+		s.collation = cu.Collation
+	}
+	if cu.Attrs != nil {
+		s.attrs = cu.Attrs
+	}
+	s.log = s.log.With("user", s.user)
+	if err := s.connectBackend(ctx); err != nil {
+		s.writeErr(toSQLError(err))
+		return err
+	}
+	if err := s.client.WritePacket(okPacket(0, 0, s.status, 0)); err != nil {
+		return err
+	}
+	return s.client.Flush()
+}
+
+func newScramble() []byte {
+	b := make([]byte, scrambleLen)
+	_, _ = rand.Read(b)
+	// The scramble is sent NUL-terminated and must avoid 0 and '$'.
+	for i := range b {
+		b[i] = b[i]&0x7f | 1
+		if b[i] == '$' {
+			b[i]++
+		}
+	}
+	return b
+}
