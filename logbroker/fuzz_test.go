@@ -161,7 +161,7 @@ func FuzzSegmentRecover(f *testing.F) {
 		if next != p.hw {
 			t.Fatalf("high watermark %d, segment ends at %d", p.hw, next)
 		}
-		res := p.read(0, 1<<20)
+		res := p.read(0, 1<<20, true)
 		if res.code != 0 || len(res.data) != len(stored) {
 			t.Fatalf("read after recovery: code %d, %d bytes of %d", res.code, len(res.data), len(stored))
 		}

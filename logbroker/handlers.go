@@ -303,17 +303,9 @@ func (b *Broker) fillFetch(resp *kmsg.FetchResponse, targets []fetchTarget, maxB
 		if remaining := maxBytes - int32(total); remaining < limit {
 			limit = remaining
 		}
-		if total == 0 && limit < batchHeaderLen {
-			// The first batch is always sent whole (see partition.read).
-			limit = batchHeaderLen
-		}
-		var res fetchResult
-		if limit > 0 {
-			res = ft.p.read(ft.offset, limit)
-		} else {
-			st := ft.p.stats()
-			res = fetchResult{hw: st.HighWatermark, logStart: st.LogStartOffset}
-		}
+		// Only the first partition with data may exceed the limits, by
+		// one batch (KIP-74), so that a consumer always makes progress.
+		res := ft.p.read(ft.offset, limit, total == 0)
 		sp.ErrorCode = res.code
 		sp.HighWatermark, sp.LastStableOffset, sp.LogStartOffset = res.hw, res.hw, res.logStart
 		sp.RecordBatches = res.data

@@ -303,9 +303,9 @@ type fetchResult struct {
 }
 
 // read returns whole batches starting with the one that contains offset,
-// at most maxBytes of them unless the first batch alone is larger (it is
-// then returned whole so that a consumer can always make progress).
-func (p *partition) read(offset int64, maxBytes int32) fetchResult {
+// at most maxBytes of them. When atLeastOne is set and the first batch alone
+// is larger, it is returned whole so that a consumer always makes progress.
+func (p *partition) read(offset int64, maxBytes int32, atLeastOne bool) fetchResult {
 	p.mu.Lock()
 	res := fetchResult{hw: p.hw, logStart: p.logStart}
 	if offset < p.logStart || offset > p.hw {
@@ -313,7 +313,7 @@ func (p *partition) read(offset int64, maxBytes int32) fetchResult {
 		res.code = kerr.OffsetOutOfRange.Code
 		return res
 	}
-	if offset == p.hw || maxBytes <= 0 {
+	if offset == p.hw || (maxBytes <= 0 && !atLeastOne) {
 		p.mu.Unlock()
 		return res
 	}
@@ -335,7 +335,7 @@ func (p *partition) read(offset int64, maxBytes int32) fetchResult {
 	p.filesMu.RLock()
 	defer p.filesMu.RUnlock()
 	for _, v := range views {
-		data, err := readFrom(v.s, v.size, v.index, offset, maxBytes)
+		data, err := readFrom(v.s, v.size, v.index, offset, maxBytes, atLeastOne)
 		if err != nil {
 			if errors.Is(err, os.ErrClosed) {
 				// Deleted by retention between snapshot and read.
@@ -346,7 +346,7 @@ func (p *partition) read(offset int64, maxBytes int32) fetchResult {
 			res.code = kerr.KafkaStorageError.Code
 			return res
 		}
-		if len(data) > 0 {
+		if data != nil { // possibly empty: the next batch did not fit
 			res.data = data
 			return res
 		}
@@ -357,8 +357,9 @@ func (p *partition) read(offset int64, maxBytes int32) fetchResult {
 }
 
 // readFrom reads whole batches of s (limited to size bytes) starting with
-// the first batch whose last offset is >= offset.
-func readFrom(s *segment, size int64, index []indexEntry, offset int64, maxBytes int32) ([]byte, error) {
+// the first batch whose last offset is >= offset. It returns nil when s has
+// no such batch, and an empty slice when that batch exceeds maxBytes.
+func readFrom(s *segment, size int64, index []indexEntry, offset int64, maxBytes int32, atLeastOne bool) ([]byte, error) {
 	pos := positionFor(index, s.base, offset)
 	var hdr [batchHeaderLen]byte
 	for pos+batchHeaderLen <= size {
@@ -396,7 +397,7 @@ func readFrom(s *segment, size int64, index []indexEntry, offset int64, maxBytes
 			return nil, fmt.Errorf("segment %s at %d: %w", s.logPath, pos+end, err)
 		}
 		if end+h.size() > n {
-			if end == 0 {
+			if end == 0 && atLeastOne {
 				// The first batch is larger than maxBytes: send it whole.
 				whole := make([]byte, h.size())
 				if _, err := s.log.ReadAt(whole, pos); err != nil {

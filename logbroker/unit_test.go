@@ -131,7 +131,7 @@ func TestSegmentsRollIndexAndRetention(t *testing.T) {
 	}
 	// Reading from any offset starts at the batch containing it.
 	for _, off := range []int64{0, 5, 10, 333, 999} {
-		res := p.read(off, 1)
+		res := p.read(off, 1, true)
 		h, err := checkBatch(res.data)
 		if err != nil || h.BaseOffset > off || h.lastOffset() < off {
 			t.Fatalf("read(%d): %v, batch %d-%d", off, err, h.BaseOffset, h.lastOffset())
@@ -142,7 +142,7 @@ func TestSegmentsRollIndexAndRetention(t *testing.T) {
 	os.Remove(indexPath)
 	p.closeFiles()
 	p = openTestPartition(t, dir, Config{SegmentBytes: 4096, RetentionBytes: 8192}, nil)
-	if res := p.read(150, 1); len(res.data) == 0 {
+	if res := p.read(150, 1, true); len(res.data) == 0 {
 		t.Fatal("read after index rebuild returned nothing")
 	}
 
@@ -153,7 +153,7 @@ func TestSegmentsRollIndexAndRetention(t *testing.T) {
 	if st.Bytes > 8192+4096 || st.LogStartOffset == 0 || st.HighWatermark != 1000 {
 		t.Fatalf("after size retention: %+v", st)
 	}
-	if res := p.read(0, 1<<20); res.code != kerr.OffsetOutOfRange.Code {
+	if res := p.read(0, 1<<20, true); res.code != kerr.OffsetOutOfRange.Code {
 		t.Fatalf("read below log start: code %d", res.code)
 	}
 	entries, _ := os.ReadDir(p.dir)
@@ -181,7 +181,7 @@ func TestRetentionByTime(t *testing.T) {
 	if st.LogStartOffset == 0 || st.LogStartOffset > 200 {
 		t.Fatalf("time retention: log start %d, want old segments gone and new kept", st.LogStartOffset)
 	}
-	if res := p.read(st.LogStartOffset, 1<<20); res.code != 0 || len(res.data) == 0 {
+	if res := p.read(st.LogStartOffset, 1<<20, true); res.code != 0 || len(res.data) == 0 {
 		t.Fatalf("read at log start: %+v", res.code)
 	}
 }

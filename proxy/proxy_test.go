@@ -152,8 +152,8 @@ func TestAuthentication(t *testing.T) {
 		{"nosuchuser", "x", 1045},
 		{"nopass", "", 0},
 		{"nopass", "something", 1045},
-		{"local", "localpass", 0},     // 'local'@'127.0.0.1' matches
-		{"otherhost", "x", 1045},      // 'otherhost'@'10.9.9.9' does not
+		{"local", "localpass", 0},      // 'local'@'127.0.0.1' matches
+		{"otherhost", "x", 1045},       // 'otherhost'@'10.9.9.9' does not
 		{"cfguser", "wrongpass", 1045}, // config account, wrong password
 	}
 	for _, c := range cases {

@@ -16,7 +16,7 @@ type Result struct {
 	// StatusKnown is true when an OK or EOF packet carried OK.Status.
 	StatusKnown bool
 	Err         *SQLError
-	Rows int64
+	Rows        int64
 	// Prepare holds COM_STMT_PREPARE's answer.
 	Prepare PrepareOK
 }
