@@ -57,7 +57,6 @@ func New(cfg Config, log *slog.Logger) (*Broker, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	log = log.With("component", "logbroker")
 	b := &Broker{
 		cfg:       cfg,
 		log:       log,
