@@ -255,6 +255,7 @@ func (c *Config) setDefaults() {
 	if c.Log.Format == "" {
 		c.Log.Format = "text"
 	}
+	c.Broker = c.Broker.WithDefaults()
 	for i := range c.Servers {
 		if c.Servers[i].Weight == 0 {
 			c.Servers[i].Weight = 1

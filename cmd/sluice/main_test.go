@@ -1,0 +1,297 @@
+package main_test
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+
+	"github.com/sluice-proxy/sluice/internal/lab"
+)
+
+var (
+	topo   *lab.Topology
+	binary string
+)
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "sluice-bin-")
+	if err != nil {
+		panic(err)
+	}
+	binary = filepath.Join(dir, "sluice")
+	out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "build sluice: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	lab.RunTests(m, lab.Options{Replicas: 2}, func(t *lab.Topology) { topo = t })
+}
+
+// instance is a running bin/sluice process.
+type instance struct {
+	cmd    *exec.Cmd
+	config string
+	listen string
+	admin  string
+	stderr *bytes.Buffer
+	done   chan error
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	port, err := lab.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return "127.0.0.1:" + strconv.Itoa(port)
+}
+
+// writeConfig writes a config for the shared topology; extra is appended.
+func writeConfig(t *testing.T, path, listen, admin, extra string) {
+	t.Helper()
+	var servers strings.Builder
+	for _, s := range topo.Servers() {
+		fmt.Fprintf(&servers, "  - name: %s\n    address: %s\n", s.Name, s.Addr())
+	}
+	cfg := fmt.Sprintf(`listen: %s
+admin_listen: %s
+servers:
+%sservice_user:
+  user: monitor
+  password: monpass
+monitor:
+  interval: 200ms
+genlog:
+  enabled: false
+broker:
+  enabled: true
+  listen: %s
+  data_dir: %s
+%s`, listen, admin, servers.String(), freeAddr(t), filepath.Join(filepath.Dir(path), "broker"), extra)
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func startInstance(t *testing.T, extra string) *instance {
+	t.Helper()
+	dir := t.TempDir()
+	in := &instance{config: filepath.Join(dir, "sluice.yaml"), listen: freeAddr(t), admin: freeAddr(t),
+		stderr: &bytes.Buffer{}, done: make(chan error, 1)}
+	writeConfig(t, in.config, in.listen, in.admin, extra)
+	in.cmd = exec.Command(binary, "serve", "--config", in.config)
+	in.cmd.Stderr = in.stderr
+	if err := in.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { in.done <- in.cmd.Wait() }()
+	t.Cleanup(func() {
+		if in.cmd.ProcessState == nil {
+			in.cmd.Process.Kill()
+			<-in.done
+		}
+		if t.Failed() {
+			t.Logf("sluice stderr:\n%s", in.stderr.String())
+		}
+	})
+	waitFor(t, "/health to turn green", 20*time.Second, func() bool { return in.healthy() })
+	return in
+}
+
+func (in *instance) healthy() bool {
+	resp, err := http.Get("http://" + in.admin + "/health")
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}
+
+func (in *instance) dsn(user, pass, db string) string {
+	cfg := mysql.NewConfig()
+	cfg.User, cfg.Passwd, cfg.Net, cfg.Addr, cfg.DBName = user, pass, "tcp", in.listen, db
+	cfg.Timeout = 5 * time.Second
+	return cfg.FormatDSN()
+}
+
+func (in *instance) wait(t *testing.T, timeout time.Duration) error {
+	t.Helper()
+	select {
+	case err := <-in.done:
+		return err
+	case <-time.After(timeout):
+		t.Fatalf("sluice did not exit within %v", timeout)
+		return nil
+	}
+}
+
+func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		select {
+		case <-deadline.C:
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		case <-tick.C:
+		}
+	}
+}
+
+func TestVersion(t *testing.T) {
+	out, err := exec.Command(binary, "version").Output()
+	if err != nil || !strings.HasPrefix(string(out), "sluice ") {
+		t.Fatalf("version: %q %v", out, err)
+	}
+}
+
+func TestBadConfigExitsTwoNamingTheKey(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "bad.yaml")
+	os.WriteFile(path, []byte("listen: 127.0.0.1:4006\nservers:\n  - name: a\n    address: 127.0.0.1:99999\nservice_user: {user: m}\n"), 0o600)
+	cmd := exec.Command(binary, "serve", "--config", path)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	err := cmd.Run()
+	ee, ok := err.(*exec.ExitError)
+	if !ok || ee.ExitCode() != 2 {
+		t.Fatalf("exit: %v, want status 2", err)
+	}
+	msg := strings.TrimSpace(stderr.String())
+	if strings.Count(msg, "\n") != 0 || !strings.Contains(msg, path+":4: servers[0].address") {
+		t.Fatalf("error message %q should be one line naming file, line and key", msg)
+	}
+}
+
+func TestServeReloadAndDrain(t *testing.T) {
+	in := startInstance(t, "")
+	db, err := sql.Open("mysql", in.dsn("app", "apppass", "app"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var one int
+	if err := db.QueryRow("SELECT 1").Scan(&one); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Get("http://" + in.admin + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var metrics bytes.Buffer
+	metrics.ReadFrom(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(metrics.String(), `sluice_commands_total{command="COM_QUERY"}`) {
+		t.Fatalf("metrics lack command counts:\n%.2000s", metrics.String())
+	}
+
+	// A broken config on SIGHUP is refused and the running one kept.
+	good, _ := os.ReadFile(in.config)
+	os.WriteFile(in.config, []byte("listen: [\n"), 0o600)
+	in.cmd.Process.Signal(syscall.SIGHUP)
+	waitFor(t, "the refused reload to be logged", 10*time.Second, func() bool {
+		return strings.Contains(in.stderr.String(), "config reload refused")
+	})
+	if err := db.QueryRow("SELECT 1").Scan(&one); err != nil {
+		t.Fatalf("after a refused reload: %v", err)
+	}
+	// A good one applies: max_connections 1 refuses a second session.
+	os.WriteFile(in.config, append(good, "max_connections: 1\n"...), 0o600)
+	in.cmd.Process.Signal(syscall.SIGHUP)
+	waitFor(t, "the reload", 10*time.Second, func() bool { return strings.Contains(in.stderr.String(), "config reloaded") })
+	db.SetMaxOpenConns(1)
+	conn, err := db.Conn(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, _ := sql.Open("mysql", in.dsn("app", "apppass", "app"))
+	defer other.Close()
+	if err := other.Ping(); err == nil || !strings.Contains(err.Error(), "1040") {
+		t.Fatalf("second session with max_connections 1: %v, want 1040", err)
+	}
+
+	// SIGTERM drains: an open transaction may finish, then Sluice exits 0.
+	ctx := context.Background()
+	if _, err := conn.ExecContext(ctx, "CREATE TABLE IF NOT EXISTS drain (id INT PRIMARY KEY)"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.ExecContext(ctx, "BEGIN"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.ExecContext(ctx, "REPLACE INTO drain VALUES (1)"); err != nil {
+		t.Fatal(err)
+	}
+	in.cmd.Process.Signal(syscall.SIGTERM)
+	waitFor(t, "draining to start", 10*time.Second, func() bool { return strings.Contains(in.stderr.String(), "draining") })
+	if _, err := net.DialTimeout("tcp", in.listen, time.Second); err == nil {
+		t.Fatal("listener still accepts while draining")
+	}
+	if _, err := conn.ExecContext(ctx, "COMMIT"); err != nil {
+		t.Fatalf("commit while draining: %v", err)
+	}
+	conn.Close()
+	if err := in.wait(t, 20*time.Second); err != nil {
+		t.Fatalf("exit after SIGTERM: %v, want status 0", err)
+	}
+}
+
+// TestSysbench runs sysbench oltp_read_write through Sluice in both
+// prepared-statement modes and requires zero errors.
+func TestSysbench(t *testing.T) {
+	sb, err := exec.LookPath("sysbench")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("sysbench is required on CI")
+		}
+		t.Skip("sysbench not installed")
+	}
+	in := startInstance(t, "")
+	host, port, _ := net.SplitHostPort(in.listen)
+	common := []string{"oltp_read_write", "--db-driver=mysql", "--mysql-host=" + host, "--mysql-port=" + port,
+		"--mysql-user=sbtest", "--mysql-password=sbtest", "--mysql-db=sbtest", "--tables=2", "--table-size=2000"}
+	run := func(args ...string) string {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		out, err := exec.CommandContext(ctx, sb, append(append([]string{}, common...), args...)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("sysbench %v: %v\n%s", args, err, out)
+		}
+		return string(out)
+	}
+	run("cleanup")
+	run("prepare")
+	for _, mode := range []string{"disable", "auto"} {
+		out := run("--threads=4", "--time=4", "--db-ps-mode="+mode, "run")
+		if !strings.Contains(out, "ignored errors:                      0 ") ||
+			!strings.Contains(out, "reconnects:                          0 ") {
+			t.Fatalf("sysbench ps-mode=%s reported errors:\n%s", mode, out)
+		}
+		if !strings.Contains(out, "transactions:") {
+			t.Fatalf("sysbench ps-mode=%s ran nothing:\n%s", mode, out)
+		}
+		t.Logf("ps-mode=%s: %s", mode, grepLine(out, "queries:"))
+	}
+}
+
+func grepLine(out, prefix string) string {
+	for _, l := range strings.Split(out, "\n") {
+		if strings.Contains(l, prefix) {
+			return strings.TrimSpace(l)
+		}
+	}
+	return ""
+}

@@ -1,0 +1,54 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestExampleConfigLoads(t *testing.T) {
+	cfg, err := Load("../../configs/sluice.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Listen != "127.0.0.1:4006" || len(cfg.Servers) != 2 || cfg.Router.MaxReplicationLag != 10*time.Second ||
+		cfg.Broker.Partitions != 4 || cfg.Broker.Retention != 168*time.Hour || !cfg.Genlog.Enabled {
+		t.Fatalf("example config decoded wrong: %+v", cfg)
+	}
+}
+
+func TestErrorsNameFileKeyAndLine(t *testing.T) {
+	cases := []struct{ yaml, want string }{
+		{"listen: 127.0.0.1:4006\nservers:\n  - name: a\n    address: nope\nservice_user: {user: m}\n",
+			"x.yaml:4: servers[0].address: \"nope\" is not host:port"},
+		{"listen: 127.0.0.1:4006\nservers: [{name: a, address: '127.0.0.1:1'}]\nservice_user: {user: m}\nrouter:\n  type: roundabout\n",
+			"x.yaml:5: router.type: unknown router \"roundabout\""},
+		{"listen: 127.0.0.1:4006\nlisten_typo: 1\n", "x.yaml:2: unknown key \"listen_typo\""},
+		{"listen: 127.0.0.1:4006\nmonitor:\n  interval: soon\n", "x.yaml:3: cannot unmarshal"},
+		{"servers: []\n", "x.yaml: listen: missing"},
+		{"listen: 127.0.0.1:4006\nservers: [{name: a, address: '127.0.0.1:1'}]\nservice_user: {user: m}\nbroker:\n  enabled: true\n  partitions: -3\n",
+			"x.yaml:6: broker.partitions: must be >= 1"},
+		{"", "x.yaml: config is empty"},
+	}
+	for _, c := range cases {
+		_, err := Parse("x.yaml", []byte(c.yaml))
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("config %q: error %v, want it to contain %q", c.yaml, err, c.want)
+		}
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "s.yaml")
+	os.WriteFile(path, []byte("listen: 127.0.0.1:4006\nservers: [{name: a, address: '127.0.0.1:1'}]\nservice_user: {user: m}\n"), 0o600)
+	cfg, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Router.Type != "readwritesplit" || cfg.Monitor.Interval != time.Second || cfg.UsersRefreshInterval != 30*time.Second ||
+		cfg.Servers[0].Weight != 1 || cfg.AdminListen != "127.0.0.1:8989" || cfg.Genlog.Topic != "sluice.genlog" {
+		t.Fatalf("defaults: %+v", cfg)
+	}
+}
