@@ -340,3 +340,75 @@ func TestMetadataTopicsNullVsEmpty(t *testing.T) {
 		}
 	}
 }
+
+func TestSegmentRollByAgeAndOffsetForTime(t *testing.T) {
+	p := openTestPartition(t, t.TempDir(), Config{SegmentAge: time.Hour}, nil)
+	recs := sampleBatch(t, 5)[batchHeaderLen:]
+	now := time.Now()
+	for i := 0; i < 4; i++ {
+		// Each append is "an hour and a bit" later: every one rolls.
+		at := now.Add(time.Duration(i) * 61 * time.Minute)
+		batches, headers, _ := splitBatches(buildBatch(5, recs, at.UnixMilli(), -1, -1, -1))
+		if r := p.append(batches, headers, at); r.code != 0 {
+			t.Fatalf("append %d: %d", i, r.code)
+		}
+	}
+	if n := p.stats().Segments; n != 4 {
+		t.Fatalf("%d segments after appends an hour apart, want 4", n)
+	}
+	off, ts, err := p.offsetForTime(now.Add(90 * time.Minute).UnixMilli())
+	if err != nil || off != 10 || ts < 0 {
+		t.Fatalf("offsetForTime: %d %d %v, want offset 10", off, ts, err)
+	}
+	if off, _, _ := p.offsetForTime(now.Add(24 * time.Hour).UnixMilli()); off != 20 {
+		t.Fatalf("offsetForTime past the end: %d, want high watermark 20", off)
+	}
+}
+
+func TestDescribeConfigsReportsTopicConfigs(t *testing.T) {
+	tb := startBroker(t, Config{Partitions: 1}, "")
+	if _, err := tb.createTopic("kv", 1, map[string]string{"cleanup.policy": "compact", "retention.ms": "60000"}); err != nil {
+		t.Fatal(err)
+	}
+	req := kmsg.NewPtrDescribeConfigsRequest()
+	req.SetVersion(4)
+	req.Resources = []kmsg.DescribeConfigsRequestResource{{ResourceType: kmsg.ConfigResourceTypeTopic, ResourceName: "kv"}}
+	resp := tb.handleDescribeConfigs(req).(*kmsg.DescribeConfigsResponse)
+	got := make(map[string]string)
+	for _, c := range resp.Resources[0].Configs {
+		got[c.Name] = *c.Value
+	}
+	if got["cleanup.policy"] != "compact" || got["retention.ms"] != "60000" || got["segment.bytes"] == "" {
+		t.Fatalf("configs: %v", got)
+	}
+	if !tb.partition("kv", 0).topic.settings().compact {
+		t.Fatal("cleanup.policy=compact not applied")
+	}
+}
+
+// TestCloseWithActiveClients closes the broker while a consumer long-polls
+// and a producer is connected: Serve must return and Close must not hang.
+func TestCloseWithActiveClients(t *testing.T) {
+	tb := startBroker(t, Config{Partitions: 1}, "")
+	prod := newFranzClient(t, tb.addr, kgo.DefaultProduceTopic("closing"))
+	produceNumbered(t, prod, "closing", 0, 10)
+	cons := newFranzClient(t, tb.addr, kgo.ConsumeTopics("closing"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(10*time.Second))
+	consumeN(t, cons, 10, 10*time.Second)
+	// The consumer is now in a long poll with nothing to read.
+	closed := make(chan error, 1)
+	go func() { closed <- tb.Close() }()
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Fatalf("Close: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close hung with clients connected")
+	}
+	select {
+	case <-tb.done:
+		tb.cancel = nil // already stopped
+	case <-time.After(5 * time.Second):
+		t.Fatal("Serve did not return after Close")
+	}
+}
