@@ -1,7 +1,3 @@
-// Package logbroker is Sluice's bundled log broker: a single-node server that
-// speaks the Apache Kafka wire protocol and keeps partitioned logs on disk in
-// Kafka's layout, so that audit topics can be read with kcat or any Kafka
-// client.
 package logbroker
 
 import (

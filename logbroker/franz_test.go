@@ -311,3 +311,21 @@ func (o *ownedPartitions) count() int {
 	defer o.mu.Unlock()
 	return len(o.parts)
 }
+
+// TestFsyncPolicies produces and consumes under every fsync policy, across
+// a restart.
+func TestFsyncPolicies(t *testing.T) {
+	for _, policy := range []string{FsyncAlways, FsyncInterval, FsyncOS} {
+		t.Run(policy, func(t *testing.T) {
+			cfg := Config{DataDir: t.TempDir(), Fsync: policy, FsyncInterval: 10 * time.Millisecond}
+			tb := startBroker(t, cfg, "")
+			prod := newFranzClient(t, tb.addr, kgo.DefaultProduceTopic("fsync"))
+			produceNumbered(t, prod, "fsync", 0, 500)
+			prod.Close()
+			tb.stop(t)
+			tb2 := startBroker(t, cfg, "")
+			cons := newFranzClient(t, tb2.addr, kgo.ConsumeTopics("fsync"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+			checkNumbered(t, consumeN(t, cons, 500, 30*time.Second), 500)
+		})
+	}
+}

@@ -1,0 +1,29 @@
+// Package logbroker is Sluice's bundled log broker: a single-node server that
+// speaks the Apache Kafka wire protocol and keeps partitioned logs on disk in
+// Kafka's layout, so that audit topics can be read with kcat or any Kafka
+// client.
+//
+// Protocol. Requests are decoded and responses encoded by franz-go's kmsg;
+// this package only frames them (conn.go) and serves the versions listed in
+// supportedAPIs, which every client Sluice is tested with accepts. Each
+// connection has a reader that handles requests one at a time in order, as
+// Kafka does, and a writer that sends the answers in the same order; produce
+// answers wait there for their fsync, so a client's pipelined produce
+// requests share flushes.
+//
+// Storage. data_dir/<topic>-<partition>/ holds segments named by their base
+// offset (00000000000000000000.log) containing RecordBatch v2 bytes exactly
+// as produced, with only the base offset and leader epoch rewritten (neither
+// is covered by the CRC), plus a sparse offset index (.index) and time index
+// (.timeindex) in Kafka's formats. Fetches copy stored bytes out without
+// decoding records. At start the last segment of every partition is read
+// whole and truncated after its last intact batch; the indexes of other
+// segments are checked and rebuilt from batch headers when needed.
+// data_dir/__sluice_meta/ keeps topic configs, committed group offsets and
+// the producer id high-water mark, each written atomically (temp file,
+// fsync, rename).
+//
+// Not implemented: replication, transactions, fetch sessions, topic ids
+// (Fetch 13+, Metadata 10+), OffsetForLeaderEpoch, static group membership
+// semantics, ACLs and SASL.
+package logbroker
