@@ -1,0 +1,48 @@
+# Sluice. `make demo` runs the main job; `make test` passes the tests.
+GO        ?= go
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -X main.version=$(VERSION)
+PKGS      := ./...
+
+.PHONY: build test test-short bench bench-broker fuzz demo lab deps clean
+
+build:
+	$(GO) build -ldflags "$(LDFLAGS)" -o bin/sluice ./cmd/sluice
+
+# Installs the Debian packages the tests need when they are missing (root or sudo).
+deps:
+	./scripts/install-deps.sh
+
+# Unit and integration tests against real MariaDB, sysbench, kcat and Kafka clients.
+test: deps build
+	$(GO) vet $(PKGS)
+	$(GO) test -count=1 -timeout 20m $(PKGS)
+	$(MAKE) fuzz FUZZTIME=5s
+
+# Each fuzz target briefly, from its checked-in seed corpus.
+FUZZTIME ?= 30s
+fuzz:
+	@set -e; for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz' || true); do \
+	    echo "fuzz $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg >/dev/null; \
+	  done; \
+	done
+
+# sysbench through direct MariaDB, HAProxy (TCP mode) and Sluice, in one run.
+bench: deps
+	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./internal/bench/
+	$(GO) test -run '^$$' -bench . -benchmem ./proxy/
+
+bench-broker:
+	$(GO) test -run '^$$' -bench BenchmarkBroker -benchtime 1x -timeout 20m ./logbroker/
+
+# A MariaDB primary with two GTID replicas on loopback, until Ctrl-C.
+lab: deps
+	$(GO) run ./internal/lab/cmd/lab -replicas 2 -dir .lab
+
+# The main job: MariaDB topology, Sluice with its bundled broker, sample traffic.
+demo: deps build
+	$(GO) run ./internal/lab/cmd/demo -sluice bin/sluice
+
+clean:
+	rm -rf bin data .lab
