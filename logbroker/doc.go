@@ -23,6 +23,12 @@
 // the producer id high-water mark, each written atomically (temp file,
 // fsync, rename).
 //
+// Known weakness: kmsg (v1.15.0) decodes a tagged-field section by looping
+// as many times as the announced field count, even after the input ran out,
+// so a malicious 40-byte flexible request announcing ~2^32 tags costs seconds
+// of CPU on its connection's goroutine. It cannot crash the broker or touch
+// other connections; fixing it needs a bound check in kmsg.
+//
 // Not implemented: replication, transactions, fetch sessions, topic ids
 // (Fetch 13+, Metadata 10+), OffsetForLeaderEpoch, static group membership
 // semantics, ACLs and SASL.
