@@ -409,8 +409,12 @@ func (b *Broker) closeTopics() error {
 			if err := p.active().seal(); err != nil {
 				errs = append(errs, err)
 			}
-			if err := p.active().sync(); err != nil && !errors.Is(err, os.ErrClosed) {
-				errs = append(errs, err)
+			// Every segment, not only the active one: under fsync "os"
+			// rolled segments were never flushed.
+			for _, s := range p.segments {
+				if err := s.sync(); err != nil && !errors.Is(err, os.ErrClosed) {
+					errs = append(errs, err)
+				}
 			}
 			errs = append(errs, p.closeFiles())
 			p.mu.Unlock()

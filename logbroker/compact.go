@@ -82,8 +82,9 @@ func (p *partition) compact() error {
 	defer p.filesMu.Unlock()
 	p.mu.Lock()
 	closed := append([]*segment(nil), p.segments[:len(p.segments)-1]...)
+	activeBase := p.active().base
 	p.mu.Unlock()
-	if len(closed) == 0 {
+	if len(closed) == 0 || activeBase == p.compactedBelow {
 		return nil
 	}
 	latest := make(map[string]int64)
@@ -124,6 +125,7 @@ func (p *partition) compact() error {
 		p.mu.Unlock()
 		closed[i] = ns
 	}
+	p.compactedBelow = activeBase
 	return nil
 }
 

@@ -202,7 +202,7 @@ func (b *Broker) producePartition(t *topic, terr error, rp kmsg.ProduceRequestTo
 	sp.ErrorCode = res.code
 	if res.code == 0 {
 		sp.BaseOffset = res.base
-		sp.LogStartOffset = p.stats().LogStartOffset
+		sp.LogStartOffset = res.logStart
 	}
 	if res.round != nil {
 		// Rounds are flushed in order, so the latest covers the rest.

@@ -58,6 +58,9 @@ type partition struct {
 	hw        int64 // high watermark = next offset to assign
 	producers map[int64]*producerState
 	waiters   map[chan struct{}]struct{}
+	// compactedBelow is the active segment's base at the last compaction:
+	// compaction runs again only once more segments have closed.
+	compactedBelow int64
 }
 
 func partitionDirName(topic string, id int32) string {
@@ -113,8 +116,11 @@ func openPartition(t *topic, id int32, dataDir string, y *syncer, log *slog.Logg
 	}
 	sort.Slice(bases, func(i, j int) bool { return bases[i] < bases[j] })
 	for i, base := range bases {
-		last := i == len(bases)-1
-		s, truncated, err := openSegment(p.dir, base, last)
+		// The tail is verified batch by batch. A crash just after a roll
+		// leaves an empty last segment, so the one before it is the
+		// real tail then.
+		verify := i == len(bases)-1 || (i == len(bases)-2 && segmentFileEmpty(p.dir, bases[i+1]))
+		s, truncated, err := openSegment(p.dir, base, verify)
 		if err != nil {
 			p.closeFiles()
 			return nil, fmt.Errorf("open segment %d of %s: %w", base, p.dir, err)
@@ -136,6 +142,12 @@ func openPartition(t *topic, id int32, dataDir string, y *syncer, log *slog.Logg
 	p.hw = p.active().next
 	p.rebuildProducers()
 	return p, nil
+}
+
+func segmentFileEmpty(dir string, base int64) bool {
+	logPath, _, _ := segmentPaths(dir, base)
+	fi, err := os.Stat(logPath)
+	return err == nil && fi.Size() == 0
 }
 
 func (p *partition) active() *segment { return p.segments[len(p.segments)-1] }
@@ -173,9 +185,10 @@ func (p *partition) rebuildProducers() {
 
 // appendResult says where a produce went.
 type appendResult struct {
-	base  int64
-	round *syncRound
-	code  int16
+	base     int64
+	logStart int64
+	round    *syncRound
+	code     int16
 }
 
 // append stores the batches of one produce request for this partition.
@@ -184,7 +197,7 @@ type appendResult struct {
 func (p *partition) append(batches [][]byte, headers []batchHeader, now time.Time) appendResult {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	res := appendResult{base: -1}
+	res := appendResult{base: -1, logStart: p.logStart}
 	for i, b := range batches {
 		h := headers[i]
 		if h.Attributes&(attrTransactional|attrControl) != 0 {
