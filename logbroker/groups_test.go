@@ -109,4 +109,15 @@ func TestGroupRebalanceAndSessionExpiry(t *testing.T) {
 	if code := b.heartbeat(); code != kerr.UnknownMemberID.Code {
 		t.Fatalf("expired member heartbeat: %d", code)
 	}
+	a.sync(ctx, map[string]string{a.id: "all"})
+	desc := kmsg.NewPtrDescribeGroupsRequest()
+	desc.Groups = []string{"g"}
+	dg := c.handleDescribe(desc).(*kmsg.DescribeGroupsResponse).Groups[0]
+	if dg.State != "Stable" || len(dg.Members) != 1 || dg.Members[0].MemberID != a.id || string(dg.Members[0].MemberAssignment) != "all" {
+		t.Fatalf("describe: %+v", dg)
+	}
+	list := c.handleList(kmsg.NewPtrListGroupsRequest()).(*kmsg.ListGroupsResponse)
+	if len(list.Groups) != 1 || list.Groups[0].Group != "g" {
+		t.Fatalf("list: %+v", list.Groups)
+	}
 }

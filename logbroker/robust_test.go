@@ -202,17 +202,19 @@ func buildBatch(n int, records []byte, ts, producerID int64, epoch int16, seq in
 // and new ones follow them.
 func TestTornWrite(t *testing.T) {
 	for _, tc := range []struct {
-		name string
-		tail func(good []byte) []byte
+		name      string
+		tail      func(good []byte) []byte
+		emptyRoll bool // crash right after rolling: an empty newer segment
 	}{
-		{"half batch", func(good []byte) []byte { return good[:len(good)/2] }},
-		{"garbage", func([]byte) []byte { return []byte("\x00\x00\x00\x00\x00\x00\x00\x07garbage after the last batch") }},
+		{"half batch before empty segment", func(good []byte) []byte { return good[:len(good)/2] }, true},
+		{"half batch", func(good []byte) []byte { return good[:len(good)/2] }, false},
+		{"garbage", func([]byte) []byte { return []byte("\x00\x00\x00\x00\x00\x00\x00\x07garbage after the last batch") }, false},
 		{"bad crc", func(good []byte) []byte {
 			b := append([]byte(nil), good...)
 			binary.BigEndian.PutUint64(b, 1000)
 			b[len(b)-2] ^= 0x55
 			return b
-		}},
+		}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
@@ -237,6 +239,10 @@ func TestTornWrite(t *testing.T) {
 			f.Close()
 			os.Remove(indexPath)
 			os.WriteFile(timePath, []byte("junk"), 0o644)
+			if tc.emptyRoll {
+				next, _, _ := segmentPaths(segDir, 50)
+				os.WriteFile(next, nil, 0o644)
+			}
 
 			tb2 := startBroker(t, Config{DataDir: dir, Partitions: 1}, "")
 			if fi, _ := os.Stat(logPath); fi.Size() != int64(len(good)) {

@@ -412,3 +412,40 @@ func TestCloseWithActiveClients(t *testing.T) {
 		t.Fatal("Serve did not return after Close")
 	}
 }
+
+func TestDeleteTopicAndProducerIDsAcrossRestart(t *testing.T) {
+	dir := t.TempDir()
+	tb := startBroker(t, Config{DataDir: dir, Partitions: 2}, "")
+	if _, err := tb.topic("doomed", true); err != nil {
+		t.Fatal(err)
+	}
+	del := kmsg.NewPtrDeleteTopicsRequest()
+	del.SetVersion(4)
+	del.TopicNames = []string{"doomed", "never-existed"}
+	resp := tb.handleDeleteTopics(del).(*kmsg.DeleteTopicsResponse)
+	if resp.Topics[0].ErrorCode != 0 || resp.Topics[1].ErrorCode != kerr.UnknownTopicOrPartition.Code {
+		t.Fatalf("delete: %+v", resp.Topics)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "doomed-0")); !os.IsNotExist(err) {
+		t.Fatalf("partition directory still there: %v", err)
+	}
+	initPID := func(b *Broker) int64 {
+		r := b.handleInitProducerID(kmsg.NewPtrInitProducerIDRequest()).(*kmsg.InitProducerIDResponse)
+		if r.ErrorCode != 0 || r.ProducerEpoch != 0 {
+			t.Fatalf("InitProducerID: %+v", r)
+		}
+		return r.ProducerID
+	}
+	first, second := initPID(tb.Broker), initPID(tb.Broker)
+	if second <= first {
+		t.Fatalf("producer ids %d then %d", first, second)
+	}
+	tb.stop(t)
+	tb2 := startBroker(t, Config{DataDir: dir, Partitions: 2}, "")
+	if third := initPID(tb2.Broker); third <= second {
+		t.Fatalf("producer id %d reused after restart (had %d)", third, second)
+	}
+	if names := tb2.topicNames(); len(names) != 0 {
+		t.Fatalf("deleted topic came back: %v", names)
+	}
+}
