@@ -40,7 +40,9 @@ type Config struct {
 	// Default 127.0.0.1:9092.
 	Listen string `yaml:"listen"`
 	// AdvertisedListen is the host:port clients are told to connect to in
-	// Metadata responses. Default: the address actually listened on.
+	// Metadata and FindCoordinator responses. Default: the address actually
+	// listened on (a wildcard host is advertised as 127.0.0.1, so set this
+	// when clients connect from other machines).
 	AdvertisedListen string `yaml:"advertised_listen"`
 	// DataDir holds one directory per partition (<topic>-<partition>) and
 	// the broker's own metadata (topic configs, committed group offsets).
