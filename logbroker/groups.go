@@ -273,7 +273,7 @@ func (c *groupCoordinator) completeJoin(g *group, now time.Time) {
 		m := g.members[id]
 		resp := kmsg.NewPtrJoinGroupResponse()
 		resp.Generation = g.generation
-		resp.ProtocolType = &g.protocolType
+		resp.ProtocolType = strPtr(g.protocolType)
 		resp.Protocol = strPtr(g.protocol)
 		resp.LeaderID = g.leader
 		resp.MemberID = id
