@@ -11,7 +11,9 @@ type Metrics struct {
 	refused      prometheus.Counter
 	authFailures prometheus.Counter
 	backendConns prometheus.Gauge
-	commands     *prometheus.CounterVec
+	// commands holds one counter per command byte, resolved once so the
+	// per-command path does no label lookup.
+	commands [256]prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *Metrics {
@@ -28,12 +30,15 @@ func newMetrics(reg prometheus.Registerer) *Metrics {
 		backendConns: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "sluice_backend_connections", Help: "Connections from Sluice to the servers, for client sessions.",
 		}),
-		commands: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "sluice_commands_total", Help: "Client commands received, by command.",
-		}, []string{"command"}),
+	}
+	commands := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sluice_commands_total", Help: "Client commands received, by command.",
+	}, []string{"command"})
+	for i := range m.commands {
+		m.commands[i] = commands.WithLabelValues(commandName(byte(i)))
 	}
 	if reg != nil {
-		reg.MustRegister(m.sessions, m.refused, m.authFailures, m.backendConns, m.commands)
+		reg.MustRegister(m.sessions, m.refused, m.authFailures, m.backendConns, commands)
 	}
 	return m
 }

@@ -88,8 +88,8 @@ func parseHandshakeResponse(b []byte) (HandshakeResponse, error) {
 	hr.User = string(user)
 	switch {
 	case hr.Capabilities&mysql.CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA != 0:
-		n, isNull, size := mysql.LengthEncodedInt(rest)
-		if isNull || size == 0 || uint64(len(rest)-size) < n {
+		n, size, ok := lengthEncodedInt(rest)
+		if !ok || uint64(len(rest)-size) < n {
 			return hr, fmt.Errorf("%w: auth response length", errMalformed)
 		}
 		hr.AuthResponse = bytes.Clone(rest[size : size+int(n)])
@@ -123,8 +123,8 @@ func parseHandshakeResponse(b []byte) (HandshakeResponse, error) {
 		hr.Plugin, rest = string(plugin), r
 	}
 	if hr.Capabilities&mysql.CLIENT_CONNECT_ATTRS != 0 && len(rest) > 0 {
-		n, isNull, size := mysql.LengthEncodedInt(rest)
-		if isNull || size == 0 || uint64(len(rest)-size) < n {
+		n, size, ok := lengthEncodedInt(rest)
+		if !ok || uint64(len(rest)-size) < n {
 			return hr, fmt.Errorf("%w: connection attributes length", errMalformed)
 		}
 		hr.Attrs = bytes.Clone(rest[:size+int(n)])
@@ -307,13 +307,12 @@ func parseOK(b []byte) (OKInfo, bool) {
 	}
 	b = b[1:]
 	var n int
-	ok.Affected, _, n = mysql.LengthEncodedInt(b)
-	if n == 0 || n > len(b) {
+	var valid bool
+	if ok.Affected, n, valid = lengthEncodedInt(b); !valid {
 		return ok, false
 	}
 	b = b[n:]
-	ok.LastInsertID, _, n = mysql.LengthEncodedInt(b)
-	if n == 0 || n > len(b) {
+	if ok.LastInsertID, n, valid = lengthEncodedInt(b); !valid {
 		return ok, false
 	}
 	b = b[n:]
@@ -392,10 +391,39 @@ func parseChangeUser(b []byte, caps uint32) (ChangeUser, error) {
 		cu.Plugin, rest = string(plugin), r
 	}
 	if caps&mysql.CLIENT_CONNECT_ATTRS != 0 && len(rest) > 0 {
-		n, isNull, size := mysql.LengthEncodedInt(rest)
-		if !isNull && size > 0 && uint64(len(rest)-size) >= n {
+		n, size, ok := lengthEncodedInt(rest)
+		if ok && uint64(len(rest)-size) >= n {
 			cu.Attrs = bytes.Clone(rest[:size+int(n)])
 		}
 	}
 	return cu, nil
+}
+
+// lengthEncodedInt decodes a length-encoded integer. Unlike go-mysql's, it
+// never reads past b: a short or hostile packet yields ok == false.
+func lengthEncodedInt(b []byte) (n uint64, size int, ok bool) {
+	if len(b) == 0 {
+		return 0, 0, false
+	}
+	switch b[0] {
+	case 0xfb: // NULL
+		return 0, 1, true
+	case 0xfc:
+		size = 3
+	case 0xfd:
+		size = 4
+	case 0xfe:
+		size = 9
+	case 0xff:
+		return 0, 0, false
+	default:
+		return uint64(b[0]), 1, true
+	}
+	if len(b) < size {
+		return 0, 0, false
+	}
+	for i := size - 1; i >= 1; i-- {
+		n = n<<8 | uint64(b[i])
+	}
+	return n, size, true
 }

@@ -179,8 +179,8 @@ func (r *relay) resultSets(res *Result) error {
 			}
 			continue // the server answers the upload with OK or ERR
 		default:
-			columns, _, n := mysql.LengthEncodedInt(pk.Head)
-			if n == 0 {
+			columns, _, ok := lengthEncodedInt(pk.Head)
+			if !ok {
 				return fmt.Errorf("%w: bad column count", errMalformed)
 			}
 			done, err := r.resultSet(columns, res)

@@ -230,7 +230,7 @@ func (s *Session) loop(ctx context.Context) error {
 			return fmt.Errorf("%w: empty command packet", errMalformed)
 		}
 		cmd := pkt[0]
-		m.commands.WithLabelValues(commandName(cmd)).Inc()
+		m.commands[cmd].Inc()
 		switch cmd {
 		case mysql.COM_QUIT:
 			return nil

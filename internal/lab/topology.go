@@ -451,6 +451,12 @@ func RunTests(m *testing.M, opts Options, setTopology func(*Topology)) {
 	if !flag.Parsed() {
 		flag.Parse()
 	}
+	// Fuzzing runs only fuzz targets, in many worker processes: no servers.
+	for _, name := range []string{"test.fuzz", "test.fuzzworker"} {
+		if f := flag.Lookup(name); f != nil && f.Value.String() != "" && f.Value.String() != "false" {
+			os.Exit(m.Run())
+		}
+	}
 	if _, _, err := Binaries(); err != nil {
 		if ci := os.Getenv("CI"); strings.EqualFold(ci, "true") || ci == "1" {
 			fmt.Fprintf(os.Stderr, "lab: MariaDB is required on CI: %v\n", err)
