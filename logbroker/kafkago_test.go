@@ -68,6 +68,25 @@ func TestKafkaGoWriterReader(t *testing.T) {
 		}
 	}
 
+	// Admin-style calls through a plain connection.
+	conn, err := kafka.DialContext(ctx, "tcp", tb.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	parts, err := conn.ReadPartitions(topic)
+	if err != nil || len(parts) != DefaultPartitions || parts[0].Leader.Port == 0 {
+		t.Fatalf("ReadPartitions: %v %+v", err, parts)
+	}
+	err = conn.CreateTopics(kafka.TopicConfig{Topic: "audit.kafkago.created", NumPartitions: 2, ReplicationFactor: 1,
+		ConfigEntries: []kafka.ConfigEntry{{ConfigName: "retention.ms", ConfigValue: "3600000"}}})
+	if err != nil {
+		t.Fatalf("CreateTopics: %v", err)
+	}
+	if p := tb.partition("audit.kafkago.created", 1); p == nil || p.topic.settings().retention != time.Hour {
+		t.Fatal("created topic missing or its retention.ms not applied")
+	}
+
 	// Reader with a group: consumes everything once, commits.
 	gr := kafka.NewReader(kafka.ReaderConfig{
 		Brokers:           []string{tb.addr},
