@@ -265,7 +265,7 @@ func (b *Broker) handleFetch(ctx context.Context, req *kmsg.FetchRequest) kmsg.R
 	var timer *time.Timer
 	for {
 		total, errs := b.fillFetch(resp, targets, maxBytes)
-		if total >= int(req.MinBytes) || total > 0 && req.MinBytes <= 0 || wait <= 0 || errs || hasErrors || len(targets) == 0 {
+		if total >= int(req.MinBytes) || wait <= 0 || errs || hasErrors || len(targets) == 0 {
 			break
 		}
 		if wake == nil {

@@ -538,12 +538,6 @@ func (p *partition) enforceRetention(now time.Time) int {
 	return deleted
 }
 
-func (p *partition) flush() error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.active().sync()
-}
-
 func (p *partition) closeFiles() error {
 	var errs []error
 	for _, s := range p.segments {
