@@ -1,0 +1,297 @@
+package router
+
+import (
+	"strings"
+)
+
+// Statement is what one pass over a query's text yields: its fingerprint
+// (literals replaced by ?, comments dropped, whitespace collapsed), a digest
+// of the fingerprint, its first keyword, routing hints found in comments,
+// and whether more than one statement follows. The query log reuses it, so
+// it is computed once per statement.
+type Statement struct {
+	Fingerprint string
+	Digest      uint64
+	// Keyword is the first keyword, upper-cased ("SELECT", "SET", ...).
+	Keyword string
+	Hint    Hint
+	// Multi is true for a multi-statement query ("SELECT 1; SELECT 2").
+	Multi bool
+}
+
+// Hint is a routing hint from a comment: `/* sluice: route=replica max_lag=2s */`
+// or MaxScale's `-- maxscale route to master|slave|server NAME`.
+type Hint struct {
+	Route  string // "", "primary", "replica" or "server"
+	Server string // with Route "server"
+	// MaxLag, when set, narrows the replicas this query may read from.
+	MaxLag string
+}
+
+// Lexer fingerprints statements. Its buffer is reused between calls, so keep
+// one per session; it is not safe for concurrent use.
+type Lexer struct {
+	buf []byte
+}
+
+const fnvOffset, fnvPrime = 14695981039346656037, 1099511628211
+
+// Lex scans query once.
+func (l *Lexer) Lex(query string) Statement {
+	var st Statement
+	out := l.buf[:0]
+	space := false // a space is pending before the next token
+	emit := func(b ...byte) {
+		if space && len(out) > 0 {
+			out = append(out, ' ')
+		}
+		space = false
+		out = append(out, b...)
+	}
+	// emitLiteral writes ?, folding lists of literals ("?, ?, ?") into one.
+	emitLiteral := func() {
+		n := len(out)
+		if n >= 2 && out[n-1] == ',' && out[n-2] == '?' {
+			out = out[:n-1]
+			space = false
+			return
+		}
+		emit('?')
+	}
+	ended := false // a ; was seen; any further token makes it a multi-statement
+	i, n := 0, len(query)
+	for i < n {
+		c := query[i]
+		switch {
+		case c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v':
+			space = true
+			i++
+		case c == '#' || (c == '-' && i+2 <= n && strings.HasPrefix(query[i:], "--") && (i+2 == n || isSpace(query[i+2]))):
+			end := strings.IndexByte(query[i:], '\n')
+			if end < 0 {
+				end = n - i
+			}
+			parseHint(query[i:i+end], &st.Hint)
+			i += end
+			space = true
+		case c == '/' && i+1 < n && query[i+1] == '*':
+			end := strings.Index(query[i+2:], "*/")
+			if end < 0 {
+				end = n - i - 2
+			}
+			body := query[i+2 : i+2+end]
+			if len(body) > 0 && (body[0] == '!' || strings.HasPrefix(body, "M!")) {
+				// Executable comment: its content is part of the statement.
+				j := strings.IndexByte(body, '!') + 1
+				for j < len(body) && body[j] >= '0' && body[j] <= '9' {
+					j++
+				}
+				i += 2 + j
+				space = true
+				// The content is lexed in place; its closing */ is skipped below.
+				continue
+			}
+			parseHint(body, &st.Hint)
+			i += 2 + end + 2
+			space = true
+		case c == '*' && i+1 < n && query[i+1] == '/':
+			i += 2 // end of an executable comment
+			space = true
+		case c == ';':
+			ended = true
+			i++
+			space = true
+		case c == '\'' || c == '"':
+			if ended {
+				st.Multi = true
+			}
+			i = skipQuoted(query, i, c)
+			emitLiteral()
+		case c == '`':
+			if ended {
+				st.Multi = true
+			}
+			j := skipQuoted(query, i, '`')
+			emit([]byte(query[i:j])...)
+			i = j
+		case isDigit(c) || (c == '.' && i+1 < n && isDigit(query[i+1]) && !prevIdent(out, space)):
+			if ended {
+				st.Multi = true
+			}
+			if len(out) > 0 && !space && isIdentByte(out[len(out)-1]) {
+				// Part of an identifier such as t1.
+				j := i
+				for j < n && isIdentByte(query[j]) {
+					j++
+				}
+				out = append(out, query[i:j]...)
+				i = j
+				continue
+			}
+			i = skipNumber(query, i)
+			emitLiteral()
+		case (c == 'x' || c == 'X' || c == 'b' || c == 'B' || c == 'n' || c == 'N') && i+1 < n && query[i+1] == '\'' && !prevIdent(out, space):
+			if ended {
+				st.Multi = true
+			}
+			i = skipQuoted(query, i+1, '\'')
+			emitLiteral()
+		case isIdentByte(c):
+			if ended {
+				st.Multi = true
+			}
+			j := i
+			for j < n && isIdentByte(query[j]) {
+				j++
+			}
+			word := query[i:j]
+			if st.Keyword == "" && !(c >= '0' && c <= '9') {
+				st.Keyword = upperKeyword(word)
+			}
+			emit([]byte(word)...)
+			i = j
+		default:
+			if ended {
+				st.Multi = true
+			}
+			if c == '(' || c == ')' || c == ',' {
+				// No space before these: "f ( ? )" and "f(?)" group together.
+				space = space && c == '('
+			}
+			emit(c)
+			i++
+			if c == '(' || c == ',' {
+				space = c == ','
+			}
+		}
+	}
+	l.buf = out
+	h := uint64(fnvOffset)
+	for _, b := range out {
+		h = (h ^ uint64(b)) * fnvPrime
+	}
+	st.Digest = h
+	st.Fingerprint = string(out)
+	return st
+}
+
+func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
+func isDigit(c byte) bool { return c >= '0' && c <= '9' }
+
+func isIdentByte(c byte) bool {
+	return c == '_' || c == '$' || c == '@' || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c >= 0x80
+}
+
+// prevIdent reports whether the output ends in an identifier the next byte
+// would continue.
+func prevIdent(out []byte, space bool) bool {
+	return !space && len(out) > 0 && isIdentByte(out[len(out)-1])
+}
+
+// skipQuoted returns the index after the quoted string starting at i,
+// honouring backslash escapes and doubled quotes.
+func skipQuoted(s string, i int, q byte) int {
+	for j := i + 1; j < len(s); j++ {
+		switch s[j] {
+		case '\\':
+			if q != '`' {
+				j++
+			}
+		case q:
+			if j+1 < len(s) && s[j+1] == q {
+				j++
+				continue
+			}
+			return j + 1
+		}
+	}
+	return len(s)
+}
+
+func skipNumber(s string, i int) int {
+	if strings.HasPrefix(s[i:], "0x") || strings.HasPrefix(s[i:], "0b") {
+		i += 2
+	}
+	for i < len(s) {
+		c := s[i]
+		switch {
+		case isDigit(c) || c == '.' || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F'):
+			i++
+		case (c == '+' || c == '-') && (s[i-1] == 'e' || s[i-1] == 'E'):
+			i++
+		default:
+			return i
+		}
+	}
+	return i
+}
+
+// keywords interned, so the common first keywords cost no allocation.
+var keywords = func() map[string]string {
+	m := map[string]string{}
+	for _, k := range []string{"SELECT", "INSERT", "UPDATE", "DELETE", "REPLACE", "SET", "SHOW", "BEGIN", "START",
+		"COMMIT", "ROLLBACK", "USE", "CREATE", "DROP", "ALTER", "WITH", "CALL", "EXPLAIN", "DESCRIBE", "DESC",
+		"PREPARE", "EXECUTE", "DEALLOCATE", "LOCK", "UNLOCK", "XA", "HANDLER", "LOAD", "DO", "SAVEPOINT", "RELEASE",
+		"TRUNCATE", "RENAME", "GRANT", "REVOKE", "FLUSH", "KILL", "ANALYZE", "OPTIMIZE", "CHECK", "VALUES", "TABLE"} {
+		m[k] = k
+	}
+	return m
+}()
+
+func upperKeyword(w string) string {
+	if len(w) > 16 {
+		return strings.ToUpper(w)
+	}
+	var b [16]byte
+	for i := 0; i < len(w); i++ {
+		c := w[i]
+		if c >= 'a' && c <= 'z' {
+			c -= 'a' - 'A'
+		}
+		b[i] = c
+	}
+	if k, ok := keywords[string(b[:len(w)])]; ok {
+		return k
+	}
+	return string(b[:len(w)])
+}
+
+// parseHint reads a routing hint from a comment's text, if it holds one.
+func parseHint(comment string, h *Hint) {
+	c := strings.TrimSpace(strings.TrimLeft(comment, "-#"))
+	switch {
+	case hasPrefixFold(c, "sluice:"):
+		for _, f := range strings.Fields(c[len("sluice:"):]) {
+			k, v, _ := strings.Cut(f, "=")
+			switch strings.ToLower(k) {
+			case "route":
+				v = strings.ToLower(v)
+				if name, ok := strings.CutPrefix(v, "server:"); ok {
+					h.Route, h.Server = "server", f[len(f)-len(name):]
+				} else if v == "primary" || v == "replica" {
+					h.Route = v
+				}
+			case "max_lag":
+				h.MaxLag = v
+			}
+		}
+	case hasPrefixFold(c, "maxscale"):
+		f := strings.Fields(c)
+		if len(f) >= 4 && strings.EqualFold(f[1], "route") && strings.EqualFold(f[2], "to") {
+			switch strings.ToLower(f[3]) {
+			case "master":
+				h.Route = "primary"
+			case "slave":
+				h.Route = "replica"
+			case "server":
+				if len(f) >= 5 {
+					h.Route, h.Server = "server", f[4]
+				}
+			}
+		}
+	}
+}
+
+func hasPrefixFold(s, prefix string) bool {
+	return len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix)
+}
