@@ -117,11 +117,11 @@ func TestLexer(t *testing.T) {
 		t.Error("multi-statement detection")
 	}
 	hints := map[string]Hint{
-		"/* sluice: route=primary */ SELECT 1":              {Route: "primary"},
+		"/* sluice: route=primary */ SELECT 1":               {Route: "primary"},
 		"SELECT 1 /* sluice: route=server:db2 max_lag=2s */": {Route: "server", Server: "db2", MaxLag: "2s"},
-		"SELECT 1 -- maxscale route to slave":               {Route: "replica"},
-		"SELECT 1 -- maxscale route to master":              {Route: "primary"},
-		"SELECT 1 -- maxscale route to server db3":          {Route: "server", Server: "db3"},
+		"SELECT 1 -- maxscale route to slave":                {Route: "replica"},
+		"SELECT 1 -- maxscale route to master":               {Route: "primary"},
+		"SELECT 1 -- maxscale route to server db3":           {Route: "server", Server: "db3"},
 	}
 	for sql, want := range hints {
 		if got := lx.Lex(sql).Hint; got != want {
