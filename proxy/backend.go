@@ -34,6 +34,11 @@ type BackendConn struct {
 	hs     ServerHandshake
 	// Status holds the server status flags of the last OK or EOF received.
 	Status uint16
+
+	// What of the session's state this connection has applied.
+	synced          uint64
+	db              string
+	multiStatements *bool
 }
 
 // DialBackend connects to addr and logs in; ctx bounds the whole exchange.
@@ -207,4 +212,169 @@ func loadAccounts(ctx context.Context, addr, user, password string, timeout time
 		accts = append(accts, a)
 	}
 	return accts, nil
+}
+
+// Value is one column of a row read by Sluice itself.
+type Value struct {
+	Null bool
+	Text string
+	// Type is the column's MySQL type; Binary is set for the binary charset.
+	Type   byte
+	Binary bool
+}
+
+// command sends a command Sluice issues for itself (replaying state) and
+// reads its single OK or ERR answer.
+func (b *BackendConn) command(payload []byte) error {
+	b.pio.ResetSequence()
+	if err := b.pio.WritePacket(payload); err != nil {
+		return err
+	}
+	if err := b.pio.Flush(); err != nil {
+		return err
+	}
+	pkt, err := b.pio.ReadPacket()
+	if err != nil {
+		return err
+	}
+	switch {
+	case len(pkt) > 0 && pkt[0] == mysql.ERR_HEADER:
+		return parseErr(pkt)
+	case len(pkt) > 0 && (pkt[0] == mysql.OK_HEADER || pkt[0] == mysql.EOF_HEADER):
+		if ok, valid := parseOK(pkt); valid && pkt[0] == mysql.OK_HEADER {
+			b.Status = ok.Status
+		}
+		return nil
+	}
+	return fmt.Errorf("%w: unexpected answer 0x%02x", errMalformed, pkt[0])
+}
+
+// queryRow runs a text query Sluice issues for itself and returns its first
+// row; the rest of the result is read and dropped.
+func (b *BackendConn) queryRow(query string) ([]Value, error) {
+	payload := append([]byte{mysql.COM_QUERY}, query...)
+	b.pio.ResetSequence()
+	if err := b.pio.WritePacket(payload); err != nil {
+		return nil, err
+	}
+	if err := b.pio.Flush(); err != nil {
+		return nil, err
+	}
+	pkt, err := b.pio.ReadPacket()
+	if err != nil {
+		return nil, err
+	}
+	if len(pkt) > 0 && pkt[0] == mysql.ERR_HEADER {
+		return nil, parseErr(pkt)
+	}
+	n, _, ok := lengthEncodedInt(pkt)
+	if !ok || n == 0 || n > 4096 {
+		return nil, fmt.Errorf("%w: column count", errMalformed)
+	}
+	deprecateEOF := b.hs.Capabilities&mysql.CLIENT_DEPRECATE_EOF != 0
+	row := make([]Value, n)
+	for i := range row {
+		if pkt, err = b.pio.ReadPacket(); err != nil {
+			return nil, err
+		}
+		row[i].Type, row[i].Binary = columnType(pkt)
+	}
+	if !deprecateEOF {
+		if _, err = b.pio.ReadPacket(); err != nil {
+			return nil, err
+		}
+	}
+	gotRow := false
+	for {
+		if pkt, err = b.pio.ReadPacket(); err != nil {
+			return nil, err
+		}
+		if len(pkt) > 0 && pkt[0] == mysql.ERR_HEADER {
+			return nil, parseErr(pkt)
+		}
+		if len(pkt) > 0 && pkt[0] == mysql.EOF_HEADER && len(pkt) < maxPacketPayload {
+			if ok, valid := parseOK(pkt); valid && deprecateEOF {
+				b.Status = ok.Status
+			} else if eof, valid := parseEOF(pkt); valid {
+				b.Status = eof.Status
+			}
+			break
+		}
+		if gotRow {
+			continue
+		}
+		gotRow = true
+		rest := pkt
+		for i := range row {
+			if len(rest) > 0 && rest[0] == 0xfb {
+				row[i].Null = true
+				rest = rest[1:]
+				continue
+			}
+			l, size, ok := lengthEncodedInt(rest)
+			if !ok || uint64(len(rest)-size) < l {
+				return nil, fmt.Errorf("%w: row", errMalformed)
+			}
+			row[i].Text = string(rest[size : size+int(l)])
+			rest = rest[size+int(l):]
+		}
+	}
+	if !gotRow {
+		return nil, errors.New("query returned no row")
+	}
+	return row, nil
+}
+
+// columnType reads the type and binary charset from a column definition.
+func columnType(def []byte) (typ byte, binary bool) {
+	rest := def
+	for range 6 { // catalog, schema, table, org_table, name, org_name
+		l, size, ok := lengthEncodedInt(rest)
+		if !ok || uint64(len(rest)-size) < l {
+			return 0, false
+		}
+		rest = rest[size+int(l):]
+	}
+	if len(rest) < 8 {
+		return 0, false
+	}
+	charset := uint16(rest[1]) | uint16(rest[2])<<8
+	return rest[7], charset == 63
+}
+
+// prepare prepares query on this connection for Sluice's own bookkeeping
+// and returns the server's statement id; the definitions are dropped.
+func (b *BackendConn) prepare(query string) (uint32, error) {
+	b.pio.ResetSequence()
+	if err := b.pio.WritePacket(append([]byte{mysql.COM_STMT_PREPARE}, query...)); err != nil {
+		return 0, err
+	}
+	if err := b.pio.Flush(); err != nil {
+		return 0, err
+	}
+	pkt, err := b.pio.ReadPacket()
+	if err != nil {
+		return 0, err
+	}
+	if len(pkt) > 0 && pkt[0] == mysql.ERR_HEADER {
+		return 0, parseErr(pkt)
+	}
+	if len(pkt) < 12 || pkt[0] != mysql.OK_HEADER {
+		return 0, fmt.Errorf("%w: prepare answer", errMalformed)
+	}
+	id := uint32(pkt[1]) | uint32(pkt[2])<<8 | uint32(pkt[3])<<16 | uint32(pkt[4])<<24
+	cols := int(pkt[5]) | int(pkt[6])<<8
+	params := int(pkt[7]) | int(pkt[8])<<8
+	deprecateEOF := b.hs.Capabilities&mysql.CLIENT_DEPRECATE_EOF != 0
+	for _, n := range []int{params, cols} {
+		if n > 0 && !deprecateEOF {
+			n++
+		}
+		for range n {
+			if _, err := b.pio.ReadPacket(); err != nil {
+				return 0, err
+			}
+		}
+	}
+	return id, nil
 }

@@ -34,9 +34,16 @@ type sluice struct {
 	mon      *monitor.Monitor
 }
 
-// startSluice runs a proxy for one test and stops it when the test ends,
-// checking that every session ended.
+// startSluice runs a proxy that sends everything to the primary
+// (readconnroute): for tests of the protocol itself.
 func startSluice(t testing.TB, cfg proxy.Config, accts ...proxy.Account) *sluice {
+	t.Helper()
+	return startRouted(t, router.Config{Type: "readconnroute", Target: "primary", MaxReplicationLag: 10 * time.Second}, cfg, accts...)
+}
+
+// startRouted runs a proxy with the given router for one test and stops it
+// when the test ends, checking that every session ended.
+func startRouted(t testing.TB, rcfg router.Config, cfg proxy.Config, accts ...proxy.Account) *sluice {
 	t.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	if testing.Verbose() {
@@ -70,7 +77,8 @@ func startSluice(t testing.TB, cfg proxy.Config, accts ...proxy.Account) *sluice
 	if cfg.ConnectTimeout == 0 {
 		cfg.ConnectTimeout = 5 * time.Second
 	}
-	srv := proxy.NewServer(cfg, accounts, router.New(mon), nil, log)
+	rt := router.New(mon, rcfg)
+	srv := proxy.NewServer(cfg, accounts, rt, nil, log)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		cancel()

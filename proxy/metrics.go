@@ -14,6 +14,26 @@ type Metrics struct {
 	// commands holds one counter per command byte, resolved once so the
 	// per-command path does no label lookup.
 	commands [256]prometheus.Counter
+	// cacheHits and cacheMisses count classifier lookups.
+	cacheHits, cacheMisses prometheus.Counter
+	routes                 *prometheus.CounterVec
+}
+
+func (m *Metrics) classified(hit bool) {
+	if hit {
+		m.cacheHits.Inc()
+	} else {
+		m.cacheMisses.Inc()
+	}
+}
+
+// routed counts a statement by the role of the server it went to.
+func (m *Metrics) routed(toPrimary bool) {
+	if toPrimary {
+		m.routes.WithLabelValues("primary").Inc()
+	} else {
+		m.routes.WithLabelValues("replica").Inc()
+	}
 }
 
 func newMetrics(reg prometheus.Registerer) *Metrics {
@@ -31,6 +51,15 @@ func newMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "sluice_backend_connections", Help: "Connections from Sluice to the servers, for client sessions.",
 		}),
 	}
+	m.cacheHits = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "sluice_classifier_cache_hits_total", Help: "Statements whose class came from the cache.",
+	})
+	m.cacheMisses = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "sluice_classifier_cache_misses_total", Help: "Statements the parser classified.",
+	})
+	m.routes = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sluice_routed_total", Help: "Statements routed, by the role of the server chosen.",
+	}, []string{"route"})
 	commands := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "sluice_commands_total", Help: "Client commands received, by command.",
 	}, []string{"command"})
@@ -38,7 +67,7 @@ func newMetrics(reg prometheus.Registerer) *Metrics {
 		m.commands[i] = commands.WithLabelValues(commandName(byte(i)))
 	}
 	if reg != nil {
-		reg.MustRegister(m.sessions, m.refused, m.authFailures, m.backendConns, commands)
+		reg.MustRegister(m.sessions, m.refused, m.authFailures, m.backendConns, commands, m.cacheHits, m.cacheMisses, m.routes)
 	}
 	return m
 }

@@ -27,14 +27,17 @@ type Config struct {
 	MaxConnections   int
 	MaxAllowedPacket int
 	ConnectTimeout   time.Duration
+	// ClassifierCacheSize bounds the statement shapes whose class is cached.
+	ClassifierCacheSize int
 }
 
 // Server accepts client connections and runs a session for each.
 type Server struct {
 	cfg      atomic.Pointer[Config]
 	accounts *Accounts
-	router   *router.Router
-	log      *slog.Logger
+	router     *router.Router
+	classifier *router.Classifier
+	log        *slog.Logger
 	metrics  *Metrics
 
 	nextID atomic.Uint32
@@ -48,7 +51,9 @@ type Server struct {
 
 // NewServer builds a proxy server. reg may be nil.
 func NewServer(cfg Config, accounts *Accounts, rt *router.Router, reg prometheus.Registerer, log *slog.Logger) *Server {
-	s := &Server{accounts: accounts, router: rt, log: log, metrics: newMetrics(reg), sessions: map[*Session]net.Conn{}}
+	size := cfg.ClassifierCacheSize
+	s := &Server{accounts: accounts, router: rt, classifier: router.NewClassifier(size, log), log: log,
+		metrics: newMetrics(reg), sessions: map[*Session]net.Conn{}}
 	s.cfg.Store(&cfg)
 	return s
 }

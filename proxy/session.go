@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 
 	"github.com/go-mysql-org/go-mysql/mysql"
+
+	"github.com/sluice-proxy/sluice/router"
 )
 
 // Session is one client connection and the backend connection it uses.
@@ -32,7 +34,25 @@ type Session struct {
 	// is never logged.
 	stage1 []byte
 
-	backend *BackendConn
+	// primary is the connection writes go to (with readconnroute, the
+	// session's one connection); replicas are opened as reads need them.
+	primary  *BackendConn
+	replicas map[string]*BackendConn
+	// last ran the previous statement; txBackend holds a read-only
+	// transaction open on a replica.
+	last, txBackend *BackendConn
+	// broken names servers whose connection failed for this session.
+	broken map[string]bool
+	// pinned, when set, says why every statement now goes to the primary.
+	pinned string
+
+	state      SessionState
+	lexer      router.Lexer
+	stmts      map[uint32]*preparedStmt
+	nextStmtID uint32
+	// temps are the session's temporary tables, which live on the primary.
+	temps map[string]struct{}
+
 	// status holds the server status flags of the last OK or EOF.
 	status uint16
 	// idle is true while the session waits for a command outside a
@@ -49,6 +69,7 @@ func newSession(srv *Server, conn net.Conn) *Session {
 		client:   NewPacketIO(conn),
 		clientIP: host,
 		log:      srv.log.With("session", id, "client", conn.RemoteAddr().String()),
+		broken:   map[string]bool{},
 	}
 	s.client.SetMaxPayload(srv.cfg.Load().MaxAllowedPacket)
 	return s
@@ -88,11 +109,7 @@ func (s *Session) logEnd(msg string, err error) {
 }
 
 func (s *Session) close() {
-	if s.backend != nil {
-		s.backend.QuitAndClose()
-		s.srv.metrics.backendConns.Dec()
-		s.backend = nil
-	}
+	s.closeBackends()
 	s.client.Close()
 }
 
@@ -141,9 +158,9 @@ func (s *Session) handshake(ctx context.Context) error {
 		return err
 	}
 	s.stage1 = stage1
+	s.state.db = hr.DB
 	s.log.Debug("authenticated", "user", acct.User, "host", acct.Host)
-	if err := s.connectBackend(ctx); err != nil {
-		s.writeErr(toSQLError(err))
+	if err := s.connectPrimary(ctx); err != nil {
 		return err
 	}
 	if err := s.client.WritePacket(okPacket(0, 0, s.status, 0)); err != nil {
@@ -174,24 +191,24 @@ func (s *Session) authSwitch() ([]byte, error) {
 	return bytes.Clone(reply), nil
 }
 
-// connectBackend logs in to the primary as the session's user.
-func (s *Session) connectBackend(ctx context.Context) error {
-	target, err := s.srv.router.Primary()
+// connectPrimary opens the session's primary connection at login, so a
+// bad schema or a refused account fails the login as it would directly.
+func (s *Session) connectPrimary(ctx context.Context) error {
+	t, err := s.srv.router.Primary()
+	if s.srv.router.Config().Type == "readconnroute" {
+		t, err = s.srv.router.ConnTarget()
+	}
 	if err != nil {
+		s.writeErr(newSQLError(mysql.ER_UNKNOWN_ERROR, "Sluice: %v", err))
 		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, s.srv.cfg.Load().ConnectTimeout)
-	defer cancel()
-	b, err := DialBackend(ctx, target.Server, target.Address, Login{
-		User: s.user, Stage1: s.stage1, DB: s.db,
-		Capabilities: s.caps, Collation: s.collation, Attrs: s.attrs,
-	})
+	b, err := s.dial(ctx, t)
 	if err != nil {
+		s.writeErr(toSQLError(err))
 		return err
 	}
-	s.backend = b
+	s.primary = b
 	s.status = b.Status
-	s.srv.metrics.backendConns.Inc()
 	return nil
 }
 
@@ -245,47 +262,10 @@ func (s *Session) loop(ctx context.Context) error {
 			s.writeErr(newSQLError(mysql.ER_UNKNOWN_COM_ERROR, "Unknown command"))
 			continue
 		}
-		if err := s.execute(ctx, pkt); err != nil {
+		if err := s.dispatch(ctx, pkt); err != nil {
 			return err
 		}
 	}
-}
-
-// execute sends one command to the backend and relays the response.
-func (s *Session) execute(ctx context.Context, pkt []byte) error {
-	if s.backend == nil {
-		if err := s.connectBackend(ctx); err != nil {
-			s.writeErr(toSQLError(err))
-			return err
-		}
-	}
-	b := s.backend
-	bio := b.PacketIO()
-	bio.ResetSequence()
-	if err := bio.WritePacket(pkt); err != nil {
-		return s.backendFailed(err, 0)
-	}
-	if err := bio.Flush(); err != nil {
-		return s.backendFailed(err, 0)
-	}
-	r := relay{
-		backend:      bio,
-		client:       s.client,
-		deprecateEOF: s.caps&mysql.CLIENT_DEPRECATE_EOF != 0,
-		localInfile:  s.caps&mysql.CLIENT_LOCAL_FILES != 0,
-	}
-	res, err := r.run(responseKindOf(pkt[0]))
-	if err != nil {
-		return s.backendFailed(err, r.forwarded)
-	}
-	if res.StatusKnown {
-		s.status = res.OK.Status
-		b.Status = res.OK.Status
-	}
-	if pkt[0] == mysql.COM_INIT_DB && res.Err == nil {
-		s.db = string(pkt[1:])
-	}
-	return nil
 }
 
 // backendFailed ends the session after its backend connection failed. A
@@ -293,10 +273,17 @@ func (s *Session) execute(ctx context.Context, pkt []byte) error {
 // server; one that has cannot be told anything in protocol, so its
 // connection is closed. The session's server-side state is gone either way,
 // so it must not continue silently.
-func (s *Session) backendFailed(err error, forwarded int) error {
-	b := s.backend
+func (s *Session) backendFailed(b *BackendConn, err error, forwarded int) error {
 	if errors.Is(err, errClientGone) {
 		return err
+	}
+	if b != s.primary && forwarded == 0 && !errors.Is(err, errPartialPacket) {
+		// A replica failed before answering: nothing of the session lives
+		// only there, so the command can run on the primary instead.
+		s.log.Warn("replica connection failed; retrying on the primary", "server", b.Server, "err", err)
+		s.broken[b.Server] = true
+		s.dropReplica(b)
+		return errReplicaLost
 	}
 	if forwarded == 0 && !errors.Is(err, errPartialPacket) {
 		s.writeErr(newSQLError(2013, "Lost connection to backend server '%s' (%s): %v", b.Server, b.Addr, err))
@@ -325,11 +312,8 @@ func (s *Session) changeUser(ctx context.Context, pkt []byte) error {
 		s.writeErr(toSQLError(err))
 		return fmt.Errorf("change user to %q: %w", cu.User, err)
 	}
-	if s.backend != nil {
-		s.backend.QuitAndClose()
-		s.srv.metrics.backendConns.Dec()
-		s.backend = nil
-	}
+	s.closeBackends()
+	s.resetState(cu.DB)
 	s.user, s.db, s.stage1 = cu.User, cu.DB, stage1
 	if cu.Collation != 0 {
 		s.collation = cu.Collation
@@ -338,8 +322,7 @@ func (s *Session) changeUser(ctx context.Context, pkt []byte) error {
 		s.attrs = cu.Attrs
 	}
 	s.log = s.log.With("user", s.user)
-	if err := s.connectBackend(ctx); err != nil {
-		s.writeErr(toSQLError(err))
+	if err := s.connectPrimary(ctx); err != nil {
 		return err
 	}
 	if err := s.client.WritePacket(okPacket(0, 0, s.status, 0)); err != nil {

@@ -90,7 +90,7 @@ func Serve(cfgFile string) error {
 	accounts := proxy.NewAccounts(proxy.ServerAccountSource(func() []string { return serverAddrs(mon) },
 		cfg.ServiceUser.User, cfg.ServiceUser.Password, cfg.ConnectTimeout), cfg.UsersRefreshInterval, log)
 	accounts.SetConfigAccounts(configAccounts(cfg))
-	rt := router.New(mon)
+	rt := router.New(mon, routerConfig(cfg))
 	srv := proxy.NewServer(proxyConfig(cfg), accounts, rt, reg, log)
 
 	ln, err := net.Listen("tcp", cfg.Listen)
@@ -151,6 +151,7 @@ func Serve(cfgFile string) error {
 				}
 				_ = level.UnmarshalText([]byte(next.Log.Level))
 				srv.SetConfig(proxyConfig(next))
+				rt.SetConfig(routerConfig(next))
 				accounts.SetConfigAccounts(configAccounts(next))
 				log.Info("config reloaded", "file", cfgFile)
 				continue
@@ -187,7 +188,13 @@ func proxyConfig(cfg *config.Config) proxy.Config {
 	return proxy.Config{
 		Name: cfg.Name, ServerVersion: cfg.ServerVersion, MaxConnections: cfg.MaxConnections,
 		MaxAllowedPacket: cfg.MaxAllowedPacket, ConnectTimeout: cfg.ConnectTimeout,
+		ClassifierCacheSize: cfg.Router.ClassifierCacheSize,
 	}
+}
+
+func routerConfig(cfg *config.Config) router.Config {
+	return router.Config{Type: cfg.Router.Type, MaxReplicationLag: cfg.Router.MaxReplicationLag,
+		Balance: cfg.Router.Balance, Target: cfg.Router.Target}
 }
 
 func configAccounts(cfg *config.Config) []proxy.Account {

@@ -87,6 +87,10 @@ type Router struct {
 	MaxReplicationLag time.Duration `yaml:"max_replication_lag"`
 	// Target is readconnroute's choice of backend role: primary, replica or any.
 	Target string `yaml:"target"`
+	// Balance picks among usable replicas: least_outstanding or round_robin.
+	Balance string `yaml:"balance"`
+	// ClassifierCacheSize bounds the statement shapes whose class is cached.
+	ClassifierCacheSize int `yaml:"classifier_cache_size"`
 }
 
 // Monitor polls the servers.
@@ -240,6 +244,12 @@ func (c *Config) setDefaults() {
 	if c.Router.Target == "" {
 		c.Router.Target = "primary"
 	}
+	if c.Router.Balance == "" {
+		c.Router.Balance = "least_outstanding"
+	}
+	if c.Router.ClassifierCacheSize == 0 {
+		c.Router.ClassifierCacheSize = 10000
+	}
 	if c.Monitor.Interval == 0 {
 		c.Monitor.Interval = time.Second
 	}
@@ -315,6 +325,14 @@ func (c *Config) validate() error {
 	case "primary", "replica", "any":
 	default:
 		return &Error{Key: "router.target", Msg: fmt.Sprintf("unknown target %q; use primary, replica or any", c.Router.Target)}
+	}
+	switch c.Router.Balance {
+	case "least_outstanding", "round_robin":
+	default:
+		return &Error{Key: "router.balance", Msg: fmt.Sprintf("unknown balance %q; use least_outstanding or round_robin", c.Router.Balance)}
+	}
+	if c.Router.ClassifierCacheSize < 0 {
+		return &Error{Key: "router.classifier_cache_size", Msg: "must be > 0"}
 	}
 	if c.Monitor.Interval < 10*time.Millisecond {
 		return &Error{Key: "monitor.interval", Msg: fmt.Sprintf("%v is too short; use 10ms or more", c.Monitor.Interval)}

@@ -1,0 +1,464 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/go-mysql-org/go-mysql/mysql"
+
+	"github.com/sluice-proxy/sluice/router"
+)
+
+// errReplicaLost means a replica failed before answering; the command is
+// retried on the primary.
+var errReplicaLost = errors.New("replica connection lost")
+
+// decision is where one command goes and why.
+type decision struct {
+	backend *BackendConn
+	reason  string
+}
+
+// inTransaction is true while the primary's status says a transaction is
+// open, or autocommit is off (the next statement opens one).
+func (s *Session) inTransaction() bool {
+	return s.status&mysql.SERVER_STATUS_IN_TRANS != 0 || s.status&mysql.SERVER_STATUS_AUTOCOMMIT == 0
+}
+
+// dispatch routes one command and relays its answer.
+func (s *Session) dispatch(ctx context.Context, pkt []byte) error {
+	cmd := pkt[0]
+	switch cmd {
+	case mysql.COM_QUERY:
+		return s.query(ctx, pkt)
+	case mysql.COM_STMT_PREPARE:
+		return s.prepareStmt(ctx, pkt)
+	case mysql.COM_STMT_EXECUTE, mysql.COM_STMT_FETCH, mysql.COM_STMT_RESET, mysql.COM_STMT_SEND_LONG_DATA:
+		return s.stmtCommand(ctx, pkt)
+	case mysql.COM_STMT_CLOSE:
+		s.closeStmt(pkt)
+		return nil
+	case mysql.COM_INIT_DB:
+		b, err := s.primaryConn(ctx)
+		if err != nil {
+			return err
+		}
+		res, err := s.forward(b, pkt)
+		if err == nil && res.Err == nil {
+			s.state.setDB(string(pkt[1:]))
+			b.db = s.state.db
+		}
+		return err
+	case mysql.COM_RESET_CONNECTION:
+		b, err := s.primaryConn(ctx)
+		if err != nil {
+			return err
+		}
+		res, err := s.forward(b, pkt)
+		if err == nil && res.Err == nil {
+			s.resetState(s.state.db)
+			b.synced, b.db = s.state.version, s.state.db
+		}
+		return err
+	case mysql.COM_SET_OPTION:
+		b, err := s.primaryConn(ctx)
+		if err != nil {
+			return err
+		}
+		res, err := s.forward(b, pkt)
+		if err == nil && res.Err == nil && len(pkt) >= 3 {
+			on := pkt[1] == 0 // MYSQL_OPTION_MULTI_STATEMENTS_ON
+			s.state.multiStatements = &on
+			s.state.version++
+			b.synced = s.state.version
+		}
+		return err
+	}
+	b, err := s.primaryConn(ctx)
+	if err != nil {
+		return err
+	}
+	_, err = s.forward(b, pkt)
+	return err
+}
+
+// query routes a COM_QUERY by its class.
+func (s *Session) query(ctx context.Context, pkt []byte) error {
+	text := string(pkt[1:])
+	if s.srv.router.Config().Type == "readconnroute" {
+		b, err := s.primaryConn(ctx)
+		if err != nil {
+			return err
+		}
+		_, err = s.forward(b, pkt)
+		return err
+	}
+	st := s.lexer.Lex(text)
+	cl, hit := s.srv.classifier.Classify(&st, text)
+	s.srv.metrics.classified(hit)
+	d, err := s.route(ctx, &st, cl)
+	if err != nil {
+		return err
+	}
+	res, err := s.forward(d.backend, pkt)
+	if errors.Is(err, errReplicaLost) {
+		if d.backend, err = s.primaryConn(ctx); err != nil {
+			return err
+		}
+		d.reason = "replica failed"
+		res, err = s.forward(d.backend, pkt)
+	}
+	if err != nil {
+		return err
+	}
+	s.srv.metrics.routed(d.backend == s.primary)
+	return s.after(ctx, &st, cl, d.backend, res)
+}
+
+// route decides where a statement of class cl goes.
+func (s *Session) route(ctx context.Context, st *router.Statement, cl *router.Class) (decision, error) {
+	primary := func(reason string) (decision, error) {
+		b, err := s.primaryConn(ctx)
+		return decision{backend: b, reason: reason}, err
+	}
+	if s.txBackend != nil {
+		return decision{backend: s.txBackend, reason: "read-only transaction"}, nil
+	}
+	if s.inTransaction() {
+		return primary("transaction")
+	}
+	if s.pinned != "" {
+		return primary(s.pinned)
+	}
+	if st.Multi && mayChangeSession(st.Fingerprint) {
+		// Its statements are not classified one by one: keep everything
+		// where its effects are.
+		s.pinned = "multi-statement changed session state"
+		s.log.Info("session pinned to the primary", "reason", s.pinned)
+		return primary(s.pinned)
+	}
+	switch st.Hint.Route {
+	case "primary":
+		return primary("hint")
+	case "server":
+		if t, ok := s.srv.router.Server(st.Hint.Server); ok {
+			if b, err := s.conn(ctx, t); err == nil {
+				return decision{backend: b, reason: "hint"}, nil
+			}
+		}
+	}
+	route := cl.Route
+	if st.Hint.Route == "replica" && route == router.RoutePrimary && st.Keyword == "SELECT" &&
+		cl.Reason != "locking read" && cl.Reason != "select into" {
+		// The application vouches for this read; a hint never sends a
+		// write or a lock to a replica.
+		route = router.RouteReplica
+	}
+	switch route {
+	case router.RouteReplica:
+		if s.usesTemporary(cl) {
+			return primary("temporary table")
+		}
+		var maxLag time.Duration
+		if st.Hint.MaxLag != "" {
+			maxLag, _ = time.ParseDuration(st.Hint.MaxLag)
+		}
+		if b := s.replicaConn(ctx, maxLag); b != nil {
+			return decision{backend: b, reason: cl.Reason}, nil
+		}
+		return primary("no usable replica")
+	case router.RouteLast:
+		if s.last != nil {
+			return decision{backend: s.last, reason: cl.Reason}, nil
+		}
+	}
+	return primary(cl.Reason)
+}
+
+// mayChangeSession is a conservative test of a multi-statement's text.
+func mayChangeSession(fingerprint string) bool {
+	up := strings.ToUpper(fingerprint)
+	for _, kw := range []string{"SET", "USE", "TEMPORARY", "PREPARE", "INTO @", ":="} {
+		if strings.Contains(up, kw) {
+			return true
+		}
+	}
+	return false
+}
+
+// usesTemporary reports whether cl names one of the session's temporary tables.
+func (s *Session) usesTemporary(cl *router.Class) bool {
+	if len(s.temps) == 0 {
+		return false
+	}
+	for _, t := range cl.Tables {
+		if _, ok := s.temps[t]; ok {
+			return true
+		}
+	}
+	return false
+}
+
+// after updates the session from a statement's outcome.
+func (s *Session) after(ctx context.Context, st *router.Statement, cl *router.Class, b *BackendConn, res Result) error {
+	s.last = b
+	if b != s.primary {
+		if cl.Begin && cl.ReadOnly && res.Err == nil {
+			s.txBackend = b
+		}
+		if s.txBackend == b && b.Status&mysql.SERVER_STATUS_IN_TRANS == 0 && !cl.Begin {
+			s.txBackend = nil
+		}
+		return nil
+	}
+	if res.Err != nil {
+		return nil
+	}
+	if cl.CreatesTemporary != "" {
+		if s.temps == nil {
+			s.temps = map[string]struct{}{}
+		}
+		if len(s.temps) < maxSessionVars {
+			s.temps[cl.CreatesTemporary] = struct{}{}
+		} else {
+			s.pin("too many temporary tables")
+		}
+	}
+	for _, t := range cl.Drops {
+		delete(s.temps, t)
+	}
+	if cl.Route != router.RouteSession {
+		return nil
+	}
+	if cl.UseDB != "" {
+		s.state.setDB(cl.UseDB)
+		b.db = s.state.db
+	}
+	return s.readback(b, cl)
+}
+
+// readback reads the values a session command set from the primary, so the
+// replicas get exactly those values, whatever expression produced them.
+func (s *Session) readback(b *BackendConn, cl *router.Class) error {
+	names := make([]string, 0, len(cl.SysVars)+len(cl.UserVars))
+	for _, v := range cl.SysVars {
+		names = append(names, "@@"+v)
+	}
+	for _, v := range cl.UserVars {
+		names = append(names, "@"+v)
+	}
+	if len(names) == 0 {
+		return nil
+	}
+	row, err := b.queryRow(readbackSQL(names))
+	if err != nil {
+		var se *SQLError
+		if errors.As(err, &se) {
+			// A variable this server cannot read back: keep the session
+			// on the primary rather than replay a guess.
+			s.pin(fmt.Sprintf("cannot read back session state: %v", se))
+			return nil
+		}
+		return s.backendFailed(b, err, 0)
+	}
+	for i, name := range names {
+		if !s.state.set(name, literal(row[i])) {
+			s.pin("too many session variables")
+			return nil
+		}
+	}
+	b.synced = s.state.version
+	return nil
+}
+
+// pin keeps the session on the primary from now on.
+func (s *Session) pin(reason string) {
+	if s.pinned == "" {
+		s.pinned = reason
+		s.log.Info("session pinned to the primary", "reason", reason)
+	}
+}
+
+// forward sends one command to b and relays the answer to the client.
+func (s *Session) forward(b *BackendConn, pkt []byte) (Result, error) {
+	rt := s.srv.router
+	rt.Started(b.Server)
+	defer rt.Finished(b.Server)
+	bio := b.PacketIO()
+	bio.ResetSequence()
+	if err := bio.WritePacket(pkt); err != nil {
+		return Result{}, s.backendFailed(b, err, 0)
+	}
+	if err := bio.Flush(); err != nil {
+		return Result{}, s.backendFailed(b, err, 0)
+	}
+	r := relay{
+		backend:      bio,
+		client:       s.client,
+		deprecateEOF: s.caps&mysql.CLIENT_DEPRECATE_EOF != 0,
+		localInfile:  s.caps&mysql.CLIENT_LOCAL_FILES != 0,
+	}
+	res, err := r.run(responseKindOf(pkt[0]))
+	if err != nil {
+		return res, s.backendFailed(b, err, r.forwarded)
+	}
+	if res.StatusKnown {
+		b.Status = res.OK.Status
+		s.status = res.OK.Status
+	}
+	return res, nil
+}
+
+// primaryConn is the session's connection to the primary, opened if needed.
+func (s *Session) primaryConn(ctx context.Context) (*BackendConn, error) {
+	if s.primary != nil {
+		return s.primary, nil
+	}
+	t, err := s.srv.router.Primary()
+	if err != nil {
+		s.writeErr(newSQLError(mysql.ER_UNKNOWN_ERROR, "Sluice: %v", err))
+		return nil, err
+	}
+	b, err := s.dial(ctx, t)
+	if err != nil {
+		s.writeErr(toSQLError(err))
+		return nil, err
+	}
+	s.primary = b
+	return b, nil
+}
+
+// replicaConn returns an up-to-date connection to a usable replica, or nil
+// when there is none: then the primary serves the read.
+func (s *Session) replicaConn(ctx context.Context, maxLag time.Duration) *BackendConn {
+	for range 3 {
+		t, ok := s.srv.router.Replica(maxLag, func(name string) bool { return s.broken[name] })
+		if !ok {
+			return nil
+		}
+		b, err := s.conn(ctx, t)
+		if err == nil {
+			return b
+		}
+	}
+	return nil
+}
+
+// conn returns the session's connection to t, opening and syncing it.
+func (s *Session) conn(ctx context.Context, t router.Target) (*BackendConn, error) {
+	if s.primary != nil && s.primary.Server == t.Server {
+		return s.primary, nil
+	}
+	b := s.replicas[t.Server]
+	if b == nil {
+		var err error
+		if b, err = s.dial(ctx, t); err != nil {
+			s.broken[t.Server] = true
+			s.log.Warn("replica connection failed; reads go elsewhere", "server", t.Server, "err", err)
+			return nil, err
+		}
+		if s.replicas == nil {
+			s.replicas = map[string]*BackendConn{}
+		}
+		s.replicas[t.Server] = b
+	}
+	if err := s.sync(b); err != nil {
+		s.dropReplica(b)
+		s.broken[t.Server] = true
+		s.log.Warn("replaying session state on a replica failed; closed that connection for this session",
+			"server", t.Server, "err", err)
+		return nil, err
+	}
+	return b, nil
+}
+
+// sync brings a replica connection to the session's current state.
+func (s *Session) sync(b *BackendConn) error {
+	if b.synced == s.state.version {
+		return nil
+	}
+	if sql := s.state.replaySQL(b.synced); sql != "" {
+		if err := b.command(append([]byte{mysql.COM_QUERY}, sql...)); err != nil {
+			return fmt.Errorf("replay variables: %w", err)
+		}
+	}
+	if b.db != s.state.db && s.state.db != "" {
+		if err := b.command(append([]byte{mysql.COM_INIT_DB}, s.state.db...)); err != nil {
+			return fmt.Errorf("replay schema: %w", err)
+		}
+		b.db = s.state.db
+	}
+	if ms := s.state.multiStatements; ms != nil && (b.multiStatements == nil || *b.multiStatements != *ms) {
+		opt := byte(1)
+		if *ms {
+			opt = 0
+		}
+		if err := b.command([]byte{mysql.COM_SET_OPTION, opt, 0}); err != nil {
+			return fmt.Errorf("replay set option: %w", err)
+		}
+		b.multiStatements = ms
+	}
+	b.synced = s.state.version
+	return nil
+}
+
+// dial logs in to t as the session's user.
+func (s *Session) dial(ctx context.Context, t router.Target) (*BackendConn, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.srv.cfg.Load().ConnectTimeout)
+	defer cancel()
+	b, err := DialBackend(ctx, t.Server, t.Address, Login{
+		User: s.user, Stage1: s.stage1, DB: s.state.db,
+		Capabilities: s.caps, Collation: s.collation, Attrs: s.attrs,
+	})
+	if err != nil {
+		return nil, err
+	}
+	b.db = s.state.db
+	s.srv.metrics.backendConns.Inc()
+	return b, nil
+}
+
+func (s *Session) dropReplica(b *BackendConn) {
+	delete(s.replicas, b.Server)
+	s.forgetStatements(b)
+	if s.last == b {
+		s.last = nil
+	}
+	if s.txBackend == b {
+		s.txBackend = nil
+	}
+	b.QuitAndClose()
+	s.srv.metrics.backendConns.Dec()
+}
+
+// closeBackends closes every backend connection of the session.
+func (s *Session) closeBackends() {
+	for _, b := range s.replicas {
+		s.dropReplica(b)
+	}
+	if s.primary != nil {
+		s.forgetStatements(s.primary)
+		s.primary.QuitAndClose()
+		s.srv.metrics.backendConns.Dec()
+		s.primary = nil
+	}
+	s.last, s.txBackend = nil, nil
+}
+
+// resetState forgets the session's state after COM_RESET_CONNECTION: the
+// primary was reset by the server; replica connections are closed, so
+// they reopen clean.
+func (s *Session) resetState(db string) {
+	for _, b := range s.replicas {
+		s.dropReplica(b)
+	}
+	s.state.reset(db)
+	s.stmts = nil
+	s.temps = nil
+	s.pinned = ""
+	s.broken = map[string]bool{}
+	s.txBackend = nil
+}
