@@ -33,12 +33,12 @@ type Config struct {
 
 // Server accepts client connections and runs a session for each.
 type Server struct {
-	cfg      atomic.Pointer[Config]
-	accounts *Accounts
+	cfg        atomic.Pointer[Config]
+	accounts   *Accounts
 	router     *router.Router
 	classifier *router.Classifier
 	log        *slog.Logger
-	metrics  *Metrics
+	metrics    *Metrics
 
 	nextID atomic.Uint32
 	mu     sync.Mutex

@@ -5,6 +5,7 @@ package router
 
 import (
 	"errors"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -97,7 +98,10 @@ func (r *Router) Replica(maxLag time.Duration, skip func(name string) bool) (Tar
 	best, bestScore := -1, 0.0
 	var candidates [16]int
 	n := 0
-	for i := range snap.Servers {
+	// Start at a random offset, so ties (idle replicas) share the reads.
+	start := rand.IntN(max(len(snap.Servers), 1))
+	for k := range snap.Servers {
+		i := (start + k) % len(snap.Servers)
 		s := &snap.Servers[i]
 		if !usable(s, maxLag) || (skip != nil && skip(s.Name)) {
 			continue
@@ -115,7 +119,18 @@ func (r *Router) Replica(maxLag time.Duration, skip func(name string) bool) (Tar
 		return Target{}, false
 	}
 	if cfg.Balance == "round_robin" {
-		best = candidates[r.rr.Add(1)%uint64(n)]
+		// Weighted: a server of weight w is chosen w times as often.
+		total := 0
+		for _, i := range candidates[:n] {
+			total += max(snap.Servers[i].Weight, 1)
+		}
+		pick := int(r.rr.Add(1) % uint64(total))
+		for _, i := range candidates[:n] {
+			if pick -= max(snap.Servers[i].Weight, 1); pick < 0 {
+				best = i
+				break
+			}
+		}
 	}
 	s := snap.Servers[best]
 	return Target{Server: s.Name, Address: s.Address, Reason: "replica"}, true

@@ -1,0 +1,339 @@
+package proxy_test
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/sluice-proxy/sluice/proxy"
+	"github.com/sluice-proxy/sluice/router"
+)
+
+// serverIDs maps each lab server's @@server_id to its name: the ground
+// truth of where a statement ran.
+func serverIDs() map[int]string {
+	ids := map[int]string{}
+	for _, s := range topo.Servers() {
+		ids[s.ServerID] = s.Name
+	}
+	return ids
+}
+
+func startSplit(t *testing.T) *sluice {
+	t.Helper()
+	s := startRouted(t, router.Config{Type: "readwritesplit", MaxReplicationLag: 10 * time.Second}, proxy.Config{})
+	waitFor(t, "both replicas usable", 10*time.Second, func() bool {
+		n := 0
+		for _, srv := range s.mon.Snapshot().Servers {
+			if srv.Role == "replica" && srv.ReplicaLag >= 0 {
+				n++
+			}
+		}
+		return n == 2
+	})
+	return s
+}
+
+// oneConn returns a single connection, so session state is one session's.
+func oneConn(t *testing.T, s *sluice, db string) *sql.Conn {
+	t.Helper()
+	pool := s.open(t, "app", "apppass", db)
+	conn, err := pool.Conn(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+func ranOn(t *testing.T, q interface {
+	QueryRowContext(context.Context, string, ...any) *sql.Row
+}, query string, args ...any) string {
+	t.Helper()
+	var id int
+	if err := q.QueryRowContext(context.Background(), query, args...).Scan(&id); err != nil {
+		t.Fatalf("%s: %v", query, err)
+	}
+	return serverIDs()[id]
+}
+
+func scanString(t *testing.T, conn *sql.Conn, query string) string {
+	t.Helper()
+	var v sql.NullString
+	if err := conn.QueryRowContext(context.Background(), query).Scan(&v); err != nil {
+		t.Fatalf("%s: %v", query, err)
+	}
+	return v.String
+}
+
+func TestReadsSpreadOverReplicas(t *testing.T) {
+	s := startSplit(t)
+	conn := oneConn(t, s, "app")
+	seen := map[string]int{}
+	for range 60 {
+		seen[ranOn(t, conn, "SELECT @@server_id")]++
+	}
+	if seen["primary"] != 0 || seen["replica1"] == 0 || seen["replica2"] == 0 {
+		t.Fatalf("autocommit reads ran on %v; want both replicas and never the primary", seen)
+	}
+	// Writes and primary-only functions go to the primary.
+	if got := ranOn(t, conn, "SELECT @@server_id FROM (SELECT LAST_INSERT_ID()) x"); got != "primary" {
+		t.Fatalf("LAST_INSERT_ID ran on %s", got)
+	}
+	if got := ranOn(t, conn, "SELECT @@server_id FOR UPDATE"); got != "primary" {
+		t.Fatalf("locking read ran on %s", got)
+	}
+}
+
+func TestTransactionsPinToPrimary(t *testing.T) {
+	s := startSplit(t)
+	conn := oneConn(t, s, "app")
+	ctx := context.Background()
+	for _, begin := range []string{"BEGIN", "START TRANSACTION", "SET autocommit = 0"} {
+		if _, err := conn.ExecContext(ctx, begin); err != nil {
+			t.Fatal(err)
+		}
+		for range 5 {
+			if got := ranOn(t, conn, "SELECT @@server_id"); got != "primary" {
+				t.Fatalf("after %s a read ran on %s", begin, got)
+			}
+		}
+		end := "COMMIT"
+		if begin == "SET autocommit = 0" {
+			end = "SET autocommit = 1"
+		}
+		if _, err := conn.ExecContext(ctx, end); err != nil {
+			t.Fatal(err)
+		}
+		if got := ranOn(t, conn, "SELECT @@server_id"); got == "primary" {
+			t.Fatalf("after %s reads still ran on the primary", end)
+		}
+	}
+	// A transaction opened by DDL's implicit commit ends: status flags decide.
+	if _, err := conn.ExecContext(ctx, "BEGIN"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.ExecContext(ctx, "CREATE TABLE IF NOT EXISTS implicit_commit (a INT)"); err != nil {
+		t.Fatal(err)
+	}
+	if got := ranOn(t, conn, "SELECT @@server_id"); got == "primary" {
+		t.Fatal("after DDL's implicit commit reads still ran on the primary")
+	}
+	// go-sql-driver's transactions.
+	tx, err := conn.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := ranOn(t, tx, "SELECT @@server_id"); got != "primary" {
+		t.Fatalf("read in a driver transaction ran on %s", got)
+	}
+	tx.Commit()
+}
+
+func TestReadOnlyTransactionOnOneReplica(t *testing.T) {
+	s := startSplit(t)
+	conn := oneConn(t, s, "app")
+	ctx := context.Background()
+	if _, err := conn.ExecContext(ctx, "START TRANSACTION READ ONLY"); err != nil {
+		t.Fatal(err)
+	}
+	first := ranOn(t, conn, "SELECT @@server_id")
+	if first == "primary" {
+		t.Fatal("a read-only transaction ran on the primary")
+	}
+	for range 10 {
+		if got := ranOn(t, conn, "SELECT @@server_id"); got != first {
+			t.Fatalf("read-only transaction moved from %s to %s", first, got)
+		}
+	}
+	if _, err := conn.ExecContext(ctx, "COMMIT"); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for range 30 {
+		seen[ranOn(t, conn, "SELECT @@server_id")] = true
+	}
+	if len(seen) < 2 {
+		t.Fatalf("after COMMIT reads stayed on %v", seen)
+	}
+}
+
+func TestSessionStateReplayedOnReplicas(t *testing.T) {
+	s := startSplit(t)
+	conn := oneConn(t, s, "app")
+	ctx := context.Background()
+	exec := func(q string) {
+		t.Helper()
+		if _, err := conn.ExecContext(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	exec("SET SESSION sql_mode = 'ANSI_QUOTES,NO_ENGINE_SUBSTITUTION'")
+	exec("SET NAMES latin1")
+	exec("SET @x = 42, @s = 'it''s'")
+	exec("SET @r = RAND()") // read back from the primary: replicas get the same value
+	exec("USE sbtest")
+	if got := scanString(t, conn, "SELECT @y := 7"); got != "7" {
+		t.Fatalf("SELECT @y := 7 gave %q", got)
+	}
+	exec("SELECT 'into-value' INTO @z")
+	want := map[string]string{
+		"SELECT @@sql_mode":             "ANSI_QUOTES,NO_ENGINE_SUBSTITUTION",
+		"SELECT @@character_set_client": "latin1",
+		"SELECT @x":                     "42",
+		"SELECT @s":                     "it's",
+		"SELECT @y":                     "7",
+		"SELECT @z":                     "into-value",
+		"SELECT DATABASE()":             "sbtest",
+	}
+	r := scanString(t, conn, "/* sluice: route=primary */ SELECT @r")
+	want["SELECT @r"] = r
+	servers := map[string]bool{}
+	for range 8 {
+		for q, w := range want {
+			if got := scanString(t, conn, q); got != w {
+				t.Fatalf("%s = %q on a replica, want %q (as on the primary)", q, got, w)
+			}
+		}
+		servers[ranOn(t, conn, "SELECT @@server_id")] = true
+	}
+	if servers["primary"] || len(servers) != 2 {
+		t.Fatalf("checks ran on %v, want both replicas", servers)
+	}
+	// A later change reaches connections opened before it.
+	exec("SET @x = 43")
+	for range 6 {
+		if got := scanString(t, conn, "SELECT @x"); got != "43" {
+			t.Fatalf("@x = %q after it changed", got)
+		}
+	}
+}
+
+func TestTemporaryTablesStayOnPrimary(t *testing.T) {
+	s := startSplit(t)
+	conn := oneConn(t, s, "app")
+	ctx := context.Background()
+	for _, q := range []string{"CREATE TEMPORARY TABLE scratch (a INT)", "INSERT INTO scratch VALUES (1), (2)"} {
+		if _, err := conn.ExecContext(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 10 {
+		var n int
+		if err := conn.QueryRowContext(ctx, "SELECT COUNT(*) FROM scratch").Scan(&n); err != nil || n != 2 {
+			t.Fatalf("temporary table read: %d %v", n, err)
+		}
+	}
+	if _, err := conn.ExecContext(ctx, "DROP TEMPORARY TABLE scratch"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestPreparedStatementsSplit(t *testing.T) {
+	s := startSplit(t)
+	conn := oneConn(t, s, "app")
+	ctx := context.Background()
+	if _, err := conn.ExecContext(ctx, "CREATE TABLE IF NOT EXISTS ps (id INT PRIMARY KEY, v VARCHAR(16))"); err != nil {
+		t.Fatal(err)
+	}
+	ins, err := conn.PrepareContext(ctx, "REPLACE INTO ps VALUES (?, ?)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ins.Close()
+	for i := range 20 {
+		if _, err := ins.ExecContext(ctx, i, fmt.Sprintf("v%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := topo.WaitReplicasCaughtUp(wctx); err != nil {
+		t.Fatal(err)
+	}
+	// A prepared read runs on the replicas, with its parameters, although
+	// the driver sends the parameter types only on its first execute.
+	sel, err := conn.PrepareContext(ctx, "SELECT v, @@server_id FROM ps WHERE id = ?")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sel.Close()
+	seen := map[string]bool{}
+	for i := range 20 {
+		var v string
+		var id int
+		if err := sel.QueryRowContext(ctx, i).Scan(&v, &id); err != nil {
+			t.Fatal(err)
+		}
+		if v != fmt.Sprintf("v%d", i) {
+			t.Fatalf("id %d read %q", i, v)
+		}
+		seen[serverIDs()[id]] = true
+	}
+	if seen["primary"] || len(seen) != 2 {
+		t.Fatalf("prepared reads ran on %v", seen)
+	}
+	// The prepared write ran on the primary: its rows exist there.
+	var n int
+	db, _ := topo.Primary.RootDB()
+	if err := db.QueryRow("SELECT COUNT(*) FROM app.ps").Scan(&n); err != nil || n != 20 {
+		t.Fatalf("primary holds %d rows, %v", n, err)
+	}
+}
+
+func TestRoutingHints(t *testing.T) {
+	s := startSplit(t)
+	conn := oneConn(t, s, "app")
+	cases := map[string]string{
+		"/* sluice: route=primary */ SELECT @@server_id":          "primary",
+		"/* sluice: route=server:replica2 */ SELECT @@server_id":  "replica2",
+		"SELECT @@server_id -- maxscale route to master":          "primary",
+		"SELECT @@server_id -- maxscale route to server replica1": "replica1",
+	}
+	for q, want := range cases {
+		for range 3 {
+			if got := ranOn(t, conn, q); got != want {
+				t.Fatalf("%s ran on %s, want %s", q, got, want)
+			}
+		}
+	}
+}
+
+func TestBrokenReplicaGetsNoReads(t *testing.T) {
+	s := startSplit(t)
+	ctx := context.Background()
+	if err := topo.Replicas[0].Exec(ctx, "STOP SLAVE SQL_THREAD"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { topo.Replicas[0].Exec(ctx, "START SLAVE SQL_THREAD") })
+	waitFor(t, "the monitor to see replica1's stopped SQL thread", 10*time.Second, func() bool {
+		for _, srv := range s.mon.Snapshot().Servers {
+			if srv.Name == "replica1" {
+				return srv.ReplicaLag < 0
+			}
+		}
+		return false
+	})
+	conn := oneConn(t, s, "app")
+	for range 20 {
+		if got := ranOn(t, conn, "SELECT @@server_id"); got != "replica2" {
+			t.Fatalf("a read ran on %s while replica1 was broken", got)
+		}
+	}
+}
+
+func TestReadConnRouteToReplica(t *testing.T) {
+	s := startRouted(t, router.Config{Type: "readconnroute", Target: "replica", MaxReplicationLag: 10 * time.Second}, proxy.Config{})
+	conn := oneConn(t, s, "app")
+	first := ranOn(t, conn, "SELECT @@server_id")
+	if first == "primary" {
+		t.Fatal("readconnroute target=replica connected to the primary")
+	}
+	for range 10 {
+		if got := ranOn(t, conn, "SELECT @@server_id"); got != first {
+			t.Fatalf("readconnroute session moved from %s to %s", first, got)
+		}
+	}
+}
