@@ -39,7 +39,12 @@ type BackendConn struct {
 	synced          uint64
 	db              string
 	multiStatements *bool
+	// gtidSeen is the last GTID this replica connection waited for.
+	gtidSeen string
 }
+
+// isMariaDB tells the server flavour from its handshake version.
+func (b *BackendConn) isMariaDB() bool { return strings.Contains(b.hs.Version, "MariaDB") }
 
 // DialBackend connects to addr and logs in; ctx bounds the whole exchange.
 func DialBackend(ctx context.Context, server, addr string, login Login) (*BackendConn, error) {

@@ -167,7 +167,10 @@ func (s *Session) route(ctx context.Context, st *router.Statement, cl *router.Cl
 			maxLag, _ = time.ParseDuration(st.Hint.MaxLag)
 		}
 		if b := s.replicaConn(ctx, maxLag); b != nil {
-			return decision{backend: b, reason: cl.Reason}, nil
+			if s.waitCausal(b) {
+				return decision{backend: b, reason: cl.Reason}, nil
+			}
+			return primary("causal read fell back")
 		}
 		return primary("no usable replica")
 	case router.RouteLast:
@@ -216,6 +219,11 @@ func (s *Session) after(ctx context.Context, st *router.Statement, cl *router.Cl
 	}
 	if res.Err != nil {
 		return nil
+	}
+	if cl.Reason == "write" && s.srv.router.Config().CausalReads && !s.inTransaction() {
+		if err := s.readGTID(b); err != nil {
+			return err
+		}
 	}
 	if cl.CreatesTemporary != "" {
 		if s.temps == nil {
@@ -461,4 +469,55 @@ func (s *Session) resetState(db string) {
 	s.pinned = ""
 	s.broken = map[string]bool{}
 	s.txBackend = nil
+}
+
+// readGTID records the GTID of the session's last write, read from the
+// primary after the transaction ended.
+func (s *Session) readGTID(b *BackendConn) error {
+	query := "SELECT @@SESSION.last_gtid"
+	if !b.isMariaDB() {
+		query = "SELECT @@GLOBAL.gtid_executed"
+	}
+	row, err := b.queryRow(query)
+	if err != nil {
+		var se *SQLError
+		if errors.As(err, &se) {
+			s.log.Warn("reading the last GTID failed; causal reads go to the primary", "err", se)
+			s.lastGTID = "unknown"
+			return nil
+		}
+		return s.backendFailed(b, err, 0)
+	}
+	if !row[0].Null && row[0].Text != "" {
+		s.lastGTID = row[0].Text
+	}
+	return nil
+}
+
+// waitCausal makes replica b wait for the session's last write. It reports
+// false when the read must go to the primary instead.
+func (s *Session) waitCausal(b *BackendConn) bool {
+	cfg := s.srv.router.Config()
+	if !cfg.CausalReads || s.lastGTID == "" || b.gtidSeen == s.lastGTID {
+		return true
+	}
+	if s.lastGTID == "unknown" {
+		return false
+	}
+	timeout := cfg.CausalReadsTimeout.Seconds()
+	query := fmt.Sprintf("SELECT MASTER_GTID_WAIT(%s, %g)", quoteString(s.lastGTID), timeout)
+	if !b.isMariaDB() {
+		query = fmt.Sprintf("SELECT WAIT_FOR_EXECUTED_GTID_SET(%s, %g)", quoteString(s.lastGTID), timeout)
+	}
+	row, err := b.queryRow(query)
+	if err != nil || row[0].Text != "0" {
+		if err != nil {
+			s.log.Warn("waiting for a GTID on a replica failed", "server", b.Server, "err", err)
+			s.broken[b.Server] = true
+			s.dropReplica(b)
+		}
+		return false
+	}
+	b.gtidSeen = s.lastGTID
+	return true
 }

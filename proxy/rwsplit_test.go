@@ -337,3 +337,59 @@ func TestReadConnRouteToReplica(t *testing.T) {
 		}
 	}
 }
+
+func TestCausalReadsNeverStale(t *testing.T) {
+	s := startRouted(t, router.Config{Type: "readwritesplit", MaxReplicationLag: 10 * time.Second,
+		CausalReads: true, CausalReadsTimeout: 5 * time.Second}, proxy.Config{})
+	ctx := context.Background()
+	// Replicas apply every transaction a second late: stale, yet within
+	// max_replication_lag, so they keep serving reads.
+	for _, r := range topo.Replicas {
+		for _, q := range []string{"STOP SLAVE", "CHANGE MASTER TO MASTER_DELAY = 1", "START SLAVE"} {
+			if err := r.Exec(ctx, q); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	t.Cleanup(func() {
+		for _, r := range topo.Replicas {
+			for _, q := range []string{"STOP SLAVE", "CHANGE MASTER TO MASTER_DELAY = 0", "START SLAVE"} {
+				r.Exec(ctx, q)
+			}
+		}
+		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		topo.WaitReplicasCaughtUp(wctx)
+	})
+	conn := oneConn(t, s, "app")
+	if _, err := conn.ExecContext(ctx, "CREATE TABLE IF NOT EXISTS causal (id INT PRIMARY KEY)"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.ExecContext(ctx, "DELETE FROM causal"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "both replicas usable", 10*time.Second, func() bool {
+		n := 0
+		for _, srv := range s.mon.Snapshot().Servers {
+			if srv.Role == "replica" && srv.ReplicaLag >= 0 {
+				n++
+			}
+		}
+		return n == 2
+	})
+	for i := range 4 {
+		if _, err := conn.ExecContext(ctx, "INSERT INTO causal VALUES (?)", i); err != nil {
+			t.Fatal(err)
+		}
+		var n, id int
+		if err := conn.QueryRowContext(ctx, "SELECT COUNT(*), @@server_id FROM causal WHERE id = ?", i).Scan(&n, &id); err != nil {
+			t.Fatal(err)
+		}
+		if n != 1 {
+			t.Fatalf("read after write %d was stale (served by %s)", i, serverIDs()[id])
+		}
+		if serverIDs()[id] == "primary" {
+			t.Fatalf("read after write %d went to the primary instead of waiting on a replica", i)
+		}
+	}
+}

@@ -52,6 +52,8 @@ type Session struct {
 	nextStmtID uint32
 	// temps are the session's temporary tables, which live on the primary.
 	temps map[string]struct{}
+	// lastGTID is the GTID of the session's last write, for causal reads.
+	lastGTID string
 
 	// status holds the server status flags of the last OK or EOF.
 	status uint16

@@ -38,6 +38,10 @@ type Config struct {
 	Balance string
 	// Target is readconnroute's role: primary, replica or any.
 	Target string
+	// CausalReads makes a read after a write wait on the replica for that
+	// write's GTID, up to CausalReadsTimeout, then fall back to the primary.
+	CausalReads        bool
+	CausalReadsTimeout time.Duration
 }
 
 // Router chooses backends for sessions. It is safe for concurrent use.

@@ -194,7 +194,8 @@ func proxyConfig(cfg *config.Config) proxy.Config {
 
 func routerConfig(cfg *config.Config) router.Config {
 	return router.Config{Type: cfg.Router.Type, MaxReplicationLag: cfg.Router.MaxReplicationLag,
-		Balance: cfg.Router.Balance, Target: cfg.Router.Target}
+		Balance: cfg.Router.Balance, Target: cfg.Router.Target,
+		CausalReads: cfg.Router.CausalReads, CausalReadsTimeout: cfg.Router.CausalReadsTimeout}
 }
 
 func configAccounts(cfg *config.Config) []proxy.Account {

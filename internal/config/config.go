@@ -91,6 +91,9 @@ type Router struct {
 	Balance string `yaml:"balance"`
 	// ClassifierCacheSize bounds the statement shapes whose class is cached.
 	ClassifierCacheSize int `yaml:"classifier_cache_size"`
+	// CausalReads: a read after a write waits on the replica for the write.
+	CausalReads        bool          `yaml:"causal_reads"`
+	CausalReadsTimeout time.Duration `yaml:"causal_reads_timeout"`
 }
 
 // Monitor polls the servers.
@@ -246,6 +249,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.Router.Balance == "" {
 		c.Router.Balance = "least_outstanding"
+	}
+	if c.Router.CausalReadsTimeout == 0 {
+		c.Router.CausalReadsTimeout = 5 * time.Second
 	}
 	if c.Router.ClassifierCacheSize == 0 {
 		c.Router.ClassifierCacheSize = 10000
