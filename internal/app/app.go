@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime"
 	"sync"
 	"syscall"
 	"time"
@@ -44,6 +45,7 @@ func Serve(cfgFile string) error {
 	}
 	var level slog.LevelVar
 	log := NewLogger(cfg.Log, &level).With("proxy", cfg.Name)
+	setMaxProcs(cfg.MaxProcs)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -150,6 +152,7 @@ func Serve(cfgFile string) error {
 					continue
 				}
 				_ = level.UnmarshalText([]byte(next.Log.Level))
+				setMaxProcs(next.MaxProcs)
 				srv.SetConfig(proxyConfig(next))
 				rt.SetConfig(routerConfig(next))
 				accounts.SetConfigAccounts(configAccounts(next))
@@ -171,6 +174,14 @@ func Serve(cfgFile string) error {
 			return nil
 		}
 	}
+}
+
+// setMaxProcs applies max_procs; 0 restores Go's default.
+func setMaxProcs(n int) {
+	if n <= 0 {
+		n = runtime.NumCPU()
+	}
+	runtime.GOMAXPROCS(n)
 }
 
 func monitorConfig(cfg *config.Config) monitor.Config {

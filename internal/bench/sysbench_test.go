@@ -212,6 +212,7 @@ router: {type: %s}
 genlog: {enabled: %s}
 broker: {enabled: true, listen: %s, data_dir: %s}
 log: {level: warn}
+max_procs: 1
 `, listen, admin, servers.String(), router, genlog, freeAddr(b), filepath.Join(dir, "broker"))
 	path := filepath.Join(dir, "sluice.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {

@@ -29,6 +29,9 @@ type Config struct {
 	AdminListen string `yaml:"admin_listen"`
 	// MaxConnections caps concurrent client sessions; 0 means unlimited.
 	MaxConnections int `yaml:"max_connections"`
+	// MaxProcs caps the threads running Go code (GOMAXPROCS); 0 leaves
+	// Go's default, one per CPU.
+	MaxProcs int `yaml:"max_procs"`
 
 	Servers     []Server    `yaml:"servers"`
 	ServiceUser Credentials `yaml:"service_user"`
@@ -342,6 +345,9 @@ func (c *Config) validate() error {
 	}
 	if c.Monitor.Interval < 10*time.Millisecond {
 		return &Error{Key: "monitor.interval", Msg: fmt.Sprintf("%v is too short; use 10ms or more", c.Monitor.Interval)}
+	}
+	if c.MaxProcs < 0 {
+		return &Error{Key: "max_procs", Msg: "must be >= 0 (0 means one per CPU)"}
 	}
 	if c.MaxConnections < 0 {
 		return &Error{Key: "max_connections", Msg: "must be >= 0 (0 means unlimited)"}
