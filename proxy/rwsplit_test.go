@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	mysqlconst "github.com/go-mysql-org/go-mysql/mysql"
+
 	"github.com/sluice-proxy/sluice/proxy"
 	"github.com/sluice-proxy/sluice/router"
 )
@@ -390,6 +392,58 @@ func TestCausalReadsNeverStale(t *testing.T) {
 		}
 		if serverIDs()[id] == "primary" {
 			t.Fatalf("read after write %d went to the primary instead of waiting on a replica", i)
+		}
+	}
+}
+
+func TestResetAndMultiStatementWithSplit(t *testing.T) {
+	s := startSplit(t)
+	c := rawLogin(t, s, "app", "apppass", "app")
+	if _, err := c.Execute("SET @v = 5"); err != nil {
+		t.Fatal(err)
+	}
+	// Let a replica connection hold @v.
+	r, err := c.Execute("SELECT @v")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := r.GetInt(0, 0); v != 5 {
+		t.Fatalf("@v = %d on a replica", v)
+	}
+	c.ResetSequence()
+	if err := c.WritePacket([]byte{0, 0, 0, 0, mysqlconst.COM_RESET_CONNECTION}); err != nil {
+		t.Fatal(err)
+	}
+	if pkt, err := c.ReadPacket(); err != nil || pkt[0] != mysqlconst.OK_HEADER {
+		t.Fatalf("COM_RESET_CONNECTION: %v %v", pkt, err)
+	}
+	for range 6 {
+		r, err := c.Execute("SELECT @v IS NULL, @@server_id")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v, _ := r.GetInt(0, 0); v != 1 {
+			id, _ := r.GetInt(0, 1)
+			t.Fatalf("@v survived COM_RESET_CONNECTION on %s", serverIDs()[int(id)])
+		}
+	}
+	// A multi-statement runs on the primary; one that changes session state
+	// keeps the session there.
+	if err := c.SetCapability(mysqlconst.CLIENT_MULTI_STATEMENTS); err != nil {
+		t.Log(err)
+	}
+	res, err := c.ExecuteMultiple("SET @m = 1; SELECT @@server_id", func(result *mysqlconst.Result, err error) {})
+	if err != nil {
+		t.Skipf("go-mysql multi-statement: %v", err)
+	}
+	_ = res
+	for range 5 {
+		r, err := c.Execute("SELECT @@server_id")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if id, _ := r.GetInt(0, 0); serverIDs()[int(id)] != "primary" {
+			t.Fatalf("after a session-changing multi-statement a read ran on %s", serverIDs()[int(id)])
 		}
 	}
 }
