@@ -16,8 +16,8 @@ deps:
 # Unit and integration tests against real MariaDB, sysbench, kcat and Kafka clients.
 test: deps build
 	$(GO) vet $(PKGS)
+	$(MAKE) --no-print-directory fuzz FUZZTIME=5s
 	$(GO) test -count=1 -timeout 20m $(PKGS)
-	$(MAKE) fuzz FUZZTIME=5s
 
 # Each fuzz target briefly, from its checked-in seed corpus.
 FUZZTIME ?= 30s
