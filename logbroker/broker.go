@@ -42,6 +42,12 @@ type Broker struct {
 	conns     map[net.Conn]struct{}
 	listeners map[net.Listener]struct{}
 	connWG    sync.WaitGroup
+	// rejected counts connections closed at accept for MaxConnections;
+	// rejectLogged is when that was last logged (unix nanoseconds) and
+	// rejectUnlogged how many were rejected since.
+	rejected       atomic.Uint64
+	rejectLogged   atomic.Int64
+	rejectUnlogged atomic.Uint64
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -311,6 +317,12 @@ func (b *Broker) Serve(ctx context.Context, ln net.Listener) error {
 			c.Close()
 			continue
 		}
+		if len(b.conns) >= b.cfg.MaxConnections {
+			b.connsMu.Unlock()
+			c.Close()
+			b.logRejected(c.RemoteAddr())
+			continue
+		}
 		b.conns[c] = struct{}{}
 		b.connWG.Add(1)
 		b.connsMu.Unlock()
@@ -331,6 +343,32 @@ func (b *Broker) Serve(ctx context.Context, ln net.Listener) error {
 	b.connsMu.Unlock()
 	b.connWG.Wait()
 	return acceptErr
+}
+
+// rejectLogEvery is the shortest interval between two log lines about
+// connections rejected for broker.max_connections.
+const rejectLogEvery = 10 * time.Second
+
+// logRejected counts a connection closed for MaxConnections and logs it,
+// at most once per rejectLogEvery, with the number rejected since.
+func (b *Broker) logRejected(remote net.Addr) {
+	b.rejected.Add(1)
+	n := b.rejectUnlogged.Add(1)
+	now := time.Now().UnixNano()
+	last := b.rejectLogged.Load()
+	if last != 0 && now-last < int64(rejectLogEvery) || !b.rejectLogged.CompareAndSwap(last, now) {
+		return
+	}
+	b.rejectUnlogged.Add(-n)
+	b.log.Warn("rejecting kafka connections: broker.max_connections reached",
+		"max_connections", b.cfg.MaxConnections, "rejected", n, "last_remote", remote.String())
+}
+
+// connCount is the number of client connections being served.
+func (b *Broker) connCount() int {
+	b.connsMu.Lock()
+	defer b.connsMu.Unlock()
+	return len(b.conns)
 }
 
 // ListenAndServe listens on Config.Listen and serves until ctx is done.

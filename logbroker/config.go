@@ -85,6 +85,10 @@ type Config struct {
 	// read but not yet answered (e.g. produce requests waiting for their
 	// fsync). Default 16.
 	MaxInFlightPerConn int `yaml:"max_in_flight_per_conn"`
+	// MaxConnections bounds the client connections open at once, over all
+	// listeners. Connections beyond it are closed right after accept (and
+	// logged at most every 10s). Default 1024.
+	MaxConnections int `yaml:"max_connections"`
 	// NodeID is the broker id reported in metadata. Default 0.
 	NodeID int32 `yaml:"node_id"`
 }
@@ -101,6 +105,7 @@ const (
 	DefaultMaxRequest     = 100 << 20
 	DefaultMaxFetchBytes  = 16 << 20
 	DefaultMaxInFlight    = 16
+	DefaultMaxConnections = 1024
 	DefaultRetentionCheck = time.Minute
 )
 
@@ -146,6 +151,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.MaxInFlightPerConn == 0 {
 		c.MaxInFlightPerConn = DefaultMaxInFlight
+	}
+	if c.MaxConnections == 0 {
+		c.MaxConnections = DefaultMaxConnections
 	}
 	return c
 }
@@ -203,6 +211,9 @@ func (c *Config) Validate() error {
 	}
 	if d.MaxInFlightPerConn < 1 {
 		return bad("max_in_flight_per_conn", "must be >= 1, got %d", d.MaxInFlightPerConn)
+	}
+	if d.MaxConnections < 1 {
+		return bad("max_connections", "must be >= 1, got %d", d.MaxConnections)
 	}
 	if d.NodeID < 0 {
 		return bad("node_id", "must be >= 0, got %d", d.NodeID)

@@ -37,10 +37,16 @@ func (w testWriter) Write(p []byte) (int, error) {
 // addr when given) until the test ends.
 func startBroker(t testing.TB, cfg Config, listenAddr string) *testBroker {
 	t.Helper()
+	return startBrokerLog(t, cfg, listenAddr, testLogger(t))
+}
+
+// startBrokerLog is startBroker logging to log.
+func startBrokerLog(t testing.TB, cfg Config, listenAddr string, log *slog.Logger) *testBroker {
+	t.Helper()
 	if cfg.DataDir == "" {
 		cfg.DataDir = t.TempDir()
 	}
-	b, err := New(cfg, testLogger(t))
+	b, err := New(cfg, log)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}

@@ -22,7 +22,7 @@ func TestConfigValidate(t *testing.T) {
 		t.Fatalf("zero config (all defaults) invalid: %v", err)
 	}
 	d := zero.WithDefaults()
-	if d.Listen != DefaultListen || d.Partitions != 4 || d.Retention != 168*time.Hour || d.Fsync != FsyncAlways || !*d.AutoCreateTopics {
+	if d.Listen != DefaultListen || d.Partitions != 4 || d.Retention != 168*time.Hour || d.Fsync != FsyncAlways || !*d.AutoCreateTopics || d.MaxConnections != 1024 {
 		t.Fatalf("unexpected defaults: %+v", d)
 	}
 	for _, tc := range []struct {
@@ -36,6 +36,7 @@ func TestConfigValidate(t *testing.T) {
 		{Config{SegmentBytes: 10}, "broker.segment_bytes:"},
 		{Config{RetentionBytes: -5}, "broker.retention_bytes:"},
 		{Config{MaxRequestBytes: 10}, "broker.max_request_bytes:"},
+		{Config{MaxConnections: -1}, "broker.max_connections: must be >= 1"},
 	} {
 		err := tc.cfg.Validate()
 		if err == nil || !strings.HasPrefix(err.Error(), tc.want) {

@@ -1,14 +1,16 @@
 // Package monitor knows what each server is now: reachable or not, primary
-// or replica, and how far behind. It polls every server on its own service
-// connections and publishes an immutable Snapshot that readers load without
-// locks.
+// or replica, whether its replication works and how far behind it is. It
+// polls every server on its own service connections and publishes an
+// immutable Snapshot that readers load without locks.
 package monitor
 
 import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -44,12 +46,26 @@ type Server struct {
 	ReadOnly bool
 	ServerID uint32
 	Version  string
-	// Replicating is true when the server has a replication source configured.
+	// GTIDPosition is gtid_current_pos (MariaDB) or gtid_executed (MySQL).
+	GTIDPosition string
+
+	// Replicating is true when the server has a replication source.
 	Replicating bool
-	// ReplicaLag is Seconds_Behind_Master; negative when unknown.
+	// SourceAddress is the host:port it replicates from.
+	SourceAddress string
+	// IORunning and SQLRunning are the replication threads' states.
+	IORunning, SQLRunning bool
+	// Broken: a replication thread stopped or failed, or the lag is unknown.
+	Broken bool
+	// ReplicaLag is the replica's delay: from the heartbeat table when
+	// enabled (millisecond resolution), else Seconds_Behind_Master; negative
+	// when unknown.
 	ReplicaLag time.Duration
-	LastError  string
-	CheckedAt  time.Time
+	// Lagging: ReplicaLag went over MaxLag and has not yet come back under
+	// the hysteresis mark. A lagging replica gets no reads.
+	Lagging   bool
+	LastError string
+	CheckedAt time.Time
 }
 
 // Snapshot is the topology at one moment. It is never modified once published.
@@ -75,6 +91,13 @@ type Config struct {
 	Password string
 	Interval time.Duration
 	Timeout  time.Duration
+	// MaxLag marks a replica lagging above it; it is usable again below
+	// MaxLag*LagHysteresis.
+	MaxLag        time.Duration
+	LagHysteresis float64
+	// HeartbeatTable, when set ("sluice.heartbeat"), is written on the
+	// primary every interval and read on the replicas to measure lag.
+	HeartbeatTable string
 }
 
 // Monitor polls the servers. Create it with New and run it with Run.
@@ -86,10 +109,15 @@ type Monitor struct {
 	mu      sync.Mutex
 	changed chan struct{} // closed and replaced at every publish
 	conns   map[string]*client.Conn
+	// lastBeat is the heartbeat value last written on the primary.
+	lastBeat atomic.Int64
 }
 
 // New builds a monitor; its first snapshot knows nothing yet.
 func New(cfg Config, log *slog.Logger) *Monitor {
+	if cfg.LagHysteresis <= 0 || cfg.LagHysteresis > 1 {
+		cfg.LagHysteresis = 0.8
+	}
 	m := &Monitor{cfg: cfg, log: log, changed: make(chan struct{}), conns: map[string]*client.Conn{}}
 	servers := make([]Server, len(cfg.Servers))
 	for i, s := range cfg.Servers {
@@ -126,23 +154,90 @@ func (m *Monitor) Poll(ctx context.Context) {
 		wg.Go(func() { servers[i] = m.check(ctx, sc) })
 	}
 	wg.Wait()
-	snap := &Snapshot{Servers: servers, Primary: -1, At: time.Now()}
-	for i, s := range servers {
-		if s.Role == RolePrimary {
-			snap.Primary = i
-			break
+	snap := &Snapshot{Servers: servers, Primary: primaryOf(servers), At: time.Now()}
+	for i := range servers {
+		s := &servers[i]
+		if i != snap.Primary && s.Role == RolePrimary {
+			// Writable but not the one the replicas follow.
+			s.Role, s.LastError = RoleUnknown, "writable, but not the server the replicas follow"
+		}
+		if s.Role == RoleReplica {
+			m.judgeLag(s, prev)
+		}
+		if i < len(prev.Servers) {
+			p := prev.Servers[i]
+			if p.Role != s.Role || p.Broken != s.Broken || p.Lagging != s.Lagging {
+				m.log.Info("server state changed", "server", s.Name, "role", s.Role, "was", p.Role,
+					"broken", s.Broken, "lagging", s.Lagging, "lag", s.ReplicaLag, "error", s.LastError)
+			}
 		}
 	}
-	for i, s := range servers {
-		if i < len(prev.Servers) && prev.Servers[i].Role != s.Role {
-			m.log.Info("server role changed", "server", s.Name, "from", prev.Servers[i].Role, "to", s.Role, "error", s.LastError)
-		}
+	if p, ok := snap.PrimaryServer(); ok && m.cfg.HeartbeatTable != "" {
+		m.beat(ctx, p)
 	}
 	m.current.Store(snap)
 	m.mu.Lock()
 	close(m.changed)
 	m.changed = make(chan struct{})
 	m.mu.Unlock()
+}
+
+// primaryOf picks the primary: the writable server, and when several are
+// writable, the one most replicas follow.
+func primaryOf(servers []Server) int {
+	best, bestScore := -1, -1
+	for i, s := range servers {
+		if !s.Up || s.ReadOnly {
+			continue
+		}
+		score := 0
+		for _, r := range servers {
+			if r.Replicating && sameAddress(r.SourceAddress, s.Address) {
+				score += 2
+			}
+		}
+		if !s.Replicating {
+			score++
+		}
+		if score > bestScore {
+			best, bestScore = i, score
+		}
+	}
+	return best
+}
+
+func sameAddress(a, b string) bool {
+	ah, ap, err1 := net.SplitHostPort(a)
+	bh, bp, err2 := net.SplitHostPort(b)
+	if err1 != nil || err2 != nil || ap != bp {
+		return false
+	}
+	norm := func(h string) string {
+		if h == "localhost" || h == "::1" {
+			return "127.0.0.1"
+		}
+		return h
+	}
+	return norm(ah) == norm(bh)
+}
+
+// judgeLag sets Lagging with hysteresis, so a replica hovering at the limit
+// does not flap in and out of the read pool.
+func (m *Monitor) judgeLag(s *Server, prev *Snapshot) {
+	if m.cfg.MaxLag <= 0 || s.ReplicaLag < 0 {
+		return
+	}
+	wasLagging := false
+	for _, p := range prev.Servers {
+		if p.Name == s.Name {
+			wasLagging = p.Lagging
+		}
+	}
+	limit := m.cfg.MaxLag
+	if wasLagging {
+		limit = time.Duration(float64(m.cfg.MaxLag) * m.cfg.LagHysteresis)
+	}
+	s.Lagging = s.ReplicaLag > limit || (wasLagging && s.ReplicaLag >= limit)
 }
 
 // WaitPrimary waits until a primary is known or ctx ends.
@@ -197,20 +292,107 @@ func (m *Monitor) query(conn *client.Conn, s *Server) error {
 	s.Version, _ = res.GetString(0, 2)
 	res.Close()
 	s.ReadOnly, s.ServerID = ro != 0, uint32(id)
-	res, err = conn.Execute("SHOW SLAVE STATUS")
+	gtidVar := "@@gtid_executed"
+	if strings.Contains(s.Version, "MariaDB") {
+		gtidVar = "@@gtid_current_pos"
+	}
+	if res, err = conn.Execute("SELECT " + gtidVar); err == nil {
+		s.GTIDPosition, _ = res.GetString(0, 0)
+		res.Close()
+	}
+	// SHOW REPLICA STATUS on MySQL 8.0.22+ and MariaDB 10.5+; SHOW SLAVE
+	// STATUS before. Column names differ between MySQL's two forms.
+	res, err = conn.Execute("SHOW REPLICA STATUS")
 	if err != nil {
-		return err
+		if res, err = conn.Execute("SHOW SLAVE STATUS"); err != nil {
+			return err
+		}
 	}
 	defer res.Close()
-	if res.RowNumber() > 0 {
-		s.Replicating = true
-		if v, err := res.GetStringByName(0, "Seconds_Behind_Master"); err == nil && v != "" {
-			if secs, err := strconv.Atoi(v); err == nil {
-				s.ReplicaLag = time.Duration(secs) * time.Second
+	if res.RowNumber() == 0 {
+		return nil
+	}
+	col := func(names ...string) (string, bool) {
+		for _, n := range names {
+			if v, err := res.GetStringByName(0, n); err == nil {
+				return v, true
 			}
+		}
+		return "", false
+	}
+	s.Replicating = true
+	io, _ := col("Slave_IO_Running", "Replica_IO_Running")
+	sql, _ := col("Slave_SQL_Running", "Replica_SQL_Running")
+	s.IORunning, s.SQLRunning = io == "Yes", sql == "Yes"
+	host, _ := col("Master_Host", "Source_Host")
+	port, _ := col("Master_Port", "Source_Port")
+	s.SourceAddress = net.JoinHostPort(host, port)
+	if e, _ := col("Last_IO_Error"); e != "" {
+		s.LastError = "IO thread: " + e
+	}
+	if e, _ := col("Last_SQL_Error"); e != "" {
+		s.LastError = "SQL thread: " + e
+	}
+	if v, ok := col("Seconds_Behind_Master", "Seconds_Behind_Source"); ok && v != "" {
+		if secs, err := strconv.Atoi(v); err == nil {
+			s.ReplicaLag = time.Duration(secs) * time.Second
+		}
+	}
+	s.Broken = !s.IORunning || !s.SQLRunning || s.ReplicaLag < 0
+	if !s.Broken && m.cfg.HeartbeatTable != "" {
+		if lag, ok := m.heartbeatLag(conn); ok {
+			s.ReplicaLag = lag
 		}
 	}
 	return nil
+}
+
+// beat writes the heartbeat on the primary: the monitor's own clock, in
+// microseconds, so reading it back needs no clock agreement between servers.
+func (m *Monitor) beat(ctx context.Context, p Server) {
+	conn, err := m.conn(ctx, p.Address)
+	if err != nil {
+		return
+	}
+	_ = conn.SetDeadline(time.Now().Add(m.cfg.Timeout))
+	now := time.Now().UnixMicro()
+	table := m.cfg.HeartbeatTable
+	if _, err := conn.Execute(fmt.Sprintf("REPLACE INTO %s (id, ts) VALUES (1, %d)", table, now)); err != nil {
+		db, _, _ := strings.Cut(table, ".")
+		_, err1 := conn.Execute("CREATE DATABASE IF NOT EXISTS " + db)
+		_, err2 := conn.Execute("CREATE TABLE IF NOT EXISTS " + table + " (id INT PRIMARY KEY, ts BIGINT NOT NULL)")
+		if err1 != nil || err2 != nil {
+			m.log.Warn("cannot write the heartbeat; lag falls back to Seconds_Behind_Master",
+				"table", table, "err", err, "fix", "grant the service user ALL on the heartbeat table's database")
+			return
+		}
+		if _, err := conn.Execute(fmt.Sprintf("REPLACE INTO %s (id, ts) VALUES (1, %d)", table, now)); err != nil {
+			return
+		}
+	}
+	m.lastBeat.Store(now)
+}
+
+// heartbeatLag is how long ago the newest heartbeat a replica has applied
+// was written; zero when it has the latest one.
+func (m *Monitor) heartbeatLag(conn *client.Conn) (time.Duration, bool) {
+	last := m.lastBeat.Load()
+	if last == 0 {
+		return 0, false
+	}
+	res, err := conn.Execute("SELECT ts FROM " + m.cfg.HeartbeatTable + " WHERE id = 1")
+	if err != nil || res.RowNumber() == 0 {
+		return 0, false
+	}
+	defer res.Close()
+	ts, err := res.GetInt(0, 0)
+	if err != nil {
+		return 0, false
+	}
+	if ts >= last {
+		return 0, true
+	}
+	return time.Since(time.UnixMicro(ts)), true
 }
 
 func (m *Monitor) conn(ctx context.Context, addr string) (*client.Conn, error) {
@@ -225,6 +407,11 @@ func (m *Monitor) conn(ctx context.Context, addr string) (*client.Conn, error) {
 		return nil, fmt.Errorf("connect %s as %s: %w", addr, m.cfg.User, err)
 	}
 	m.mu.Lock()
+	if existing := m.conns[addr]; existing != nil {
+		m.mu.Unlock()
+		c.Close()
+		return existing, nil
+	}
 	m.conns[addr] = c
 	m.mu.Unlock()
 	return c, nil

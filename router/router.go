@@ -87,7 +87,7 @@ func (r *Router) Server(name string) (Target, bool) {
 
 // usable reports whether a replica may serve reads with at most maxLag lag.
 func usable(s *monitor.Server, maxLag time.Duration) bool {
-	return s.Up && s.Role == monitor.RoleReplica && s.ReplicaLag >= 0 && s.ReplicaLag <= maxLag
+	return s.Up && s.Role == monitor.RoleReplica && !s.Broken && !s.Lagging && s.ReplicaLag >= 0 && s.ReplicaLag <= maxLag
 }
 
 // Replica picks a replica for a read: among the usable ones not skipped,

@@ -188,6 +188,10 @@ func monitorConfig(cfg *config.Config) monitor.Config {
 	mc := monitor.Config{
 		User: cfg.ServiceUser.User, Password: cfg.ServiceUser.Password,
 		Interval: cfg.Monitor.Interval, Timeout: cfg.Monitor.Timeout,
+		MaxLag: cfg.Router.MaxReplicationLag, LagHysteresis: cfg.Monitor.LagHysteresis,
+	}
+	if cfg.Monitor.Heartbeat {
+		mc.HeartbeatTable = cfg.Monitor.HeartbeatTable
 	}
 	for _, s := range cfg.Servers {
 		mc.Servers = append(mc.Servers, monitor.ServerConfig{Name: s.Name, Address: s.Address, Weight: s.Weight})

@@ -104,6 +104,13 @@ type Monitor struct {
 	Interval time.Duration `yaml:"interval"`
 	// Timeout bounds one poll of one server.
 	Timeout time.Duration `yaml:"timeout"`
+	// Heartbeat measures lag with a table the monitor writes on the
+	// primary every interval (HeartbeatTable) and reads on the replicas.
+	Heartbeat      bool   `yaml:"heartbeat"`
+	HeartbeatTable string `yaml:"heartbeat_table"`
+	// LagHysteresis: a lagging replica is usable again once its lag is
+	// below router.max_replication_lag times this fraction.
+	LagHysteresis float64 `yaml:"lag_hysteresis"`
 }
 
 // Genlog is the query-logging filter.
@@ -265,6 +272,12 @@ func (c *Config) setDefaults() {
 	if c.Monitor.Timeout == 0 {
 		c.Monitor.Timeout = 2 * time.Second
 	}
+	if c.Monitor.HeartbeatTable == "" {
+		c.Monitor.HeartbeatTable = "sluice.heartbeat"
+	}
+	if c.Monitor.LagHysteresis == 0 {
+		c.Monitor.LagHysteresis = 0.8
+	}
 	if c.Genlog.Topic == "" {
 		c.Genlog.Topic = "sluice.genlog"
 	}
@@ -346,6 +359,12 @@ func (c *Config) validate() error {
 	if c.Monitor.Interval < 10*time.Millisecond {
 		return &Error{Key: "monitor.interval", Msg: fmt.Sprintf("%v is too short; use 10ms or more", c.Monitor.Interval)}
 	}
+	if c.Monitor.LagHysteresis <= 0 || c.Monitor.LagHysteresis > 1 {
+		return &Error{Key: "monitor.lag_hysteresis", Msg: "must be in (0, 1], e.g. 0.8"}
+	}
+	if db, table, ok := strings.Cut(c.Monitor.HeartbeatTable, "."); !ok || !isIdent(db) || !isIdent(table) {
+		return &Error{Key: "monitor.heartbeat_table", Msg: fmt.Sprintf("%q is not database.table (letters, digits, _ and $)", c.Monitor.HeartbeatTable)}
+	}
 	if c.MaxProcs < 0 {
 		return &Error{Key: "max_procs", Msg: "must be >= 0 (0 means one per CPU)"}
 	}
@@ -397,6 +416,18 @@ func checkAddr(key, addr string) error {
 		return &Error{Key: key, Msg: fmt.Sprintf("port %q in %q is not a number from 0 to 65535", port, addr)}
 	}
 	return nil
+}
+
+func isIdent(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, r := range s {
+		if !(r == '_' || r == '$' || (r >= 'a' && r <= 'z') || (r >= 'A' && r <= 'Z') || (r >= '0' && r <= '9')) {
+			return false
+		}
+	}
+	return true
 }
 
 // lineOf finds the line of a dotted key ("servers[1].address") in the YAML

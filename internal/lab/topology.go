@@ -37,6 +37,7 @@ var setupSQL = []string{
 	"GRANT REPLICATION SLAVE ON *.* TO 'repl'@'%'",
 	"CREATE USER 'monitor'@'%' IDENTIFIED BY 'monpass'",
 	"GRANT SELECT ON mysql.* TO 'monitor'@'%'",
+	"GRANT ALL PRIVILEGES ON sluice.* TO 'monitor'@'%'",
 	"GRANT PROCESS, REPLICATION CLIENT, REPLICA MONITOR, SUPER, READ_ONLY ADMIN, RELOAD, BINLOG ADMIN ON *.* TO 'monitor'@'%'",
 	"CREATE USER 'app'@'%' IDENTIFIED BY 'apppass'",
 	"GRANT ALL PRIVILEGES ON *.* TO 'app'@'%'",

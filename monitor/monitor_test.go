@@ -1,0 +1,185 @@
+package monitor
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/sluice-proxy/sluice/internal/lab"
+)
+
+var topo *lab.Topology
+
+func TestMain(m *testing.M) {
+	lab.RunTests(m, lab.Options{Replicas: 2}, func(t *lab.Topology) { topo = t })
+}
+
+func newMonitor(t *testing.T, cfg Config) *Monitor {
+	t.Helper()
+	for _, s := range topo.Servers() {
+		cfg.Servers = append(cfg.Servers, ServerConfig{Name: s.Name, Address: s.Addr(), Weight: 1})
+	}
+	cfg.User, cfg.Password = lab.MonitorUser, lab.MonitorPassword
+	if cfg.Interval == 0 {
+		cfg.Interval = 100 * time.Millisecond
+	}
+	cfg.Timeout = 2 * time.Second
+	m := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); m.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return m
+}
+
+func server(m *Monitor, name string) Server {
+	for _, s := range m.Snapshot().Servers {
+		if s.Name == name {
+			return s
+		}
+	}
+	return Server{}
+}
+
+func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		select {
+		case <-deadline.C:
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		case <-tick.C:
+		}
+	}
+}
+
+func TestRolesAndReplication(t *testing.T) {
+	m := newMonitor(t, Config{})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	p, err := m.WaitPrimary(ctx)
+	if err != nil || p.Name != "primary" {
+		t.Fatalf("primary %q, %v", p.Name, err)
+	}
+	waitFor(t, "replicas seen", 5*time.Second, func() bool { return server(m, "replica2").Role == RoleReplica })
+	for _, r := range topo.Replicas {
+		s := server(m, r.Name)
+		if s.Role != RoleReplica || !s.IORunning || !s.SQLRunning || s.Broken || s.ReplicaLag < 0 {
+			t.Fatalf("%s: %+v", r.Name, s)
+		}
+		if !sameAddress(s.SourceAddress, topo.Primary.Addr()) {
+			t.Fatalf("%s follows %s, want %s", r.Name, s.SourceAddress, topo.Primary.Addr())
+		}
+		if s.GTIDPosition == "" || int(s.ServerID) != r.ServerID {
+			t.Fatalf("%s: gtid %q server_id %d", r.Name, s.GTIDPosition, s.ServerID)
+		}
+	}
+}
+
+func TestBrokenAndDownReplicas(t *testing.T) {
+	m := newMonitor(t, Config{})
+	ctx := context.Background()
+	r1, r2 := topo.Replicas[0], topo.Replicas[1]
+	if err := r1.Exec(ctx, "STOP SLAVE SQL_THREAD"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "replica1 broken", 5*time.Second, func() bool { return server(m, "replica1").Broken })
+	if err := r1.Exec(ctx, "START SLAVE SQL_THREAD"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "replica1 healthy again", 5*time.Second, func() bool { return !server(m, "replica1").Broken })
+
+	if err := r2.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "replica2 down", 10*time.Second, func() bool {
+		s := server(m, "replica2")
+		return s.Role == RoleDown && !s.Up && s.LastError != ""
+	})
+	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := r2.Start(sctx); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "replica2 back", 15*time.Second, func() bool {
+		s := server(m, "replica2")
+		return s.Role == RoleReplica && !s.Broken
+	})
+	if p, ok := m.Snapshot().PrimaryServer(); !ok || p.Name != "primary" {
+		t.Fatalf("primary lost while a replica was down: %+v", p)
+	}
+}
+
+func TestHeartbeatLagWithHysteresis(t *testing.T) {
+	m := newMonitor(t, Config{HeartbeatTable: "sluice.heartbeat", MaxLag: time.Second, LagHysteresis: 0.5})
+	ctx := context.Background()
+	r1 := topo.Replicas[0]
+	waitFor(t, "heartbeat lag measured", 10*time.Second, func() bool {
+		s := server(m, "replica1")
+		return s.ReplicaLag >= 0 && s.ReplicaLag < time.Second && !s.Lagging && m.lastBeat.Load() != 0
+	})
+	for _, q := range []string{"STOP SLAVE", "CHANGE MASTER TO MASTER_DELAY = 3", "START SLAVE"} {
+		if err := r1.Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	restore := func() {
+		for _, q := range []string{"STOP SLAVE", "CHANGE MASTER TO MASTER_DELAY = 0", "START SLAVE"} {
+			r1.Exec(ctx, q)
+		}
+	}
+	t.Cleanup(restore)
+	// Seconds_Behind_Master stays 0 on an idle delayed replica; the
+	// heartbeat shows the delay.
+	waitFor(t, "replica1 lagging by the heartbeat", 15*time.Second, func() bool {
+		s := server(m, "replica1")
+		return s.Lagging && s.ReplicaLag > time.Second
+	})
+	if server(m, "replica2").Lagging {
+		t.Fatal("replica2 lagging too")
+	}
+	restore()
+	waitFor(t, "replica1 back under the hysteresis mark", 20*time.Second, func() bool {
+		s := server(m, "replica1")
+		return !s.Lagging && s.ReplicaLag < 500*time.Millisecond
+	})
+}
+
+func TestJudgeLagHysteresis(t *testing.T) {
+	m := &Monitor{cfg: Config{MaxLag: 10 * time.Second, LagHysteresis: 0.8}}
+	prev := &Snapshot{Servers: []Server{{Name: "r"}}}
+	step := func(lag time.Duration) bool {
+		s := Server{Name: "r", Role: RoleReplica, ReplicaLag: lag}
+		m.judgeLag(&s, prev)
+		prev = &Snapshot{Servers: []Server{s}}
+		return s.Lagging
+	}
+	for _, c := range []struct {
+		lag  time.Duration
+		want bool
+	}{{5 * time.Second, false}, {11 * time.Second, true}, {9 * time.Second, true}, {8 * time.Second, true}, {7 * time.Second, false}, {9 * time.Second, false}} {
+		if got := step(c.lag); got != c.want {
+			t.Fatalf("lag %v: lagging %v, want %v", c.lag, got, c.want)
+		}
+	}
+}
+
+func TestPrimaryIsTheOneReplicasFollow(t *testing.T) {
+	servers := []Server{
+		{Name: "a", Address: "127.0.0.1:1", Up: true},
+		{Name: "b", Address: "127.0.0.1:2", Up: true},
+		{Name: "c", Address: "127.0.0.1:3", Up: true, ReadOnly: true, Replicating: true, SourceAddress: "localhost:2"},
+	}
+	if got := primaryOf(servers); got != 1 {
+		t.Fatalf("primary %d, want b (followed by c)", got)
+	}
+	servers[1].Up = false
+	if got := primaryOf(servers); got != 0 {
+		t.Fatalf("primary %d, want a once b is down", got)
+	}
+}
