@@ -48,8 +48,8 @@ type Broker struct {
 	rejected       atomic.Uint64
 	rejectLogged   atomic.Int64
 	rejectUnlogged atomic.Uint64
-	closeOnce sync.Once
-	closeErr  error
+	closeOnce      sync.Once
+	closeErr       error
 }
 
 // New opens data_dir, recovering every partition (torn tails are truncated,
@@ -319,8 +319,8 @@ func (b *Broker) Serve(ctx context.Context, ln net.Listener) error {
 		}
 		if len(b.conns) >= b.cfg.MaxConnections {
 			b.connsMu.Unlock()
-			c.Close()
 			b.logRejected(c.RemoteAddr())
+			c.Close()
 			continue
 		}
 		b.conns[c] = struct{}{}

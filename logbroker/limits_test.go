@@ -125,6 +125,8 @@ func TestMaxConnections(t *testing.T) {
 	const topic = "audit.limits"
 	prod := newFranzClient(t, tb.addr, kgo.DefaultProduceTopic(topic))
 	produceNumbered(t, prod, topic, 0, 20)
+	prod.Close() // a client holds several connections; stay under the limit
+	waitFor(t, 10*time.Second, "the producer's connections to close", func() bool { return tb.connCount() == 0 })
 	cons := newFranzClient(t, tb.addr, kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	if got := consumeN(t, cons, 20, 30*time.Second); len(got) != 20 {
 		t.Fatalf("consumed %d records, want 20", len(got))
