@@ -98,6 +98,7 @@ type Config struct {
 	// HeartbeatTable, when set ("sluice.heartbeat"), is written on the
 	// primary every interval and read on the replicas to measure lag.
 	HeartbeatTable string
+	Failover       FailoverConfig
 }
 
 // Monitor polls the servers. Create it with New and run it with Run.
@@ -111,6 +112,11 @@ type Monitor struct {
 	conns   map[string]*client.Conn
 	// lastBeat is the heartbeat value last written on the primary.
 	lastBeat atomic.Int64
+	// opMu serializes polls with switchovers; ops is failover state.
+	opMu sync.Mutex
+	ops  topologyOps
+	// OnEvent, if set before Run, hears of every topology event.
+	OnEvent func(Event)
 }
 
 // New builds a monitor; its first snapshot knows nothing yet.
@@ -147,6 +153,8 @@ func (m *Monitor) Run(ctx context.Context) {
 
 // Poll checks every server once, in parallel, and publishes the result.
 func (m *Monitor) Poll(ctx context.Context) {
+	m.opMu.Lock()
+	defer m.opMu.Unlock()
 	prev := m.Snapshot()
 	servers := make([]Server, len(m.cfg.Servers))
 	var wg sync.WaitGroup
@@ -180,6 +188,7 @@ func (m *Monitor) Poll(ctx context.Context) {
 	close(m.changed)
 	m.changed = make(chan struct{})
 	m.mu.Unlock()
+	m.afterPoll(ctx, snap)
 }
 
 // primaryOf picks the primary: the writable server, and when several are

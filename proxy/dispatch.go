@@ -320,23 +320,58 @@ func (s *Session) forward(b *BackendConn, pkt []byte) (Result, error) {
 	return res, nil
 }
 
+// errReported means the client was already told of a failure in its own
+// command; the session goes on.
+var errReported = errors.New("error reported to the client")
+
 // primaryConn is the session's connection to the primary, opened if needed.
+// When the primary role moved (failover, switchover) and no transaction is
+// open, the session follows it, carrying its state over.
 func (s *Session) primaryConn(ctx context.Context) (*BackendConn, error) {
-	if s.primary != nil {
+	rw := s.srv.router.Config().Type == "readwritesplit"
+	if s.primary != nil && (!rw || s.inTransaction()) {
 		return s.primary, nil
 	}
 	t, err := s.srv.router.Primary()
+	if s.primary != nil && (err != nil || t.Server == s.primary.Server) {
+		return s.primary, nil
+	}
 	if err != nil {
-		s.writeErr(newSQLError(mysql.ER_UNKNOWN_ERROR, "Sluice: %v", err))
-		return nil, err
+		s.writeErr(newSQLError(mysql.ER_UNKNOWN_ERROR, "Sluice: %v; retry when a primary is back", err))
+		return nil, errReported
+	}
+	if s.primary != nil {
+		s.log.Info("primary moved; the session follows", "from", s.primary.Server, "to", t.Server)
+		s.dropPrimary()
 	}
 	b, err := s.dial(ctx, t)
 	if err != nil {
 		s.writeErr(toSQLError(err))
+		return nil, errReported
+	}
+	if err := s.sync(b); err != nil {
+		b.QuitAndClose()
+		s.srv.metrics.backendConns.Dec()
+		s.writeErr(newSQLError(mysql.ER_UNKNOWN_ERROR, "Sluice: restoring session state on %s failed: %v", t.Server, err))
 		return nil, err
 	}
 	s.primary = b
+	s.status = b.Status
 	return b, nil
+}
+
+// dropPrimary closes the session's primary connection.
+func (s *Session) dropPrimary() {
+	if s.primary == nil {
+		return
+	}
+	s.forgetStatements(s.primary)
+	if s.last == s.primary {
+		s.last = nil
+	}
+	s.primary.QuitAndClose()
+	s.srv.metrics.backendConns.Dec()
+	s.primary = nil
 }
 
 // replicaConn returns an up-to-date connection to a usable replica, or nil
@@ -447,12 +482,7 @@ func (s *Session) closeBackends() {
 	for _, b := range s.replicas {
 		s.dropReplica(b)
 	}
-	if s.primary != nil {
-		s.forgetStatements(s.primary)
-		s.primary.QuitAndClose()
-		s.srv.metrics.backendConns.Dec()
-		s.primary = nil
-	}
+	s.dropPrimary()
 	s.last, s.txBackend = nil, nil
 }
 

@@ -264,7 +264,7 @@ func (s *Session) loop(ctx context.Context) error {
 			s.writeErr(newSQLError(mysql.ER_UNKNOWN_COM_ERROR, "Unknown command"))
 			continue
 		}
-		if err := s.dispatch(ctx, pkt); err != nil {
+		if err := s.dispatch(ctx, pkt); err != nil && !errors.Is(err, errReported) {
 			return err
 		}
 	}
@@ -289,6 +289,13 @@ func (s *Session) backendFailed(b *BackendConn, err error, forwarded int) error 
 	}
 	if forwarded == 0 && !errors.Is(err, errPartialPacket) {
 		s.writeErr(newSQLError(2013, "Lost connection to backend server '%s' (%s): %v", b.Server, b.Addr, err))
+		if !s.inTransaction() && len(s.temps) == 0 && s.srv.router.Config().Type == "readwritesplit" {
+			// Nothing of the session lives only on that connection: its
+			// state is replayed on the next primary connection.
+			s.log.Warn("primary connection failed; the session reconnects at its next command", "server", b.Server, "err", err)
+			s.dropPrimary()
+			return errReported
+		}
 	}
 	s.log.Warn("backend connection failed; closing the session", "server", b.Server, "err", err)
 	return fmt.Errorf("backend %s: %w", b.Server, err)

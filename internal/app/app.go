@@ -110,7 +110,7 @@ func Serve(cfgFile string) error {
 		}
 		return true, "serving"
 	}
-	adminSrv := &http.Server{Handler: admin.Handler(health, reg), ReadHeaderTimeout: 5 * time.Second}
+	adminSrv := &http.Server{Handler: admin.Handler(admin.API{Health: health, Gatherer: reg, Monitor: mon}), ReadHeaderTimeout: 5 * time.Second}
 	wg.Go(func() {
 		if err := adminSrv.Serve(adminLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("admin server stopped", "err", err)
@@ -189,6 +189,10 @@ func monitorConfig(cfg *config.Config) monitor.Config {
 		User: cfg.ServiceUser.User, Password: cfg.ServiceUser.Password,
 		Interval: cfg.Monitor.Interval, Timeout: cfg.Monitor.Timeout,
 		MaxLag: cfg.Router.MaxReplicationLag, LagHysteresis: cfg.Monitor.LagHysteresis,
+		Failover: monitor.FailoverConfig{
+			AutoFailover: cfg.Monitor.AutoFailover, Timeout: cfg.Monitor.FailoverTimeout, AutoRejoin: cfg.Monitor.AutoRejoin,
+			ReplicationUser: cfg.Monitor.ReplicationUser.User, ReplicationPassword: cfg.Monitor.ReplicationUser.Password,
+		},
 	}
 	if cfg.Monitor.Heartbeat {
 		mc.HeartbeatTable = cfg.Monitor.HeartbeatTable

@@ -111,6 +111,15 @@ type Monitor struct {
 	// LagHysteresis: a lagging replica is usable again once its lag is
 	// below router.max_replication_lag times this fraction.
 	LagHysteresis float64 `yaml:"lag_hysteresis"`
+	// AutoFailover promotes the most advanced replica when the primary has
+	// been down for FailoverTimeout (MariaDB GTID replication).
+	AutoFailover    bool          `yaml:"auto_failover"`
+	FailoverTimeout time.Duration `yaml:"failover_timeout"`
+	// AutoRejoin points a server that comes back standalone at the primary.
+	AutoRejoin bool `yaml:"auto_rejoin"`
+	// ReplicationUser is what replicas log in to a new primary with;
+	// default: the service user.
+	ReplicationUser Credentials `yaml:"replication_user"`
 }
 
 // Genlog is the query-logging filter.
@@ -274,6 +283,12 @@ func (c *Config) setDefaults() {
 	}
 	if c.Monitor.HeartbeatTable == "" {
 		c.Monitor.HeartbeatTable = "sluice.heartbeat"
+	}
+	if c.Monitor.FailoverTimeout == 0 {
+		c.Monitor.FailoverTimeout = 10 * time.Second
+	}
+	if c.Monitor.ReplicationUser.User == "" {
+		c.Monitor.ReplicationUser = c.ServiceUser
 	}
 	if c.Monitor.LagHysteresis == 0 {
 		c.Monitor.LagHysteresis = 0.8

@@ -1,0 +1,289 @@
+package monitor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/go-mysql-org/go-mysql/client"
+)
+
+// FailoverConfig governs automatic failover and rejoin for MariaDB GTID
+// replication, as MaxScale's mariadbmon does.
+type FailoverConfig struct {
+	// AutoFailover promotes the most advanced replica once the primary has
+	// been down for Timeout.
+	AutoFailover bool
+	Timeout      time.Duration
+	// AutoRejoin points a server that comes back standalone (an old
+	// primary) at the current primary.
+	AutoRejoin bool
+	// ReplicationUser and ReplicationPassword are what replicas log in to
+	// the new primary with.
+	ReplicationUser, ReplicationPassword string
+}
+
+// topologyOps is the monitor's failover state, used only from the goroutine
+// that runs Poll (and from Switchover, which holds opMu like Poll).
+type topologyOps struct {
+	lastPrimary      string
+	primaryDownSince time.Time
+}
+
+// afterPoll acts on a fresh snapshot: fails over or rejoins.
+func (m *Monitor) afterPoll(ctx context.Context, snap *Snapshot) {
+	fc := m.cfg.Failover
+	if p, ok := snap.PrimaryServer(); ok {
+		m.ops.lastPrimary, m.ops.primaryDownSince = p.Name, time.Time{}
+		if fc.AutoRejoin {
+			m.rejoin(ctx, snap, p)
+		}
+		return
+	}
+	if m.ops.lastPrimary == "" || !fc.AutoFailover {
+		return
+	}
+	if m.ops.primaryDownSince.IsZero() {
+		m.ops.primaryDownSince = time.Now()
+		m.event("primary_down", m.ops.lastPrimary, "no writable primary", nil)
+		return
+	}
+	if time.Since(m.ops.primaryDownSince) < fc.Timeout {
+		return
+	}
+	candidate := mostAdvancedReplica(snap)
+	if candidate == nil {
+		m.log.Error("failover impossible: no replica is up", "old_primary", m.ops.lastPrimary)
+		return
+	}
+	if err := m.promote(ctx, snap, *candidate, ""); err != nil {
+		m.log.Error("failover failed", "candidate", candidate.Name, "err", err)
+		return
+	}
+	m.event("failover", candidate.Name, "primary "+m.ops.lastPrimary+" down for "+fc.Timeout.String(), snap)
+	m.ops.lastPrimary, m.ops.primaryDownSince = candidate.Name, time.Time{}
+}
+
+// mostAdvancedReplica is the up replica with the highest GTID position.
+func mostAdvancedReplica(snap *Snapshot) *Server {
+	var best *Server
+	var bestSeq uint64
+	for i := range snap.Servers {
+		s := &snap.Servers[i]
+		if !s.Up || !s.Replicating {
+			continue
+		}
+		seq := gtidSeq(s.GTIDPosition)
+		if best == nil || seq > bestSeq {
+			best, bestSeq = s, seq
+		}
+	}
+	return best
+}
+
+// gtidSeq sums the sequence numbers of a MariaDB GTID position
+// ("0-1-100,1-1-7"): with one writer at a time it orders servers by how much
+// of the primary's history they hold.
+func gtidSeq(pos string) uint64 {
+	var total uint64
+	for _, g := range strings.Split(pos, ",") {
+		parts := strings.Split(strings.TrimSpace(g), "-")
+		if len(parts) == 3 {
+			n, _ := strconv.ParseUint(parts[2], 10, 64)
+			total += n
+		}
+	}
+	return total
+}
+
+// promote makes target the primary and points every other up server that
+// replicates (and oldPrimary, for a switchover) at it.
+func (m *Monitor) promote(ctx context.Context, snap *Snapshot, target Server, oldPrimary string) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	conn, err := m.conn(ctx, target.Address)
+	if err != nil {
+		return err
+	}
+	if err := m.exec(conn, "STOP SLAVE IO_THREAD"); err != nil {
+		return err
+	}
+	if err := m.waitRelayApplied(ctx, conn); err != nil {
+		m.log.Warn("promoting before the relay log was fully applied", "server", target.Name, "err", err)
+	}
+	for _, q := range []string{"STOP SLAVE", "RESET SLAVE ALL", "SET GLOBAL read_only = 0"} {
+		if err := m.exec(conn, q); err != nil {
+			return fmt.Errorf("promote %s: %s: %w", target.Name, q, err)
+		}
+	}
+	var errs []error
+	for _, s := range snap.Servers {
+		if s.Name == target.Name || !s.Up || (!s.Replicating && s.Name != oldPrimary) {
+			continue
+		}
+		gtidMode := "slave_pos"
+		if s.Name == oldPrimary {
+			gtidMode = "current_pos" // its own writes are in its binlog, not in gtid_slave_pos
+		}
+		if err := m.pointAt(ctx, s, target, gtidMode); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// pointAt makes s replicate from primary.
+func (m *Monitor) pointAt(ctx context.Context, s, primary Server, gtidMode string) error {
+	conn, err := m.conn(ctx, s.Address)
+	if err != nil {
+		return err
+	}
+	host, port, _ := net.SplitHostPort(primary.Address)
+	fc := m.cfg.Failover
+	change := fmt.Sprintf("CHANGE MASTER TO MASTER_HOST = '%s', MASTER_PORT = %s, MASTER_USER = '%s', MASTER_PASSWORD = '%s', MASTER_USE_GTID = %s",
+		sqlEscape(host), port, sqlEscape(fc.ReplicationUser), sqlEscape(fc.ReplicationPassword), gtidMode)
+	for _, q := range []string{"SET GLOBAL read_only = 1", "STOP SLAVE", change, "START SLAVE"} {
+		if err := m.exec(conn, q); err != nil {
+			if q == change {
+				q = "CHANGE MASTER TO ..." // keep the password out of logs
+			}
+			return fmt.Errorf("point %s at %s: %s: %w", s.Name, primary.Name, q, err)
+		}
+	}
+	return nil
+}
+
+// waitRelayApplied waits until the SQL thread has applied what the IO
+// thread received.
+func (m *Monitor) waitRelayApplied(ctx context.Context, conn *client.Conn) error {
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		res, err := conn.Execute("SHOW SLAVE STATUS")
+		if err != nil {
+			return err
+		}
+		if res.RowNumber() == 0 {
+			res.Close()
+			return nil
+		}
+		read, _ := res.GetStringByName(0, "Read_Master_Log_Pos")
+		exec, _ := res.GetStringByName(0, "Exec_Master_Log_Pos")
+		rf, _ := res.GetStringByName(0, "Master_Log_File")
+		ef, _ := res.GetStringByName(0, "Relay_Master_Log_File")
+		res.Close()
+		if read == exec && rf == ef {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
+
+// rejoin points standalone servers (up, not replicating, not the primary)
+// at the primary.
+func (m *Monitor) rejoin(ctx context.Context, snap *Snapshot, primary Server) {
+	for _, s := range snap.Servers {
+		if !s.Up || s.Replicating || s.Name == primary.Name {
+			continue
+		}
+		if err := m.pointAt(ctx, s, primary, "current_pos"); err != nil {
+			m.log.Error("rejoin failed", "server", s.Name, "primary", primary.Name, "err", err)
+			continue
+		}
+		m.event("rejoin", s.Name, "standalone server pointed at primary "+primary.Name, snap)
+	}
+}
+
+// Switchover moves the primary role to target: the old primary turns read
+// only, target catches up with it, is promoted, and the old primary and
+// the other replicas follow target.
+func (m *Monitor) Switchover(ctx context.Context, target string) error {
+	m.opMu.Lock()
+	defer m.opMu.Unlock()
+	snap := m.Snapshot()
+	old, ok := snap.PrimaryServer()
+	if !ok {
+		return errors.New("switchover: no primary to switch from")
+	}
+	var to *Server
+	for i := range snap.Servers {
+		if snap.Servers[i].Name == target {
+			to = &snap.Servers[i]
+		}
+	}
+	if to == nil || !to.Up || !to.Replicating || to.Broken {
+		return fmt.Errorf("switchover: %q is not a healthy replica", target)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	oldConn, err := m.conn(ctx, old.Address)
+	if err != nil {
+		return err
+	}
+	if err := m.exec(oldConn, "SET GLOBAL read_only = 1"); err != nil {
+		return fmt.Errorf("switchover: make %s read only: %w", old.Name, err)
+	}
+	res, err := oldConn.Execute("SELECT @@gtid_binlog_pos")
+	if err != nil {
+		m.exec(oldConn, "SET GLOBAL read_only = 0")
+		return err
+	}
+	pos, _ := res.GetString(0, 0)
+	res.Close()
+	toConn, err := m.conn(ctx, to.Address)
+	if err == nil {
+		res, err = toConn.Execute(fmt.Sprintf("SELECT MASTER_GTID_WAIT('%s', 10)", sqlEscape(pos)))
+		if err == nil {
+			if v, _ := res.GetInt(0, 0); v != 0 {
+				err = fmt.Errorf("%s did not reach %s within 10s", to.Name, pos)
+			}
+			res.Close()
+		}
+	}
+	if err != nil {
+		m.exec(oldConn, "SET GLOBAL read_only = 0")
+		return fmt.Errorf("switchover aborted, %s stays primary: %w", old.Name, err)
+	}
+	old.Up = true
+	if err := m.promote(ctx, snap, *to, old.Name); err != nil {
+		return fmt.Errorf("switchover: %w", err)
+	}
+	m.event("switchover", to.Name, "from "+old.Name, snap)
+	m.ops.lastPrimary = to.Name
+	return nil
+}
+
+func (m *Monitor) exec(conn *client.Conn, q string) error {
+	_ = conn.SetDeadline(time.Now().Add(m.cfg.Timeout))
+	res, err := conn.Execute(q)
+	if err == nil {
+		res.Close()
+	}
+	return err
+}
+
+// event reports a change of topology.
+func (m *Monitor) event(kind, server, reason string, snap *Snapshot) {
+	m.log.Warn("topology event", "event", kind, "server", server, "reason", reason)
+	if m.OnEvent != nil {
+		m.OnEvent(Event{Kind: kind, Server: server, Reason: reason, At: time.Now()})
+	}
+}
+
+// Event is a change of topology the monitor made or saw.
+type Event struct {
+	Kind, Server, Reason string
+	At                   time.Time
+}
+
+func sqlEscape(s string) string {
+	return strings.NewReplacer(`\`, `\\`, `'`, `''`).Replace(s)
+}
