@@ -46,6 +46,7 @@ type Broker struct {
 	// rejectLogged is when that was last logged (unix nanoseconds) and
 	// rejectUnlogged how many were rejected since.
 	rejected       atomic.Uint64
+	counters       brokerCounters
 	rejectLogged   atomic.Int64
 	rejectUnlogged atomic.Uint64
 	closeOnce      sync.Once

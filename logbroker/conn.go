@@ -214,6 +214,7 @@ func (b *Broker) handleFrame(ctx context.Context, frame []byte) (*pendingRespons
 	if err != nil {
 		return nil, err
 	}
+	b.counters.countRequest(h.key)
 	if req == nil {
 		// KIP-511: answer in v0 format so any client can read the
 		// ranges and retry with a version both sides know.

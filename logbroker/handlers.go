@@ -201,6 +201,11 @@ func (b *Broker) producePartition(t *topic, terr error, rp kmsg.ProduceRequestTo
 	res := p.append(batches, headers, now)
 	sp.ErrorCode = res.code
 	if res.code == 0 {
+		var n int64
+		for _, h := range headers {
+			n += max(int64(h.NumRecords), 0)
+		}
+		b.counters.producedRecords.Add(uint64(n))
 		sp.BaseOffset = res.base
 		sp.LogStartOffset = res.logStart
 	}
@@ -289,6 +294,11 @@ func (b *Broker) handleFetch(ctx context.Context, req *kmsg.FetchRequest) kmsg.R
 		b.fillFetch(resp, targets, maxBytes)
 		break
 	}
+	var sent int
+	for _, ft := range targets {
+		sent += len(resp.Topics[ft.topicIdx].Partitions[ft.partIdx].RecordBatches)
+	}
+	b.counters.fetchedBytes.Add(uint64(sent))
 	return resp
 }
 
