@@ -165,6 +165,11 @@ func (m *Monitor) Poll(ctx context.Context) {
 	snap := &Snapshot{Servers: servers, Primary: primaryOf(servers), At: time.Now()}
 	for i := range servers {
 		s := &servers[i]
+		if snap.Primary < 0 && s.Replicating && s.SQLRunning && !s.IORunning {
+			// The primary is gone, so the IO thread cannot connect: the
+			// replica holds all it could get and may serve reads as is.
+			s.Broken, s.ReplicaLag = false, 0
+		}
 		if i != snap.Primary && s.Role == RolePrimary {
 			// Writable but not the one the replicas follow.
 			s.Role, s.LastError = RoleUnknown, "writable, but not the server the replicas follow"

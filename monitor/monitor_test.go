@@ -66,7 +66,14 @@ func TestRolesAndReplication(t *testing.T) {
 	if err != nil || p.Name != "primary" {
 		t.Fatalf("primary %q, %v", p.Name, err)
 	}
-	waitFor(t, "replicas seen", 5*time.Second, func() bool { return server(m, "replica2").Role == RoleReplica })
+	waitFor(t, "healthy replicas", 10*time.Second, func() bool {
+		for _, r := range topo.Replicas {
+			if s := server(m, r.Name); s.Role != RoleReplica || s.Broken || !s.IORunning {
+				return false
+			}
+		}
+		return true
+	})
 	for _, r := range topo.Replicas {
 		s := server(m, r.Name)
 		if s.Role != RoleReplica || !s.IORunning || !s.SQLRunning || s.Broken || s.ReplicaLag < 0 {

@@ -1,0 +1,380 @@
+// Package failovertest kills and restarts real MariaDB servers under client
+// load through a real Sluice process, and asserts what the clients saw. It
+// has its own topology, since it changes which server is the primary.
+package failovertest
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+
+	"github.com/sluice-proxy/sluice/internal/lab"
+)
+
+var (
+	topo   *lab.Topology
+	binary string
+)
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "sluice-failover-")
+	if err != nil {
+		panic(err)
+	}
+	binary = filepath.Join(dir, "sluice")
+	if out, err := exec.Command("go", "build", "-o", binary, "../../cmd/sluice").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build sluice: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	lab.RunTests(m, lab.Options{Replicas: 2}, func(t *lab.Topology) { topo = t })
+}
+
+type instance struct {
+	listen, admin string
+	stderr        *bytes.Buffer
+}
+
+func freeAddr(t *testing.T) string {
+	port, err := lab.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return "127.0.0.1:" + strconv.Itoa(port)
+}
+
+func startSluice(t *testing.T, autoFailover bool) *instance {
+	t.Helper()
+	dir := t.TempDir()
+	in := &instance{listen: freeAddr(t), admin: freeAddr(t), stderr: &bytes.Buffer{}}
+	var servers strings.Builder
+	for _, s := range topo.Servers() {
+		fmt.Fprintf(&servers, "  - name: %s\n    address: %s\n", s.Name, s.Addr())
+	}
+	cfg := fmt.Sprintf(`listen: %s
+admin_listen: %s
+servers:
+%sservice_user: {user: monitor, password: monpass}
+monitor:
+  interval: 200ms
+  timeout: 1s
+  auto_failover: %v
+  failover_timeout: 1s
+  auto_rejoin: %v
+  replication_user: {user: repl, password: replpass}
+connect_timeout: 2s
+genlog: {enabled: false}
+broker: {enabled: false}
+`, in.listen, in.admin, servers.String(), autoFailover, autoFailover)
+	path := filepath.Join(dir, "sluice.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(binary, "serve", "--config", path)
+	cmd.Stderr = &syncWriter{w: in.stderr}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		if t.Failed() {
+			t.Logf("sluice stderr:\n%s", in.stderr.String())
+		}
+	})
+	waitFor(t, "sluice healthy", 20*time.Second, func() bool { return in.primary() != "" })
+	return in
+}
+
+type syncWriter struct {
+	mu sync.Mutex
+	w  *bytes.Buffer
+}
+
+func (s *syncWriter) Write(b []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(b)
+}
+
+// primary asks Sluice's admin API which server is the primary.
+func (in *instance) primary() string {
+	resp, err := http.Get("http://" + in.admin + "/v1/servers")
+	if err != nil {
+		return ""
+	}
+	defer resp.Body.Close()
+	var servers []struct {
+		Name    string
+		Role    string
+		Broken  bool
+		Up      bool
+		Address string
+	}
+	if json.NewDecoder(resp.Body).Decode(&servers) != nil {
+		return ""
+	}
+	for _, s := range servers {
+		if s.Role == "primary" {
+			return s.Name
+		}
+	}
+	return ""
+}
+
+func (in *instance) server(name string) (role string, broken bool) {
+	resp, err := http.Get("http://" + in.admin + "/v1/servers")
+	if err != nil {
+		return "", false
+	}
+	defer resp.Body.Close()
+	var servers []struct {
+		Name   string
+		Role   string
+		Broken bool
+	}
+	json.NewDecoder(resp.Body).Decode(&servers)
+	for _, s := range servers {
+		if s.Name == name {
+			return s.Role, s.Broken
+		}
+	}
+	return "", false
+}
+
+func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		select {
+		case <-deadline.C:
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		case <-tick.C:
+		}
+	}
+}
+
+// load writes and reads through Sluice on one connection until stopped,
+// counting outcomes. Every statement has a deadline: a hang is an error.
+type load struct {
+	writesOK, writesFailed, readsOK, readsFailed atomic.Int64
+	hung                                         atomic.Int64
+	lastReadErr                                  atomic.Value
+	stop                                         chan struct{}
+	done                                         chan struct{}
+}
+
+func startLoad(t *testing.T, in *instance, table string) *load {
+	cfg := mysql.NewConfig()
+	cfg.User, cfg.Passwd, cfg.Net, cfg.Addr, cfg.DBName = "app", "apppass", "tcp", in.listen, "app"
+	cfg.Timeout = 2 * time.Second
+	db, err := sql.Open("mysql", cfg.FormatDSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.SetMaxOpenConns(1)
+	if _, err := db.Exec("CREATE TABLE IF NOT EXISTS " + table + " (id INT PRIMARY KEY)"); err != nil {
+		t.Fatal(err)
+	}
+	l := &load{stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(l.done)
+		defer db.Close()
+		for i := 0; i < 100000; i++ {
+			select {
+			case <-l.stop:
+				return
+			default:
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			_, err := db.ExecContext(ctx, "INSERT INTO "+table+" VALUES (?)", i)
+			switch {
+			case ctx.Err() != nil:
+				l.hung.Add(1)
+			case err != nil:
+				l.writesFailed.Add(1)
+			default:
+				l.writesOK.Add(1)
+			}
+			var n int
+			err = db.QueryRowContext(ctx, "SELECT COUNT(*) FROM "+table).Scan(&n)
+			switch {
+			case ctx.Err() != nil:
+				l.hung.Add(1)
+			case err != nil:
+				l.readsFailed.Add(1)
+				l.lastReadErr.Store(err.Error())
+			default:
+				l.readsOK.Add(1)
+			}
+			cancel()
+			tick := time.NewTimer(5 * time.Millisecond)
+			<-tick.C
+		}
+	}()
+	t.Cleanup(l.finish)
+	return l
+}
+
+func (l *load) finish() {
+	select {
+	case <-l.stop:
+	default:
+		close(l.stop)
+	}
+	<-l.done
+}
+
+// progress waits until the load has done more of what ok counts.
+func (l *load) progress(t *testing.T, what string, ok *atomic.Int64) {
+	t.Helper()
+	n := ok.Load()
+	waitFor(t, what, 20*time.Second, func() bool { return ok.Load() > n+5 })
+}
+
+func TestReplicaFailuresUnderLoad(t *testing.T) {
+	in := startSluice(t, false)
+	l := startLoad(t, in, "replicafail")
+	l.progress(t, "reads before", &l.readsOK)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	r1, r2 := topo.Replicas[0], topo.Replicas[1]
+	// A replica killed and restarted.
+	if err := r1.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	l.progress(t, "reads with a replica down", &l.readsOK)
+	if err := r1.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "replica1 back", 20*time.Second, func() bool { role, broken := in.server(r1.Name); return role == "replica" && !broken })
+	// A replica's SQL thread stopped.
+	if err := r2.Exec(ctx, "STOP SLAVE SQL_THREAD"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "replica2 broken", 20*time.Second, func() bool { _, broken := in.server(r2.Name); return broken })
+	l.progress(t, "reads with a broken replica", &l.readsOK)
+	if err := r2.Exec(ctx, "START SLAVE SQL_THREAD"); err != nil {
+		t.Fatal(err)
+	}
+	// A replica delayed: still usable within max_replication_lag, reads go on.
+	for _, q := range []string{"STOP SLAVE", "CHANGE MASTER TO MASTER_DELAY = 2", "START SLAVE"} {
+		if err := r1.Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l.progress(t, "reads with a delayed replica", &l.readsOK)
+	for _, q := range []string{"STOP SLAVE", "CHANGE MASTER TO MASTER_DELAY = 0", "START SLAVE"} {
+		r1.Exec(ctx, q)
+	}
+	l.finish()
+	t.Logf("writes ok %d failed %d, reads ok %d failed %d (%v)", l.writesOK.Load(), l.writesFailed.Load(), l.readsOK.Load(), l.readsFailed.Load(), l.lastReadErr.Load())
+	if l.readsFailed.Load() != 0 || l.writesFailed.Load() != 0 || l.hung.Load() != 0 {
+		t.Fatal("clients saw errors although the primary stayed up")
+	}
+	if err := topo.WaitReplicasCaughtUp(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestPrimaryDownWithoutFailover(t *testing.T) {
+	in := startSluice(t, false)
+	l := startLoad(t, in, "nofailover")
+	l.progress(t, "writes before the kill", &l.writesOK)
+	if err := topo.Primary.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	// Writes fail with an error, reads carry on from the replicas.
+	l.progress(t, "failed writes while the primary is down", &l.writesFailed)
+	l.progress(t, "reads while the primary is down", &l.readsOK)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := topo.Primary.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// The same session writes again once the primary is back.
+	l.progress(t, "writes after the primary came back", &l.writesOK)
+	l.finish()
+	if l.hung.Load() != 0 {
+		t.Fatalf("%d statements hung", l.hung.Load())
+	}
+	t.Logf("writes ok %d failed %d, reads ok %d failed %d (%v)", l.writesOK.Load(), l.writesFailed.Load(), l.readsOK.Load(), l.readsFailed.Load(), l.lastReadErr.Load())
+	if l.readsFailed.Load() != 0 {
+		t.Fatalf("%d autocommit reads failed while only the primary was down", l.readsFailed.Load())
+	}
+	if err := topo.WaitReplicasCaughtUp(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestFailoverRejoinAndSwitchover(t *testing.T) {
+	in := startSluice(t, true)
+	l := startLoad(t, in, "failover")
+	l.progress(t, "writes before the kill", &l.writesOK)
+	if err := topo.Primary.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a replica promoted", 20*time.Second, func() bool {
+		p := in.primary()
+		return p != "" && p != "primary"
+	})
+	newPrimary := in.primary()
+	t.Logf("failover promoted %s", newPrimary)
+	// The session that was not in a transaction carries on writing.
+	l.progress(t, "writes after failover", &l.writesOK)
+	l.progress(t, "reads after failover", &l.readsOK)
+
+	// The old primary comes back and is rejoined as a replica.
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := topo.Primary.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the old primary rejoined as a healthy replica", 30*time.Second, func() bool {
+		role, broken := in.server("primary")
+		return role == "replica" && !broken
+	})
+	l.progress(t, "writes after rejoin", &l.writesOK)
+
+	// Switch back through the admin API.
+	resp, err := http.Post("http://"+in.admin+"/v1/switchover?to=primary", "application/json", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := new(bytes.Buffer)
+	body.ReadFrom(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("switchover: %d %s", resp.StatusCode, body)
+	}
+	waitFor(t, "primary back as primary", 20*time.Second, func() bool { return in.primary() == "primary" })
+	waitFor(t, newPrimary+" following again", 20*time.Second, func() bool {
+		role, broken := in.server(newPrimary)
+		return role == "replica" && !broken
+	})
+	l.progress(t, "writes after switchover", &l.writesOK)
+	l.finish()
+	if l.hung.Load() != 0 {
+		t.Fatalf("%d statements hung", l.hung.Load())
+	}
+	t.Logf("writes ok %d failed %d, reads ok %d failed %d", l.writesOK.Load(), l.writesFailed.Load(), l.readsOK.Load(), l.readsFailed.Load())
+	if l.readsFailed.Load() != 0 {
+		t.Fatalf("%d autocommit reads failed during failover (%v)", l.readsFailed.Load(), l.lastReadErr.Load())
+	}
+}
