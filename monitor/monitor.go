@@ -63,7 +63,12 @@ type Server struct {
 	ReplicaLag time.Duration
 	// Lagging: ReplicaLag went over MaxLag and has not yet come back under
 	// the hysteresis mark. A lagging replica gets no reads.
-	Lagging   bool
+	Lagging bool
+	// Galera: wsrep_local_state (4 = Synced), wsrep_local_index and
+	// whether the node is in the primary component.
+	GaleraState   int
+	GaleraIndex   int
+	GaleraPrimary bool
 	LastError string
 	CheckedAt time.Time
 }
@@ -99,6 +104,12 @@ type Config struct {
 	// primary every interval and read on the replicas to measure lag.
 	HeartbeatTable string
 	Failover       FailoverConfig
+	// Type is "mariadb" (replication, the default) or "galera" (Galera and
+	// Percona XtraDB Cluster).
+	Type string
+	// PreferredWriter, with Galera, is the node that takes writes while it
+	// is synced; otherwise the synced node with the lowest wsrep_local_index.
+	PreferredWriter string
 }
 
 // Monitor polls the servers. Create it with New and run it with Run.
@@ -162,7 +173,13 @@ func (m *Monitor) Poll(ctx context.Context) {
 		wg.Go(func() { servers[i] = m.check(ctx, sc) })
 	}
 	wg.Wait()
-	snap := &Snapshot{Servers: servers, Primary: primaryOf(servers), At: time.Now()}
+	primary := -1
+	if m.cfg.Type == "galera" {
+		primary = galeraRoles(servers, m.cfg.PreferredWriter)
+	} else {
+		primary = primaryOf(servers)
+	}
+	snap := &Snapshot{Servers: servers, Primary: primary, At: time.Now()}
 	for i := range servers {
 		s := &servers[i]
 		if snap.Primary < 0 && s.Replicating && s.SQLRunning && !s.IORunning {
@@ -185,7 +202,7 @@ func (m *Monitor) Poll(ctx context.Context) {
 			}
 		}
 	}
-	if p, ok := snap.PrimaryServer(); ok && m.cfg.HeartbeatTable != "" {
+	if p, ok := snap.PrimaryServer(); ok && m.cfg.HeartbeatTable != "" && m.cfg.Type != "galera" {
 		m.beat(ctx, p)
 	}
 	m.current.Store(snap)
@@ -193,7 +210,36 @@ func (m *Monitor) Poll(ctx context.Context) {
 	close(m.changed)
 	m.changed = make(chan struct{})
 	m.mu.Unlock()
-	m.afterPoll(ctx, snap)
+	if m.cfg.Type != "galera" {
+		m.afterPoll(ctx, snap)
+	}
+}
+
+// galeraRoles makes one synced node the writer and the other synced nodes
+// readers; nodes not synced in the primary component serve nothing.
+func galeraRoles(servers []Server, preferred string) int {
+	writer := -1
+	for i := range servers {
+		s := &servers[i]
+		if !s.Up {
+			continue
+		}
+		synced := s.GaleraState == 4 && s.GaleraPrimary
+		s.Role, s.Broken, s.ReplicaLag = RoleReplica, !synced, 0
+		if !synced {
+			s.LastError = fmt.Sprintf("galera node not synced (wsrep_local_state %d)", s.GaleraState)
+			continue
+		}
+		switch {
+		case writer < 0, s.Name == preferred,
+			servers[writer].Name != preferred && s.GaleraIndex < servers[writer].GaleraIndex:
+			writer = i
+		}
+	}
+	if writer >= 0 {
+		servers[writer].Role = RolePrimary
+	}
+	return writer
 }
 
 // primaryOf picks the primary: the writable server, and when several are
@@ -306,6 +352,9 @@ func (m *Monitor) query(conn *client.Conn, s *Server) error {
 	s.Version, _ = res.GetString(0, 2)
 	res.Close()
 	s.ReadOnly, s.ServerID = ro != 0, uint32(id)
+	if m.cfg.Type == "galera" {
+		return m.queryGalera(conn, s)
+	}
 	gtidVar := "@@gtid_executed"
 	if strings.Contains(s.Version, "MariaDB") {
 		gtidVar = "@@gtid_current_pos"
@@ -356,6 +405,28 @@ func (m *Monitor) query(conn *client.Conn, s *Server) error {
 	if !s.Broken && m.cfg.HeartbeatTable != "" {
 		if lag, ok := m.heartbeatLag(conn); ok {
 			s.ReplicaLag = lag
+		}
+	}
+	return nil
+}
+
+// queryGalera reads a Galera node's state.
+func (m *Monitor) queryGalera(conn *client.Conn, s *Server) error {
+	res, err := conn.Execute("SHOW GLOBAL STATUS WHERE Variable_name IN ('wsrep_local_state', 'wsrep_local_index', 'wsrep_cluster_status')")
+	if err != nil {
+		return err
+	}
+	defer res.Close()
+	for i := range res.RowNumber() {
+		name, _ := res.GetString(i, 0)
+		value, _ := res.GetString(i, 1)
+		switch name {
+		case "wsrep_local_state":
+			s.GaleraState, _ = strconv.Atoi(value)
+		case "wsrep_local_index":
+			s.GaleraIndex, _ = strconv.Atoi(value)
+		case "wsrep_cluster_status":
+			s.GaleraPrimary = value == "Primary"
 		}
 	}
 	return nil

@@ -190,3 +190,66 @@ func TestPrimaryIsTheOneReplicasFollow(t *testing.T) {
 		t.Fatalf("primary %d, want a once b is down", got)
 	}
 }
+
+func TestGaleraRoles(t *testing.T) {
+	nodes := func() []Server {
+		return []Server{
+			{Name: "g1", Up: true, GaleraState: 4, GaleraPrimary: true, GaleraIndex: 2},
+			{Name: "g2", Up: true, GaleraState: 4, GaleraPrimary: true, GaleraIndex: 0},
+			{Name: "g3", Up: true, GaleraState: 2, GaleraPrimary: true, GaleraIndex: 1}, // donor/joiner
+		}
+	}
+	s := nodes()
+	if w := galeraRoles(s, ""); w != 1 || s[0].Role != RoleReplica || s[0].Broken || !s[2].Broken {
+		t.Fatalf("writer %d, roles %+v", w, s)
+	}
+	s = nodes()
+	if w := galeraRoles(s, "g1"); w != 0 {
+		t.Fatalf("preferred writer ignored: %d", w)
+	}
+	s = nodes()
+	s[0].Up, s[1].GaleraPrimary = false, false
+	if w := galeraRoles(s, "g1"); w != -1 {
+		t.Fatalf("writer %d with no synced node in the primary component", w)
+	}
+}
+
+// TestMonitorLoad measures the monitor's own queries per poll per server.
+func TestMonitorLoad(t *testing.T) {
+	questions := func() map[string]int {
+		out := map[string]int{}
+		for _, s := range topo.Servers() {
+			db, err := s.RootDB()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var name string
+			var n int
+			if err := db.QueryRow("SHOW GLOBAL STATUS LIKE 'Questions'").Scan(&name, &n); err != nil {
+				t.Fatal(err)
+			}
+			out[s.Name] = n
+		}
+		return out
+	}
+	m := newMonitor(t, Config{HeartbeatTable: "sluice.heartbeat", MaxLag: 10 * time.Second})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := m.WaitPrimary(ctx); err != nil {
+		t.Fatal(err)
+	}
+	before := questions()
+	const polls = 20
+	for range polls {
+		m.Poll(ctx)
+	}
+	after := questions()
+	for _, s := range topo.Servers() {
+		// Each delta includes the one SHOW STATUS of this measurement.
+		perPoll := float64(after[s.Name]-before[s.Name]-1) / polls
+		t.Logf("%s: %.1f queries per poll", s.Name, perPoll)
+		if perPoll > 5 {
+			t.Fatalf("%s: %.1f monitor queries per poll", s.Name, perPoll)
+		}
+	}
+}

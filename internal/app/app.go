@@ -189,6 +189,7 @@ func monitorConfig(cfg *config.Config) monitor.Config {
 		User: cfg.ServiceUser.User, Password: cfg.ServiceUser.Password,
 		Interval: cfg.Monitor.Interval, Timeout: cfg.Monitor.Timeout,
 		MaxLag: cfg.Router.MaxReplicationLag, LagHysteresis: cfg.Monitor.LagHysteresis,
+		Type: cfg.Monitor.Type, PreferredWriter: cfg.Monitor.PreferredWriter,
 		Failover: monitor.FailoverConfig{
 			AutoFailover: cfg.Monitor.AutoFailover, Timeout: cfg.Monitor.FailoverTimeout, AutoRejoin: cfg.Monitor.AutoRejoin,
 			ReplicationUser: cfg.Monitor.ReplicationUser.User, ReplicationPassword: cfg.Monitor.ReplicationUser.Password,

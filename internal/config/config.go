@@ -104,6 +104,10 @@ type Monitor struct {
 	Interval time.Duration `yaml:"interval"`
 	// Timeout bounds one poll of one server.
 	Timeout time.Duration `yaml:"timeout"`
+	// Type is mariadb (replication; MySQL too) or galera (Galera, PXC).
+	Type string `yaml:"type"`
+	// PreferredWriter: with galera, the node that takes writes while synced.
+	PreferredWriter string `yaml:"preferred_writer"`
 	// Heartbeat measures lag with a table the monitor writes on the
 	// primary every interval (HeartbeatTable) and reads on the replicas.
 	Heartbeat      bool   `yaml:"heartbeat"`
@@ -281,6 +285,9 @@ func (c *Config) setDefaults() {
 	if c.Monitor.Timeout == 0 {
 		c.Monitor.Timeout = 2 * time.Second
 	}
+	if c.Monitor.Type == "" {
+		c.Monitor.Type = "mariadb"
+	}
 	if c.Monitor.HeartbeatTable == "" {
 		c.Monitor.HeartbeatTable = "sluice.heartbeat"
 	}
@@ -373,6 +380,11 @@ func (c *Config) validate() error {
 	}
 	if c.Monitor.Interval < 10*time.Millisecond {
 		return &Error{Key: "monitor.interval", Msg: fmt.Sprintf("%v is too short; use 10ms or more", c.Monitor.Interval)}
+	}
+	switch c.Monitor.Type {
+	case "mariadb", "mysql", "galera":
+	default:
+		return &Error{Key: "monitor.type", Msg: fmt.Sprintf("unknown type %q; use mariadb (replication, MySQL too) or galera", c.Monitor.Type)}
 	}
 	if c.Monitor.LagHysteresis <= 0 || c.Monitor.LagHysteresis > 1 {
 		return &Error{Key: "monitor.lag_hysteresis", Msg: "must be in (0, 1], e.g. 0.8"}
