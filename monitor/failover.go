@@ -273,15 +273,31 @@ func (m *Monitor) exec(conn *client.Conn, q string) error {
 // event reports a change of topology.
 func (m *Monitor) event(kind, server, reason string, snap *Snapshot) {
 	m.log.Warn("topology event", "event", kind, "server", server, "reason", reason)
-	if m.OnEvent != nil {
-		m.OnEvent(Event{Kind: kind, Server: server, Reason: reason, At: time.Now()})
+	m.events.WithLabelValues(kind).Inc()
+	if m.OnEvent == nil {
+		return
 	}
+	ev := Event{Kind: kind, Server: server, Reason: reason, At: time.Now()}
+	if snap != nil {
+		ev.Positions = map[string]string{}
+		for _, s := range snap.Servers {
+			ev.Positions[s.Name] = s.GTIDPosition
+		}
+	}
+	m.OnEvent(ev)
 }
 
-// Event is a change of topology the monitor made or saw.
+// Event is a change of state the monitor made or saw. OnEvent must not block.
 type Event struct {
-	Kind, Server, Reason string
-	At                   time.Time
+	Kind   string `json:"event"`
+	Server string `json:"server"`
+	// From and To are the server's state before and after, for state changes.
+	From   string    `json:"from,omitempty"`
+	To     string    `json:"to,omitempty"`
+	Reason string    `json:"reason"`
+	At     time.Time `json:"ts"`
+	// Positions are the servers' GTID positions at the time.
+	Positions map[string]string `json:"gtid_positions,omitempty"`
 }
 
 func sqlEscape(s string) string {

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/go-mysql-org/go-mysql/client"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Role is what a server is in the replication topology.
@@ -73,6 +74,20 @@ type Server struct {
 	CheckedAt time.Time
 }
 
+// State names a server's condition in one word: down, primary, replica,
+// broken, lagging or unknown.
+func (s Server) State() string {
+	switch {
+	case !s.Up:
+		return string(RoleDown)
+	case s.Role == RoleReplica && s.Broken:
+		return "broken"
+	case s.Role == RoleReplica && s.Lagging:
+		return "lagging"
+	}
+	return string(s.Role)
+}
+
 // Snapshot is the topology at one moment. It is never modified once published.
 type Snapshot struct {
 	Servers []Server
@@ -128,6 +143,7 @@ type Monitor struct {
 	ops  topologyOps
 	// OnEvent, if set before Run, hears of every topology event.
 	OnEvent func(Event)
+	events  *prometheus.CounterVec
 }
 
 // New builds a monitor; its first snapshot knows nothing yet.
@@ -135,7 +151,10 @@ func New(cfg Config, log *slog.Logger) *Monitor {
 	if cfg.LagHysteresis <= 0 || cfg.LagHysteresis > 1 {
 		cfg.LagHysteresis = 0.8
 	}
-	m := &Monitor{cfg: cfg, log: log, changed: make(chan struct{}), conns: map[string]*client.Conn{}}
+	m := &Monitor{cfg: cfg, log: log, changed: make(chan struct{}), conns: map[string]*client.Conn{},
+		events: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_monitor_events_total", Help: "Topology events: state changes, failovers, rejoins, switchovers.",
+		}, []string{"event"})}
 	servers := make([]Server, len(cfg.Servers))
 	for i, s := range cfg.Servers {
 		servers[i] = Server{Name: s.Name, Address: s.Address, Weight: s.Weight, Role: RoleUnknown, ReplicaLag: -1}
@@ -194,11 +213,23 @@ func (m *Monitor) Poll(ctx context.Context) {
 		if s.Role == RoleReplica {
 			m.judgeLag(s, prev)
 		}
-		if i < len(prev.Servers) {
-			p := prev.Servers[i]
-			if p.Role != s.Role || p.Broken != s.Broken || p.Lagging != s.Lagging {
-				m.log.Info("server state changed", "server", s.Name, "role", s.Role, "was", p.Role,
-					"broken", s.Broken, "lagging", s.Lagging, "lag", s.ReplicaLag, "error", s.LastError)
+	}
+	snapForEvents := &Snapshot{Servers: servers}
+	for i := range servers {
+		if i >= len(prev.Servers) {
+			break
+		}
+		if from, to := prev.Servers[i].State(), servers[i].State(); from != to {
+			m.log.Info("server state changed", "server", servers[i].Name, "from", from, "to", to,
+				"lag", servers[i].ReplicaLag, "error", servers[i].LastError)
+			m.events.WithLabelValues("state_change").Inc()
+			if m.OnEvent != nil {
+				ev := Event{Kind: "state_change", Server: servers[i].Name, From: from, To: to,
+					Reason: servers[i].LastError, At: time.Now(), Positions: map[string]string{}}
+				for _, s := range snapForEvents.Servers {
+					ev.Positions[s.Name] = s.GTIDPosition
+				}
+				m.OnEvent(ev)
 			}
 		}
 	}
@@ -519,4 +550,43 @@ func (m *Monitor) closeConns() {
 		c.Close()
 		delete(m.conns, addr)
 	}
+}
+
+var (
+	serverUpDesc      = prometheus.NewDesc("sluice_server_up", "1 when the server answers the monitor.", []string{"server"}, nil)
+	serverPrimaryDesc = prometheus.NewDesc("sluice_server_primary", "1 for the server writes go to.", []string{"server"}, nil)
+	serverUsableDesc  = prometheus.NewDesc("sluice_server_readable", "1 for a replica that gets reads (not broken, not lagging).", []string{"server"}, nil)
+	serverLagDesc     = prometheus.NewDesc("sluice_server_replica_lag_seconds", "Replica lag; -1 when unknown.", []string{"server"}, nil)
+)
+
+// Describe implements prometheus.Collector: each server's state and lag,
+// read from the latest snapshot at scrape time, and the event counts.
+func (m *Monitor) Describe(ch chan<- *prometheus.Desc) {
+	ch <- serverUpDesc
+	ch <- serverPrimaryDesc
+	ch <- serverUsableDesc
+	ch <- serverLagDesc
+	m.events.Describe(ch)
+}
+
+// Collect implements prometheus.Collector.
+func (m *Monitor) Collect(ch chan<- prometheus.Metric) {
+	snap := m.Snapshot()
+	b := func(v bool) float64 {
+		if v {
+			return 1
+		}
+		return 0
+	}
+	for i, s := range snap.Servers {
+		ch <- prometheus.MustNewConstMetric(serverUpDesc, prometheus.GaugeValue, b(s.Up), s.Name)
+		ch <- prometheus.MustNewConstMetric(serverPrimaryDesc, prometheus.GaugeValue, b(i == snap.Primary), s.Name)
+		ch <- prometheus.MustNewConstMetric(serverUsableDesc, prometheus.GaugeValue, b(s.Up && s.Role == RoleReplica && !s.Broken && !s.Lagging), s.Name)
+		lag := -1.0
+		if s.ReplicaLag >= 0 {
+			lag = s.ReplicaLag.Seconds()
+		}
+		ch <- prometheus.MustNewConstMetric(serverLagDesc, prometheus.GaugeValue, lag, s.Name)
+	}
+	m.events.Collect(ch)
 }

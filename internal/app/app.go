@@ -4,6 +4,7 @@ package app
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/sluice-proxy/sluice/internal/admin"
 	"github.com/sluice-proxy/sluice/internal/config"
+	"github.com/sluice-proxy/sluice/internal/kafkaout"
 	"github.com/sluice-proxy/sluice/logbroker"
 	"github.com/sluice-proxy/sluice/monitor"
 	"github.com/sluice-proxy/sluice/proxy"
@@ -85,6 +87,23 @@ func Serve(cfgFile string) error {
 	}
 
 	mon := monitor.New(monitorConfig(cfg), log.With("component", "monitor"))
+	reg.MustRegister(mon)
+	if brokers := producerBrokers(cfg); len(brokers) > 0 {
+		events := kafkaout.New(kafkaout.Config{Brokers: brokers, Name: "events", QueueSize: 10000}, log.With("component", "events"))
+		reg.MustRegister(events.Collectors()...)
+		defer events.Close()
+		name := cfg.Name
+		mon.OnEvent = func(ev monitor.Event) {
+			rec := struct {
+				Type  string `json:"type"`
+				Proxy string `json:"proxy"`
+				monitor.Event
+			}{"topology", name, ev}
+			if b, err := json.Marshal(rec); err == nil {
+				events.Send(EventsTopic, []byte(ev.Server), b)
+			}
+		}
+	}
 	monCtx, monCancel := context.WithCancel(ctx)
 	defer monCancel()
 	wg.Go(func() { mon.Run(monCtx) })
@@ -182,6 +201,24 @@ func setMaxProcs(n int) {
 		n = runtime.NumCPU()
 	}
 	runtime.GOMAXPROCS(n)
+}
+
+// EventsTopic receives one JSON record per topology event.
+const EventsTopic = "sluice.events"
+
+// producerBrokers is where Sluice's own records go: genlog.brokers, or the
+// bundled broker.
+func producerBrokers(cfg *config.Config) []string {
+	if len(cfg.Genlog.Brokers) > 0 {
+		return cfg.Genlog.Brokers
+	}
+	if cfg.Broker.Enabled {
+		if cfg.Broker.AdvertisedListen != "" {
+			return []string{cfg.Broker.AdvertisedListen}
+		}
+		return []string{cfg.Broker.Listen}
+	}
+	return nil
 }
 
 func monitorConfig(cfg *config.Config) monitor.Config {

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/go-sql-driver/mysql"
+	"github.com/segmentio/kafka-go"
 
 	"github.com/sluice-proxy/sluice/internal/lab"
 )
@@ -44,8 +45,8 @@ func TestMain(m *testing.M) {
 }
 
 type instance struct {
-	listen, admin string
-	stderr        *bytes.Buffer
+	listen, admin, broker string
+	stderr                *bytes.Buffer
 }
 
 func freeAddr(t *testing.T) string {
@@ -59,7 +60,7 @@ func freeAddr(t *testing.T) string {
 func startSluice(t *testing.T, autoFailover bool) *instance {
 	t.Helper()
 	dir := t.TempDir()
-	in := &instance{listen: freeAddr(t), admin: freeAddr(t), stderr: &bytes.Buffer{}}
+	in := &instance{listen: freeAddr(t), admin: freeAddr(t), broker: freeAddr(t), stderr: &bytes.Buffer{}}
 	var servers strings.Builder
 	for _, s := range topo.Servers() {
 		fmt.Fprintf(&servers, "  - name: %s\n    address: %s\n", s.Name, s.Addr())
@@ -77,8 +78,8 @@ monitor:
   replication_user: {user: repl, password: replpass}
 connect_timeout: 2s
 genlog: {enabled: false}
-broker: {enabled: false}
-`, in.listen, in.admin, servers.String(), autoFailover, autoFailover)
+broker: {enabled: true, listen: %s, data_dir: %s}
+`, in.listen, in.admin, servers.String(), autoFailover, autoFailover, in.broker, filepath.Join(dir, "broker"))
 	path := filepath.Join(dir, "sluice.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -377,4 +378,55 @@ func TestFailoverRejoinAndSwitchover(t *testing.T) {
 	if l.readsFailed.Load() != 0 {
 		t.Fatalf("%d autocommit reads failed during failover (%v)", l.readsFailed.Load(), l.lastReadErr.Load())
 	}
+	// Each change was written to the sluice.events topic.
+	events := readEvents(t, in.broker)
+	for _, want := range []string{"failover", "rejoin", "switchover", "state_change"} {
+		if events[want] == 0 {
+			t.Fatalf("no %q record in sluice.events; got %v", want, events)
+		}
+	}
+}
+
+// readEvents counts the sluice.events records by kind, read with kafka-go.
+func readEvents(t *testing.T, broker string) map[string]int {
+	t.Helper()
+	counts := map[string]int{}
+	deadline := time.Now().Add(15 * time.Second)
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	for ; time.Now().Before(deadline); <-tick.C {
+		counts = map[string]int{}
+		conns, err := kafka.DialLeader(context.Background(), "tcp", broker, "sluice.events", 0)
+		if err != nil {
+			continue
+		}
+		parts, err := conns.ReadPartitions()
+		conns.Close()
+		if err != nil {
+			continue
+		}
+		for _, p := range parts {
+			r := kafka.NewReader(kafka.ReaderConfig{Brokers: []string{broker}, Topic: "sluice.events", Partition: p.ID, MaxWait: 200 * time.Millisecond})
+			for {
+				ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+				m, err := r.ReadMessage(ctx)
+				cancel()
+				if err != nil {
+					break
+				}
+				var ev struct {
+					Type  string `json:"type"`
+					Event string `json:"event"`
+				}
+				if json.Unmarshal(m.Value, &ev) == nil && ev.Type == "topology" {
+					counts[ev.Event]++
+				}
+			}
+			r.Close()
+		}
+		if counts["switchover"] > 0 {
+			break
+		}
+	}
+	return counts
 }
