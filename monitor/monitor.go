@@ -70,8 +70,8 @@ type Server struct {
 	GaleraState   int
 	GaleraIndex   int
 	GaleraPrimary bool
-	LastError string
-	CheckedAt time.Time
+	LastError     string
+	CheckedAt     time.Time
 }
 
 // State names a server's condition in one word: down, primary, replica,
