@@ -33,8 +33,8 @@
 // those layouts against kmsg's encoder, so raising a version in
 // supportedAPIs or upgrading kmsg needs a matching flexLayouts entry. What
 // remains: kmsg allocates an array's elements before reading them, up to
-// one element per remaining byte, so a request near max_request_bytes can
-// briefly cost several times its size in memory.
+// one element (tens of bytes) per remaining byte, so a request near
+// max_request_bytes can briefly cost tens of times its size in memory.
 //
 // Not implemented: replication, transactions, fetch sessions, topic ids
 // (Fetch 13+, Metadata 10+), OffsetForLeaderEpoch, static group membership
