@@ -115,6 +115,7 @@ func (s *Session) query(ctx context.Context, pkt []byte) error {
 		return err
 	}
 	s.srv.metrics.routed(d.backend == s.primary)
+	s.cur.stmt, s.cur.text, s.cur.route = &st, text, routeLabel(d.backend == s.primary, d.reason)
 	return s.after(ctx, &st, cl, d.backend, res)
 }
 
@@ -310,6 +311,7 @@ func (s *Session) forward(b *BackendConn, pkt []byte) (Result, error) {
 		localInfile:  s.caps&mysql.CLIENT_LOCAL_FILES != 0,
 	}
 	res, err := r.run(responseKindOf(pkt[0]))
+	s.cur.server, s.cur.res = b.Server, res
 	if err != nil {
 		return res, s.backendFailed(b, err, r.forwarded)
 	}
@@ -550,4 +552,12 @@ func (s *Session) waitCausal(b *BackendConn) bool {
 	}
 	b.gtidSeen = s.lastGTID
 	return true
+}
+
+// routeLabel is the query log's route field: where, and why.
+func routeLabel(toPrimary bool, reason string) string {
+	if toPrimary {
+		return "primary: " + reason
+	}
+	return "replica: " + reason
 }

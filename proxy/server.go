@@ -15,6 +15,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/sluice-proxy/sluice/filter"
 	"github.com/sluice-proxy/sluice/router"
 )
 
@@ -40,6 +41,8 @@ type Server struct {
 	log        *slog.Logger
 	metrics    *Metrics
 
+	genlog atomic.Pointer[filter.Genlog]
+
 	nextID atomic.Uint32
 	mu     sync.Mutex
 	// sessions maps live sessions to their client connection, so Shutdown
@@ -57,6 +60,9 @@ func NewServer(cfg Config, accounts *Accounts, rt *router.Router, reg prometheus
 	s.cfg.Store(&cfg)
 	return s
 }
+
+// SetGenlog sets (or with nil, removes) the query log.
+func (s *Server) SetGenlog(g *filter.Genlog) { s.genlog.Store(g) }
 
 // SetConfig applies a reloaded config to new sessions and commands.
 func (s *Server) SetConfig(cfg Config) { s.cfg.Store(&cfg) }

@@ -10,9 +10,11 @@ import (
 	"log/slog"
 	"net"
 	"sync/atomic"
+	"time"
 
 	"github.com/go-mysql-org/go-mysql/mysql"
 
+	"github.com/sluice-proxy/sluice/filter"
 	"github.com/sluice-proxy/sluice/router"
 )
 
@@ -57,9 +59,25 @@ type Session struct {
 
 	// status holds the server status flags of the last OK or EOF.
 	status uint16
+
 	// idle is true while the session waits for a command outside a
 	// transaction: a draining server may close it then.
 	idle atomic.Bool
+
+	// cur describes the command being answered, for the query log.
+	cur        commandInfo
+	started    time.Time
+	statements int64
+	logSess    filter.Session
+}
+
+// commandInfo is what the query log needs of one command.
+type commandInfo struct {
+	server string
+	route  string
+	res    Result
+	stmt   *router.Statement
+	text   string
 }
 
 func newSession(srv *Server, conn net.Conn) *Session {
@@ -91,13 +109,32 @@ func (s *Session) run(ctx context.Context) {
 	m.sessions.Inc()
 	defer m.sessions.Dec()
 	defer s.close()
-	if err := s.handshake(ctx); err != nil {
+	s.started = time.Now()
+	if g := s.srv.genlog.Load(); g != nil {
+		g.LogConnect(s.logSession(), s.started)
+	}
+	err := s.handshake(ctx)
+	if g := s.srv.genlog.Load(); g != nil && s.user != "" {
+		a := filter.Auth{Time: time.Now(), OK: err == nil, Plugin: mysql.AUTH_NATIVE_PASSWORD}
+		var se *SQLError
+		if errors.As(err, &se) {
+			a.ErrorCode = se.Code
+		}
+		g.LogAuth(s.logSession(), &a)
+	}
+	if err != nil {
 		s.logEnd("login failed", err)
 		return
 	}
+	defer func() {
+		if g := s.srv.genlog.Load(); g != nil {
+			now := time.Now()
+			g.LogQuit(s.logSession(), now, now.Sub(s.started), s.statements)
+		}
+	}()
 	s.log = s.log.With("user", s.user)
 	s.log.Debug("session started", "db", s.db)
-	err := s.loop(ctx)
+	err = s.loop(ctx)
 	s.logEnd("session ended", err)
 }
 
@@ -250,6 +287,9 @@ func (s *Session) loop(ctx context.Context) error {
 		}
 		cmd := pkt[0]
 		m.commands[cmd].Inc()
+		start := time.Now()
+		s.cur = commandInfo{}
+		s.statements++
 		switch cmd {
 		case mysql.COM_QUIT:
 			return nil
@@ -264,7 +304,11 @@ func (s *Session) loop(ctx context.Context) error {
 			s.writeErr(newSQLError(mysql.ER_UNKNOWN_COM_ERROR, "Unknown command"))
 			continue
 		}
-		if err := s.dispatch(ctx, pkt); err != nil && !errors.Is(err, errReported) {
+		err = s.dispatch(ctx, pkt)
+		if g := s.srv.genlog.Load(); g != nil {
+			s.logCommand(g, cmd, pkt, start)
+		}
+		if err != nil && !errors.Is(err, errReported) {
 			return err
 		}
 	}
@@ -351,4 +395,35 @@ func newScramble() []byte {
 		}
 	}
 	return b
+}
+
+// logSession is the session as the query log names it.
+func (s *Session) logSession() *filter.Session {
+	if s.logSess.ID == 0 {
+		s.logSess = filter.Session{ID: s.id, Client: s.client.Conn().RemoteAddr().String()}
+	}
+	s.logSess.User, s.logSess.DB = s.user, s.state.db
+	return &s.logSess
+}
+
+// logCommand writes the query log record of one answered command.
+func (s *Session) logCommand(g *filter.Genlog, cmd byte, pkt []byte, start time.Time) {
+	c := &s.cur
+	q := filter.Query{
+		Start: start, Duration: time.Since(start), Command: commandName(cmd),
+		Server: c.server, Route: c.route, Rows: c.res.Rows, Affected: c.res.OK.Affected,
+		LastInsertID: c.res.OK.LastInsertID, Warnings: c.res.OK.Warnings,
+		InTx: s.status&mysql.SERVER_STATUS_IN_TRANS != 0,
+	}
+	if e := c.res.Err; e != nil {
+		q.ErrorCode, q.Error = e.Code, e.Message
+	}
+	switch {
+	case c.stmt != nil:
+		q.Text, q.Fingerprint, q.Digest = c.text, c.stmt.Fingerprint, c.stmt.Digest
+		q.Sensitive = filter.IsSensitive(c.stmt.Keyword, c.stmt.Fingerprint)
+	case cmd == mysql.COM_INIT_DB || cmd == mysql.COM_FIELD_LIST:
+		q.Text = string(pkt[1:])
+	}
+	g.LogQuery(s.logSession(), &q)
 }

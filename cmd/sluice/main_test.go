@@ -46,6 +46,7 @@ type instance struct {
 	config string
 	listen string
 	admin  string
+	broker string
 	stderr *bytes.Buffer
 	done   chan error
 }
@@ -60,7 +61,7 @@ func freeAddr(t *testing.T) string {
 }
 
 // writeConfig writes a config for the shared topology; extra is appended.
-func writeConfig(t *testing.T, path, listen, admin, extra string) {
+func writeConfig(t *testing.T, path, listen, admin, brokerAddr, extra string) {
 	t.Helper()
 	var servers strings.Builder
 	for _, s := range topo.Servers() {
@@ -74,13 +75,14 @@ servers:
   password: monpass
 monitor:
   interval: 200ms
-genlog:
-  enabled: false
 broker:
   enabled: true
   listen: %s
   data_dir: %s
-%s`, listen, admin, servers.String(), freeAddr(t), filepath.Join(filepath.Dir(path), "broker"), extra)
+%s`, listen, admin, servers.String(), brokerAddr, filepath.Join(filepath.Dir(path), "broker"), extra)
+	if !strings.Contains(extra, "genlog:") {
+		cfg += "genlog:\n  enabled: false\n"
+	}
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -89,9 +91,9 @@ broker:
 func startInstance(t *testing.T, extra string) *instance {
 	t.Helper()
 	dir := t.TempDir()
-	in := &instance{config: filepath.Join(dir, "sluice.yaml"), listen: freeAddr(t), admin: freeAddr(t),
+	in := &instance{config: filepath.Join(dir, "sluice.yaml"), listen: freeAddr(t), admin: freeAddr(t), broker: freeAddr(t),
 		stderr: &bytes.Buffer{}, done: make(chan error, 1)}
-	writeConfig(t, in.config, in.listen, in.admin, extra)
+	writeConfig(t, in.config, in.listen, in.admin, in.broker, extra)
 	in.cmd = exec.Command(binary, "serve", "--config", in.config)
 	in.cmd.Stderr = in.stderr
 	if err := in.cmd.Start(); err != nil {

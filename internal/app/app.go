@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/sluice-proxy/sluice/filter"
 	"github.com/sluice-proxy/sluice/internal/admin"
 	"github.com/sluice-proxy/sluice/internal/config"
 	"github.com/sluice-proxy/sluice/internal/kafkaout"
@@ -113,6 +114,16 @@ func Serve(cfgFile string) error {
 	accounts.SetConfigAccounts(configAccounts(cfg))
 	rt := router.New(mon, routerConfig(cfg))
 	srv := proxy.NewServer(proxyConfig(cfg), accounts, rt, reg, log)
+	var genlog *filter.Genlog
+	if cfg.Genlog.Enabled {
+		producer := kafkaout.New(kafkaout.Config{Brokers: producerBrokers(cfg), Name: "genlog",
+			QueueSize: cfg.Genlog.QueueSize, Block: cfg.Genlog.OnFull == "block"}, log.With("component", "genlog"))
+		reg.MustRegister(producer.Collectors()...)
+		// Closed after the proxy drained, so the last sessions' records go out.
+		defer producer.Close()
+		genlog = filter.NewGenlog(genlogConfig(cfg), producer)
+		srv.SetGenlog(genlog)
+	}
 
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -173,6 +184,9 @@ func Serve(cfgFile string) error {
 				_ = level.UnmarshalText([]byte(next.Log.Level))
 				setMaxProcs(next.MaxProcs)
 				srv.SetConfig(proxyConfig(next))
+				if genlog != nil {
+					genlog.SetConfig(genlogConfig(next))
+				}
 				rt.SetConfig(routerConfig(next))
 				accounts.SetConfigAccounts(configAccounts(next))
 				log.Info("config reloaded", "file", cfgFile)
@@ -201,6 +215,11 @@ func setMaxProcs(n int) {
 		n = runtime.NumCPU()
 	}
 	runtime.GOMAXPROCS(n)
+}
+
+func genlogConfig(cfg *config.Config) filter.GenlogConfig {
+	return filter.GenlogConfig{Topic: cfg.Genlog.Topic, Proxy: cfg.Name, MaxQueryBytes: cfg.Genlog.MaxQueryBytes,
+		RedactLiterals: cfg.Genlog.Redact == "literals"}
 }
 
 // EventsTopic receives one JSON record per topology event.

@@ -131,6 +131,14 @@ type Genlog struct {
 	Enabled bool     `yaml:"enabled"`
 	Topic   string   `yaml:"topic"`
 	Brokers []string `yaml:"brokers"`
+	// MaxQueryBytes truncates logged statements; truncation is marked.
+	MaxQueryBytes int `yaml:"max_query_bytes"`
+	// Redact: "" (log statements) or "literals" (log fingerprints).
+	Redact string `yaml:"redact"`
+	// QueueSize bounds records waiting for the broker.
+	QueueSize int `yaml:"queue_size"`
+	// OnFull: drop (count and go on) or block (the query waits).
+	OnFull string `yaml:"on_full"`
 }
 
 // Log configures Sluice's own log.
@@ -303,6 +311,15 @@ func (c *Config) setDefaults() {
 	if c.Genlog.Topic == "" {
 		c.Genlog.Topic = "sluice.genlog"
 	}
+	if c.Genlog.MaxQueryBytes == 0 {
+		c.Genlog.MaxQueryBytes = 64 << 10
+	}
+	if c.Genlog.QueueSize == 0 {
+		c.Genlog.QueueSize = 100000
+	}
+	if c.Genlog.OnFull == "" {
+		c.Genlog.OnFull = "drop"
+	}
 	if c.Log.Level == "" {
 		c.Log.Level = "info"
 	}
@@ -410,6 +427,21 @@ func (c *Config) validate() error {
 	case "text", "json":
 	default:
 		return &Error{Key: "log.format", Msg: fmt.Sprintf("unknown format %q; use text or json", c.Log.Format)}
+	}
+	switch c.Genlog.OnFull {
+	case "drop", "block":
+	case "spill":
+		return &Error{Key: "genlog.on_full", Msg: "spill is not available yet; use drop or block"}
+	default:
+		return &Error{Key: "genlog.on_full", Msg: fmt.Sprintf("unknown %q; use drop or block", c.Genlog.OnFull)}
+	}
+	switch c.Genlog.Redact {
+	case "", "none", "literals":
+	default:
+		return &Error{Key: "genlog.redact", Msg: fmt.Sprintf("unknown %q; use literals, or leave it empty", c.Genlog.Redact)}
+	}
+	if c.Genlog.QueueSize < 0 || c.Genlog.MaxQueryBytes < 0 {
+		return &Error{Key: "genlog.queue_size", Msg: "queue_size and max_query_bytes must be > 0"}
 	}
 	if c.Genlog.Enabled && len(c.Genlog.Brokers) == 0 && !c.Broker.Enabled {
 		return &Error{Key: "genlog.brokers", Msg: "empty while broker.enabled is false; list Kafka brokers or enable the bundled broker"}

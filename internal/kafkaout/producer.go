@@ -18,6 +18,7 @@ type Producer struct {
 	w     *kafka.Writer
 	queue chan kafka.Message
 	log   *slog.Logger
+	block bool
 	wg    sync.WaitGroup
 
 	sent, dropped, failed prometheus.Counter
@@ -31,6 +32,8 @@ type Config struct {
 	QueueSize int
 	// Name labels the metrics ("events", "genlog").
 	Name string
+	// Block makes Send wait for room instead of dropping.
+	Block bool
 }
 
 // New starts a producer; Close flushes and stops it.
@@ -48,6 +51,7 @@ func New(cfg Config, log *slog.Logger) *Producer {
 		},
 		queue: make(chan kafka.Message, cfg.QueueSize),
 		log:   log,
+		block: cfg.Block,
 	}
 	labels := prometheus.Labels{"producer": cfg.Name}
 	p.sent = prometheus.NewCounter(prometheus.CounterOpts{Name: "sluice_producer_records_sent_total", Help: "Records delivered to the broker.", ConstLabels: labels})
@@ -65,9 +69,13 @@ func (p *Producer) Collectors() []prometheus.Collector {
 	return []prometheus.Collector{p.sent, p.dropped, p.failed, p.depth}
 }
 
-// Send queues a record without waiting; it reports false (and counts the
-// record) when the queue is full.
+// Send queues a record. When the queue is full it waits (Block) or drops
+// the record, counts it and reports false.
 func (p *Producer) Send(topic string, key, value []byte) bool {
+	if p.block {
+		p.queue <- kafka.Message{Topic: topic, Key: key, Value: value}
+		return true
+	}
 	select {
 	case p.queue <- kafka.Message{Topic: topic, Key: key, Value: value}:
 		return true

@@ -1,0 +1,252 @@
+// Package filter holds the filters that see each session's events: Genlog,
+// the query log, first.
+package filter
+
+import (
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+)
+
+// Sink takes encoded records; the producer behind it owns delivery.
+type Sink interface {
+	// Send queues one record; it never waits on the broker.
+	Send(topic string, key, value []byte) bool
+}
+
+// GenlogConfig is the genlog section.
+type GenlogConfig struct {
+	Topic string
+	// Proxy names this Sluice instance in every record.
+	Proxy string
+	// MaxQueryBytes truncates logged statements (0: 64 KiB); a truncated
+	// one carries "query_truncated": true.
+	MaxQueryBytes int
+	// RedactLiterals logs the fingerprint instead of the statement text.
+	RedactLiterals bool
+}
+
+// Genlog writes one JSON record per query and per login, keyed by session so
+// that a session's records stay in order in one partition.
+type Genlog struct {
+	cfg  atomic.Pointer[GenlogConfig]
+	sink Sink
+}
+
+// NewGenlog builds the filter over sink.
+func NewGenlog(cfg GenlogConfig, sink Sink) *Genlog {
+	g := &Genlog{sink: sink}
+	g.SetConfig(cfg)
+	return g
+}
+
+// SetConfig applies a reloaded genlog section.
+func (g *Genlog) SetConfig(cfg GenlogConfig) {
+	if cfg.MaxQueryBytes <= 0 {
+		cfg.MaxQueryBytes = 64 << 10
+	}
+	g.cfg.Store(&cfg)
+}
+
+// Session identifies the session an event belongs to.
+type Session struct {
+	ID     uint32
+	User   string
+	Client string
+	DB     string
+}
+
+// Query is one statement as it was answered.
+type Query struct {
+	Start       time.Time
+	Duration    time.Duration
+	Command     string
+	Text        string
+	Fingerprint string
+	Digest      uint64
+	// Sensitive statements (passwords) are logged by fingerprint only.
+	Sensitive    bool
+	Server       string
+	Route        string
+	Rows         int64
+	Affected     uint64
+	LastInsertID uint64
+	Warnings     uint16
+	ErrorCode    uint16
+	Error        string
+	InTx         bool
+}
+
+// Auth is one login attempt.
+type Auth struct {
+	Time      time.Time
+	OK        bool
+	ErrorCode uint16
+	Plugin    string
+	TLS       bool
+}
+
+// LogQuery records a statement.
+func (g *Genlog) LogQuery(s *Session, q *Query) {
+	cfg := g.cfg.Load()
+	b := make([]byte, 0, 256+len(q.Text))
+	b = g.head(b, "query", q.Start, s, cfg)
+	b = appendField(b, "server", q.Server)
+	b = appendField(b, "command", q.Command)
+	text, truncated := q.Text, false
+	if cfg.RedactLiterals || q.Sensitive {
+		text = q.Fingerprint
+	}
+	if len(text) > cfg.MaxQueryBytes {
+		text, truncated = truncateUTF8(text, cfg.MaxQueryBytes), true
+	}
+	b = appendField(b, "query", text)
+	if truncated {
+		b = append(b, `,"query_truncated":true`...)
+	}
+	b = appendField(b, "fingerprint", q.Fingerprint)
+	b = appendField(b, "digest", strconv.FormatUint(q.Digest, 16))
+	b = appendInt(b, "duration_us", q.Duration.Microseconds())
+	b = appendInt(b, "rows", q.Rows)
+	b = appendUint(b, "affected", q.Affected)
+	b = appendUint(b, "last_insert_id", q.LastInsertID)
+	b = appendUint(b, "warnings", uint64(q.Warnings))
+	b = appendUint(b, "error_code", uint64(q.ErrorCode))
+	b = appendField(b, "error", q.Error)
+	b = appendBool(b, "in_tx", q.InTx)
+	b = appendField(b, "route", q.Route)
+	b = append(b, '}')
+	g.send(s, b, cfg)
+}
+
+// LogAuth records a login attempt.
+func (g *Genlog) LogAuth(s *Session, a *Auth) {
+	cfg := g.cfg.Load()
+	b := g.head(make([]byte, 0, 256), "auth", a.Time, s, cfg)
+	b = appendBool(b, "ok", a.OK)
+	b = appendUint(b, "error_code", uint64(a.ErrorCode))
+	b = appendField(b, "plugin", a.Plugin)
+	b = appendBool(b, "tls", a.TLS)
+	b = append(b, '}')
+	g.send(s, b, cfg)
+}
+
+// LogConnect records a new client connection.
+func (g *Genlog) LogConnect(s *Session, at time.Time) {
+	cfg := g.cfg.Load()
+	b := g.head(make([]byte, 0, 192), "connect", at, s, cfg)
+	g.send(s, append(b, '}'), cfg)
+}
+
+// LogQuit records the end of a session.
+func (g *Genlog) LogQuit(s *Session, at time.Time, duration time.Duration, statements int64) {
+	cfg := g.cfg.Load()
+	b := g.head(make([]byte, 0, 256), "quit", at, s, cfg)
+	b = appendInt(b, "duration_us", duration.Microseconds())
+	b = appendInt(b, "statements", statements)
+	g.send(s, append(b, '}'), cfg)
+}
+
+func (g *Genlog) head(b []byte, typ string, ts time.Time, s *Session, cfg *GenlogConfig) []byte {
+	b = append(b, `{"type":"`...)
+	b = append(b, typ...)
+	b = append(b, `","ts":"`...)
+	b = ts.UTC().AppendFormat(b, "2006-01-02T15:04:05.000000Z07:00")
+	b = append(b, '"')
+	b = appendUint(b, "session", uint64(s.ID))
+	b = appendField(b, "user", s.User)
+	b = appendField(b, "client", s.Client)
+	b = appendField(b, "db", s.DB)
+	b = appendField(b, "proxy", cfg.Proxy)
+	return b
+}
+
+func (g *Genlog) send(s *Session, rec []byte, cfg *GenlogConfig) {
+	var key [10]byte
+	g.sink.Send(cfg.Topic, strconv.AppendUint(key[:0], uint64(s.ID), 10), rec)
+}
+
+// IsSensitive reports statements whose text may hold a password: CREATE
+// USER, ALTER USER, SET PASSWORD, GRANT ... IDENTIFIED BY.
+func IsSensitive(keyword, fingerprint string) bool {
+	switch keyword {
+	case "CREATE", "ALTER", "SET", "GRANT":
+		up := strings.ToUpper(fingerprint)
+		return strings.Contains(up, "PASSWORD") || strings.Contains(up, "IDENTIFIED")
+	}
+	return false
+}
+
+func appendField(b []byte, name, value string) []byte {
+	b = append(b, ',', '"')
+	b = append(b, name...)
+	b = append(b, '"', ':')
+	return appendJSONString(b, value)
+}
+
+func appendInt(b []byte, name string, v int64) []byte {
+	b = append(b, ',', '"')
+	b = append(b, name...)
+	b = append(b, '"', ':')
+	return strconv.AppendInt(b, v, 10)
+}
+
+func appendUint(b []byte, name string, v uint64) []byte {
+	b = append(b, ',', '"')
+	b = append(b, name...)
+	b = append(b, '"', ':')
+	return strconv.AppendUint(b, v, 10)
+}
+
+func appendBool(b []byte, name string, v bool) []byte {
+	b = append(b, ',', '"')
+	b = append(b, name...)
+	b = append(b, '"', ':')
+	return strconv.AppendBool(b, v)
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendJSONString writes s as a JSON string; invalid UTF-8 becomes U+FFFD,
+// so a binary literal in a statement never makes the record unparsable.
+func appendJSONString(b []byte, s string) []byte {
+	b = append(b, '"')
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			switch {
+			case c == '"' || c == '\\':
+				b = append(b, '\\', c)
+			case c == '\n':
+				b = append(b, '\\', 'n')
+			case c == '\r':
+				b = append(b, '\\', 'r')
+			case c == '\t':
+				b = append(b, '\\', 't')
+			case c < 0x20:
+				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			default:
+				b = append(b, c)
+			}
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, `\ufffd`...)
+		} else {
+			b = append(b, s[i:i+size]...)
+		}
+		i += size
+	}
+	return append(b, '"')
+}
+
+func truncateUTF8(s string, n int) string {
+	for n > 0 && n < len(s) && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
+}

@@ -1,0 +1,64 @@
+package filter
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+)
+
+type memSink struct {
+	keys, values []string
+}
+
+func (m *memSink) Send(topic string, key, value []byte) bool {
+	m.keys = append(m.keys, string(key))
+	m.values = append(m.values, string(value))
+	return true
+}
+
+func TestGenlogRecordsAreValidJSON(t *testing.T) {
+	sink := &memSink{}
+	g := NewGenlog(GenlogConfig{Topic: "t", Proxy: "p1", MaxQueryBytes: 40}, sink)
+	s := &Session{ID: 7, User: "app", Client: "127.0.0.1:5000", DB: "app"}
+	g.LogQuery(s, &Query{Start: time.Unix(1700000000, 123456000), Duration: 1500 * time.Microsecond, Command: "COM_QUERY",
+		Text: "SELECT 'quote\" back\\ nl\n bin\xff', 'ünïcödé' FROM t WHERE id = 1 AND more text", Fingerprint: "SELECT ?", Digest: 0xabc,
+		Server: "db2", Route: "replica", Rows: 3, ErrorCode: 0, InTx: false})
+	g.LogAuth(s, &Auth{Time: time.Now(), OK: false, ErrorCode: 1045, Plugin: "mysql_native_password"})
+	g.LogQuery(s, &Query{Text: "CREATE USER x IDENTIFIED BY 'secret'", Fingerprint: "CREATE USER x IDENTIFIED BY ?", Sensitive: true})
+	for i, v := range sink.values {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(v), &m); err != nil {
+			t.Fatalf("record %d is not JSON: %v\n%s", i, err, v)
+		}
+		if sink.keys[i] != "7" || m["session"] != float64(7) || m["proxy"] != "p1" {
+			t.Fatalf("record %d: key %q %v", i, sink.keys[i], m)
+		}
+	}
+	var q map[string]any
+	json.Unmarshal([]byte(sink.values[0]), &q)
+	if q["type"] != "query" || q["ts"] != "2023-11-14T22:13:20.123456Z" || q["duration_us"] != float64(1500) ||
+		q["query_truncated"] != true || len(q["query"].(string)) > 44 || q["route"] != "replica" || q["digest"] != "abc" {
+		t.Fatalf("query record: %v", q)
+	}
+	if strings.Contains(sink.values[2], "secret") {
+		t.Fatalf("password logged: %s", sink.values[2])
+	}
+	if !IsSensitive("SET", "SET PASSWORD FOR x = PASSWORD(?)") || IsSensitive("SELECT", "SELECT password FROM t") {
+		t.Fatal("IsSensitive")
+	}
+}
+
+func BenchmarkLogQuery(b *testing.B) {
+	g := NewGenlog(GenlogConfig{Topic: "t", Proxy: "p1"}, discard{})
+	s := &Session{ID: 7, User: "app", Client: "127.0.0.1:5000", DB: "sbtest"}
+	q := &Query{Start: time.Now(), Command: "COM_QUERY", Text: "SELECT c FROM sbtest1 WHERE id=4711", Fingerprint: "SELECT c FROM sbtest1 WHERE id=?", Server: "replica1", Route: "replica", Rows: 1}
+	b.ReportAllocs()
+	for b.Loop() {
+		g.LogQuery(s, q)
+	}
+}
+
+type discard struct{}
+
+func (discard) Send(string, []byte, []byte) bool { return true }
