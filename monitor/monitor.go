@@ -78,6 +78,8 @@ type Server struct {
 // broken, lagging or unknown.
 func (s Server) State() string {
 	switch {
+	case s.CheckedAt.IsZero():
+		return string(RoleUnknown)
 	case !s.Up:
 		return string(RoleDown)
 	case s.Role == RoleReplica && s.Broken:

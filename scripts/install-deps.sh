@@ -8,7 +8,7 @@ command -v mariadb >/dev/null 2>&1 || need+=(mariadb-client)
 command -v sysbench >/dev/null 2>&1 || need+=(sysbench)
 command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
 command -v kcat >/dev/null 2>&1 || need+=(kcat)
-command -v python3 >/dev/null 2>&1 && python3 -c 'import confluent_kafka' 2>/dev/null || need+=(python3-confluent-kafka)
+/usr/bin/python3 -c 'import confluent_kafka' >/dev/null 2>&1 || need+=(python3-confluent-kafka)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi

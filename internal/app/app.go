@@ -64,12 +64,15 @@ func Serve(cfgFile string) error {
 		if err != nil {
 			return fmt.Errorf("start bundled broker: %w", err)
 		}
+		reg.MustRegister(broker.Collector())
 		ln, err := net.Listen("tcp", cfg.Broker.Listen)
 		if err != nil {
 			broker.Close()
 			return fmt.Errorf("broker.listen %s: %w", cfg.Broker.Listen, err)
 		}
-		bctx, bcancel := context.WithCancel(ctx)
+		// Not derived from ctx: the broker outlives everything that
+		// produces to it, and stops in its own deferred call.
+		bctx, bcancel := context.WithCancel(context.Background())
 		brokerDone := make(chan struct{})
 		go func() {
 			defer close(brokerDone)

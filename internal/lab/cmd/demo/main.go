@@ -134,12 +134,15 @@ SELECT @@server_id AS answered_by, USER() AS user, DATABASE() AS db;`
 		return err
 	}
 
-	step("the bundled broker, read with kcat (Debian's librdkafka client)")
-	if kcat, err := exec.LookPath("kcat"); err == nil {
-		out, _ := exec.CommandContext(ctx, kcat, "-b", broker, "-L").CombinedOutput()
-		fmt.Print(indent(string(out)))
+	step("the audit trail: topic sluice.genlog in the bundled broker, read with kcat (Debian's librdkafka client)")
+	fmt.Printf("    kcat -b %s -t sluice.genlog -C -e -o beginning -q\n", broker)
+	if err := showTopic(ctx, broker, "sluice.genlog", 16); err != nil {
+		return err
 	}
-	fmt.Println("    (per-query audit records arrive with the Genlog filter: see the open issues)")
+	step("topology events: topic sluice.events")
+	if err := showTopic(ctx, broker, "sluice.events", 4); err != nil {
+		return err
+	}
 
 	if keep {
 		step("running until Ctrl-C: mariadb --protocol=TCP -h %s -P %s -u %s -p%s app", host, port, lab.AppUser, lab.AppPassword)
@@ -147,6 +150,33 @@ SELECT @@server_id AS answered_by, USER() AS user, DATABASE() AS db;`
 	}
 	step("stopping Sluice (SIGTERM drains) and MariaDB")
 	return nil
+}
+
+// showTopic prints a topic's records with kcat once they have arrived (the
+// producer batches for a few milliseconds).
+func showTopic(ctx context.Context, broker, topic string, wantAtLeast int) error {
+	kcat, err := exec.LookPath("kcat")
+	if err != nil {
+		return fmt.Errorf("kcat not installed: %w", err)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		out, _ := exec.CommandContext(ctx, kcat, "-b", broker, "-t", topic, "-C", "-e", "-o", "beginning", "-q").Output()
+		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+		if len(lines) >= wantAtLeast || time.Now().After(deadline) {
+			for _, l := range lines {
+				fmt.Println("    " + l)
+			}
+			return nil
+		}
+		t := time.NewTimer(200 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
 }
 
 func showMetrics(admin string) error {
