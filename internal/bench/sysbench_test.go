@@ -69,7 +69,8 @@ func BenchmarkPointSelect(b *testing.B) {
 	if hp, err := exec.LookPath("haproxy"); err == nil {
 		targets = append(targets, startHAProxy(b, hp))
 	}
-	targets = append(targets, startSluice(b, "readwritesplit", "false"))
+	targets = append(targets, startSluice(b, "readconnroute", "false"), startSluice(b, "readwritesplit", "false"),
+		startSluice(b, "readwritesplit", "true"))
 	for _, mode := range []string{"disable", "auto"} {
 		for _, tg := range targets {
 			b.Run(fmt.Sprintf("ps=%s/%s", mode, tg.name), func(b *testing.B) {

@@ -43,9 +43,13 @@ func New(cfg Config, log *slog.Logger) *Producer {
 	}
 	p := &Producer{
 		w: &kafka.Writer{
-			Addr:                   kafka.TCP(cfg.Brokers...),
-			Balancer:               &kafka.Hash{},
+			Addr:     kafka.TCP(cfg.Brokers...),
+			Balancer: &kafka.Hash{},
+			// WriteMessages waits for partial batches up to BatchTimeout:
+			// keep it short and let batches grow while a call is in flight.
 			BatchTimeout:           20 * time.Millisecond,
+			BatchSize:              10000,
+			BatchBytes:             16 << 20,
 			RequiredAcks:           kafka.RequireAll,
 			AllowAutoTopicCreation: true,
 		},
@@ -87,7 +91,7 @@ func (p *Producer) Send(topic string, key, value []byte) bool {
 
 func (p *Producer) run() {
 	defer p.wg.Done()
-	batch := make([]kafka.Message, 0, 256)
+	batch := make([]kafka.Message, 0, 16384)
 	for msg := range p.queue {
 		batch = append(batch[:0], msg)
 	more:
