@@ -170,6 +170,25 @@ func TestGenlogRecordsQueriesAndLogins(t *testing.T) {
 		last = r.offset
 	}
 
+	// sluice audit search filters the trail with gjson paths.
+	out, err := exec.Command(binary, "audit", "search", "--brokers", in.broker, "--topic", "audit.test",
+		"--where", `type=="auth" && ok==false`).Output()
+	if err != nil {
+		t.Fatalf("audit search: %v", err)
+	}
+	failedLogins := strings.Split(strings.TrimSpace(string(out)), "\n")
+	for _, l := range failedLogins {
+		var r record
+		if json.Unmarshal([]byte(l), &r) != nil || r.Type != "auth" || r.OK || r.ErrorCode != 1045 {
+			t.Fatalf("audit search returned %q", l)
+		}
+	}
+	out, err = exec.Command(binary, "audit", "search", "--brokers", in.broker, "--topic", "audit.test", "--since", "10m",
+		"--where", `command=="COM_STMT_EXECUTE"`, "--table").Output()
+	if err != nil || !strings.HasPrefix(string(out), "TS") || !strings.Contains(string(out), "SELECT v FROM audited") {
+		t.Fatalf("audit search --table: %v\n%s", err, out)
+	}
+
 	// kcat, the tool compliance teams already have, reads the same records.
 	kcat, err := exec.LookPath("kcat")
 	if err != nil {
@@ -180,7 +199,7 @@ func TestGenlogRecordsQueriesAndLogins(t *testing.T) {
 	}
 	kctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	out, err := exec.CommandContext(kctx, kcat, "-b", in.broker, "-t", "audit.test", "-C", "-e", "-o", "beginning", "-q").Output()
+	out, err = exec.CommandContext(kctx, kcat, "-b", in.broker, "-t", "audit.test", "-C", "-e", "-o", "beginning", "-q").Output()
 	if err != nil {
 		t.Fatalf("kcat: %v", err)
 	}

@@ -1,0 +1,75 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/sluice-proxy/sluice/filter"
+	"github.com/sluice-proxy/sluice/internal/audit"
+)
+
+func auditCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "audit", Short: "Read the audit trail (the Genlog topic) with a Kafka consumer"}
+	var brokers []string
+	var topic, where string
+	var since string
+	var table bool
+	run := func(follow bool) func(*cobra.Command, []string) error {
+		return func(cmd *cobra.Command, args []string) error {
+			w, err := filter.ParseWhere(where)
+			if err != nil {
+				return err
+			}
+			opts := audit.Options{Brokers: brokers, Topic: topic, Where: w, Follow: follow}
+			if since != "" {
+				if opts.Since, err = parseSince(since); err != nil {
+					return err
+				}
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			emit := func(rec []byte) { fmt.Println(string(rec)) }
+			var t *audit.Table
+			if table {
+				t = audit.NewTable(os.Stdout)
+				emit = func(rec []byte) {
+					t.Row(rec)
+					if follow {
+						t.Flush()
+					}
+				}
+			}
+			err = audit.Read(ctx, opts, emit)
+			if t != nil {
+				t.Flush()
+			}
+			return err
+		}
+	}
+	for _, c := range []*cobra.Command{
+		{Use: "search", Short: "Print matching records up to now, ordered by time", RunE: run(false)},
+		{Use: "tail", Short: "Print matching records as they arrive, until Ctrl-C", RunE: run(true)},
+	} {
+		c.Flags().StringSliceVar(&brokers, "brokers", []string{"127.0.0.1:9092"}, "Kafka or bundled broker addresses")
+		c.Flags().StringVar(&topic, "topic", "sluice.genlog", "audit topic")
+		c.Flags().StringVar(&since, "since", "", "start this long ago (e.g. 1h, 30m); default: the beginning for search, now for tail")
+		c.Flags().StringVar(&where, "where", "", `filter, e.g. 'user=="app" && duration_us>1000000' (gjson paths; == != > >= < <= ~)`)
+		c.Flags().BoolVar(&table, "table", false, "print a table instead of JSON lines")
+		cmd.AddCommand(c)
+	}
+	return cmd
+}
+
+func parseSince(s string) (d time.Duration, err error) {
+	d, err = time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		return 0, fmt.Errorf("--since %q: use a duration such as 90s, 30m or 24h", s)
+	}
+	return d, nil
+}

@@ -1,0 +1,146 @@
+// Package audit reads the audit trail back from Kafka or the bundled broker:
+// `sluice audit search` and `sluice audit tail`.
+package audit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"github.com/tidwall/gjson"
+
+	"github.com/sluice-proxy/sluice/filter"
+)
+
+// Options select what to read.
+type Options struct {
+	Brokers []string
+	Topic   string
+	// Since reads records from this long ago; 0 reads from the beginning.
+	Since time.Duration
+	Where *filter.Where
+	// Follow keeps reading new records until ctx ends (tail).
+	Follow bool
+}
+
+// Read calls emit with every matching record: for a search, all of them
+// once the partitions are read to their ends, ordered by time; for a tail,
+// as they arrive.
+func Read(ctx context.Context, opts Options, emit func([]byte)) error {
+	if len(opts.Brokers) == 0 {
+		return errors.New("no brokers: pass --brokers host:port")
+	}
+	conn, err := kafka.DialContext(ctx, "tcp", opts.Brokers[0])
+	if err != nil {
+		return fmt.Errorf("connect to %s: %w", opts.Brokers[0], err)
+	}
+	parts, err := conn.ReadPartitions(opts.Topic)
+	conn.Close()
+	if err != nil {
+		return fmt.Errorf("topic %s: %w", opts.Topic, err)
+	}
+	var (
+		mu      sync.Mutex
+		matches [][]byte
+		wg      sync.WaitGroup
+		errs    = make([]error, len(parts))
+	)
+	for i, p := range parts {
+		wg.Go(func() {
+			errs[i] = readPartition(ctx, opts, p, func(rec []byte) {
+				mu.Lock()
+				defer mu.Unlock()
+				if opts.Follow {
+					emit(rec)
+				} else {
+					matches = append(matches, rec)
+				}
+			})
+		})
+	}
+	wg.Wait()
+	slices.SortStableFunc(matches, func(a, b []byte) int {
+		return strings.Compare(gjson.GetBytes(a, "ts").String(), gjson.GetBytes(b, "ts").String())
+	})
+	for _, m := range matches {
+		emit(m)
+	}
+	if ctx.Err() != nil && opts.Follow {
+		return nil
+	}
+	return errors.Join(errs...)
+}
+
+func readPartition(ctx context.Context, opts Options, p kafka.Partition, emit func([]byte)) error {
+	leader := fmt.Sprintf("%s:%d", p.Leader.Host, p.Leader.Port)
+	lc, err := kafka.DialLeader(ctx, "tcp", leader, opts.Topic, p.ID)
+	if err != nil {
+		return fmt.Errorf("partition %d: %w", p.ID, err)
+	}
+	end, err := lc.ReadLastOffset()
+	lc.Close()
+	if err != nil {
+		return fmt.Errorf("partition %d: %w", p.ID, err)
+	}
+	r := kafka.NewReader(kafka.ReaderConfig{Brokers: opts.Brokers, Topic: opts.Topic, Partition: p.ID, MaxWait: 500 * time.Millisecond})
+	defer r.Close()
+	switch {
+	case opts.Since > 0:
+		if err := r.SetOffsetAt(ctx, time.Now().Add(-opts.Since)); err != nil {
+			return fmt.Errorf("partition %d: seek: %w", p.ID, err)
+		}
+	case opts.Follow:
+		if err := r.SetOffset(kafka.LastOffset); err != nil {
+			return fmt.Errorf("partition %d: seek: %w", p.ID, err)
+		}
+	}
+	for opts.Follow || r.Offset() < end {
+		m, err := r.ReadMessage(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("partition %d: %w", p.ID, err)
+		}
+		if opts.Where == nil || opts.Where.Match(m.Value) {
+			emit(m.Value)
+		}
+		if !opts.Follow && m.Offset >= end-1 {
+			break
+		}
+	}
+	return nil
+}
+
+// Table writes records as aligned columns for people.
+type Table struct {
+	tw *tabwriter.Writer
+}
+
+// NewTable starts a table on w with its header.
+func NewTable(w io.Writer) *Table {
+	t := &Table{tw: tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)}
+	fmt.Fprintln(t.tw, "TS\tSESSION\tUSER\tTYPE\tSERVER\tDURATION_US\tROWS\tERROR\tQUERY")
+	return t
+}
+
+// Row writes one record.
+func (t *Table) Row(rec []byte) {
+	g := func(p string) string { return gjson.GetBytes(rec, p).String() }
+	q := g("query")
+	if len(q) > 80 {
+		q = q[:77] + "..."
+	}
+	fmt.Fprintf(t.tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", g("ts"), g("session"), g("user"), g("type"),
+		g("server"), g("duration_us"), g("rows"), g("error_code"), strings.ReplaceAll(q, "\n", " "))
+}
+
+// Flush writes the table out.
+func (t *Table) Flush() error { return t.tw.Flush() }
