@@ -9,6 +9,7 @@ command -v sysbench >/dev/null 2>&1 || need+=(sysbench)
 command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
 command -v kcat >/dev/null 2>&1 || need+=(kcat)
 /usr/bin/python3 -c 'import confluent_kafka' >/dev/null 2>&1 || need+=(python3-confluent-kafka)
+[ -e /usr/lib/galera/libgalera_smm.so ] || need+=(galera-4 rsync)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi

@@ -45,6 +45,7 @@ type Server struct {
 	bin     string
 	replica bool
 	log     io.Writer
+	galera  *galeraNode // non-nil for a Galera node (galera.go)
 
 	mu      sync.Mutex
 	cmd     *exec.Cmd
@@ -148,21 +149,26 @@ func (s *Server) args() []string {
 		"--pid-file=" + s.PidFile,
 		"--log-error=" + s.ErrorLog,
 		"--server-id=" + strconv.Itoa(s.ServerID),
-		"--log-bin=" + s.Name + "-bin",
-		"--log-slave-updates",
 		"--binlog-format=ROW",
-		"--gtid-strict-mode=1",
 		"--skip-name-resolve",
 		"--innodb-buffer-pool-size=64M",
 		"--innodb-log-file-size=48M",
 		"--innodb-flush-log-at-trx-commit=2",
 		"--innodb-use-native-aio=0",
-		"--sync-binlog=0",
 		"--performance-schema=OFF",
 		"--max-connections=3000",
 		"--max-allowed-packet=64M",
-		"--slave-net-timeout=10",
 	}
+	if s.galera != nil {
+		return append(a, s.galera.args()...)
+	}
+	a = append(a,
+		"--log-bin="+s.Name+"-bin",
+		"--log-slave-updates",
+		"--gtid-strict-mode=1",
+		"--sync-binlog=0",
+		"--slave-net-timeout=10",
+	)
 	if s.replica {
 		a = append(a,
 			"--read-only=1",
@@ -199,6 +205,9 @@ func (s *Server) Start(ctx context.Context) error {
 	errOffset := fileSize(s.ErrorLog)
 	cmd := exec.Command(s.bin, s.args()...)
 	cmd.Dir = s.DataDir
+	if s.galera != nil {
+		cmd.Env = s.galera.env()
+	}
 	if s.log != nil {
 		cmd.Stdout = s.log
 		cmd.Stderr = s.log
