@@ -445,11 +445,12 @@ func (m *Monitor) query(conn *client.Conn, s *Server) error {
 
 // queryGalera reads a Galera node's state.
 func (m *Monitor) queryGalera(conn *client.Conn, s *Server) error {
-	res, err := conn.Execute("SHOW GLOBAL STATUS WHERE Variable_name IN ('wsrep_local_state', 'wsrep_local_index', 'wsrep_cluster_status')")
+	res, err := conn.Execute("SHOW GLOBAL STATUS WHERE Variable_name IN ('wsrep_local_state', 'wsrep_local_index', 'wsrep_cluster_status', 'wsrep_ready')")
 	if err != nil {
 		return err
 	}
 	defer res.Close()
+	ready := false
 	for i := range res.RowNumber() {
 		name, _ := res.GetString(i, 0)
 		value, _ := res.GetString(i, 1)
@@ -460,7 +461,13 @@ func (m *Monitor) queryGalera(conn *client.Conn, s *Server) error {
 			s.GaleraIndex, _ = strconv.Atoi(value)
 		case "wsrep_cluster_status":
 			s.GaleraPrimary = value == "Primary"
+		case "wsrep_ready":
+			ready = value == "ON"
 		}
+	}
+	if !ready {
+		// Synced can show before the node accepts queries.
+		s.GaleraPrimary = false
 	}
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"os"
 	"testing"
 	"time"
 
@@ -252,4 +253,69 @@ func TestMonitorLoad(t *testing.T) {
 			t.Fatalf("%s: %.1f monitor queries per poll", s.Name, perPoll)
 		}
 	}
+}
+
+// TestGaleraCluster runs the Galera monitor on a real three-node cluster.
+func TestGaleraCluster(t *testing.T) {
+	if err := lab.GaleraAvailable(); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("Galera is required on CI: %v", err)
+		}
+		t.Skip(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	g, err := lab.StartGalera(ctx, lab.GaleraOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	var cfg Config
+	for _, n := range g.Nodes {
+		cfg.Servers = append(cfg.Servers, ServerConfig{Name: n.Name, Address: n.Addr(), Weight: 1})
+	}
+	cfg.User, cfg.Password, cfg.Type = lab.MonitorUser, lab.MonitorPassword, "galera"
+	cfg.Interval, cfg.Timeout = 100*time.Millisecond, 2*time.Second
+	m := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	mctx, mcancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); m.Run(mctx) }()
+	defer func() { mcancel(); <-done }()
+
+	lowest := func() string {
+		best, idx := "", 1<<30
+		for _, s := range m.Snapshot().Servers {
+			if s.Up && !s.Broken && s.GaleraIndex < idx {
+				best, idx = s.Name, s.GaleraIndex
+			}
+		}
+		return best
+	}
+	readers := func() int {
+		n := 0
+		for _, s := range m.Snapshot().Servers {
+			if s.Role == RoleReplica && !s.Broken {
+				n++
+			}
+		}
+		return n
+	}
+	waitFor(t, "a writer and two readers", 20*time.Second, func() bool {
+		p, ok := m.Snapshot().PrimaryServer()
+		return ok && p.Name == lowest() && readers() == 2
+	})
+	writer, _ := m.Snapshot().PrimaryServer()
+	t.Logf("writer %s (lowest wsrep_local_index)", writer.Name)
+	// Kill the writer: another synced node takes over, by the same rule.
+	for _, n := range g.Nodes {
+		if n.Name == writer.Name {
+			if err := n.Kill(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	waitFor(t, "a new writer", 30*time.Second, func() bool {
+		p, ok := m.Snapshot().PrimaryServer()
+		return ok && p.Name != writer.Name && readers() == 1
+	})
 }

@@ -171,7 +171,9 @@ func TestGenlogRecordsQueriesAndLogins(t *testing.T) {
 	}
 
 	// sluice audit search filters the trail with gjson paths.
-	out, err := exec.Command(binary, "audit", "search", "--brokers", in.broker, "--topic", "audit.test",
+	actx, acancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer acancel()
+	out, err := exec.CommandContext(actx, binary, "audit", "search", "--brokers", in.broker, "--topic", "audit.test",
 		"--where", `type=="auth" && ok==false`).Output()
 	if err != nil {
 		t.Fatalf("audit search: %v", err)
@@ -183,7 +185,7 @@ func TestGenlogRecordsQueriesAndLogins(t *testing.T) {
 			t.Fatalf("audit search returned %q", l)
 		}
 	}
-	out, err = exec.Command(binary, "audit", "search", "--brokers", in.broker, "--topic", "audit.test", "--since", "10m",
+	out, err = exec.CommandContext(actx, binary, "audit", "search", "--brokers", in.broker, "--topic", "audit.test", "--since", "10m",
 		"--where", `command=="COM_STMT_EXECUTE"`, "--table").Output()
 	if err != nil || !strings.HasPrefix(string(out), "TS") || !strings.Contains(string(out), "SELECT v FROM audited") {
 		t.Fatalf("audit search --table: %v\n%s", err, out)

@@ -84,10 +84,13 @@ func readPartition(ctx context.Context, opts Options, p kafka.Partition, emit fu
 	if err != nil {
 		return fmt.Errorf("partition %d: %w", p.ID, err)
 	}
-	end, err := lc.ReadLastOffset()
+	first, end, err := lc.ReadOffsets()
 	lc.Close()
 	if err != nil {
 		return fmt.Errorf("partition %d: %w", p.ID, err)
+	}
+	if !opts.Follow && first >= end {
+		return nil // empty
 	}
 	r := kafka.NewReader(kafka.ReaderConfig{Brokers: opts.Brokers, Topic: opts.Topic, Partition: p.ID, MaxWait: 500 * time.Millisecond})
 	defer r.Close()
@@ -101,7 +104,10 @@ func readPartition(ctx context.Context, opts Options, p kafka.Partition, emit fu
 			return fmt.Errorf("partition %d: seek: %w", p.ID, err)
 		}
 	}
-	for opts.Follow || r.Offset() < end {
+	if !opts.Follow && r.Offset() >= end {
+		return nil // nothing newer than --since
+	}
+	for {
 		m, err := r.ReadMessage(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
