@@ -44,21 +44,6 @@ func server(m *Monitor, name string) Server {
 	return Server{}
 }
 
-func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.NewTimer(timeout)
-	defer deadline.Stop()
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-deadline.C:
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		case <-tick.C:
-		}
-	}
-}
-
 func TestRolesAndReplication(t *testing.T) {
 	m := newMonitor(t, Config{})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -67,7 +52,7 @@ func TestRolesAndReplication(t *testing.T) {
 	if err != nil || p.Name != "primary" {
 		t.Fatalf("primary %q, %v", p.Name, err)
 	}
-	waitFor(t, "healthy replicas", 10*time.Second, func() bool {
+	lab.WaitFor(t, "healthy replicas", 10*time.Second, func() bool {
 		for _, r := range topo.Replicas {
 			if s := server(m, r.Name); s.Role != RoleReplica || s.Broken || !s.IORunning {
 				return false
@@ -96,16 +81,16 @@ func TestBrokenAndDownReplicas(t *testing.T) {
 	if err := r1.Exec(ctx, "STOP SLAVE SQL_THREAD"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "replica1 broken", 5*time.Second, func() bool { return server(m, "replica1").Broken })
+	lab.WaitFor(t, "replica1 broken", 5*time.Second, func() bool { return server(m, "replica1").Broken })
 	if err := r1.Exec(ctx, "START SLAVE SQL_THREAD"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "replica1 healthy again", 5*time.Second, func() bool { return !server(m, "replica1").Broken })
+	lab.WaitFor(t, "replica1 healthy again", 5*time.Second, func() bool { return !server(m, "replica1").Broken })
 
 	if err := r2.Kill(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "replica2 down", 10*time.Second, func() bool {
+	lab.WaitFor(t, "replica2 down", 10*time.Second, func() bool {
 		s := server(m, "replica2")
 		return s.Role == RoleDown && !s.Up && s.LastError != ""
 	})
@@ -114,7 +99,7 @@ func TestBrokenAndDownReplicas(t *testing.T) {
 	if err := r2.Start(sctx); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "replica2 back", 15*time.Second, func() bool {
+	lab.WaitFor(t, "replica2 back", 15*time.Second, func() bool {
 		s := server(m, "replica2")
 		return s.Role == RoleReplica && !s.Broken
 	})
@@ -127,7 +112,7 @@ func TestHeartbeatLagWithHysteresis(t *testing.T) {
 	m := newMonitor(t, Config{HeartbeatTable: "sluice.heartbeat", MaxLag: time.Second, LagHysteresis: 0.5})
 	ctx := context.Background()
 	r1 := topo.Replicas[0]
-	waitFor(t, "heartbeat lag measured", 10*time.Second, func() bool {
+	lab.WaitFor(t, "heartbeat lag measured", 10*time.Second, func() bool {
 		s := server(m, "replica1")
 		return s.ReplicaLag >= 0 && s.ReplicaLag < time.Second && !s.Lagging && m.lastBeat.Load() != 0
 	})
@@ -144,7 +129,7 @@ func TestHeartbeatLagWithHysteresis(t *testing.T) {
 	t.Cleanup(restore)
 	// Seconds_Behind_Master stays 0 on an idle delayed replica; the
 	// heartbeat shows the delay.
-	waitFor(t, "replica1 lagging by the heartbeat", 15*time.Second, func() bool {
+	lab.WaitFor(t, "replica1 lagging by the heartbeat", 15*time.Second, func() bool {
 		s := server(m, "replica1")
 		return s.Lagging && s.ReplicaLag > time.Second
 	})
@@ -152,7 +137,7 @@ func TestHeartbeatLagWithHysteresis(t *testing.T) {
 		t.Fatal("replica2 lagging too")
 	}
 	restore()
-	waitFor(t, "replica1 back under the hysteresis mark", 20*time.Second, func() bool {
+	lab.WaitFor(t, "replica1 back under the hysteresis mark", 20*time.Second, func() bool {
 		s := server(m, "replica1")
 		return !s.Lagging && s.ReplicaLag < 500*time.Millisecond
 	})
@@ -300,7 +285,7 @@ func TestGaleraCluster(t *testing.T) {
 		}
 		return n
 	}
-	waitFor(t, "a writer and two readers", 20*time.Second, func() bool {
+	lab.WaitFor(t, "a writer and two readers", 20*time.Second, func() bool {
 		p, ok := m.Snapshot().PrimaryServer()
 		return ok && p.Name == lowest() && readers() == 2
 	})
@@ -314,7 +299,7 @@ func TestGaleraCluster(t *testing.T) {
 			}
 		}
 	}
-	waitFor(t, "a new writer", 30*time.Second, func() bool {
+	lab.WaitFor(t, "a new writer", 30*time.Second, func() bool {
 		p, ok := m.Snapshot().PrimaryServer()
 		return ok && p.Name != writer.Name && readers() == 1
 	})

@@ -118,22 +118,6 @@ func (s *sluice) open(t testing.TB, user, password, db string) *sql.DB {
 	return db2
 }
 
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t testing.TB, what string, timeout time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.NewTimer(timeout)
-	defer deadline.Stop()
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-deadline.C:
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		case <-tick.C:
-		}
-	}
-}
-
 func mustExec(t testing.TB, db *sql.DB, query string, args ...any) sql.Result {
 	t.Helper()
 	res, err := db.Exec(query, args...)

@@ -21,6 +21,7 @@ import (
 	gomysql "github.com/go-mysql-org/go-mysql/client"
 	mysqlconst "github.com/go-mysql-org/go-mysql/mysql"
 
+	"github.com/sluice-proxy/sluice/internal/lab"
 	"github.com/sluice-proxy/sluice/proxy"
 )
 
@@ -504,7 +505,7 @@ func TestBackendKilledMidResult(t *testing.T) {
 		t.Fatalf("read %d rows of a killed query without an error", n)
 	}
 	rows.Close()
-	waitFor(t, "the broken session to end", 10*time.Second, func() bool { return s.srv.Sessions() <= 1 })
+	lab.WaitFor(t, "the broken session to end", 10*time.Second, func() bool { return s.srv.Sessions() <= 1 })
 }
 
 func TestBadInputDoesNotHurtOthers(t *testing.T) {
@@ -575,7 +576,7 @@ func TestBadInputDoesNotHurtOthers(t *testing.T) {
 	if err := good.QueryRow("SELECT 1").Scan(&one); err != nil {
 		t.Fatalf("other session after bad input: %v", err)
 	}
-	waitFor(t, "bad sessions to end", 10*time.Second, func() bool { return s.srv.Sessions() == 1 })
+	lab.WaitFor(t, "bad sessions to end", 10*time.Second, func() bool { return s.srv.Sessions() == 1 })
 }
 
 func TestMaxConnections(t *testing.T) {
@@ -594,7 +595,7 @@ func TestMaxConnections(t *testing.T) {
 		t.Fatalf("fourth connection: %v, want 1040", err)
 	}
 	dbs[0].Close()
-	waitFor(t, "a slot to free", 10*time.Second, func() bool { return s.srv.Sessions() < 3 })
+	lab.WaitFor(t, "a slot to free", 10*time.Second, func() bool { return s.srv.Sessions() < 3 })
 	if err := extra.Ping(); err != nil {
 		t.Fatalf("after a session ended: %v", err)
 	}

@@ -9,6 +9,7 @@ import (
 
 	mysqlconst "github.com/go-mysql-org/go-mysql/mysql"
 
+	"github.com/sluice-proxy/sluice/internal/lab"
 	"github.com/sluice-proxy/sluice/proxy"
 	"github.com/sluice-proxy/sluice/router"
 )
@@ -26,7 +27,7 @@ func serverIDs() map[int]string {
 func startSplit(t *testing.T) *sluice {
 	t.Helper()
 	s := startRouted(t, router.Config{Type: "readwritesplit", MaxReplicationLag: 10 * time.Second}, proxy.Config{})
-	waitFor(t, "both replicas usable", 10*time.Second, func() bool {
+	lab.WaitFor(t, "both replicas usable", 10*time.Second, func() bool {
 		n := 0
 		for _, srv := range s.mon.Snapshot().Servers {
 			if srv.Role == "replica" && srv.ReplicaLag >= 0 {
@@ -310,7 +311,7 @@ func TestBrokenReplicaGetsNoReads(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { topo.Replicas[0].Exec(ctx, "START SLAVE SQL_THREAD") })
-	waitFor(t, "the monitor to see replica1's stopped SQL thread", 10*time.Second, func() bool {
+	lab.WaitFor(t, "the monitor to see replica1's stopped SQL thread", 10*time.Second, func() bool {
 		for _, srv := range s.mon.Snapshot().Servers {
 			if srv.Name == "replica1" {
 				return srv.ReplicaLag < 0
@@ -370,7 +371,7 @@ func TestCausalReadsNeverStale(t *testing.T) {
 	if _, err := conn.ExecContext(ctx, "DELETE FROM causal"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "both replicas usable", 10*time.Second, func() bool {
+	lab.WaitFor(t, "both replicas usable", 10*time.Second, func() bool {
 		n := 0
 		for _, srv := range s.mon.Snapshot().Servers {
 			if srv.Role == "replica" && srv.ReplicaLag >= 0 {

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+
+	"github.com/sluice-proxy/sluice/internal/lab"
 )
 
 // record is a Genlog record as a compliance reader sees it.
@@ -43,7 +45,7 @@ type record struct {
 func readTopic(t *testing.T, broker, topic string, cond func([]record) bool) []record {
 	t.Helper()
 	var out []record
-	waitFor(t, "records in "+topic, 20*time.Second, func() bool {
+	lab.WaitFor(t, "records in "+topic, 20*time.Second, func() bool {
 		out = out[:0]
 		conn, err := kafka.Dial("tcp", broker)
 		if err != nil {

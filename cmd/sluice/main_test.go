@@ -27,14 +27,9 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "sluice-bin-")
-	if err != nil {
-		panic(err)
-	}
-	binary = filepath.Join(dir, "sluice")
-	out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "build sluice: %v\n%s", err, out)
+	var err error
+	if binary, err = lab.BuildSluice(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 	lab.RunTests(m, lab.Options{Replicas: 2}, func(t *lab.Topology) { topo = t })
@@ -49,15 +44,6 @@ type instance struct {
 	broker string
 	stderr *bytes.Buffer
 	done   chan error
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	port, err := lab.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return "127.0.0.1:" + strconv.Itoa(port)
 }
 
 // writeConfig writes a config for the shared topology; extra is appended.
@@ -91,7 +77,7 @@ broker:
 func startInstance(t *testing.T, extra string) *instance {
 	t.Helper()
 	dir := t.TempDir()
-	in := &instance{config: filepath.Join(dir, "sluice.yaml"), listen: freeAddr(t), admin: freeAddr(t), broker: freeAddr(t),
+	in := &instance{config: filepath.Join(dir, "sluice.yaml"), listen: lab.FreeAddr(t), admin: lab.FreeAddr(t), broker: lab.FreeAddr(t),
 		stderr: &bytes.Buffer{}, done: make(chan error, 1)}
 	writeConfig(t, in.config, in.listen, in.admin, in.broker, extra)
 	in.cmd = exec.Command(binary, "serve", "--config", in.config)
@@ -109,7 +95,7 @@ func startInstance(t *testing.T, extra string) *instance {
 			t.Logf("sluice stderr:\n%s", in.stderr.String())
 		}
 	})
-	waitFor(t, "/health to turn green", 20*time.Second, func() bool { return in.healthy() })
+	lab.WaitFor(t, "/health to turn green", 20*time.Second, func() bool { return in.healthy() })
 	return in
 }
 
@@ -137,21 +123,6 @@ func (in *instance) wait(t *testing.T, timeout time.Duration) error {
 	case <-time.After(timeout):
 		t.Fatalf("sluice did not exit within %v", timeout)
 		return nil
-	}
-}
-
-func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.NewTimer(timeout)
-	defer deadline.Stop()
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-deadline.C:
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		case <-tick.C:
-		}
 	}
 }
 
@@ -205,7 +176,7 @@ func TestServeReloadAndDrain(t *testing.T) {
 	good, _ := os.ReadFile(in.config)
 	os.WriteFile(in.config, []byte("listen: [\n"), 0o600)
 	in.cmd.Process.Signal(syscall.SIGHUP)
-	waitFor(t, "the refused reload to be logged", 10*time.Second, func() bool {
+	lab.WaitFor(t, "the refused reload to be logged", 10*time.Second, func() bool {
 		return strings.Contains(in.stderr.String(), "config reload refused")
 	})
 	if err := db.QueryRow("SELECT 1").Scan(&one); err != nil {
@@ -214,7 +185,7 @@ func TestServeReloadAndDrain(t *testing.T) {
 	// A good one applies: max_connections 1 refuses a second session.
 	os.WriteFile(in.config, append(good, "max_connections: 1\n"...), 0o600)
 	in.cmd.Process.Signal(syscall.SIGHUP)
-	waitFor(t, "the reload", 10*time.Second, func() bool { return strings.Contains(in.stderr.String(), "config reloaded") })
+	lab.WaitFor(t, "the reload", 10*time.Second, func() bool { return strings.Contains(in.stderr.String(), "config reloaded") })
 	db.SetMaxOpenConns(1)
 	conn, err := db.Conn(context.Background())
 	if err != nil {
@@ -238,7 +209,7 @@ func TestServeReloadAndDrain(t *testing.T) {
 		t.Fatal(err)
 	}
 	in.cmd.Process.Signal(syscall.SIGTERM)
-	waitFor(t, "draining to start", 10*time.Second, func() bool { return strings.Contains(in.stderr.String(), "draining") })
+	lab.WaitFor(t, "draining to start", 10*time.Second, func() bool { return strings.Contains(in.stderr.String(), "draining") })
 	if _, err := net.DialTimeout("tcp", in.listen, time.Second); err == nil {
 		t.Fatal("listener still accepts while draining")
 	}

@@ -30,13 +30,9 @@ func TestMain(m *testing.M) {
 	if f := flag.Lookup("test.bench"); f == nil || f.Value.String() == "" {
 		os.Exit(m.Run()) // no benchmark asked for: no servers to start
 	}
-	dir, err := os.MkdirTemp("", "sluice-bench-")
-	if err != nil {
-		panic(err)
-	}
-	binary = filepath.Join(dir, "sluice")
-	if out, err := exec.Command("go", "build", "-o", binary, "../../cmd/sluice").CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build sluice: %v\n%s", err, out)
+	var err error
+	if binary, err = lab.BuildSluice(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 	lab.RunTests(m, lab.Options{Replicas: 2}, func(t *lab.Topology) { topo = t })
@@ -161,17 +157,9 @@ func processCPU(pid int) time.Duration {
 	return time.Duration(utime+stime) * time.Second / clkTck
 }
 
-func freeAddr(b *testing.B) string {
-	port, err := lab.FreePort()
-	if err != nil {
-		b.Fatal(err)
-	}
-	return "127.0.0.1:" + strconv.Itoa(port)
-}
-
 func startHAProxy(b *testing.B, hp string) target {
 	dir := b.TempDir()
-	addr := freeAddr(b)
+	addr := lab.FreeAddr(b)
 	cfg := fmt.Sprintf(`global
     maxconn 4096
 defaults
@@ -200,7 +188,7 @@ backend primary
 
 func startSluice(b *testing.B, router, genlog string) target {
 	dir := b.TempDir()
-	listen, admin := freeAddr(b), freeAddr(b)
+	listen, admin := lab.FreeAddr(b), lab.FreeAddr(b)
 	var servers strings.Builder
 	for _, s := range topo.Servers() {
 		fmt.Fprintf(&servers, "  - name: %s\n    address: %s\n", s.Name, s.Addr())
@@ -214,7 +202,7 @@ genlog: {enabled: %s}
 broker: {enabled: true, listen: %s, data_dir: %s}
 log: {level: warn}
 max_procs: 1
-`, listen, admin, servers.String(), router, genlog, freeAddr(b), filepath.Join(dir, "broker"))
+`, listen, admin, servers.String(), router, genlog, lab.FreeAddr(b), filepath.Join(dir, "broker"))
 	path := filepath.Join(dir, "sluice.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		b.Fatal(err)

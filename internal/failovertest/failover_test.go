@@ -13,7 +13,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -32,13 +31,9 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "sluice-failover-")
-	if err != nil {
-		panic(err)
-	}
-	binary = filepath.Join(dir, "sluice")
-	if out, err := exec.Command("go", "build", "-o", binary, "../../cmd/sluice").CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build sluice: %v\n%s", err, out)
+	var err error
+	if binary, err = lab.BuildSluice(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 	lab.RunTests(m, lab.Options{Replicas: 2}, func(t *lab.Topology) { topo = t })
@@ -49,18 +44,10 @@ type instance struct {
 	stderr                *bytes.Buffer
 }
 
-func freeAddr(t *testing.T) string {
-	port, err := lab.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return "127.0.0.1:" + strconv.Itoa(port)
-}
-
 func startSluice(t *testing.T, autoFailover bool) *instance {
 	t.Helper()
 	dir := t.TempDir()
-	in := &instance{listen: freeAddr(t), admin: freeAddr(t), broker: freeAddr(t), stderr: &bytes.Buffer{}}
+	in := &instance{listen: lab.FreeAddr(t), admin: lab.FreeAddr(t), broker: lab.FreeAddr(t), stderr: &bytes.Buffer{}}
 	var servers strings.Builder
 	for _, s := range topo.Servers() {
 		fmt.Fprintf(&servers, "  - name: %s\n    address: %s\n", s.Name, s.Addr())
@@ -96,7 +83,7 @@ broker: {enabled: true, listen: %s, data_dir: %s}
 			t.Logf("sluice stderr:\n%s", in.stderr.String())
 		}
 	})
-	waitFor(t, "sluice healthy", 20*time.Second, func() bool { return in.primary() != "" })
+	lab.WaitFor(t, "sluice healthy", 20*time.Second, func() bool { return in.primary() != "" })
 	return in
 }
 
@@ -154,21 +141,6 @@ func (in *instance) server(name string) (role string, broken bool) {
 		}
 	}
 	return "", false
-}
-
-func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.NewTimer(timeout)
-	defer deadline.Stop()
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-deadline.C:
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		case <-tick.C:
-		}
-	}
 }
 
 // load writes and reads through Sluice on one connection until stopped,
@@ -246,7 +218,7 @@ func (l *load) finish() {
 func (l *load) progress(t *testing.T, what string, ok *atomic.Int64) {
 	t.Helper()
 	n := ok.Load()
-	waitFor(t, what, 20*time.Second, func() bool { return ok.Load() > n+5 })
+	lab.WaitFor(t, what, 20*time.Second, func() bool { return ok.Load() > n+5 })
 }
 
 func TestReplicaFailuresUnderLoad(t *testing.T) {
@@ -264,12 +236,12 @@ func TestReplicaFailuresUnderLoad(t *testing.T) {
 	if err := r1.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "replica1 back", 20*time.Second, func() bool { role, broken := in.server(r1.Name); return role == "replica" && !broken })
+	lab.WaitFor(t, "replica1 back", 20*time.Second, func() bool { role, broken := in.server(r1.Name); return role == "replica" && !broken })
 	// A replica's SQL thread stopped.
 	if err := r2.Exec(ctx, "STOP SLAVE SQL_THREAD"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "replica2 broken", 20*time.Second, func() bool { _, broken := in.server(r2.Name); return broken })
+	lab.WaitFor(t, "replica2 broken", 20*time.Second, func() bool { _, broken := in.server(r2.Name); return broken })
 	l.progress(t, "reads with a broken replica", &l.readsOK)
 	if err := r2.Exec(ctx, "START SLAVE SQL_THREAD"); err != nil {
 		t.Fatal(err)
@@ -331,7 +303,7 @@ func TestFailoverRejoinAndSwitchover(t *testing.T) {
 	if err := topo.Primary.Kill(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "a replica promoted", 20*time.Second, func() bool {
+	lab.WaitFor(t, "a replica promoted", 20*time.Second, func() bool {
 		p := in.primary()
 		return p != "" && p != "primary"
 	})
@@ -347,7 +319,7 @@ func TestFailoverRejoinAndSwitchover(t *testing.T) {
 	if err := topo.Primary.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the old primary rejoined as a healthy replica", 30*time.Second, func() bool {
+	lab.WaitFor(t, "the old primary rejoined as a healthy replica", 30*time.Second, func() bool {
 		role, broken := in.server("primary")
 		return role == "replica" && !broken
 	})
@@ -364,8 +336,8 @@ func TestFailoverRejoinAndSwitchover(t *testing.T) {
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("switchover: %d %s", resp.StatusCode, body)
 	}
-	waitFor(t, "primary back as primary", 20*time.Second, func() bool { return in.primary() == "primary" })
-	waitFor(t, newPrimary+" following again", 20*time.Second, func() bool {
+	lab.WaitFor(t, "primary back as primary", 20*time.Second, func() bool { return in.primary() == "primary" })
+	lab.WaitFor(t, newPrimary+" following again", 20*time.Second, func() bool {
 		role, broken := in.server(newPrimary)
 		return role == "replica" && !broken
 	})
