@@ -50,12 +50,16 @@ func (g *Genlog) SetConfig(cfg GenlogConfig) {
 	g.cfg.Store(&cfg)
 }
 
-// Session identifies the session an event belongs to.
+// Session identifies the session an event belongs to. Its owner (one
+// goroutine) passes it to every call, which numbers the records.
 type Session struct {
 	ID     uint32
 	User   string
 	Client string
 	DB     string
+	// Seq numbers the session's records 1, 2, 3...: a gap in a session's
+	// sequence in the trail means a record is missing.
+	Seq uint64
 }
 
 // Query is one statement as it was answered.
@@ -155,7 +159,9 @@ func (g *Genlog) head(b []byte, typ string, ts time.Time, s *Session, cfg *Genlo
 	b = append(b, `","ts":"`...)
 	b = ts.UTC().AppendFormat(b, "2006-01-02T15:04:05.000000Z07:00")
 	b = append(b, '"')
+	s.Seq++
 	b = appendUint(b, "session", uint64(s.ID))
+	b = appendUint(b, "seq", s.Seq)
 	b = appendField(b, "user", s.User)
 	b = appendField(b, "client", s.Client)
 	b = appendField(b, "db", s.DB)

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime"
 	"sync"
 	"syscall"
@@ -93,7 +94,10 @@ func Serve(cfgFile string) error {
 	mon := monitor.New(monitorConfig(cfg), log.With("component", "monitor"))
 	reg.MustRegister(mon)
 	if brokers := producerBrokers(cfg); len(brokers) > 0 {
-		events := kafkaout.New(kafkaout.Config{Brokers: brokers, Name: "events", QueueSize: 10000}, log.With("component", "events"))
+		events, err := kafkaout.New(kafkaout.Config{Brokers: brokers, Name: "events", QueueSize: 10000}, log.With("component", "events"))
+		if err != nil {
+			return err
+		}
 		reg.MustRegister(events.Collectors()...)
 		defer events.Close()
 		name := cfg.Name
@@ -119,8 +123,18 @@ func Serve(cfgFile string) error {
 	srv := proxy.NewServer(proxyConfig(cfg), accounts, rt, reg, log)
 	var genlog *filter.Genlog
 	if cfg.Genlog.Enabled {
-		producer := kafkaout.New(kafkaout.Config{Brokers: producerBrokers(cfg), Name: "genlog",
-			QueueSize: cfg.Genlog.QueueSize, Block: cfg.Genlog.OnFull == "block"}, log.With("component", "genlog"))
+		pc := kafkaout.Config{Brokers: producerBrokers(cfg), Name: "genlog",
+			QueueSize: cfg.Genlog.QueueSize, Block: cfg.Genlog.OnFull == "block"}
+		if cfg.Genlog.OnFull == "spill" {
+			pc.SpillFile, pc.SpillMaxBytes = cfg.Genlog.SpillFile, cfg.Genlog.SpillMaxBytes
+			if err := os.MkdirAll(filepath.Dir(pc.SpillFile), 0o700); err != nil {
+				return fmt.Errorf("genlog.spill_file %s: %w", pc.SpillFile, err)
+			}
+		}
+		producer, err := kafkaout.New(pc, log.With("component", "genlog"))
+		if err != nil {
+			return fmt.Errorf("genlog.spill_file: %w", err)
+		}
 		reg.MustRegister(producer.Collectors()...)
 		// Closed after the proxy drained, so the last sessions' records go out.
 		defer producer.Close()

@@ -137,8 +137,11 @@ type Genlog struct {
 	Redact string `yaml:"redact"`
 	// QueueSize bounds records waiting for the broker.
 	QueueSize int `yaml:"queue_size"`
-	// OnFull: drop (count and go on) or block (the query waits).
-	OnFull string `yaml:"on_full"`
+	// OnFull: when the broker is away or slow, spill (to SpillFile, replayed
+	// in order later), block (the query waits) or drop (counted).
+	OnFull        string `yaml:"on_full"`
+	SpillFile     string `yaml:"spill_file"`
+	SpillMaxBytes int64  `yaml:"spill_max_bytes"`
 }
 
 // Log configures Sluice's own log.
@@ -318,7 +321,13 @@ func (c *Config) setDefaults() {
 		c.Genlog.QueueSize = 100000
 	}
 	if c.Genlog.OnFull == "" {
-		c.Genlog.OnFull = "drop"
+		c.Genlog.OnFull = "spill"
+	}
+	if c.Genlog.SpillFile == "" {
+		c.Genlog.SpillFile = "./data/genlog.spill"
+	}
+	if c.Genlog.SpillMaxBytes == 0 {
+		c.Genlog.SpillMaxBytes = 1 << 30
 	}
 	if c.Log.Level == "" {
 		c.Log.Level = "info"
@@ -429,11 +438,9 @@ func (c *Config) validate() error {
 		return &Error{Key: "log.format", Msg: fmt.Sprintf("unknown format %q; use text or json", c.Log.Format)}
 	}
 	switch c.Genlog.OnFull {
-	case "drop", "block":
-	case "spill":
-		return &Error{Key: "genlog.on_full", Msg: "spill is not available yet; use drop or block"}
+	case "spill", "drop", "block":
 	default:
-		return &Error{Key: "genlog.on_full", Msg: fmt.Sprintf("unknown %q; use drop or block", c.Genlog.OnFull)}
+		return &Error{Key: "genlog.on_full", Msg: fmt.Sprintf("unknown %q; use spill, block or drop", c.Genlog.OnFull)}
 	}
 	switch c.Genlog.Redact {
 	case "", "none", "literals":

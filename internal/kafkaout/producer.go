@@ -5,8 +5,11 @@ package kafkaout
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -19,10 +22,14 @@ type Producer struct {
 	queue chan kafka.Message
 	log   *slog.Logger
 	block bool
-	wg    sync.WaitGroup
+	spill *spill
+	// spillPending is the spill file's undelivered bytes, for the metric.
+	spillPending atomic.Int64
+	wg           sync.WaitGroup
 
-	sent, dropped, failed prometheus.Counter
-	depth                 prometheus.GaugeFunc
+	sent, dropped, failed, spilled prometheus.Counter
+	depth                          prometheus.GaugeFunc
+	spillBytes                     prometheus.GaugeFunc
 }
 
 // Config of a producer.
@@ -34,10 +41,15 @@ type Config struct {
 	Name string
 	// Block makes Send wait for room instead of dropping.
 	Block bool
+	// SpillFile, when set, keeps records the broker does not take in this
+	// file, replayed in order once it takes them again: nothing is lost and
+	// no caller waits. SpillMaxBytes bounds it (0: unlimited).
+	SpillFile     string
+	SpillMaxBytes int64
 }
 
 // New starts a producer; Close flushes and stops it.
-func New(cfg Config, log *slog.Logger) *Producer {
+func New(cfg Config, log *slog.Logger) (*Producer, error) {
 	if cfg.QueueSize <= 0 {
 		cfg.QueueSize = 10000
 	}
@@ -52,6 +64,10 @@ func New(cfg Config, log *slog.Logger) *Producer {
 			BatchBytes:             16 << 20,
 			RequiredAcks:           kafka.RequireAll,
 			AllowAutoTopicCreation: true,
+			// Fail fast when the broker is away: the spill file waits instead.
+			MaxAttempts:     3,
+			WriteBackoffMin: 50 * time.Millisecond,
+			WriteBackoffMax: 200 * time.Millisecond,
 		},
 		queue: make(chan kafka.Message, cfg.QueueSize),
 		log:   log,
@@ -61,16 +77,30 @@ func New(cfg Config, log *slog.Logger) *Producer {
 	p.sent = prometheus.NewCounter(prometheus.CounterOpts{Name: "sluice_producer_records_sent_total", Help: "Records delivered to the broker.", ConstLabels: labels})
 	p.dropped = prometheus.NewCounter(prometheus.CounterOpts{Name: "sluice_producer_records_dropped_total", Help: "Records dropped because the queue was full.", ConstLabels: labels})
 	p.failed = prometheus.NewCounter(prometheus.CounterOpts{Name: "sluice_producer_records_failed_total", Help: "Records the broker did not take.", ConstLabels: labels})
+	p.spilled = prometheus.NewCounter(prometheus.CounterOpts{Name: "sluice_producer_records_spilled_total", Help: "Records written to the spill file while the broker was away.", ConstLabels: labels})
 	p.depth = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sluice_producer_queue_depth", Help: "Records waiting to be sent.", ConstLabels: labels},
 		func() float64 { return float64(len(p.queue)) })
+	p.spillBytes = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sluice_producer_spill_bytes", Help: "Bytes in the spill file not yet delivered.", ConstLabels: labels},
+		func() float64 { return float64(p.spillPending.Load()) })
+	if cfg.SpillFile != "" {
+		sp, err := openSpill(cfg.SpillFile, cfg.SpillMaxBytes)
+		if err != nil {
+			return nil, err
+		}
+		p.spill = sp
+		p.spillPending.Store(sp.size - sp.readPos)
+		if sp.pending() {
+			log.Info("replaying records spilled before the last stop", "file", cfg.SpillFile, "bytes", sp.size-sp.readPos)
+		}
+	}
 	p.wg.Add(1)
 	go p.run()
-	return p
+	return p, nil
 }
 
 // Collectors are the producer's metrics.
 func (p *Producer) Collectors() []prometheus.Collector {
-	return []prometheus.Collector{p.sent, p.dropped, p.failed, p.depth}
+	return []prometheus.Collector{p.sent, p.dropped, p.failed, p.spilled, p.depth, p.spillBytes}
 }
 
 // Send queues a record. When the queue is full it waits (Block) or drops
@@ -92,35 +122,135 @@ func (p *Producer) Send(topic string, key, value []byte) bool {
 func (p *Producer) run() {
 	defer p.wg.Done()
 	batch := make([]kafka.Message, 0, 16384)
-	for msg := range p.queue {
-		batch = append(batch[:0], msg)
-	more:
-		for len(batch) < cap(batch) {
+	retry := time.NewTimer(0)
+	defer retry.Stop()
+	backoff := 100 * time.Millisecond
+	for {
+		if p.spill != nil && p.spill.pending() {
+			// Spilling: new records join the file behind the older ones, so
+			// order holds; the file is replayed while the broker takes it.
 			select {
 			case m, ok := <-p.queue:
 				if !ok {
-					break more
+					p.drainSpill()
+					return
 				}
-				batch = append(batch, m)
-			default:
-				break more
+				batch = p.gather(append(batch[:0], m))
+				p.toSpill(batch)
+			case <-retry.C:
+				if p.replay() {
+					backoff = 100 * time.Millisecond
+					retry.Reset(0)
+				} else {
+					backoff = min(2*backoff, 5*time.Second)
+					retry.Reset(backoff)
+				}
 			}
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		err := p.w.WriteMessages(ctx, batch...)
-		cancel()
-		if err != nil {
-			p.failed.Add(float64(len(batch)))
-			p.log.Warn("records not delivered to the broker", "records", len(batch), "err", err)
 			continue
 		}
-		p.sent.Add(float64(len(batch)))
+		m, ok := <-p.queue
+		if !ok {
+			return
+		}
+		batch = p.gather(append(batch[:0], m))
+		if err := p.write(batch); err != nil {
+			if p.spill == nil {
+				p.failed.Add(float64(len(batch)))
+				p.log.Warn("records not delivered to the broker", "records", len(batch), "err", firstError(err))
+				continue
+			}
+			p.log.Warn("broker unavailable; spilling records to disk until it is back", "file", p.spill.path, "err", firstError(err))
+			p.toSpill(batch)
+			backoff = 100 * time.Millisecond
+			retry.Reset(backoff)
+		}
 	}
 }
 
-// Close sends what is queued and stops.
+// firstError shortens kafka-go's per-message error lists to their first.
+func firstError(err error) error {
+	var we kafka.WriteErrors
+	if errors.As(err, &we) {
+		for _, e := range we {
+			if e != nil {
+				return fmt.Errorf("%d of %d records failed: %w", we.Count(), len(we), e)
+			}
+		}
+	}
+	return err
+}
+
+// gather adds whatever else is queued, up to the batch's capacity.
+func (p *Producer) gather(batch []kafka.Message) []kafka.Message {
+	for len(batch) < cap(batch) {
+		select {
+		case m, ok := <-p.queue:
+			if !ok {
+				return batch
+			}
+			batch = append(batch, m)
+		default:
+			return batch
+		}
+	}
+	return batch
+}
+
+func (p *Producer) write(batch []kafka.Message) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := p.w.WriteMessages(ctx, batch...); err != nil {
+		return err
+	}
+	p.sent.Add(float64(len(batch)))
+	return nil
+}
+
+func (p *Producer) toSpill(batch []kafka.Message) {
+	if err := p.spill.append(batch); err != nil {
+		p.dropped.Add(float64(len(batch)))
+		p.log.Error("records dropped: cannot spill them", "records", len(batch), "err", err)
+		return
+	}
+	p.spilled.Add(float64(len(batch)))
+	p.spillPending.Store(p.spill.size - p.spill.readPos)
+}
+
+// replay sends spilled records from the file; false when the broker is
+// still away.
+func (p *Producer) replay() bool {
+	for p.spill.pending() {
+		msgs, pos, err := p.spill.next(4096)
+		if err == nil {
+			err = p.write(msgs)
+		}
+		if err != nil {
+			return false
+		}
+		if err := p.spill.advance(pos); err != nil {
+			p.log.Error("cannot record the spill file's replay position", "err", err)
+		}
+		p.spillPending.Store(p.spill.size - p.spill.readPos)
+	}
+	p.log.Info("spilled records delivered; the broker is back")
+	return true
+}
+
+// drainSpill tries, at Close, to deliver what is spilled; what is left
+// stays in the file for the next start.
+func (p *Producer) drainSpill() {
+	if !p.replay() {
+		p.log.Warn("broker still unavailable at stop; spilled records wait in the file for the next start",
+			"file", p.spill.path, "bytes", p.spill.size-p.spill.readPos)
+	}
+}
+
+// Close sends what is queued (or spills it) and stops.
 func (p *Producer) Close() error {
 	close(p.queue)
 	p.wg.Wait()
+	if p.spill != nil {
+		p.spill.close()
+	}
 	return p.w.Close()
 }
