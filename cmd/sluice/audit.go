@@ -52,6 +52,38 @@ func auditCmd() *cobra.Command {
 			return err
 		}
 	}
+	verify := &cobra.Command{
+		Use:   "verify",
+		Short: "Check every record's hash chain: report removed or altered records (exit status 1)",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			reports, err := audit.Verify(ctx, brokers, topic)
+			if err != nil {
+				return err
+			}
+			problems := 0
+			for _, r := range reports {
+				note := ""
+				if r.Anchored {
+					note = " (from the first record retention kept)"
+				}
+				fmt.Printf("partition %d: %d records verified, offsets %d..%d%s, %d duplicates\n", r.Partition, r.Verified, r.First, r.Last, note, r.Duplicates)
+				for _, p := range r.Problems {
+					fmt.Printf("partition %d: %s\n", r.Partition, p)
+				}
+				problems += len(r.Problems)
+			}
+			if problems > 0 {
+				return fmt.Errorf("%d problems in %s: the trail was altered or records were removed", problems, topic)
+			}
+			fmt.Println("ok: every record chains to the one before it")
+			return nil
+		},
+	}
+	verify.Flags().StringSliceVar(&brokers, "brokers", []string{"127.0.0.1:9092"}, "Kafka or bundled broker addresses")
+	verify.Flags().StringVar(&topic, "topic", "sluice.genlog", "audit topic")
+	cmd.AddCommand(verify)
 	for _, c := range []*cobra.Command{
 		{Use: "search", Short: "Print matching records up to now, ordered by time", RunE: run(false)},
 		{Use: "tail", Short: "Print matching records as they arrive, until Ctrl-C", RunE: run(true)},

@@ -124,7 +124,7 @@ func Serve(cfgFile string) error {
 	var genlog *filter.Genlog
 	if cfg.Genlog.Enabled {
 		pc := kafkaout.Config{Brokers: producerBrokers(cfg), Name: "genlog",
-			QueueSize: cfg.Genlog.QueueSize, Block: cfg.Genlog.OnFull == "block"}
+			QueueSize: cfg.Genlog.QueueSize, Block: cfg.Genlog.OnFull == "block", Chain: true}
 		if cfg.Genlog.OnFull == "spill" {
 			pc.SpillFile, pc.SpillMaxBytes = cfg.Genlog.SpillFile, cfg.Genlog.SpillMaxBytes
 			if err := os.MkdirAll(filepath.Dir(pc.SpillFile), 0o700); err != nil {

@@ -23,6 +23,9 @@ type Producer struct {
 	log   *slog.Logger
 	block bool
 	spill *spill
+	// chains, with Config.Chain, holds each topic's last chain values.
+	chains  map[string]*chainState
+	brokers []string
 	// spillPending is the spill file's undelivered bytes, for the metric.
 	spillPending atomic.Int64
 	wg           sync.WaitGroup
@@ -46,6 +49,9 @@ type Config struct {
 	// no caller waits. SpillMaxBytes bounds it (0: unlimited).
 	SpillFile     string
 	SpillMaxBytes int64
+	// Chain seals each record with a hash chaining it to the previous
+	// record of its partition (tamper evidence for the audit trail).
+	Chain bool
 }
 
 // New starts a producer; Close flushes and stops it.
@@ -69,9 +75,14 @@ func New(cfg Config, log *slog.Logger) (*Producer, error) {
 			WriteBackoffMin: 50 * time.Millisecond,
 			WriteBackoffMax: 200 * time.Millisecond,
 		},
-		queue: make(chan kafka.Message, cfg.QueueSize),
-		log:   log,
-		block: cfg.Block,
+		queue:   make(chan kafka.Message, cfg.QueueSize),
+		log:     log,
+		block:   cfg.Block,
+		brokers: cfg.Brokers,
+	}
+	if cfg.Chain {
+		p.chains = map[string]*chainState{}
+		p.w.Balancer = chosenPartition{}
 	}
 	labels := prometheus.Labels{"producer": cfg.Name}
 	p.sent = prometheus.NewCounter(prometheus.CounterOpts{Name: "sluice_producer_records_sent_total", Help: "Records delivered to the broker.", ConstLabels: labels})
@@ -197,11 +208,20 @@ func (p *Producer) gather(batch []kafka.Message) []kafka.Message {
 }
 
 func (p *Producer) write(batch []kafka.Message) error {
+	commit := func() {}
+	if p.chains != nil {
+		sealed, c, err := p.seal(batch)
+		if err != nil {
+			return err
+		}
+		batch, commit = sealed, c
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := p.w.WriteMessages(ctx, batch...); err != nil {
 		return err
 	}
+	commit()
 	p.sent.Add(float64(len(batch)))
 	return nil
 }
