@@ -12,6 +12,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -323,8 +324,10 @@ func (c *Config) setDefaults() {
 	if c.Genlog.OnFull == "" {
 		c.Genlog.OnFull = "spill"
 	}
+	c.Broker = c.Broker.WithDefaults()
 	if c.Genlog.SpillFile == "" {
-		c.Genlog.SpillFile = "./data/genlog.spill"
+		// Beside the broker's data: ./data/genlog.spill by default.
+		c.Genlog.SpillFile = filepath.Join(filepath.Dir(c.Broker.DataDir), "genlog.spill")
 	}
 	if c.Genlog.SpillMaxBytes == 0 {
 		c.Genlog.SpillMaxBytes = 1 << 30
@@ -335,7 +338,6 @@ func (c *Config) setDefaults() {
 	if c.Log.Format == "" {
 		c.Log.Format = "text"
 	}
-	c.Broker = c.Broker.WithDefaults()
 	for i := range c.Servers {
 		if c.Servers[i].Weight == 0 {
 			c.Servers[i].Weight = 1
