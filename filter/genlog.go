@@ -3,6 +3,7 @@
 package filter
 
 import (
+	"math/rand/v2"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -26,6 +27,35 @@ type GenlogConfig struct {
 	MaxQueryBytes int
 	// RedactLiterals logs the fingerprint instead of the statement text.
 	RedactLiterals bool
+	// Include and Exclude select query records by user or database: with
+	// Include set, only matching sessions are logged; Exclude wins.
+	IncludeUsers, ExcludeUsers, IncludeDBs, ExcludeDBs []string
+	// Sample logs this fraction of query records (0 or 1: all). Logins,
+	// connects and quits are always logged.
+	Sample float64
+}
+
+// wantQuery applies include, exclude and sampling to a query record.
+func (c *GenlogConfig) wantQuery(s *Session) bool {
+	if contains(c.ExcludeUsers, s.User) || contains(c.ExcludeDBs, s.DB) {
+		return false
+	}
+	if len(c.IncludeUsers) > 0 && !contains(c.IncludeUsers, s.User) {
+		return false
+	}
+	if len(c.IncludeDBs) > 0 && !contains(c.IncludeDBs, s.DB) {
+		return false
+	}
+	return c.Sample <= 0 || c.Sample >= 1 || rand.Float64() < c.Sample
+}
+
+func contains(list []string, v string) bool {
+	for _, x := range list {
+		if x == v {
+			return true
+		}
+	}
+	return false
 }
 
 // Genlog writes one JSON record per query and per login, keyed by session so
@@ -95,6 +125,9 @@ type Auth struct {
 // LogQuery records a statement.
 func (g *Genlog) LogQuery(s *Session, q *Query) {
 	cfg := g.cfg.Load()
+	if !cfg.wantQuery(s) {
+		return
+	}
 	b := make([]byte, 0, 256+len(q.Text))
 	b = g.head(b, "query", q.Start, s, cfg)
 	b = appendField(b, "server", q.Server)

@@ -92,3 +92,28 @@ func TestWhere(t *testing.T) {
 		}
 	}
 }
+
+func TestGenlogIncludeExcludeSample(t *testing.T) {
+	sink := &memSink{}
+	g := NewGenlog(GenlogConfig{Topic: "t", IncludeUsers: []string{"app", "ops"}, ExcludeDBs: []string{"scratch"}}, sink)
+	q := &Query{Text: "SELECT 1"}
+	g.LogQuery(&Session{ID: 1, User: "app", DB: "shop"}, q)
+	g.LogQuery(&Session{ID: 2, User: "batch", DB: "shop"}, q)  // not included
+	g.LogQuery(&Session{ID: 3, User: "ops", DB: "scratch"}, q) // excluded
+	g.LogAuth(&Session{ID: 2, User: "batch"}, &Auth{})         // logins always
+	if len(sink.values) != 2 || sink.keys[0] != "1" || sink.keys[1] != "2" {
+		t.Fatalf("records for sessions %v", sink.keys)
+	}
+	sink = &memSink{}
+	g = NewGenlog(GenlogConfig{Topic: "t", Sample: 0.25}, sink)
+	s := &Session{ID: 9}
+	for range 4000 {
+		g.LogQuery(s, q)
+	}
+	if n := len(sink.values); n < 800 || n > 1200 {
+		t.Fatalf("sampling 0.25 of 4000 kept %d", n)
+	}
+	if s.Seq != uint64(len(sink.values)) {
+		t.Fatalf("seq %d for %d records: sampling must not leave gaps", s.Seq, len(sink.values))
+	}
+}

@@ -236,7 +236,10 @@ func setMaxProcs(n int) {
 
 func genlogConfig(cfg *config.Config) filter.GenlogConfig {
 	return filter.GenlogConfig{Topic: cfg.Genlog.Topic, Proxy: cfg.Name, MaxQueryBytes: cfg.Genlog.MaxQueryBytes,
-		RedactLiterals: cfg.Genlog.Redact == "literals"}
+		RedactLiterals: cfg.Genlog.Redact == "literals",
+		IncludeUsers:   cfg.Genlog.Include.Users, IncludeDBs: cfg.Genlog.Include.Databases,
+		ExcludeUsers: cfg.Genlog.Exclude.Users, ExcludeDBs: cfg.Genlog.Exclude.Databases,
+		Sample: cfg.Genlog.Sample}
 }
 
 // EventsTopic receives one JSON record per topology event.

@@ -136,6 +136,11 @@ type Genlog struct {
 	MaxQueryBytes int `yaml:"max_query_bytes"`
 	// Redact: "" (log statements) or "literals" (log fingerprints).
 	Redact string `yaml:"redact"`
+	// Include and Exclude select query records by user or database.
+	Include GenlogSelect `yaml:"include"`
+	Exclude GenlogSelect `yaml:"exclude"`
+	// Sample logs this fraction of query records; 1 (default) logs all.
+	Sample float64 `yaml:"sample"`
 	// QueueSize bounds records waiting for the broker.
 	QueueSize int `yaml:"queue_size"`
 	// OnFull: when the broker is away or slow, spill (to SpillFile, replayed
@@ -143,6 +148,12 @@ type Genlog struct {
 	OnFull        string `yaml:"on_full"`
 	SpillFile     string `yaml:"spill_file"`
 	SpillMaxBytes int64  `yaml:"spill_max_bytes"`
+}
+
+// GenlogSelect names users and databases.
+type GenlogSelect struct {
+	Users     []string `yaml:"users"`
+	Databases []string `yaml:"databases"`
 }
 
 // Log configures Sluice's own log.
@@ -448,6 +459,9 @@ func (c *Config) validate() error {
 	case "", "none", "literals":
 	default:
 		return &Error{Key: "genlog.redact", Msg: fmt.Sprintf("unknown %q; use literals, or leave it empty", c.Genlog.Redact)}
+	}
+	if c.Genlog.Sample < 0 || c.Genlog.Sample > 1 {
+		return &Error{Key: "genlog.sample", Msg: fmt.Sprintf("%v is not a fraction from 0 to 1 (1 logs every query)", c.Genlog.Sample)}
 	}
 	if c.Genlog.QueueSize < 0 || c.Genlog.MaxQueryBytes < 0 {
 		return &Error{Key: "genlog.queue_size", Msg: "queue_size and max_query_bytes must be > 0"}
