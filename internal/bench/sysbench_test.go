@@ -61,7 +61,9 @@ func BenchmarkPointSelect(b *testing.B) {
 		b.Skip("sysbench not installed")
 	}
 	prepare(b, sb)
-	targets := []target{{name: "direct", addr: topo.Primary.Addr()}}
+	// direct-replica: what a replica answers on its own, the floor for reads
+	// that readwritesplit sends to replicas.
+	targets := []target{{name: "direct", addr: topo.Primary.Addr()}, {name: "direct-replica", addr: topo.Replicas[0].Addr()}}
 	if hp, err := exec.LookPath("haproxy"); err == nil {
 		targets = append(targets, startHAProxy(b, hp))
 	}
