@@ -16,7 +16,8 @@ type Metrics struct {
 	commands [256]prometheus.Counter
 	// cacheHits and cacheMisses count classifier lookups.
 	cacheHits, cacheMisses prometheus.Counter
-	routes                 *prometheus.CounterVec
+	// toPrimary and toReplica count routed statements, resolved once.
+	toPrimary, toReplica prometheus.Counter
 }
 
 func (m *Metrics) classified(hit bool) {
@@ -30,9 +31,9 @@ func (m *Metrics) classified(hit bool) {
 // routed counts a statement by the role of the server it went to.
 func (m *Metrics) routed(toPrimary bool) {
 	if toPrimary {
-		m.routes.WithLabelValues("primary").Inc()
+		m.toPrimary.Inc()
 	} else {
-		m.routes.WithLabelValues("replica").Inc()
+		m.toReplica.Inc()
 	}
 }
 
@@ -57,9 +58,10 @@ func newMetrics(reg prometheus.Registerer) *Metrics {
 	m.cacheMisses = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "sluice_classifier_cache_misses_total", Help: "Statements the parser classified.",
 	})
-	m.routes = prometheus.NewCounterVec(prometheus.CounterOpts{
+	routes := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "sluice_routed_total", Help: "Statements routed, by the role of the server chosen.",
 	}, []string{"route"})
+	m.toPrimary, m.toReplica = routes.WithLabelValues("primary"), routes.WithLabelValues("replica")
 	commands := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "sluice_commands_total", Help: "Client commands received, by command.",
 	}, []string{"command"})
@@ -67,7 +69,7 @@ func newMetrics(reg prometheus.Registerer) *Metrics {
 		m.commands[i] = commands.WithLabelValues(commandName(byte(i)))
 	}
 	if reg != nil {
-		reg.MustRegister(m.sessions, m.refused, m.authFailures, m.backendConns, commands, m.cacheHits, m.cacheMisses, m.routes)
+		reg.MustRegister(m.sessions, m.refused, m.authFailures, m.backendConns, commands, m.cacheHits, m.cacheMisses, routes)
 	}
 	return m
 }
