@@ -202,22 +202,7 @@ func TestGaleraRoles(t *testing.T) {
 
 // TestMonitorLoad measures the monitor's own queries per poll per server.
 func TestMonitorLoad(t *testing.T) {
-	questions := func() map[string]int {
-		out := map[string]int{}
-		for _, s := range topo.Servers() {
-			db, err := s.RootDB()
-			if err != nil {
-				t.Fatal(err)
-			}
-			var name string
-			var n int
-			if err := db.QueryRow("SHOW GLOBAL STATUS LIKE 'Questions'").Scan(&name, &n); err != nil {
-				t.Fatal(err)
-			}
-			out[s.Name] = n
-		}
-		return out
-	}
+	questions := func() map[string]int64 { return topo.GlobalStatusAll(t, "Questions") }
 	m := newMonitor(t, Config{HeartbeatTable: "sluice.heartbeat", MaxLag: 10 * time.Second})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

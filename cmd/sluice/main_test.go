@@ -271,41 +271,23 @@ func TestSysbench(t *testing.T) {
 		// oltp_read_write --skip-trx races its own DELETE/INSERT pairs into
 		// duplicate keys, directly as through any proxy) must be served by
 		// the replicas.
-		before := comSelect(t)
+		before := topo.GlobalStatusAll(t, "Com_select")
 		out = runTest("oltp_read_only", "--threads=4", "--time=3", "--db-ps-mode="+mode, "--skip-trx=on", "run")
-		after := comSelect(t)
+		after := topo.GlobalStatusAll(t, "Com_select")
 		if sysbenchCount(out, "reconnects:") != 0 {
 			t.Fatalf("sysbench --skip-trx ps-mode=%s reconnected:\n%s", mode, out)
 		}
 		reads := sysbenchCount(out, "read:")
 		var onReplicas int
 		for _, r := range topo.Replicas {
-			onReplicas += after[r.Name] - before[r.Name]
+			onReplicas += int(after[r.Name] - before[r.Name])
 		}
-		onPrimary := after[topo.Primary.Name] - before[topo.Primary.Name]
+		onPrimary := int(after[topo.Primary.Name] - before[topo.Primary.Name])
 		t.Logf("ps-mode=%s oltp_read_only --skip-trx: %d reads, Com_select +%d on replicas, +%d on the primary", mode, reads, onReplicas, onPrimary)
 		if onReplicas < reads*9/10 || onPrimary > reads/10 {
 			t.Fatalf("ps-mode=%s: replicas served %d of %d reads, primary %d", mode, onReplicas, reads, onPrimary)
 		}
 	}
-}
-
-// comSelect reads each server's Com_select counter.
-func comSelect(t *testing.T) map[string]int {
-	out := map[string]int{}
-	for _, s := range topo.Servers() {
-		db, err := s.RootDB()
-		if err != nil {
-			t.Fatal(err)
-		}
-		var name string
-		var n int
-		if err := db.QueryRow("SHOW GLOBAL STATUS LIKE 'Com_select'").Scan(&name, &n); err != nil {
-			t.Fatal(err)
-		}
-		out[s.Name] = n
-	}
-	return out
 }
 
 func sysbenchCount(out, label string) int {
@@ -319,16 +301,11 @@ func sysbenchCount(out, label string) int {
 
 // innodbDeadlocks is the primary's count of deadlocks since it started.
 func innodbDeadlocks(t *testing.T) int {
-	db, err := topo.Primary.RootDB()
+	n, err := topo.Primary.GlobalStatus("Innodb_deadlocks")
 	if err != nil {
 		t.Fatal(err)
 	}
-	var name string
-	var n int
-	if err := db.QueryRow("SHOW GLOBAL STATUS LIKE 'Innodb_deadlocks'").Scan(&name, &n); err != nil {
-		t.Fatal(err)
-	}
-	return n
+	return int(n)
 }
 
 func grepLine(out, prefix string) string {

@@ -449,3 +449,17 @@ func copyFile(src, dst string, perm os.FileMode) error {
 	}
 	return out.Close()
 }
+
+// GlobalStatus reads one numeric status counter (SHOW GLOBAL STATUS) as root.
+func (s *Server) GlobalStatus(name string) (int64, error) {
+	db, err := s.RootDB()
+	if err != nil {
+		return 0, err
+	}
+	var n int64
+	var got string
+	if err := db.QueryRow("SHOW GLOBAL STATUS LIKE ?", name).Scan(&got, &n); err != nil {
+		return 0, fmt.Errorf("%s: SHOW GLOBAL STATUS LIKE %q: %w", s.Name, name, err)
+	}
+	return n, nil
+}

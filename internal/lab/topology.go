@@ -498,3 +498,17 @@ func RunTests(m *testing.M, opts Options, setTopology func(*Topology)) {
 	}
 	os.Exit(code)
 }
+
+// GlobalStatusAll reads a status counter on every server of t, by name.
+func (t *Topology) GlobalStatusAll(tb testing.TB, name string) map[string]int64 {
+	tb.Helper()
+	out := map[string]int64{}
+	for _, s := range t.Servers() {
+		n, err := s.GlobalStatus(name)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		out[s.Name] = n
+	}
+	return out
+}
