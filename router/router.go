@@ -6,6 +6,7 @@ package router
 import (
 	"errors"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -123,7 +124,10 @@ func (r *Router) Replica(maxLag time.Duration, skip func(name string) bool) (Tar
 		return Target{}, false
 	}
 	if cfg.Balance == "round_robin" {
-		// Weighted: a server of weight w is chosen w times as often.
+		// Weighted, over the candidates in configuration order (the scan
+		// above starts at a random one): a server of weight w is chosen w
+		// times as often.
+		slices.Sort(candidates[:n])
 		total := 0
 		for _, i := range candidates[:n] {
 			total += max(snap.Servers[i].Weight, 1)

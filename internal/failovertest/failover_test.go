@@ -270,8 +270,35 @@ func TestPrimaryDownWithoutFailover(t *testing.T) {
 	in := startSluice(t, false)
 	l := startLoad(t, in, "nofailover")
 	l.progress(t, "writes before the kill", &l.writesOK)
+	// A session with a transaction open on the primary.
+	cfg := mysql.NewConfig()
+	cfg.User, cfg.Passwd, cfg.Net, cfg.Addr, cfg.DBName = "app", "apppass", "tcp", in.listen, "app"
+	txdb, err := sql.Open("mysql", cfg.FormatDSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer txdb.Close()
+	tx, err := txdb.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec("INSERT INTO nofailover VALUES (-1)"); err != nil {
+		t.Fatal(err)
+	}
 	if err := topo.Primary.Kill(); err != nil {
 		t.Fatal(err)
+	}
+	// The open transaction gets a clear error, not a hang.
+	commitDone := make(chan error, 1)
+	go func() { commitDone <- tx.Commit() }()
+	select {
+	case err := <-commitDone:
+		if err == nil {
+			t.Fatal("COMMIT of a transaction on a killed primary succeeded")
+		}
+		t.Logf("open transaction on the lost primary: %v", err)
+	case <-time.After(15 * time.Second):
+		t.Fatal("COMMIT on a killed primary hung")
 	}
 	// Writes fail with an error, reads carry on from the replicas.
 	l.progress(t, "failed writes while the primary is down", &l.writesFailed)
