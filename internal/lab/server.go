@@ -456,9 +456,15 @@ func (s *Server) GlobalStatus(name string) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
+	for _, r := range name {
+		if !(r == '_' || (r >= 'a' && r <= 'z') || (r >= 'A' && r <= 'Z') || (r >= '0' && r <= '9')) {
+			return 0, fmt.Errorf("status variable name %q", name)
+		}
+	}
 	var n int64
 	var got string
-	if err := db.QueryRow("SHOW GLOBAL STATUS LIKE ?", name).Scan(&got, &n); err != nil {
+	// SHOW takes no placeholders; the name was checked above.
+	if err := db.QueryRow("SHOW GLOBAL STATUS LIKE '" + name + "'").Scan(&got, &n); err != nil {
 		return 0, fmt.Errorf("%s: SHOW GLOBAL STATUS LIKE %q: %w", s.Name, name, err)
 	}
 	return n, nil
