@@ -96,6 +96,12 @@ func TestGenlogRecordsQueriesAndLogins(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// The read goes to a replica: let replication deliver the rows first.
+	wctx, wcancel := context.WithTimeout(ctx, 20*time.Second)
+	defer wcancel()
+	if err := topo.WaitReplicasCaughtUp(wctx); err != nil {
+		t.Fatal(err)
+	}
 	var v string
 	if err := conn.QueryRowContext(ctx, "SELECT v FROM audited WHERE id = ?", 2).Scan(&v); err != nil {
 		t.Fatal(err)

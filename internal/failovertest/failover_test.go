@@ -165,6 +165,12 @@ func startLoad(t *testing.T, in *instance, table string) *load {
 	if _, err := db.Exec("CREATE TABLE IF NOT EXISTS " + table + " (id INT PRIMARY KEY)"); err != nil {
 		t.Fatal(err)
 	}
+	// The load's reads go to the replicas: they must have the table first.
+	wctx, wcancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer wcancel()
+	if err := topo.WaitReplicasCaughtUp(wctx); err != nil {
+		t.Fatal(err)
+	}
 	l := &load{stop: make(chan struct{}), done: make(chan struct{})}
 	go func() {
 		defer close(l.done)

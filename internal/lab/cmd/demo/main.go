@@ -68,7 +68,7 @@ listen: %s
 admin_listen: %s
 servers:
 %sservice_user: {user: %s, password: %s}
-router: {type: readwritesplit}
+router: {type: readwritesplit, causal_reads: true}
 monitor: {interval: 500ms}
 genlog: {enabled: true, topic: sluice.genlog}
 broker: {enabled: true, listen: %s, data_dir: %s, partitions: 4}
