@@ -464,7 +464,7 @@ func (s *Server) GlobalStatus(name string) (int64, error) {
 	var n int64
 	var got string
 	// SHOW takes no placeholders; the name was checked above.
-	if err := db.QueryRow("SHOW GLOBAL STATUS LIKE '" + name + "'").Scan(&got, &n); err != nil {
+	if err := db.QueryRow("SHOW GLOBAL STATUS LIKE '"+name+"'").Scan(&got, &n); err != nil {
 		return 0, fmt.Errorf("%s: SHOW GLOBAL STATUS LIKE %q: %w", s.Name, name, err)
 	}
 	return n, nil
