@@ -76,8 +76,14 @@ broker:
 
 func startInstance(t *testing.T, extra string) *instance {
 	t.Helper()
+	return startInstanceOn(t, lab.FreeAddr(t), extra)
+}
+
+// startInstanceOn starts bin/sluice with its client listener on listen.
+func startInstanceOn(t *testing.T, listen, extra string) *instance {
+	t.Helper()
 	dir := t.TempDir()
-	in := &instance{config: filepath.Join(dir, "sluice.yaml"), listen: lab.FreeAddr(t), admin: lab.FreeAddr(t), broker: lab.FreeAddr(t),
+	in := &instance{config: filepath.Join(dir, "sluice.yaml"), listen: listen, admin: lab.FreeAddr(t), broker: lab.FreeAddr(t),
 		stderr: &bytes.Buffer{}, done: make(chan error, 1)}
 	writeConfig(t, in.config, in.listen, in.admin, in.broker, extra)
 	in.cmd = exec.Command(binary, "serve", "--config", in.config)
@@ -315,4 +321,40 @@ func grepLine(out, prefix string) string {
 		}
 	}
 	return ""
+}
+
+// Two instances share one port with listen_reuseport, as a clone set of
+// single-threaded processes does; killing one leaves the port served.
+func TestListenReusePort(t *testing.T) {
+	listen := lab.FreeAddr(t)
+	a := startInstanceOn(t, listen, "listen_reuseport: true\nmax_procs: 1\n")
+	b := startInstanceOn(t, listen, "listen_reuseport: true\nmax_procs: 1\n")
+	query := func() error {
+		db, err := sql.Open("mysql", a.dsn("app", "apppass", "app"))
+		if err != nil {
+			return err
+		}
+		defer db.Close()
+		db.SetMaxIdleConns(0)
+		var one int
+		return db.QueryRow("SELECT 1").Scan(&one)
+	}
+	for range 10 {
+		if err := query(); err != nil {
+			t.Fatalf("query through the shared port: %v", err)
+		}
+	}
+	if err := a.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	a.wait(t, 10*time.Second)
+	// Every new connection now lands on b.
+	for range 10 {
+		if err := query(); err != nil {
+			t.Fatalf("query after one instance was killed: %v", err)
+		}
+	}
+	if !b.healthy() {
+		t.Fatal("surviving instance is not healthy")
+	}
 }

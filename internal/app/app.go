@@ -3,6 +3,8 @@
 package app
 
 import (
+	"golang.org/x/sys/unix"
+
 	"context"
 	"encoding/json"
 	"errors"
@@ -142,7 +144,7 @@ func Serve(cfgFile string) error {
 		srv.SetGenlog(genlog)
 	}
 
-	ln, err := net.Listen("tcp", cfg.Listen)
+	ln, err := listenClients(ctx, cfg)
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
 	}
@@ -224,6 +226,25 @@ func Serve(cfgFile string) error {
 			return nil
 		}
 	}
+}
+
+// listenClients opens the client listener, with SO_REUSEPORT when
+// listen_reuseport asks for it.
+func listenClients(ctx context.Context, cfg *config.Config) (net.Listener, error) {
+	lc := net.ListenConfig{}
+	if cfg.ListenReusePort {
+		lc.Control = func(network, address string, c syscall.RawConn) error {
+			var serr error
+			err := c.Control(func(fd uintptr) {
+				serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+			})
+			if err != nil {
+				return err
+			}
+			return serr
+		}
+	}
+	return lc.Listen(ctx, "tcp", cfg.Listen)
 }
 
 // setMaxProcs applies max_procs; 0 restores Go's default.

@@ -28,6 +28,9 @@ type Config struct {
 	Name        string `yaml:"name"`
 	Listen      string `yaml:"listen"`
 	AdminListen string `yaml:"admin_listen"`
+	// ListenReusePort sets SO_REUSEPORT on the client listener so several
+	// Sluice instances can share one port; the kernel spreads connections.
+	ListenReusePort bool `yaml:"listen_reuseport"`
 	// MaxConnections caps concurrent client sessions; 0 means unlimited.
 	MaxConnections int `yaml:"max_connections"`
 	// MaxProcs caps the threads running Go code (GOMAXPROCS); 0 leaves
