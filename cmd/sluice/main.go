@@ -45,15 +45,24 @@ func versionCmd() *cobra.Command {
 
 func serveCmd() *cobra.Command {
 	var file string
+	var check bool
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the proxy (and the bundled broker when broker.enabled)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if check {
+				if _, err := config.Load(file); err != nil {
+					return err
+				}
+				fmt.Println(file + ": ok")
+				return nil
+			}
 			return app.Serve(file)
 		},
 	}
 	cmd.Flags().StringVar(&file, "config", "sluice.yaml", "config file")
+	cmd.Flags().BoolVar(&check, "check-config", false, "only load and validate the config: exit 0 when good, 2 (one line naming file, line and key) when not")
 	return cmd
 }
 

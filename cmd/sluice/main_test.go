@@ -142,17 +142,24 @@ func TestVersion(t *testing.T) {
 func TestBadConfigExitsTwoNamingTheKey(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "bad.yaml")
 	os.WriteFile(path, []byte("listen: 127.0.0.1:4006\nservers:\n  - name: a\n    address: 127.0.0.1:99999\nservice_user: {user: m}\n"), 0o600)
-	cmd := exec.Command(binary, "serve", "--config", path)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	err := cmd.Run()
-	ee, ok := err.(*exec.ExitError)
-	if !ok || ee.ExitCode() != 2 {
-		t.Fatalf("exit: %v, want status 2", err)
+	for _, args := range [][]string{{"serve", "--config", path}, {"serve", "--check-config", "--config", path}} {
+		cmd := exec.Command(binary, args...)
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		err := cmd.Run()
+		ee, ok := err.(*exec.ExitError)
+		if !ok || ee.ExitCode() != 2 {
+			t.Fatalf("%v: exit: %v, want status 2", args, err)
+		}
+		msg := strings.TrimSpace(stderr.String())
+		if strings.Count(msg, "\n") != 0 || !strings.Contains(msg, path+":4: servers[0].address") {
+			t.Fatalf("%v: error message %q should be one line naming file, line and key", args, msg)
+		}
 	}
-	msg := strings.TrimSpace(stderr.String())
-	if strings.Count(msg, "\n") != 0 || !strings.Contains(msg, path+":4: servers[0].address") {
-		t.Fatalf("error message %q should be one line naming file, line and key", msg)
+	good := filepath.Join(t.TempDir(), "good.yaml")
+	writeConfig(t, good, "127.0.0.1:4006", "127.0.0.1:8989", "127.0.0.1:9092", "")
+	if out, err := exec.Command(binary, "serve", "--check-config", "--config", good).CombinedOutput(); err != nil {
+		t.Fatalf("--check-config on a good config: %v: %s", err, out)
 	}
 }
 
