@@ -94,10 +94,15 @@ type Session struct {
 
 // Query is one statement as it was answered.
 type Query struct {
-	Start       time.Time
-	Duration    time.Duration
-	Command     string
-	Text        string
+	Start    time.Time
+	Duration time.Duration
+	Command  string
+	Text     string
+	// Original is the client's text when a filter rewrote Text.
+	Original string
+	// Detected names the detect-only filter that would have refused the
+	// statement, and why.
+	Detected    string
 	Fingerprint string
 	Digest      uint64
 	// Sensitive statements (passwords) are logged by fingerprint only.
@@ -143,6 +148,10 @@ func (g *Genlog) LogQuery(s *Session, q *Query) {
 	if truncated {
 		b = append(b, `,"query_truncated":true`...)
 	}
+	if q.Original != "" && !cfg.RedactLiterals && !q.Sensitive {
+		// A filter rewrote the statement: the trail shows what the client sent.
+		b = appendField(b, "original_query", truncateUTF8(q.Original, cfg.MaxQueryBytes))
+	}
 	b = appendField(b, "fingerprint", q.Fingerprint)
 	b = appendField(b, "digest", strconv.FormatUint(q.Digest, 16))
 	b = appendInt(b, "duration_us", q.Duration.Microseconds())
@@ -154,6 +163,9 @@ func (g *Genlog) LogQuery(s *Session, q *Query) {
 	b = appendField(b, "error", q.Error)
 	b = appendBool(b, "in_tx", q.InTx)
 	b = appendField(b, "route", q.Route)
+	if q.Detected != "" {
+		b = appendField(b, "filter_detected", q.Detected)
+	}
 	b = append(b, '}')
 	g.send(s, b, cfg)
 }
@@ -284,6 +296,9 @@ func appendJSONString(b []byte, s string) []byte {
 }
 
 func truncateUTF8(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
 	for n > 0 && n < len(s) && !utf8.RuneStart(s[n]) {
 		n--
 	}

@@ -87,18 +87,42 @@ func (s *Session) dispatch(ctx context.Context, pkt []byte) error {
 
 // query routes a COM_QUERY by its class.
 func (s *Session) query(ctx context.Context, pkt []byte) error {
-	text := string(pkt[1:])
-	if s.srv.router.Config().Type == "readconnroute" {
+	rcr := s.srv.router.Config().Type == "readconnroute"
+	if rcr && s.srv.filters.Load().Len() == 0 {
+		// No parsing on readconnroute's hot path; the query log needs
+		// only the fingerprint.
 		b, err := s.primaryConn(ctx)
 		if err != nil {
 			return err
 		}
 		_, err = s.forward(b, pkt)
+		if s.srv.genlog.Load() != nil {
+			text := string(pkt[1:])
+			st := s.lexer.Lex(text)
+			s.cur.stmt, s.cur.text = &st, text
+		}
 		return err
 	}
+	text := string(pkt[1:])
 	st := s.lexer.Lex(text)
 	cl, hit := s.srv.classifier.Classify(&st, text)
 	s.srv.metrics.classified(hit)
+	filtered, denied := s.filterStatement(text, &st, &cl)
+	if denied != nil {
+		return nil
+	}
+	if filtered != text {
+		text, pkt = filtered, commandPacket(mysql.COM_QUERY, filtered)
+	}
+	if rcr {
+		b, err := s.primaryConn(ctx)
+		if err != nil {
+			return err
+		}
+		_, err = s.forward(b, pkt)
+		s.cur.stmt, s.cur.text = &st, text
+		return err
+	}
 	d, err := s.route(ctx, &st, cl)
 	if err != nil {
 		return err

@@ -18,6 +18,9 @@ type Metrics struct {
 	cacheHits, cacheMisses prometheus.Counter
 	// toPrimary and toReplica count routed statements, resolved once.
 	toPrimary, toReplica prometheus.Counter
+	// filterDenied and filterRewritten count statements filters refused
+	// and rewrote.
+	filterDenied, filterRewritten, filterDetected prometheus.Counter
 }
 
 func (m *Metrics) classified(hit bool) {
@@ -62,6 +65,11 @@ func newMetrics(reg prometheus.Registerer) *Metrics {
 		Name: "sluice_routed_total", Help: "Statements routed, by the role of the server chosen.",
 	}, []string{"route"})
 	m.toPrimary, m.toReplica = routes.WithLabelValues("primary"), routes.WithLabelValues("replica")
+	filtered := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sluice_filter_statements_total", Help: "Statements the filter chain refused, rewrote, or would refuse (detect mode), by outcome.",
+	}, []string{"outcome"})
+	m.filterDenied, m.filterRewritten = filtered.WithLabelValues("refused"), filtered.WithLabelValues("rewritten")
+	m.filterDetected = filtered.WithLabelValues("detected")
 	commands := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "sluice_commands_total", Help: "Client commands received, by command.",
 	}, []string{"command"})
@@ -69,7 +77,7 @@ func newMetrics(reg prometheus.Registerer) *Metrics {
 		m.commands[i] = commands.WithLabelValues(commandName(byte(i)))
 	}
 	if reg != nil {
-		reg.MustRegister(m.sessions, m.refused, m.authFailures, m.backendConns, commands, m.cacheHits, m.cacheMisses, routes)
+		reg.MustRegister(m.sessions, m.refused, m.authFailures, m.backendConns, commands, m.cacheHits, m.cacheMisses, routes, filtered)
 	}
 	return m
 }

@@ -41,7 +41,8 @@ type Server struct {
 	log        *slog.Logger
 	metrics    *Metrics
 
-	genlog atomic.Pointer[filter.Genlog]
+	genlog  atomic.Pointer[filter.Genlog]
+	filters atomic.Pointer[filter.Chain]
 
 	nextID atomic.Uint32
 	mu     sync.Mutex

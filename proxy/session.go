@@ -78,6 +78,10 @@ type commandInfo struct {
 	res    Result
 	stmt   *router.Statement
 	text   string
+	// original is the client's text when a filter rewrote it.
+	original string
+	// detected says which detect-only filter would have refused it, and why.
+	detected string
 }
 
 func newSession(srv *Server, conn net.Conn) *Session {
@@ -420,7 +424,8 @@ func (s *Session) logCommand(g *filter.Genlog, cmd byte, pkt []byte, start time.
 	}
 	switch {
 	case c.stmt != nil:
-		q.Text, q.Fingerprint, q.Digest = c.text, c.stmt.Fingerprint, c.stmt.Digest
+		q.Text, q.Original, q.Fingerprint, q.Digest = c.text, c.original, c.stmt.Fingerprint, c.stmt.Digest
+		q.Detected = c.detected
 		q.Sensitive = filter.IsSensitive(c.stmt.Keyword, c.stmt.Fingerprint)
 	case cmd == mysql.COM_INIT_DB || cmd == mysql.COM_FIELD_LIST:
 		q.Text = string(pkt[1:])

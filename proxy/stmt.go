@@ -105,6 +105,13 @@ func (s *Session) prepareStmt(ctx context.Context, pkt []byte) error {
 	st := s.lexer.Lex(query)
 	cl, hit := s.srv.classifier.Classify(&st, query)
 	s.srv.metrics.classified(hit)
+	filtered, denied := s.filterStatement(query, &st, &cl)
+	if denied != nil {
+		return nil
+	}
+	if filtered != query {
+		query, pkt = filtered, commandPacket(mysql.COM_STMT_PREPARE, filtered)
+	}
 	s.nextStmtID++
 	id := s.nextStmtID
 	res, err := s.forwardPrepare(b, pkt, id)

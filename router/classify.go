@@ -44,6 +44,11 @@ func (r Route) String() string {
 type Class struct {
 	Route  Route
 	Reason string
+	// Kinds are the statement kinds, one per statement of a multi-statement
+	// query: select, insert, update, delete, replace, ddl, dcl, set, show,
+	// use, transaction, call, load, explain, other; unknown when the parser
+	// could not read it.
+	Kinds []string
 	// Begin starts a transaction; ReadOnly makes it START TRANSACTION READ ONLY.
 	Begin, ReadOnly bool
 	// Tables are the tables the statement names (lower case), checked
@@ -115,11 +120,23 @@ func (c *Classifier) Classify(st *Statement, query string) (*Class, bool) {
 func (c *Classifier) Len() int { return c.cache.Len() }
 
 func (c *Classifier) parse(st *Statement, query string) *Class {
-	if st.Multi {
-		return &Class{Route: RoutePrimary, Reason: "multi-statement"}
-	}
 	p := c.parsers.Get().(*parser.Parser)
 	defer c.parsers.Put(p)
+	if st.Multi {
+		cl := &Class{Route: RoutePrimary, Reason: "multi-statement"}
+		stmts, _, err := p.Parse(query, "", "")
+		if err != nil {
+			cl.Kinds = []string{"unknown"}
+			return cl
+		}
+		for _, stmt := range stmts {
+			v := &visitor{}
+			stmt.Accept(v)
+			cl.Kinds = append(cl.Kinds, stmtKind(stmt))
+			cl.Tables = append(cl.Tables, v.tables...)
+		}
+		return cl
+	}
 	// The fingerprint parses with ? as parameter markers; where replacing
 	// literals broke the grammar (SET NAMES ?), the text itself is parsed.
 	stmt, err := p.ParseOneStmt(st.Fingerprint, "", "")
@@ -127,12 +144,12 @@ func (c *Classifier) parse(st *Statement, query string) *Class {
 		if stmt, err = p.ParseOneStmt(query, "", ""); err != nil {
 			if vars := intoUserVars(st); vars != nil {
 				// TiDB's grammar lacks SELECT ... INTO @var.
-				return &Class{Route: RouteSession, Reason: "user variable assignment", UserVars: vars}
+				return &Class{Route: RouteSession, Reason: "user variable assignment", UserVars: vars, Kinds: []string{"select"}}
 			}
 			if c.log != nil {
 				c.log.Info("statement not parsed; it goes to the primary", "fingerprint", st.Fingerprint, "err", err)
 			}
-			return &Class{Route: RoutePrimary, Reason: "unparsed"}
+			return &Class{Route: RoutePrimary, Reason: "unparsed", Kinds: []string{"unknown"}}
 		}
 	}
 	return classifyStmt(stmt)
@@ -159,7 +176,7 @@ func intoUserVars(st *Statement) []string {
 }
 
 func classifyStmt(stmt ast.StmtNode) *Class {
-	cl := &Class{Route: RoutePrimary, Reason: "write"}
+	cl := &Class{Route: RoutePrimary, Reason: "write", Kinds: []string{stmtKind(stmt)}}
 	v := &visitor{}
 	stmt.Accept(v)
 	cl.Tables = v.tables
@@ -237,6 +254,43 @@ func classifyStmt(stmt ast.StmtNode) *Class {
 		cl.Reason = "do"
 	}
 	return cl
+}
+
+// stmtKind is the kind of statement a firewall rule can name.
+func stmtKind(stmt ast.StmtNode) string {
+	switch s := stmt.(type) {
+	case *ast.SelectStmt, *ast.SetOprStmt:
+		return "select"
+	case *ast.InsertStmt:
+		if s.IsReplace {
+			return "replace"
+		}
+		return "insert"
+	case *ast.UpdateStmt:
+		return "update"
+	case *ast.DeleteStmt:
+		return "delete"
+	case *ast.GrantStmt, *ast.GrantRoleStmt, *ast.RevokeStmt, *ast.RevokeRoleStmt, *ast.CreateUserStmt,
+		*ast.AlterUserStmt, *ast.DropUserStmt, *ast.SetPwdStmt, *ast.RenameUserStmt, *ast.SetRoleStmt, *ast.SetDefaultRoleStmt:
+		return "dcl"
+	case ast.DDLNode:
+		return "ddl"
+	case *ast.SetStmt:
+		return "set"
+	case *ast.ShowStmt:
+		return "show"
+	case *ast.UseStmt:
+		return "use"
+	case *ast.BeginStmt, *ast.CommitStmt, *ast.RollbackStmt, *ast.SavepointStmt, *ast.ReleaseSavepointStmt:
+		return "transaction"
+	case *ast.CallStmt:
+		return "call"
+	case *ast.LoadDataStmt:
+		return "load"
+	case *ast.ExplainStmt:
+		return "explain"
+	}
+	return "other"
 }
 
 // visitor collects what decides routing from anywhere in a statement.

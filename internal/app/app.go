@@ -123,6 +123,11 @@ func Serve(cfgFile string) error {
 	accounts.SetConfigAccounts(configAccounts(cfg))
 	rt := router.New(mon, routerConfig(cfg))
 	srv := proxy.NewServer(proxyConfig(cfg), accounts, rt, reg, log)
+	chain, err := filter.NewChain(cfg.Filters)
+	if err != nil {
+		return err // validated with the config: cannot happen
+	}
+	srv.SetFilters(chain)
 	var genlog *filter.Genlog
 	if cfg.Genlog.Enabled {
 		pc := kafkaout.Config{Brokers: producerBrokers(cfg), Name: "genlog",
@@ -207,6 +212,9 @@ func Serve(cfgFile string) error {
 					genlog.SetConfig(genlogConfig(next))
 				}
 				rt.SetConfig(routerConfig(next))
+				if chain, err := filter.NewChain(next.Filters); err == nil {
+					srv.SetFilters(chain)
+				}
 				accounts.SetConfigAccounts(configAccounts(next))
 				log.Info("config reloaded", "file", cfgFile)
 				continue

@@ -19,6 +19,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/sluice-proxy/sluice/filter"
 	"github.com/sluice-proxy/sluice/logbroker"
 )
 
@@ -57,7 +58,9 @@ type Config struct {
 	// DrainTimeout bounds how long SIGTERM waits for sessions to finish.
 	DrainTimeout time.Duration `yaml:"drain_timeout"`
 
-	Router  Router           `yaml:"router"`
+	Router Router `yaml:"router"`
+	// Filters run in order before routing: regex rewrites, firewall refuses.
+	Filters []filter.Spec    `yaml:"filters"`
 	Monitor Monitor          `yaml:"monitor"`
 	Genlog  Genlog           `yaml:"genlog"`
 	Broker  logbroker.Config `yaml:"broker"`
@@ -471,6 +474,13 @@ func (c *Config) validate() error {
 	}
 	if c.Genlog.Enabled && len(c.Genlog.Brokers) == 0 && !c.Broker.Enabled {
 		return &Error{Key: "genlog.brokers", Msg: "empty while broker.enabled is false; list Kafka brokers or enable the bundled broker"}
+	}
+	if _, err := filter.NewChain(c.Filters); err != nil {
+		var se *filter.SpecError
+		if errors.As(err, &se) {
+			return &Error{Key: fmt.Sprintf("filters[%d].%s", se.Index, se.Key), Msg: se.Msg}
+		}
+		return &Error{Key: "filters", Msg: err.Error()}
 	}
 	if c.Broker.Enabled {
 		if err := c.Broker.Validate(); err != nil {

@@ -31,6 +31,8 @@ func TestErrorsNameFileKeyAndLine(t *testing.T) {
 		{"listen: 127.0.0.1:4006\nservers: [{name: a, address: '127.0.0.1:1'}]\nservice_user: {user: m}\nbroker:\n  enabled: true\n  partitions: -3\n",
 			"x.yaml:6: broker.partitions: must be >= 1"},
 		{"", "x.yaml: config is empty"},
+		{"listen: 127.0.0.1:4006\nservers: [{name: a, address: '127.0.0.1:1'}]\nservice_user: {user: m}\nfilters:\n  - type: regex\n    match: x\n  - type: regex\n    match: '(bad'\n",
+			"x.yaml:8: filters[1].match: not an RE2 pattern"},
 	}
 	for _, c := range cases {
 		_, err := Parse("x.yaml", []byte(c.yaml))

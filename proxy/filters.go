@@ -1,0 +1,64 @@
+package proxy
+
+import (
+	"github.com/go-mysql-org/go-mysql/mysql"
+
+	"github.com/sluice-proxy/sluice/filter"
+	"github.com/sluice-proxy/sluice/router"
+)
+
+// errFilterDenied is MySQL's ER_TABLEACCESS_DENIED_ERROR, with SQLSTATE 42000:
+// drivers treat it as a statement error, not a lost connection or login.
+const errFilterDenied = mysql.ER_TABLEACCESS_DENIED_ERROR
+
+// SetFilters sets the chain of filters that run before routing (nil: none).
+func (s *Server) SetFilters(c *filter.Chain) { s.filters.Store(c) }
+
+// filterStatement runs the filter chain over a statement before routing. On
+// a rewrite it returns the new text with st and cl describing it; on a
+// refusal it has answered the client and returns the refusal.
+func (s *Session) filterStatement(text string, st *router.Statement, cl **router.Class) (string, *filter.Denied) {
+	chain := s.srv.filters.Load()
+	if chain.Len() == 0 {
+		return text, nil
+	}
+	fs := filter.Statement{User: s.user, DB: s.state.db, Text: text, Fingerprint: st.Fingerprint,
+		Digest: st.Digest, Kinds: (*cl).Kinds, Tables: (*cl).Tables}
+	rewritten, denied := chain.Before(&fs, func(fs *filter.Statement) {
+		*st = s.lexer.Lex(fs.Text)
+		c, hit := s.srv.classifier.Classify(st, fs.Text)
+		s.srv.metrics.classified(hit)
+		*cl = c
+		fs.Fingerprint, fs.Digest, fs.Kinds, fs.Tables = st.Fingerprint, st.Digest, c.Kinds, c.Tables
+	})
+	if denied != nil && denied.DetectOnly {
+		s.srv.metrics.filterDetected.Inc()
+		s.log.Warn("a filter would refuse this statement (detect mode)", "filter", denied.Filter, "reason", denied.Reason, "fingerprint", st.Fingerprint)
+		s.cur.detected = denied.Filter + ": " + denied.Reason
+		denied = nil
+	}
+	if denied != nil {
+		s.srv.metrics.filterDenied.Inc()
+		s.log.Warn("statement refused by a filter", "filter", denied.Filter, "reason", denied.Reason, "fingerprint", st.Fingerprint)
+		e := newSQLError(errFilterDenied, "%s", denied.Error())
+		s.writeErr(e)
+		s.cur.stmt, s.cur.text, s.cur.route = st, text, "refused: filter "+denied.Filter
+		s.cur.res = Result{Err: e}
+		return text, denied
+	}
+	if rewritten {
+		s.srv.metrics.filterRewritten.Inc()
+		s.cur.original = text
+		return fs.Text, nil
+	}
+	return text, nil
+}
+
+// commandPacket builds a command packet of cmd with text, for a statement
+// a filter rewrote.
+func commandPacket(cmd byte, text string) []byte {
+	pkt := make([]byte, 1+len(text))
+	pkt[0] = cmd
+	copy(pkt[1:], text)
+	return pkt
+}
