@@ -245,7 +245,7 @@ func (s *Session) after(ctx context.Context, st *router.Statement, cl *router.Cl
 	if res.Err != nil {
 		return nil
 	}
-	if cl.Reason == "write" && s.srv.router.Config().CausalReads && !s.inTransaction() {
+	if cl.Reason == "write" && !s.inTransaction() && (s.srv.router.Config().CausalReads || s.genlogWantsGTID()) {
 		if err := s.readGTID(b); err != nil {
 			return err
 		}
@@ -545,9 +545,19 @@ func (s *Session) readGTID(b *BackendConn) error {
 		return s.backendFailed(b, err, 0)
 	}
 	if !row[0].Null && row[0].Text != "" {
+		// An unchanged value means the statement wrote nothing (an UPDATE
+		// that matched no row); MySQL's answer is the whole executed set.
+		if row[0].Text != s.lastGTID && b.isMariaDB() {
+			s.cur.gtid = row[0].Text
+		}
 		s.lastGTID = row[0].Text
 	}
 	return nil
+}
+
+func (s *Session) genlogWantsGTID() bool {
+	g := s.srv.genlog.Load()
+	return g != nil && g.WantsGTID()
 }
 
 // waitCausal makes replica b wait for the session's last write. It reports

@@ -82,6 +82,10 @@ type commandInfo struct {
 	original string
 	// detected says which detect-only filter would have refused it, and why.
 	detected string
+	// params are an execute's parameters, when the query log wants them.
+	params []filter.Param
+	// gtid is the GTID the statement committed, when known.
+	gtid string
 }
 
 func newSession(srv *Server, conn net.Conn) *Session {
@@ -425,7 +429,7 @@ func (s *Session) logCommand(g *filter.Genlog, cmd byte, pkt []byte, start time.
 	switch {
 	case c.stmt != nil:
 		q.Text, q.Original, q.Fingerprint, q.Digest = c.text, c.original, c.stmt.Fingerprint, c.stmt.Digest
-		q.Detected = c.detected
+		q.Detected, q.Params, q.GTID = c.detected, c.params, c.gtid
 		q.Sensitive = filter.IsSensitive(c.stmt.Keyword, c.stmt.Fingerprint)
 	case cmd == mysql.COM_INIT_DB || cmd == mysql.COM_FIELD_LIST:
 		q.Text = string(pkt[1:])

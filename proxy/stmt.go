@@ -190,6 +190,7 @@ func (s *Session) stmtCommand(ctx context.Context, pkt []byte) error {
 		return nil
 	}
 	var b *BackendConn
+	longData := ps.longData
 	switch cmd {
 	case mysql.COM_STMT_EXECUTE:
 		d, err := s.routeStmt(ctx, ps)
@@ -232,6 +233,13 @@ func (s *Session) stmtCommand(ctx context.Context, pkt []byte) error {
 	if cmd == mysql.COM_STMT_EXECUTE {
 		pkt = ps.bindTypes(pkt, b)
 		ps.last = b
+		if g := s.srv.genlog.Load(); g != nil && g.WantsParams() {
+			params, err := executeParams(pkt, int(ps.params), ps.types, longData)
+			if err != nil {
+				s.log.Debug("parameters not logged", "err", err)
+			}
+			s.cur.params = params
+		}
 	}
 	setStmtID(pkt, backendID)
 	res, err := s.forward(b, pkt)

@@ -36,6 +36,8 @@ type record struct {
 	OK         bool   `json:"ok"`
 	Statements int64  `json:"statements"`
 	InTx       bool   `json:"in_tx"`
+	Params     []any  `json:"params"`
+	GTID       string `json:"gtid"`
 	offset     int64
 	partition  int
 }
@@ -80,7 +82,7 @@ func readTopic(t *testing.T, broker, topic string, cond func([]record) bool) []r
 }
 
 func TestGenlogRecordsQueriesAndLogins(t *testing.T) {
-	in := startInstance(t, "name: audit-test\ngenlog:\n  enabled: true\n  topic: audit.test\n")
+	in := startInstance(t, "name: audit-test\ngenlog:\n  enabled: true\n  topic: audit.test\n  params: true\n  gtid: true\n")
 	db, err := sql.Open("mysql", in.dsn("app", "apppass", "app"))
 	if err != nil {
 		t.Fatal(err)
@@ -150,9 +152,11 @@ func TestGenlogRecordsQueriesAndLogins(t *testing.T) {
 		case r.Type == "query" && strings.HasPrefix(r.Query, "CREATE TABLE"):
 			found.create = r.Server == "primary" && r.ErrorCode == 0 && r.Command == "COM_QUERY"
 		case r.Type == "query" && strings.HasPrefix(r.Query, "REPLACE"):
-			found.insert = r.Affected == 2 && r.Server == "primary" && r.Digest != ""
+			// 0-1-N: domain 0, the primary's server_id 1.
+			found.insert = r.Affected == 2 && r.Server == "primary" && r.Digest != "" && strings.HasPrefix(r.GTID, "0-1-")
 		case r.Type == "query" && r.Command == "COM_STMT_EXECUTE":
 			found.prepared = r.Query == "SELECT v FROM audited WHERE id = ?" && r.Rows == 1 &&
+				len(r.Params) == 1 && r.Params[0] == float64(2) && r.GTID == "" &&
 				strings.HasPrefix(r.Server, "replica") && strings.HasPrefix(r.Route, "replica")
 		case r.Type == "query" && r.ErrorCode == 1064:
 			found.syntax = strings.Contains(r.Error, "syntax") && r.Query == "SELEC broken syntax"

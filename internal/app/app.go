@@ -268,7 +268,7 @@ func genlogConfig(cfg *config.Config) filter.GenlogConfig {
 		RedactLiterals: cfg.Genlog.Redact == "literals",
 		IncludeUsers:   cfg.Genlog.Include.Users, IncludeDBs: cfg.Genlog.Include.Databases,
 		ExcludeUsers: cfg.Genlog.Exclude.Users, ExcludeDBs: cfg.Genlog.Exclude.Databases,
-		Sample: cfg.Genlog.Sample}
+		Sample: cfg.Genlog.Sample, Params: cfg.Genlog.Params, GTID: cfg.Genlog.GTID}
 }
 
 // EventsTopic receives one JSON record per topology event.

@@ -147,6 +147,10 @@ type Genlog struct {
 	Exclude GenlogSelect `yaml:"exclude"`
 	// Sample logs this fraction of query records; 1 (default) logs all.
 	Sample float64 `yaml:"sample"`
+	// Params logs prepared statements' parameter values.
+	Params bool `yaml:"params"`
+	// GTID records the GTID each committed write produced (MariaDB).
+	GTID bool `yaml:"gtid"`
 	// QueueSize bounds records waiting for the broker.
 	QueueSize int `yaml:"queue_size"`
 	// OnFull: when the broker is away or slow, spill (to SpillFile, replayed
