@@ -36,9 +36,10 @@ func startBroker(t *testing.T, addr, dir string) *exec.Cmd {
 	return cmd
 }
 
-// TestSpillWhileBrokerDown stops the broker for 10 s under load: every
-// query record arrives, in order, after it returns. Delivery is at least
-// once: the batch in flight when the broker stopped may arrive twice.
+// TestSpillWhileBrokerDown kills the broker (SIGKILL, mid-write) for 10 s
+// under load: every query record arrives once, in order, after it returns.
+// Records of the write in flight at the kill that the broker stored are
+// recognised by their chain values and not sent again.
 func TestSpillWhileBrokerDown(t *testing.T) {
 	dir := t.TempDir()
 	brokerAddr := lab.FreeAddr(t)
@@ -67,7 +68,7 @@ func TestSpillWhileBrokerDown(t *testing.T) {
 		}
 	}
 	query(time.Now().Add(time.Second))
-	broker.Process.Signal(syscall.SIGTERM)
+	broker.Process.Signal(syscall.SIGKILL)
 	broker.Wait()
 	down := n
 	query(time.Now().Add(10 * time.Second))
@@ -98,7 +99,7 @@ func TestSpillWhileBrokerDown(t *testing.T) {
 		case i == next:
 			next++
 		case i < next:
-			dups++ // a batch in flight at the stop, sent again from the spill file
+			dups++
 		default:
 			t.Fatalf("record for query %d where %d was due: records lost or out of order", i, next)
 		}
@@ -106,8 +107,8 @@ func TestSpillWhileBrokerDown(t *testing.T) {
 	if next != n {
 		t.Fatalf("%d of %d query records arrived", next, n)
 	}
-	if dups > 16384 {
-		t.Fatalf("%d duplicates: more than the one batch that can be in flight", dups)
+	if dups > 0 {
+		t.Fatalf("%d records arrived twice", dups)
 	}
-	t.Logf("all %d records arrived in order; %d duplicates of the batch in flight at the stop", n, dups)
+	t.Logf("all %d records arrived once, in order", n)
 }

@@ -77,6 +77,9 @@ func (chosenPartition) Balance(msg kafka.Message, partitions ...int) int {
 // chainState is the last chain value of each partition of a topic.
 type chainState struct {
 	last [][32]byte
+	// skip counts, per partition, the next records to seal but not send:
+	// a failed write stored them after all (see resolveInDoubt).
+	skip []int
 }
 
 // loadChain reads a topic's partitions and the chain value of the last
@@ -103,52 +106,143 @@ func (p *Producer) loadChain(topic string) (*chainState, error) {
 			return nil, fmt.Errorf("topic %s has no partitions yet: %v", topic, err)
 		}
 	}
-	st := &chainState{last: make([][32]byte, len(parts))}
+	st := &chainState{last: make([][32]byte, len(parts)), skip: make([]int, len(parts))}
 	for _, part := range parts {
-		lc, err := kafka.DialLeader(ctx, "tcp", fmt.Sprintf("%s:%d", part.Leader.Host, part.Leader.Port), topic, part.ID)
-		if err != nil {
+		if st.last[part.ID], err = tailChain(ctx, topic, part); err != nil {
 			return nil, err
 		}
-		first, last, err := lc.ReadOffsets()
-		if err == nil && last > first {
-			lc.Seek(last-1, kafka.SeekAbsolute)
-			lc.SetReadDeadline(time.Now().Add(5 * time.Second))
-			if m, err := lc.ReadMessage(1 << 20); err == nil {
-				if c := gjson.GetBytes(m.Value, "chain").String(); len(c) == 64 {
-					hex.Decode(st.last[part.ID][:], []byte(c))
-				}
-			}
-		}
-		lc.Close()
 	}
 	p.chains[topic] = st
 	return st, nil
 }
 
+// tailChain is the chain value of the last record of a partition (zero
+// when it is empty or the record has none).
+func tailChain(ctx context.Context, topic string, part kafka.Partition) ([32]byte, error) {
+	var chain [32]byte
+	lc, err := kafka.DialLeader(ctx, "tcp", fmt.Sprintf("%s:%d", part.Leader.Host, part.Leader.Port), topic, part.ID)
+	if err != nil {
+		return chain, err
+	}
+	defer lc.Close()
+	first, last, err := lc.ReadOffsets()
+	if err != nil {
+		return chain, err
+	}
+	if last > first {
+		if _, err := lc.Seek(last-1, kafka.SeekAbsolute); err != nil {
+			return chain, err
+		}
+		lc.SetReadDeadline(time.Now().Add(5 * time.Second))
+		m, err := lc.ReadMessage(1 << 20)
+		if err != nil {
+			return chain, err
+		}
+		if c := gjson.GetBytes(m.Value, "chain").String(); len(c) == 64 {
+			hex.Decode(chain[:], []byte(c))
+		}
+	}
+	return chain, nil
+}
+
+// inDoubt holds the chain values, per topic and partition in order, of a
+// write that failed: the broker may have stored some of its records before
+// the failure was seen.
+type inDoubt map[string]map[int][][32]byte
+
+// resolveInDoubt asks the broker for each partition's last record after a
+// failed write. When it is one of the write's records, that record and
+// those before it in the partition were stored: the retry seals them again
+// (to the same values) but does not send them, so they arrive once.
+func (p *Producer) resolveInDoubt() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := kafka.DialContext(ctx, "tcp", p.brokers[0])
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	stored := 0
+	for topic, byPart := range p.doubt {
+		parts, err := conn.ReadPartitions(topic)
+		if err != nil {
+			return err
+		}
+		st := p.chains[topic]
+		for _, part := range parts {
+			chains := byPart[part.ID]
+			if len(chains) == 0 || part.ID >= len(st.skip) {
+				continue
+			}
+			tail, err := tailChain(ctx, topic, part)
+			if err != nil {
+				return err
+			}
+			for i, c := range chains {
+				if c == tail {
+					// After records skipped by an earlier resolution, if any.
+					st.skip[part.ID] += i + 1
+					stored += i + 1
+					break
+				}
+			}
+		}
+	}
+	if stored > 0 {
+		p.log.Info("records of a failed write were stored after all; they are not sent again", "records", stored)
+	}
+	p.doubt = nil
+	return nil
+}
+
 // seal chains a batch in order; the new chain values are committed only
-// once the batch is written.
+// once the batch is written. Records a failed write stored after all are
+// sealed but left out.
 func (p *Producer) seal(batch []kafka.Message) ([]kafka.Message, func(), error) {
-	next := map[string][][32]byte{}
-	out := make([]kafka.Message, len(batch))
-	for i, m := range batch {
+	next := map[string]*chainState{}
+	out := make([]kafka.Message, 0, len(batch))
+	for _, m := range batch {
 		st, err := p.loadChain(m.Topic)
 		if err != nil {
 			return nil, nil, err
 		}
-		last := next[m.Topic]
-		if last == nil {
-			last = append([][32]byte(nil), st.last...)
-			next[m.Topic] = last
+		n := next[m.Topic]
+		if n == nil {
+			n = &chainState{last: append([][32]byte(nil), st.last...), skip: append([]int(nil), st.skip...)}
+			next[m.Topic] = n
 		}
-		part := partitionOf(m.Key, len(last))
+		part := partitionOf(m.Key, len(n.last))
 		m.Partition = part
-		m.Value, last[part] = Chain(last[part], m.Value)
-		out[i] = m
+		m.Value, n.last[part] = Chain(n.last[part], m.Value)
+		if n.skip[part] > 0 {
+			n.skip[part]--
+			continue
+		}
+		out = append(out, m)
 	}
 	commit := func() {
-		for topic, last := range next {
-			p.chains[topic].last = last
+		for topic, n := range next {
+			p.chains[topic].last, p.chains[topic].skip = n.last, n.skip
 		}
 	}
 	return out, commit, nil
+}
+
+// noteInDoubt remembers the chain values of a sealed batch whose write failed.
+func (p *Producer) noteInDoubt(sealed []kafka.Message) {
+	if p.doubt == nil {
+		p.doubt = inDoubt{}
+	}
+	for _, m := range sealed {
+		_, chain, ok := Unchain(m.Value)
+		if !ok {
+			continue
+		}
+		byPart := p.doubt[m.Topic]
+		if byPart == nil {
+			byPart = map[int][][32]byte{}
+			p.doubt[m.Topic] = byPart
+		}
+		byPart[m.Partition] = append(byPart[m.Partition], chain)
+	}
 }

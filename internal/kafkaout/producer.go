@@ -24,7 +24,10 @@ type Producer struct {
 	block bool
 	spill *spill
 	// chains, with Config.Chain, holds each topic's last chain values.
-	chains  map[string]*chainState
+	chains map[string]*chainState
+	// doubt holds the records of the last failed write, resolved against
+	// the broker before the next one (exactly-once delivery of the trail).
+	doubt   inDoubt
 	brokers []string
 	// spillPending is the spill file's undelivered bytes, for the metric.
 	spillPending atomic.Int64
@@ -83,6 +86,12 @@ func New(cfg Config, log *slog.Logger) (*Producer, error) {
 	if cfg.Chain {
 		p.chains = map[string]*chainState{}
 		p.w.Balancer = chosenPartition{}
+		if cfg.SpillFile != "" {
+			// The producer retries from the spill file, after asking the
+			// broker what a failed write stored; a retry inside the writer
+			// could store a batch twice.
+			p.w.MaxAttempts = 1
+		}
 	}
 	labels := prometheus.Labels{"producer": cfg.Name}
 	p.sent = prometheus.NewCounter(prometheus.CounterOpts{Name: "sluice_producer_records_sent_total", Help: "Records delivered to the broker.", ConstLabels: labels})
@@ -209,20 +218,31 @@ func (p *Producer) gather(batch []kafka.Message) []kafka.Message {
 
 func (p *Producer) write(batch []kafka.Message) error {
 	commit := func() {}
+	n := len(batch)
 	if p.chains != nil {
+		if p.doubt != nil {
+			if err := p.resolveInDoubt(); err != nil {
+				return err
+			}
+		}
 		sealed, c, err := p.seal(batch)
 		if err != nil {
 			return err
 		}
 		batch, commit = sealed, c
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := p.w.WriteMessages(ctx, batch...); err != nil {
-		return err
+	if len(batch) > 0 {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := p.w.WriteMessages(ctx, batch...); err != nil {
+			if p.chains != nil {
+				p.noteInDoubt(batch)
+			}
+			return err
+		}
 	}
 	commit()
-	p.sent.Add(float64(len(batch)))
+	p.sent.Add(float64(n))
 	return nil
 }
 

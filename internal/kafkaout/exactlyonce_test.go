@@ -1,0 +1,239 @@
+package kafkaout_test
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/sluice-proxy/sluice/internal/audit"
+	"github.com/sluice-proxy/sluice/internal/kafkaout"
+	"github.com/sluice-proxy/sluice/logbroker"
+)
+
+// relay forwards Kafka frames between clients and the broker. While
+// swallow is set it passes produce requests on but discards the broker's
+// answers to them and cuts the connection: the broker stores a write whose
+// acknowledgement is lost.
+type relay struct {
+	ln      net.Listener
+	target  string
+	swallow atomic.Bool
+	wg      sync.WaitGroup
+}
+
+func startRelay(t *testing.T, target string) *relay {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &relay{ln: ln, target: target}
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			r.wg.Add(1)
+			go func() { defer r.wg.Done(); r.pipe(c) }()
+		}
+	}()
+	t.Cleanup(func() { ln.Close(); r.wg.Wait() })
+	return r
+}
+
+// readFrame reads one size-prefixed Kafka frame.
+func readFrame(c net.Conn) ([]byte, error) {
+	var size [4]byte
+	if _, err := io.ReadFull(c, size[:]); err != nil {
+		return nil, err
+	}
+	frame := make([]byte, 4+binary.BigEndian.Uint32(size[:]))
+	copy(frame, size[:])
+	_, err := io.ReadFull(c, frame[4:])
+	return frame, err
+}
+
+func (r *relay) pipe(client net.Conn) {
+	defer client.Close()
+	server, err := net.DialTimeout("tcp", r.target, 5*time.Second)
+	if err != nil {
+		return
+	}
+	defer server.Close()
+	var mu sync.Mutex
+	produces := map[uint32]bool{} // correlation ids of produce requests
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer server.Close()
+		for {
+			frame, err := readFrame(client)
+			if err != nil || len(frame) < 12 {
+				return
+			}
+			if binary.BigEndian.Uint16(frame[4:]) == 0 { // Produce
+				mu.Lock()
+				produces[binary.BigEndian.Uint32(frame[8:])] = true
+				mu.Unlock()
+			}
+			if _, err := server.Write(frame); err != nil {
+				return
+			}
+		}
+	}()
+	for {
+		frame, err := readFrame(server)
+		if err != nil || len(frame) < 8 {
+			break
+		}
+		mu.Lock()
+		produce := produces[binary.BigEndian.Uint32(frame[4:])]
+		mu.Unlock()
+		if produce && r.swallow.Load() {
+			break // the acknowledgement is lost; the connection is cut
+		}
+		if _, err := client.Write(frame); err != nil {
+			break
+		}
+	}
+	client.Close()
+	<-done
+}
+
+func readValues(t *testing.T, broker, topic string) map[int]int {
+	t.Helper()
+	conn, err := kafka.Dial("tcp", broker)
+	if err != nil {
+		t.Fatal(err)
+	}
+	parts, err := conn.ReadPartitions(topic)
+	conn.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[int]int{}
+	for _, p := range parts {
+		lc, err := kafka.DialLeader(context.Background(), "tcp", broker, topic, p.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		first, last, _ := lc.ReadOffsets()
+		lc.Seek(first, kafka.SeekAbsolute)
+		for off := first; off < last; off++ {
+			lc.SetReadDeadline(time.Now().Add(5 * time.Second))
+			m, err := lc.ReadMessage(1 << 20)
+			if err != nil {
+				t.Fatalf("partition %d offset %d: %v", p.ID, off, err)
+			}
+			var rec struct{ N int }
+			if err := json.Unmarshal(m.Value, &rec); err != nil {
+				t.Fatal(err)
+			}
+			seen[rec.N]++
+		}
+		lc.Close()
+	}
+	return seen
+}
+
+// A write the broker stored but did not acknowledge is not sent again: the
+// producer finds its records at the partitions' ends by their chain values.
+func TestLostAcknowledgementDeliversOnce(t *testing.T) {
+	dir := t.TempDir()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if testing.Verbose() {
+		log = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	rl := startRelay(t, ln.Addr().String())
+	b, err := logbroker.New(logbroker.Config{Listen: ln.Addr().String(), AdvertisedListen: rl.ln.Addr().String(),
+		DataDir: filepath.Join(dir, "broker"), Partitions: 2}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- b.Serve(ctx, ln) }()
+	defer func() {
+		cancel()
+		if err := <-served; err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, net.ErrClosed) {
+			t.Errorf("broker: %v", err)
+		}
+		b.Close()
+	}()
+
+	const topic = "once.test"
+	p, err := kafkaout.New(kafkaout.Config{Brokers: []string{rl.ln.Addr().String()}, Name: "test", Chain: true,
+		SpillFile: filepath.Join(dir, "spill")}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	send := func(from, to int) {
+		for i := from; i < to; i++ {
+			p.Send(topic, []byte(strconv.Itoa(i%7)), []byte(`{"N":`+strconv.Itoa(i)+`}`))
+		}
+	}
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s", what)
+			}
+			tm := time.NewTimer(20 * time.Millisecond)
+			<-tm.C
+		}
+	}
+	stored := func() int {
+		n := 0
+		for _, c := range readValues(t, ln.Addr().String(), topic) {
+			n += c
+		}
+		return n
+	}
+	send(0, 100)
+	waitFor("the first records", func() bool { return stored() == 100 })
+
+	rl.swallow.Store(true)
+	send(100, 200)
+	// The broker stores them; the producer sees its connection cut.
+	waitFor("the unacknowledged write to be stored", func() bool { return stored() == 200 })
+	rl.swallow.Store(false)
+	send(200, 300)
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	seen := readValues(t, ln.Addr().String(), topic)
+	for i := range 300 {
+		if seen[i] != 1 {
+			t.Errorf("record %d stored %d times", i, seen[i])
+		}
+	}
+	reps, err := audit.Verify(context.Background(), []string{ln.Addr().String()}, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range reps {
+		if len(r.Problems) > 0 || r.Duplicates > 0 {
+			t.Errorf("partition %d: %+v", r.Partition, r)
+		}
+	}
+}
