@@ -51,10 +51,11 @@ type PacketIO struct {
 
 // NewPacketIO wraps conn with pooled buffers; Close returns them.
 func NewPacketIO(conn net.Conn) *PacketIO {
+	rw := newSockIO(conn)
 	r := readerPool.Get().(*bufio.Reader)
-	r.Reset(conn)
+	r.Reset(rw)
 	w := writerPool.Get().(*bufio.Writer)
-	w.Reset(conn)
+	w.Reset(rw)
 	return &PacketIO{conn: conn, r: r, w: w}
 }
 
