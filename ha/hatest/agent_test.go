@@ -682,11 +682,12 @@ func TestStopEscalatesToSIGKILL(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// With a 10s timeout: SIGKILL 2s before it (a tenth, at least 2s).
 	began := time.Now()
-	r := in.expect(0, "stop", "OCF_RESKEY_CRM_meta_timeout=6000")
+	r := in.expect(0, "stop", "OCF_RESKEY_CRM_meta_timeout=10000")
 	took := time.Since(began)
-	if took < 3*time.Second || took > 6*time.Second {
-		t.Errorf("stop took %v; with a 6s timeout it should SIGKILL after about 4s and finish before 6s", took)
+	if took < 7*time.Second || took > 10*time.Second {
+		t.Errorf("stop took %v; with a 10s timeout it should SIGKILL after 8s and finish before 10s", took)
 	}
 	if !strings.Contains(r.stderr, "SIGKILL") {
 		t.Errorf("stop did not say it used SIGKILL:\n%s", r.stderr)
