@@ -740,3 +740,62 @@ func TestOCFTester(t *testing.T) {
 	t.Logf("ocf-tester: %s", strings.TrimSpace(string(out[bytes.LastIndexByte(bytes.TrimSpace(out), '\n')+1:])))
 	in.expect(7, "monitor")
 }
+
+func TestDaemonUser(t *testing.T) {
+	needAgentTools(t)
+	need(t, "util-linux", "setpriv")
+	if os.Geteuid() != 0 {
+		t.Skip("running sluice as another user needs root")
+	}
+	// nobody must reach the binary and the config: a directory anyone may
+	// enter (t.TempDir's parent is private).
+	dir, err := os.MkdirTemp("", "sluice-nobody-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	os.Chmod(dir, 0o755)
+	b, err := os.ReadFile(sluiceBin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "sluice")
+	if err := os.WriteFile(bin, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+
+	in := newInst(t, "")
+	in.params["binary"] = bin
+	in.params["daemon_user"] = "nobody"
+	in.params["workdir"] = filepath.Join(dir, "work")
+	in.expect(5, "validate-all", "OCF_RESKEY_daemon_user=no-such-user-here")
+	in.expect(4, "validate-all") // the config is 0600 root
+	config := filepath.Join(dir, "sluice.yaml")
+	cfg, _ := os.ReadFile(in.config)
+	if err := os.WriteFile(config, cfg, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	in.params["config"] = config
+	in.expect(0, "validate-all")
+
+	in.expect(0, "start")
+	pid := in.pid()
+	status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if !strings.Contains(string(status), "\nUid:\t65534\t65534\t65534\t65534\n") {
+		t.Fatalf("sluice (pid %d) does not run as nobody:\n%s", pid, status)
+	}
+	var st syscall.Stat_t
+	if err := syscall.Stat(in.params["workdir"], &st); err != nil || st.Uid != 65534 {
+		t.Errorf("workdir owner %d %v, want nobody", st.Uid, err)
+	}
+	in.expect(0, "monitor", "OCF_CHECK_LEVEL=20")
+	in.expect(0, "reload")
+	lab.WaitFor(t, "sluice to log the reload", 10*time.Second, func() bool {
+		return strings.Contains(in.log(), "config reloaded")
+	})
+	in.expect(0, "stop")
+	if alive(pid) {
+		t.Fatalf("pid %d survived stop", pid)
+	}
+	in.expect(7, "monitor")
+}
