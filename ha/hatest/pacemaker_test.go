@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -408,17 +409,21 @@ func TestPacemakerRestartsKilledClone(t *testing.T) {
 	c := startCluster(t, dir)
 	t.Logf("single-node cluster up, DC elected, in %v", time.Since(began).Round(time.Millisecond))
 
-	// The example configuration (ha/README.md), with cibadmin.
+	// The examples load in crm and pcs, and say the same thing.
+	var example []string
+	t.Run("examples", func(t *testing.T) { example = c.checkExamples(t) })
+
+	// The example configuration, with cibadmin, for this machine.
 	param := func(id, name, value string) string {
 		return fmt.Sprintf(`<nvpair id="%s-%s" name="%s" value="%s"/>`, id, name, name, value)
 	}
-	vipXML := `<primitive id="vip" class="ocf" provider="pacemaker" type="Dummy">
-<operations><op id="vip-monitor-5s" name="monitor" interval="5s" timeout="20s"/></operations></primitive>`
+	vipXML := `<primitive id="p_vip" class="ocf" provider="pacemaker" type="Dummy">
+<operations><op id="p_vip-monitor-5s" name="monitor" interval="5s" timeout="20s"/></operations></primitive>`
 	if useIPaddr2 {
-		vipXML = `<primitive id="vip" class="ocf" provider="heartbeat" type="IPaddr2">
-<instance_attributes id="vip-params">` + param("vip", "ip", vip) + param("vip", "nic", "lo") +
-			param("vip", "cidr_netmask", "32") + `</instance_attributes>
-<operations><op id="vip-monitor-5s" name="monitor" interval="5s" timeout="20s"/></operations></primitive>`
+		vipXML = `<primitive id="p_vip" class="ocf" provider="heartbeat" type="IPaddr2">
+<instance_attributes id="p_vip-params">` + param("p_vip", "ip", vip) + param("p_vip", "nic", "lo") +
+			param("p_vip", "cidr_netmask", "32") + `</instance_attributes>
+<operations><op id="p_vip-monitor-5s" name="monitor" interval="5s" timeout="20s"/></operations></primitive>`
 	}
 	resources := `<resources>
 <clone id="cl_sluice">
@@ -443,8 +448,8 @@ func TestPacemakerRestartsKilledClone(t *testing.T) {
 ` + vipXML + `
 </resources>`
 	constraints := `<constraints>
-<rsc_colocation id="col_vip_with_sluice" rsc="vip" with-rsc="cl_sluice" score="INFINITY"/>
-<rsc_order id="ord_sluice_before_vip" first="cl_sluice" first-action="start" then="vip" then-action="start" kind="Mandatory"/>
+<rsc_colocation id="col_vip_with_sluice" rsc="p_vip" with-rsc="cl_sluice" score="INFINITY"/>
+<rsc_order id="ord_sluice_before_vip" first="cl_sluice" first-action="start" then="p_vip" then-action="start" kind="Mandatory"/>
 </constraints>`
 	if _, err := tool(t, "cibadmin", "--replace", "--scope", "resources", "--xml-text", resources); err != nil {
 		t.Fatal(err)
@@ -452,8 +457,26 @@ func TestPacemakerRestartsKilledClone(t *testing.T) {
 	if _, err := tool(t, "cibadmin", "--replace", "--scope", "constraints", "--xml-text", constraints); err != nil {
 		t.Fatal(err)
 	}
-	if out, err := tool(t, "crm_verify", "--live-check", "-V"); err != nil {
+	if out, err := tool(t, "crm_verify", "--live-check", "--verbose"); err != nil {
 		t.Fatalf("crm_verify: %v\n%s", err, out)
+	}
+	// The clone, its constraints and the defaults are the example's.
+	if example != nil {
+		liveCIB := filepath.Join(dir, "live-cib.xml")
+		out, err := tool(t, "cibadmin", "--query")
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(liveCIB, []byte(out), 0o644)
+		live := summary(t, liveCIB)
+		for _, l := range example {
+			if strings.HasPrefix(l, "clone ") || strings.HasPrefix(l, "meta cl_sluice ") ||
+				strings.HasPrefix(l, "colocation ") || strings.HasPrefix(l, "order ") || strings.HasPrefix(l, "rsc_defaults ") {
+				if !slices.Contains(live, l) {
+					t.Errorf("the live configuration lacks the example's %q", l)
+				}
+			}
+		}
 	}
 
 	serving := func() bool {
@@ -466,12 +489,12 @@ func TestPacemakerRestartsKilledClone(t *testing.T) {
 	}
 	lab.WaitFor(t, "Pacemaker to start the clone and the virtual IP, and clients to be served", 60*time.Second, func() bool {
 		m, err := c.status()
-		return err == nil && m.started("p_sluice") && m.started("vip") && serving() &&
+		return err == nil && m.started("p_sluice") && m.started("p_vip") && serving() &&
 			(!useIPaddr2 || strings.Contains(loAddrs(t), " "+vip+"/"))
 	})
-	vipOp := lastOp(t, "vip")
+	vipOp := lastOp(t, "p_vip")
 	if !strings.HasPrefix(vipOp, "start ") {
-		t.Fatalf("vip's last operation is %q", vipOp)
+		t.Fatalf("p_vip's last operation is %q", vipOp)
 	}
 	pid := readPid()
 	t.Logf("Pacemaker runs sluice as pid %d behind %s, %v after the cluster started", pid, listen, time.Since(began).Round(time.Millisecond))
@@ -489,7 +512,7 @@ func TestPacemakerRestartsKilledClone(t *testing.T) {
 	// The start operation returns just after the process serves.
 	lab.WaitFor(t, "Pacemaker to record the recovery", 30*time.Second, func() bool {
 		m, err := c.status()
-		return err == nil && m.started("p_sluice") && m.started("vip")
+		return err == nil && m.started("p_sluice") && m.started("p_vip")
 	})
 
 	out, err := tool(t, "crm_failcount", "--query", "--resource", "p_sluice", "--node", "node1")
@@ -498,8 +521,8 @@ func TestPacemakerRestartsKilledClone(t *testing.T) {
 	}
 	// Recovered in place: the virtual IP neither moved nor restarted
 	// (clone-min=1: one running instance is enough for it).
-	if op := lastOp(t, "vip"); op != vipOp {
-		t.Errorf("vip's last operation went from %q to %q: it restarted", vipOp, op)
+	if op := lastOp(t, "p_vip"); op != vipOp {
+		t.Errorf("p_vip's last operation went from %q to %q: it restarted", vipOp, op)
 	}
 	if useIPaddr2 && !strings.Contains(loAddrs(t), " "+vip+"/") {
 		t.Errorf("%s is no longer on lo:\n%s", vip, loAddrs(t))
