@@ -4,7 +4,7 @@ VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo de
 LDFLAGS   := -X main.version=$(VERSION)
 PKGS      := ./...
 
-.PHONY: build test test-short bench bench-broker fuzz demo lab deps clean
+.PHONY: build test test-short test-ha bench bench-broker fuzz demo lab deps clean
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/sluice ./cmd/sluice
@@ -18,6 +18,10 @@ test: deps build
 	$(GO) vet $(PKGS)
 	$(MAKE) --no-print-directory fuzz FUZZTIME=5s
 	$(GO) test -count=1 -timeout 20m $(PKGS)
+
+# The Pacemaker resource agent alone: exit codes, ocf-tester, a real cluster (ha/README.md).
+test-ha: deps
+	$(GO) test -count=1 -v -timeout 10m ./ha/hatest/
 
 # Each fuzz target briefly, from its checked-in seed corpus.
 FUZZTIME ?= 30s

@@ -10,6 +10,19 @@ command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need+=(haproxy
 command -v kcat >/dev/null 2>&1 || need+=(kcat)
 /usr/bin/python3 -c 'import confluent_kafka' >/dev/null 2>&1 || need+=(python3-confluent-kafka)
 [ -e /usr/lib/galera/libgalera_smm.so ] || need+=(galera-4 rsync)
+# The Pacemaker resource agent (ha/) and its tests.
+[ -e /usr/lib/ocf/lib/heartbeat/ocf-shellfuncs ] && [ -x /usr/sbin/ocf-tester ] || need+=(resource-agents)
+command -v xmllint >/dev/null 2>&1 || need+=(libxml2-utils)
+command -v curl >/dev/null 2>&1 || need+=(curl)
+cluster=()
+[ -x /usr/sbin/corosync ] || cluster+=(corosync)
+[ -x /usr/sbin/pacemakerd ] || cluster+=(pacemaker)
+[ -x /usr/sbin/cibadmin ] || cluster+=(pacemaker-cli-utils)
+[ -x /usr/sbin/crm ] || cluster+=(crmsh)
+[ -x /usr/sbin/pcs ] || cluster+=(pcs)
+need+=(${cluster[@]+"${cluster[@]}"})
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || need+=(iproute2)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi
@@ -26,3 +39,10 @@ $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 for svc in mariadb haproxy; do
   $sudo systemctl stop "$svc" >/dev/null 2>&1 || $sudo service "$svc" stop >/dev/null 2>&1 || true
 done
+# Newly installed cluster packages start (and enable) a cluster of one
+# node; the HA test runs its own, in a private mount namespace.
+if [ ${#cluster[@]} -gt 0 ]; then
+  for svc in pcsd pacemaker corosync; do
+    $sudo systemctl disable --now "$svc" >/dev/null 2>&1 || $sudo service "$svc" stop >/dev/null 2>&1 || true
+  done
+fi
