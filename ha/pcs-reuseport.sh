@@ -3,6 +3,7 @@
 # (listen_reuseport), each cloned on every node, and a virtual IP on a node
 # that runs both (pcs). The same configuration as ha/sluice-reuseport.crm,
 # which says why.
+# shellcheck disable=SC1010 # "then" is an argument of pcs constraint order
 set -eu
 
 for n in 1 2; do

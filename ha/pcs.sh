@@ -4,6 +4,7 @@
 # reasons for each setting there and in ha/README.md. Edit the IP and the
 # config path first. Fencing is not in here: configure it for your hardware
 # and keep stonith-enabled=true.
+# shellcheck disable=SC1010 # "then" is an argument of pcs constraint order
 set -eu
 
 pcs resource create p_sluice ocf:sluice:sluice \

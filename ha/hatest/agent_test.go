@@ -373,7 +373,8 @@ func TestMetaDataWithoutBinaryOrConfig(t *testing.T) {
 	}
 	for name, typ := range map[string]string{"binary": "string", "config": "string", "pidfile": "string",
 		"logfile": "string", "workdir": "string", "admin_url": "string", "check_address": "string",
-		"user": "string", "password": "string", "client_binary": "string", "check_timeout": "integer",
+		"user": "string", "password": "string", "client_binary": "string", "client_options": "string",
+		"daemon_user": "string", "check_timeout": "integer",
 		"limit_nofile": "integer"} {
 		if types[name] != typ {
 			t.Errorf("parameter %s: type %q, want %q", name, types[name], typ)
@@ -523,6 +524,8 @@ func TestLifecycle(t *testing.T) {
 	// The password reaches the client through an option file: quotes,
 	// backslashes and # survive.
 	in.expect(0, "monitor", "OCF_CHECK_LEVEL=20", "OCF_RESKEY_user=hacheck", "OCF_RESKEY_password="+weirdPassword)
+	in.expect(0, "monitor", "OCF_CHECK_LEVEL=20", "OCF_RESKEY_client_options=--skip-ssl --default-character-set=utf8mb4")
+	in.expect(1, "monitor", "OCF_CHECK_LEVEL=20", "OCF_RESKEY_client_options=--no-such-option")
 	r := in.expect(1, "monitor", "OCF_CHECK_LEVEL=20", "OCF_RESKEY_password=wrong")
 	if !strings.Contains(r.reason(), "SELECT 1") {
 		t.Errorf("reason %q should say SELECT 1 failed", r.reason())
