@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -34,6 +35,34 @@ type cluster struct {
 	out  *os.File
 	once sync.Once
 }
+
+// spawn starts cmd from one goroutine locked to a thread that never exits:
+// Pdeathsig fires when the forking thread exits, and this one lives as long
+// as the process (as in internal/lab).
+func spawn(cmd *exec.Cmd) error {
+	spawnOnce.Do(func() {
+		spawnCh = make(chan spawnReq)
+		go func() {
+			runtime.LockOSThread() // never unlocked
+			for r := range spawnCh {
+				r.res <- r.cmd.Start()
+			}
+		}()
+	})
+	res := make(chan error, 1)
+	spawnCh <- spawnReq{cmd, res}
+	return <-res
+}
+
+type spawnReq struct {
+	cmd *exec.Cmd
+	res chan error
+}
+
+var (
+	spawnOnce sync.Once
+	spawnCh   chan spawnReq
+)
 
 // tool runs a Pacemaker command-line tool, bounded by 20s.
 func tool(t *testing.T, name string, args ...string) (string, error) {
@@ -129,9 +158,10 @@ func startCluster(t *testing.T, dir string) *cluster {
 	c.cmd.Stdout, c.cmd.Stderr = c.out, c.out
 	c.cmd.Env = append(os.Environ(), "PATH="+os.Getenv("PATH")+":/usr/sbin:/sbin")
 	// Its own process group, so a Ctrl-C in a terminal reaches only the
-	// test, whose cleanup stops the cluster in order.
-	c.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := c.cmd.Start(); err != nil {
+	// test, whose cleanup stops the cluster in order; SIGTERM (the same
+	// orderly stop) if the test process dies without cleaning up.
+	c.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
+	if err := spawn(c.cmd); err != nil {
 		t.Fatal(err)
 	}
 	go func() {
