@@ -150,7 +150,8 @@ func (g *Genlog) LogQuery(s *Session, q *Query) {
 	if !cfg.wantQuery(s) {
 		return
 	}
-	b := make([]byte, 0, 256+len(q.Text))
+	// Room for the fields, the text and the chain value the producer adds.
+	b := make([]byte, 0, 512+len(q.Text)+len(q.Fingerprint))
 	b = g.head(b, "query", q.Start, s, cfg)
 	b = appendField(b, "server", q.Server)
 	b = appendField(b, "command", q.Command)
@@ -187,7 +188,9 @@ func (g *Genlog) LogQuery(s *Session, q *Query) {
 		b = append(b, ']')
 	}
 	b = appendField(b, "fingerprint", q.Fingerprint)
-	b = appendField(b, "digest", strconv.FormatUint(q.Digest, 16))
+	b = append(b, `,"digest":"`...)
+	b = strconv.AppendUint(b, q.Digest, 16)
+	b = append(b, '"')
 	b = appendInt(b, "duration_us", q.Duration.Microseconds())
 	b = appendInt(b, "rows", q.Rows)
 	b = appendUint(b, "affected", q.Affected)
@@ -248,7 +251,7 @@ func (g *Genlog) head(b []byte, typ string, ts time.Time, s *Session, cfg *Genlo
 	b = append(b, `{"type":"`...)
 	b = append(b, typ...)
 	b = append(b, `","ts":"`...)
-	b = ts.UTC().AppendFormat(b, "2006-01-02T15:04:05.000000Z07:00")
+	b = appendTimestamp(b, ts)
 	b = append(b, '"')
 	s.Seq++
 	b = appendUint(b, "session", uint64(s.ID))
@@ -305,6 +308,39 @@ func appendBool(b []byte, name string, v bool) []byte {
 }
 
 const hexDigits = "0123456789abcdef"
+
+// appendTimestamp writes ts as RFC 3339 in UTC with microseconds
+// (2006-01-02T15:04:05.000000Z), without the layout parsing of AppendFormat:
+// it runs once per record.
+func appendTimestamp(b []byte, ts time.Time) []byte {
+	ts = ts.UTC()
+	year, month, day := ts.Date()
+	hour, minute, sec := ts.Clock()
+	b = appendDigits(b, year, 4)
+	b = append(b, '-')
+	b = appendDigits(b, int(month), 2)
+	b = append(b, '-')
+	b = appendDigits(b, day, 2)
+	b = append(b, 'T')
+	b = appendDigits(b, hour, 2)
+	b = append(b, ':')
+	b = appendDigits(b, minute, 2)
+	b = append(b, ':')
+	b = appendDigits(b, sec, 2)
+	b = append(b, '.')
+	b = appendDigits(b, ts.Nanosecond()/1000, 6)
+	return append(b, 'Z')
+}
+
+// appendDigits writes v, zero-padded to width digits.
+func appendDigits(b []byte, v, width int) []byte {
+	var buf [8]byte
+	for i := width - 1; i >= 0; i-- {
+		buf[i] = byte('0' + v%10)
+		v /= 10
+	}
+	return append(b, buf[:width]...)
+}
 
 // appendJSONString writes s as a JSON string; invalid UTF-8 becomes U+FFFD,
 // so a binary literal in a statement never makes the record unparsable.

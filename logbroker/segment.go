@@ -345,6 +345,11 @@ func positionFor(index []indexEntry, base, offset int64) int64 {
 	return int64(index[i-1].pos)
 }
 
+// syncLog flushes the log file only: what group commits need for the active
+// segment, whose indexes recovery rebuilds from the log (see openSegment).
+// A roll syncs all three files before the segment is closed.
+func (s *segment) syncLog() error { return s.log.Sync() }
+
 func (s *segment) sync() error {
 	err := s.log.Sync()
 	if err2 := s.indexFile.Sync(); err == nil {

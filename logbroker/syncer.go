@@ -103,7 +103,7 @@ func (y *syncer) flush() {
 	var errs []error
 	for s := range r.segments {
 		// A segment deleted by retention after its write is gone anyway.
-		if err := s.sync(); err != nil && !errors.Is(err, os.ErrClosed) {
+		if err := s.syncLog(); err != nil && !errors.Is(err, os.ErrClosed) {
 			errs = append(errs, err)
 		}
 	}

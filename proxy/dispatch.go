@@ -99,7 +99,7 @@ func (s *Session) query(ctx context.Context, pkt []byte) error {
 		if s.srv.genlog.Load() != nil {
 			text := string(pkt[1:])
 			st := s.lexer.Lex(text)
-			s.cur.stmt, s.cur.text = &st, text
+			s.cur.setStmt(&st, text)
 		}
 		return err
 	}
@@ -120,7 +120,7 @@ func (s *Session) query(ctx context.Context, pkt []byte) error {
 			return err
 		}
 		_, err = s.forward(b, pkt)
-		s.cur.stmt, s.cur.text = &st, text
+		s.cur.setStmt(&st, text)
 		return err
 	}
 	d, err := s.route(ctx, &st, cl)
@@ -139,7 +139,8 @@ func (s *Session) query(ctx context.Context, pkt []byte) error {
 		return err
 	}
 	s.srv.metrics.routed(d.backend == s.primary)
-	s.cur.stmt, s.cur.text, s.cur.route = &st, text, routeLabel(d.backend == s.primary, d.reason)
+	s.cur.setStmt(&st, text)
+	s.cur.setRoute(d.backend == s.primary, d.reason)
 	return s.after(ctx, &st, cl, d.backend, res)
 }
 

@@ -42,7 +42,8 @@ func (s *Session) filterStatement(text string, st *router.Statement, cl **router
 		s.log.Warn("statement refused by a filter", "filter", denied.Filter, "reason", denied.Reason, "fingerprint", st.Fingerprint)
 		e := newSQLError(errFilterDenied, "%s", denied.Error())
 		s.writeErr(e)
-		s.cur.stmt, s.cur.text, s.cur.route = st, text, "refused: filter "+denied.Filter
+		s.cur.setStmt(st, text)
+		s.cur.route = "refused: filter " + denied.Filter
 		s.cur.res = Result{Err: e}
 		return text, denied
 	}

@@ -76,8 +76,16 @@ type commandInfo struct {
 	server string
 	route  string
 	res    Result
-	stmt   *router.Statement
-	text   string
+	// stmt is valid with hasStmt; held by value, so that recording it
+	// allocates nothing.
+	stmt    router.Statement
+	hasStmt bool
+	text    string
+	// routePrimary and reason make the route label, built only when the
+	// query log asks (route, when set, overrides).
+	routed       bool
+	routePrimary bool
+	reason       string
 	// original is the client's text when a filter rewrote it.
 	original string
 	// detected says which detect-only filter would have refused it, and why.
@@ -405,6 +413,24 @@ func newScramble() []byte {
 	return b
 }
 
+// routeLabel is the query log's route field.
+func (c *commandInfo) routeLabel() string {
+	if c.route != "" || !c.routed {
+		return c.route
+	}
+	return routeLabel(c.routePrimary, c.reason)
+}
+
+// setRoute records where the statement went and why.
+func (c *commandInfo) setRoute(primary bool, reason string) {
+	c.routed, c.routePrimary, c.reason = true, primary, reason
+}
+
+// setStmt records the statement being answered, for the query log.
+func (c *commandInfo) setStmt(st *router.Statement, text string) {
+	c.stmt, c.hasStmt, c.text = *st, true, text
+}
+
 // logSession is the session as the query log names it.
 func (s *Session) logSession() *filter.Session {
 	if s.logSess.ID == 0 {
@@ -419,7 +445,7 @@ func (s *Session) logCommand(g *filter.Genlog, cmd byte, pkt []byte, start time.
 	c := &s.cur
 	q := filter.Query{
 		Start: start, Duration: time.Since(start), Command: commandName(cmd),
-		Server: c.server, Route: c.route, Rows: c.res.Rows, Affected: c.res.OK.Affected,
+		Server: c.server, Route: c.routeLabel(), Rows: c.res.Rows, Affected: c.res.OK.Affected,
 		LastInsertID: c.res.OK.LastInsertID, Warnings: c.res.OK.Warnings,
 		InTx: s.status&mysql.SERVER_STATUS_IN_TRANS != 0,
 	}
@@ -427,7 +453,7 @@ func (s *Session) logCommand(g *filter.Genlog, cmd byte, pkt []byte, start time.
 		q.ErrorCode, q.Error = e.Code, e.Message
 	}
 	switch {
-	case c.stmt != nil:
+	case c.hasStmt:
 		q.Text, q.Original, q.Fingerprint, q.Digest = c.text, c.original, c.stmt.Fingerprint, c.stmt.Digest
 		q.Detected, q.Params, q.GTID = c.detected, c.params, c.gtid
 		q.Sensitive = filter.IsSensitive(c.stmt.Keyword, c.stmt.Fingerprint)

@@ -21,80 +21,87 @@ import (
 // with net.Conn, since waiting goes through the same poller.
 type sockIO struct {
 	rc syscall.RawConn
+	// The poller calls readFn and writeFn, bound once, with the buffer and
+	// results in these fields: no closure is allocated per call.
+	readFn, writeFn func(fd uintptr) bool
+	rbuf, wbuf      []byte
+	rn, wn          int
+	rerr, werr      syscall.Errno
 }
 
 // newSockIO is conn's raw reader and writer, or conn itself when it is not
 // a socket (a TLS connection, a pipe in a test).
 func newSockIO(conn net.Conn) io.ReadWriter {
-	sc, ok := conn.(syscall.Conn)
-	if !ok {
+	switch conn.(type) {
+	case *net.TCPConn, *net.UnixConn:
+	default:
 		return conn
 	}
-	if _, isTCP := conn.(*net.TCPConn); !isTCP {
-		if _, isUnix := conn.(*net.UnixConn); !isUnix {
-			return conn
-		}
-	}
-	rc, err := sc.SyscallConn()
+	rc, err := conn.(syscall.Conn).SyscallConn()
 	if err != nil {
 		return conn
 	}
-	return &sockIO{rc: rc}
+	s := &sockIO{rc: rc}
+	s.readFn, s.writeFn = s.read, s.write
+	return s
+}
+
+func (s *sockIO) read(fd uintptr) bool {
+	for {
+		r, _, e := unix.RawSyscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(&s.rbuf[0])), uintptr(len(s.rbuf)))
+		if e == unix.EINTR {
+			continue
+		}
+		s.rn, s.rerr = int(r), e
+		return e != unix.EAGAIN
+	}
 }
 
 func (s *sockIO) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	var n int
-	var errno syscall.Errno
-	err := s.rc.Read(func(fd uintptr) bool {
-		for {
-			r, _, e := unix.RawSyscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
-			if e == unix.EINTR {
-				continue
-			}
-			n, errno = int(r), e
-			return e != unix.EAGAIN
-		}
-	})
+	s.rbuf = p
+	err := s.rc.Read(s.readFn)
+	s.rbuf = nil
 	switch {
 	case err != nil:
 		return 0, err
-	case errno != 0:
-		return 0, &net.OpError{Op: "read", Net: "tcp", Err: errno}
-	case n == 0:
+	case s.rerr != 0:
+		return 0, &net.OpError{Op: "read", Net: "tcp", Err: s.rerr}
+	case s.rn == 0:
 		return 0, io.EOF
 	}
-	return n, nil
+	return s.rn, nil
+}
+
+func (s *sockIO) write(fd uintptr) bool {
+	for s.wn < len(s.wbuf) {
+		rest := s.wbuf[s.wn:]
+		r, _, e := unix.RawSyscall(unix.SYS_WRITE, fd, uintptr(unsafe.Pointer(&rest[0])), uintptr(len(rest)))
+		switch e {
+		case 0:
+			s.wn += int(r)
+		case unix.EINTR:
+		case unix.EAGAIN:
+			return false // wait until the socket takes more
+		default:
+			s.werr = e
+			return true
+		}
+	}
+	return true
 }
 
 func (s *sockIO) Write(p []byte) (int, error) {
-	written := 0
-	var errno syscall.Errno
-	err := s.rc.Write(func(fd uintptr) bool {
-		for written < len(p) {
-			rest := p[written:]
-			r, _, e := unix.RawSyscall(unix.SYS_WRITE, fd, uintptr(unsafe.Pointer(&rest[0])), uintptr(len(rest)))
-			switch e {
-			case 0:
-				written += int(r)
-				continue
-			case unix.EINTR:
-				continue
-			case unix.EAGAIN:
-				return false // wait until the socket takes more
-			}
-			errno = e
-			return true
-		}
-		return true
-	})
+	s.wbuf, s.wn, s.werr = p, 0, 0
+	err := s.rc.Write(s.writeFn)
+	s.wbuf = nil
 	switch {
 	case err != nil:
-		return written, err
-	case errno != 0:
-		return written, &net.OpError{Op: "write", Net: "tcp", Err: errno}
+		return s.wn, err
+	case s.werr != 0:
+		return s.wn, &net.OpError{Op: "write", Net: "tcp", Err: s.werr}
 	}
-	return written, nil
+	return s.wn, nil
 }

@@ -115,7 +115,8 @@ func (s *Session) prepareStmt(ctx context.Context, pkt []byte) error {
 	s.nextStmtID++
 	id := s.nextStmtID
 	res, err := s.forwardPrepare(b, pkt, id)
-	s.cur.server, s.cur.res, s.cur.stmt, s.cur.text, s.cur.route = b.Server, res, &st, query, "primary: prepare"
+	s.cur.server, s.cur.res, s.cur.route = b.Server, res, "primary: prepare"
+	s.cur.setStmt(&st, query)
 	if err != nil || res.Err != nil {
 		return err
 	}
@@ -252,7 +253,8 @@ func (s *Session) stmtCommand(ctx context.Context, pkt []byte) error {
 		return err
 	}
 	s.srv.metrics.routed(b == s.primary)
-	s.cur.stmt, s.cur.text, s.cur.route = &ps.stmt, ps.query, routeLabel(b == s.primary, ps.class.Reason)
+	s.cur.setStmt(&ps.stmt, ps.query)
+	s.cur.setRoute(b == s.primary, ps.class.Reason)
 	return s.after(ctx, &ps.stmt, ps.class, b, res)
 }
 

@@ -96,7 +96,7 @@ func Serve(cfgFile string) error {
 	mon := monitor.New(monitorConfig(cfg), log.With("component", "monitor"))
 	reg.MustRegister(mon)
 	if brokers := producerBrokers(cfg); len(brokers) > 0 {
-		events, err := kafkaout.New(kafkaout.Config{Brokers: brokers, Name: "events", QueueSize: 10000}, log.With("component", "events"))
+		events, err := kafkaout.New(kafkaout.Config{Brokers: brokers, Name: "events", QueueSize: 10000, Local: localBroker(cfg, broker)}, log.With("component", "events"))
 		if err != nil {
 			return err
 		}
@@ -130,7 +130,7 @@ func Serve(cfgFile string) error {
 	srv.SetFilters(chain)
 	var genlog *filter.Genlog
 	if cfg.Genlog.Enabled {
-		pc := kafkaout.Config{Brokers: producerBrokers(cfg), Name: "genlog",
+		pc := kafkaout.Config{Brokers: producerBrokers(cfg), Name: "genlog", Local: localBroker(cfg, broker),
 			QueueSize: cfg.Genlog.QueueSize, Block: cfg.Genlog.OnFull == "block", Chain: true}
 		if cfg.Genlog.OnFull == "spill" {
 			pc.SpillFile, pc.SpillMaxBytes = cfg.Genlog.SpillFile, cfg.Genlog.SpillMaxBytes
@@ -287,6 +287,15 @@ func producerBrokers(cfg *config.Config) []string {
 		return []string{cfg.Broker.Listen}
 	}
 	return nil
+}
+
+// localBroker is the bundled broker when Sluice's records go to it: the
+// producers then append in process rather than over TCP.
+func localBroker(cfg *config.Config, broker *logbroker.Broker) *logbroker.Broker {
+	if len(cfg.Genlog.Brokers) > 0 {
+		return nil
+	}
+	return broker
 }
 
 func monitorConfig(cfg *config.Config) monitor.Config {

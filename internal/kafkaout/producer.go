@@ -14,11 +14,13 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
+
+	"github.com/sluice-proxy/sluice/logbroker"
 )
 
 // Producer batches records to a Kafka cluster in the background.
 type Producer struct {
-	w     *kafka.Writer
+	w     messageWriter
 	queue chan kafka.Message
 	log   *slog.Logger
 	block bool
@@ -29,6 +31,11 @@ type Producer struct {
 	// the broker before the next one (exactly-once delivery of the trail).
 	doubt   inDoubt
 	brokers []string
+	// linger, when set, lets a batch gather records this long after its
+	// first: the bundled broker fsyncs each write, and a write per record
+	// would cost an fsync per query.
+	linger      time.Duration
+	lingerTimer *time.Timer
 	// spillPending is the spill file's undelivered bytes, for the metric.
 	spillPending atomic.Int64
 	wg           sync.WaitGroup
@@ -55,6 +62,10 @@ type Config struct {
 	// Chain seals each record with a hash chaining it to the previous
 	// record of its partition (tamper evidence for the audit trail).
 	Chain bool
+	// Local, when set, is the bundled broker in this process (Brokers
+	// still name its listener, for reading partition tails): records are
+	// appended to it directly instead of through a Kafka connection.
+	Local *logbroker.Broker
 }
 
 // New starts a producer; Close flushes and stops it.
@@ -62,22 +73,23 @@ func New(cfg Config, log *slog.Logger) (*Producer, error) {
 	if cfg.QueueSize <= 0 {
 		cfg.QueueSize = 10000
 	}
+	kw := &kafka.Writer{
+		Addr:     kafka.TCP(cfg.Brokers...),
+		Balancer: &kafka.Hash{},
+		// WriteMessages waits for partial batches up to BatchTimeout:
+		// keep it short and let batches grow while a call is in flight.
+		BatchTimeout:           20 * time.Millisecond,
+		BatchSize:              10000,
+		BatchBytes:             16 << 20,
+		RequiredAcks:           kafka.RequireAll,
+		AllowAutoTopicCreation: true,
+		// Fail fast when the broker is away: the spill file waits instead.
+		MaxAttempts:     3,
+		WriteBackoffMin: 50 * time.Millisecond,
+		WriteBackoffMax: 200 * time.Millisecond,
+	}
 	p := &Producer{
-		w: &kafka.Writer{
-			Addr:     kafka.TCP(cfg.Brokers...),
-			Balancer: &kafka.Hash{},
-			// WriteMessages waits for partial batches up to BatchTimeout:
-			// keep it short and let batches grow while a call is in flight.
-			BatchTimeout:           20 * time.Millisecond,
-			BatchSize:              10000,
-			BatchBytes:             16 << 20,
-			RequiredAcks:           kafka.RequireAll,
-			AllowAutoTopicCreation: true,
-			// Fail fast when the broker is away: the spill file waits instead.
-			MaxAttempts:     3,
-			WriteBackoffMin: 50 * time.Millisecond,
-			WriteBackoffMax: 200 * time.Millisecond,
-		},
+		w:       kw,
 		queue:   make(chan kafka.Message, cfg.QueueSize),
 		log:     log,
 		block:   cfg.Block,
@@ -85,13 +97,19 @@ func New(cfg Config, log *slog.Logger) (*Producer, error) {
 	}
 	if cfg.Chain {
 		p.chains = map[string]*chainState{}
-		p.w.Balancer = chosenPartition{}
+		kw.Balancer = chosenPartition{}
 		if cfg.SpillFile != "" {
 			// The producer retries from the spill file, after asking the
 			// broker what a failed write stored; a retry inside the writer
 			// could store a batch twice.
-			p.w.MaxAttempts = 1
+			kw.MaxAttempts = 1
 		}
+	}
+	if cfg.Local != nil {
+		p.w = &localWriter{broker: cfg.Local, chosen: cfg.Chain}
+		p.linger = localLinger
+		p.lingerTimer = time.NewTimer(time.Hour)
+		p.lingerTimer.Stop()
 	}
 	labels := prometheus.Labels{"producer": cfg.Name}
 	p.sent = prometheus.NewCounter(prometheus.CounterOpts{Name: "sluice_producer_records_sent_total", Help: "Records delivered to the broker.", ConstLabels: labels})
@@ -200,8 +218,20 @@ func firstError(err error) error {
 	return err
 }
 
-// gather adds whatever else is queued, up to the batch's capacity.
+// localLinger is how long a batch to the bundled broker gathers records:
+// Kafka's linger.ms, so the broker's fsyncs stay at a few dozen rounds a
+// second however many queries there are.
+const localLinger = 50 * time.Millisecond
+
+// gather adds whatever else is queued, up to the batch's capacity, after
+// the linger time unless the batch can already be filled.
 func (p *Producer) gather(batch []kafka.Message) []kafka.Message {
+	if p.linger > 0 && len(p.queue) < cap(batch)-len(batch) {
+		// Sleep rather than wait on the queue: a receive per record
+		// would wake this goroutine once per query.
+		p.lingerTimer.Reset(p.linger)
+		<-p.lingerTimer.C
+	}
 	for len(batch) < cap(batch) {
 		select {
 		case m, ok := <-p.queue:
