@@ -1,17 +1,23 @@
 // Package bench measures Sluice against direct MariaDB and HAProxy in TCP
 // mode with sysbench, in the same run on the same machine, so figures can be
-// compared as ratios even on shared, noisy hardware.
+// compared as ratios even on shared, noisy hardware, and writes the results
+// to BENCHMARKS.md at the top of the repository (`make bench`).
+//
+// Without a -bench flag the package starts nothing, so `go test ./...` stays
+// fast; the parsing and report code is unit tested then.
 package bench
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -38,13 +44,23 @@ func TestMain(m *testing.M) {
 	lab.RunTests(m, lab.Options{Replicas: 2}, func(t *lab.Topology) { topo = t })
 }
 
-// benchTime is how long each sysbench run lasts (SLUICE_BENCH_TIME overrides).
-func benchTime() string {
-	if v := os.Getenv("SLUICE_BENCH_TIME"); v != "" {
-		return v
-	}
-	return "10"
-}
+// The sysbench data set: every test reads and writes the same tables.
+const (
+	sbTables    = 4
+	sbTableSize = 10000
+)
+
+// Target names, in the default order of a cell.
+const (
+	tDirect        = "direct"
+	tDirectReplica = "direct-replica" // opt-in: what one replica answers alone
+	tHAProxy       = "haproxy"
+	tReadConnRoute = "sluice-readconnroute"
+	tRWSplit       = "sluice-readwritesplit"
+	tRWSplitGenlog = "sluice-readwritesplit+genlog"
+)
+
+var allTargets = []string{tDirect, tHAProxy, tReadConnRoute, tRWSplit, tRWSplitGenlog}
 
 // target is something sysbench connects to, and the process whose CPU counts.
 type target struct {
@@ -53,110 +69,288 @@ type target struct {
 	pid  int // 0: no proxy process (direct)
 }
 
-// BenchmarkPointSelect runs sysbench oltp_point_select at 8 threads through
-// each target and reports qps, p95 latency and the proxy's CPU per query.
-func BenchmarkPointSelect(b *testing.B) {
+// BenchmarkSysbench runs the sysbench matrix (tests × ps modes × thread
+// counts) through every target. Within a cell the targets run one after the
+// other (rotated from cell to cell and round to round), so the machine's
+// noise hits them alike and ratios within a cell are meaningful. Each cell
+// reports one sub-benchmark per target, and BENCHMARKS.md is rewritten after
+// every cell.
+func BenchmarkSysbench(b *testing.B) {
 	sb, err := exec.LookPath("sysbench")
 	if err != nil {
 		b.Skip("sysbench not installed")
 	}
-	prepare(b, sb)
-	// direct-replica: what a replica answers on its own, the floor for reads
-	// that readwritesplit sends to replicas.
-	targets := []target{{name: "direct", addr: topo.Primary.Addr()}, {name: "direct-replica", addr: topo.Replicas[0].Addr()}}
-	if hp, err := exec.LookPath("haproxy"); err == nil {
-		targets = append(targets, startHAProxy(b, hp))
+	cfg, err := configFromEnv()
+	if err != nil {
+		b.Fatal(err)
 	}
-	targets = append(targets, startSluice(b, "readconnroute", "false"), startSluice(b, "readwritesplit", "false"),
-		startSluice(b, "readwritesplit", "true"))
-	for _, mode := range []string{"disable", "auto"} {
-		for _, tg := range targets {
-			b.Run(fmt.Sprintf("ps=%s/%s", mode, tg.name), func(b *testing.B) {
-				for range b.N {
-					r := runSysbench(b, sb, tg, "oltp_point_select", mode, 8)
-					b.ReportMetric(r.qps, "qps")
-					b.ReportMetric(r.p95ms, "p95-ms")
-					if tg.pid != 0 {
-						b.ReportMetric(r.cpuPerQueryUS, "proxy-cpu-us/query")
+	prepare(b, sb)
+	machine := describeMachine()
+
+	var targets []target
+	for _, name := range cfg.targets {
+		switch name {
+		case tDirect:
+			targets = append(targets, target{name: name, addr: topo.Primary.Addr()})
+		case tDirectReplica:
+			targets = append(targets, target{name: name, addr: topo.Replicas[0].Addr()})
+		case tHAProxy:
+			hp, err := exec.LookPath("haproxy")
+			if err != nil {
+				b.Logf("haproxy not installed: no HAProxy column")
+				continue
+			}
+			targets = append(targets, startHAProxy(b, hp))
+		case tReadConnRoute:
+			targets = append(targets, startSluice(b, "readconnroute", false))
+		case tRWSplit:
+			targets = append(targets, startSluice(b, "readwritesplit", false))
+		case tRWSplitGenlog:
+			targets = append(targets, startSluice(b, "readwritesplit", true))
+		}
+	}
+
+	rep := &sysbenchReport{cfg: cfg, machine: machine, began: time.Now()}
+	cellIndex := 0
+	for _, test := range cfg.tests {
+		for _, mode := range cfg.psModes {
+			for _, threads := range cfg.threads {
+				k := cellKey{test: test, mode: mode, threads: threads}
+				rotate := cellIndex
+				cellIndex++
+				b.Run(fmt.Sprintf("%s/ps=%s/threads=%d", test, mode, threads), func(b *testing.B) {
+					c := runCell(b, sb, cfg, k, targets, rotate)
+					rep.cells = append(rep.cells, c)
+					rep.elapsed = time.Since(rep.began)
+					if err := writeSection(sectionSysbench, rep.render()); err != nil {
+						b.Error(err)
 					}
-				}
-			})
+					for _, r := range c.runs {
+						b.Run(r.target, func(b *testing.B) {
+							if r.err != nil {
+								b.Skipf("failed: %v", r.err)
+							}
+							b.ReportMetric(0, "ns/op")
+							b.ReportMetric(r.qps(), "qps")
+							b.ReportMetric(r.percentile(95), "p95-ms")
+							b.ReportMetric(r.percentile(99), "p99-ms")
+							if r.proxy {
+								b.ReportMetric(r.cpuPerQueryUS(), "proxy-cpu-us/query")
+							}
+						})
+					}
+				})
+			}
 		}
 	}
 }
 
-type result struct {
-	qps, p95ms, cpuPerQueryUS float64
-	queries                   int64
+// cellKey is one (test, ps mode, threads) combination.
+type cellKey struct {
+	test    string
+	mode    string
+	threads int
+}
+
+type cell struct {
+	cellKey
+	runs []*runResult // in target order
+}
+
+func (c *cell) get(name string) *runResult {
+	for _, r := range c.runs {
+		if r.target == name && r.err == nil && r.queries > 0 {
+			return r
+		}
+	}
+	return nil
+}
+
+// runCell runs every target rounds times in a rotated order and merges the
+// rounds of each target.
+func runCell(b *testing.B, sb string, cfg benchConfig, k cellKey, targets []target, rotate int) *cell {
+	c := &cell{cellKey: k}
+	byName := map[string]*runResult{}
+	var usable []target
+	for _, tg := range targets {
+		// A replica refuses writes (read_only): direct-replica only reads.
+		if tg.name == tDirectReplica && k.test == "oltp_read_write" {
+			continue
+		}
+		usable = append(usable, tg)
+		r := &runResult{target: tg.name, proxy: tg.pid != 0, hist: histogram{}}
+		byName[tg.name] = r
+		c.runs = append(c.runs, r)
+	}
+	for round := range cfg.rounds {
+		for i := range usable {
+			tg := usable[(i+rotate+round)%len(usable)]
+			r := byName[tg.name]
+			if r.err != nil {
+				continue
+			}
+			one, err := runSysbench(sb, cfg, tg, k)
+			if err != nil {
+				r.err = err
+				b.Errorf("%s ps=%s threads=%d via %s: %v", k.test, k.mode, k.threads, tg.name, err)
+				continue
+			}
+			r.merge(one)
+			fmt.Fprintf(os.Stderr, "bench: %-17s ps=%-7s threads=%-3d %-29s %9.0f qps  p95 %7.2f ms  p99 %7.2f ms  cpu %6.1f µs/query  primary %3.0f%%\n",
+				k.test, k.mode, k.threads, tg.name, one.qps(), one.percentile(95), one.percentile(99), one.cpuPerQueryUS(), 100*one.primaryShare())
+		}
+	}
+	if k.test == "oltp_read_write" {
+		// Let the replicas apply what the cell wrote before the next cell.
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+		defer cancel()
+		if err := topo.WaitReplicasCaughtUp(ctx); err != nil {
+			b.Error(err)
+		}
+	}
+	return c
 }
 
 func sysbenchArgs(addr string) []string {
 	host, port, _ := net.SplitHostPort(addr)
 	return []string{"--db-driver=mysql", "--mysql-host=" + host, "--mysql-port=" + port,
-		"--mysql-user=sbtest", "--mysql-password=sbtest", "--mysql-db=sbtest", "--tables=4", "--table-size=10000"}
+		"--mysql-user=" + lab.SbtestUser, "--mysql-password=" + lab.SbtestPassword, "--mysql-db=sbtest",
+		"--tables=" + strconv.Itoa(sbTables), "--table-size=" + strconv.Itoa(sbTableSize)}
 }
 
+// prepare creates the sysbench tables once, on the primary, and waits for
+// the replicas to have them.
 func prepare(b *testing.B, sb string) {
 	args := append([]string{"oltp_read_write"}, sysbenchArgs(topo.Primary.Addr())...)
 	for _, step := range []string{"cleanup", "prepare"} {
-		if out, err := exec.Command(sb, append(args, step)...).CombinedOutput(); err != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		out, err := exec.CommandContext(ctx, sb, append(args, step)...).CombinedOutput()
+		cancel()
+		if err != nil {
 			b.Fatalf("sysbench %s: %v\n%s", step, err, out)
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	if err := topo.WaitReplicasCaughtUp(ctx); err != nil {
 		b.Fatal(err)
 	}
 }
 
-var (
-	queriesRe = regexp.MustCompile(`queries:\s+(\d+)\s+\(([\d.]+) per sec`)
-	p95Re     = regexp.MustCompile(`95th percentile:\s+([\d.]+)`)
-)
-
-func runSysbench(b *testing.B, sb string, tg target, test, psMode string, threads int) result {
-	args := append([]string{test}, sysbenchArgs(tg.addr)...)
-	args = append(args, "--threads="+strconv.Itoa(threads), "--time="+benchTime(), "--db-ps-mode="+psMode, "run")
-	cpuBefore := processCPU(tg.pid)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+// runSysbench runs one sysbench test through tg and measures the proxy's
+// CPU time and where the queries went.
+func runSysbench(sb string, cfg benchConfig, tg target, k cellKey) (*runResult, error) {
+	args := append([]string{k.test}, sysbenchArgs(tg.addr)...)
+	args = append(args, "--threads="+strconv.Itoa(k.threads), "--time="+strconv.Itoa(cfg.seconds), "--events=0",
+		"--db-ps-mode="+k.mode, "--percentile=99", "--histogram=on", "run")
+	questionsBefore, err := questions()
+	if err != nil {
+		return nil, err
+	}
+	cpuBefore, err := processCPU(tg.pid)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(cfg.seconds)*time.Second+2*time.Minute)
 	defer cancel()
 	out, err := exec.CommandContext(ctx, sb, args...).CombinedOutput()
 	if err != nil {
-		b.Fatalf("sysbench %s via %s: %v\n%s", test, tg.name, err, out)
+		return nil, fmt.Errorf("sysbench: %v\n%s", err, lastLines(string(out), 20))
 	}
-	cpu := processCPU(tg.pid) - cpuBefore
-	m := queriesRe.FindStringSubmatch(string(out))
-	p := p95Re.FindStringSubmatch(string(out))
-	if m == nil || p == nil {
-		b.Fatalf("cannot read sysbench output:\n%s", out)
+	cpuAfter, err := settledCPU(tg.pid)
+	if err != nil {
+		return nil, err
 	}
-	var r result
-	r.queries, _ = strconv.ParseInt(m[1], 10, 64)
-	r.qps, _ = strconv.ParseFloat(m[2], 64)
-	r.p95ms, _ = strconv.ParseFloat(p[1], 64)
-	if r.queries > 0 {
-		r.cpuPerQueryUS = float64(cpu.Microseconds()) / float64(r.queries)
+	questionsAfter, err := questions()
+	if err != nil {
+		return nil, err
 	}
-	return r
+	r, err := parseSysbench(string(out))
+	if err != nil {
+		return nil, err
+	}
+	r.target, r.proxy = tg.name, tg.pid != 0
+	r.cpu = cpuAfter - cpuBefore
+	for i := range questionsAfter {
+		d := questionsAfter[i] - questionsBefore[i]
+		if i == 0 {
+			r.onPrimary += d
+		}
+		r.onServers += d
+	}
+	return r, nil
 }
 
-// processCPU is a process's user plus system CPU time, from /proc.
-func processCPU(pid int) time.Duration {
+// questions is each server's Questions counter, primary first: how many
+// statements it was sent.
+func questions() ([]int64, error) {
+	var out []int64
+	for _, s := range topo.Servers() {
+		n, err := s.GlobalStatus("Questions")
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+// processCPU is a process's user plus system CPU time, from /proc (0 for
+// pid 0, the direct target).
+func processCPU(pid int) (time.Duration, error) {
 	if pid == 0 {
-		return 0
+		return 0, nil
 	}
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return 0
+		return 0, err
 	}
-	// Fields after the command name, which is in parentheses.
-	s := string(data)
-	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-	utime, _ := strconv.ParseInt(fields[11], 10, 64)
-	stime, _ := strconv.ParseInt(fields[12], 10, 64)
+	return parseStatCPU(string(data))
+}
+
+// parseStatCPU reads utime and stime (fields 14 and 15) of /proc/PID/stat.
+func parseStatCPU(s string) (time.Duration, error) {
+	// Fields after the command name, which is in parentheses and may hold spaces.
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 || i+2 > len(s) {
+		return 0, fmt.Errorf("unexpected /proc stat line %q", s)
+	}
+	fields := strings.Fields(s[i+2:])
+	if len(fields) < 13 {
+		return 0, fmt.Errorf("unexpected /proc stat line %q", s)
+	}
+	utime, err1 := strconv.ParseInt(fields[11], 10, 64)
+	stime, err2 := strconv.ParseInt(fields[12], 10, 64)
+	if err := errors.Join(err1, err2); err != nil {
+		return 0, err
+	}
 	const clkTck = 100 // USER_HZ on Linux
-	return time.Duration(utime+stime) * time.Second / clkTck
+	return time.Duration(utime+stime) * time.Second / clkTck, nil
+}
+
+// settledCPU waits (up to 2s) until the process has stopped using CPU for
+// 100ms, so work a run queued (audit records lingering before a flush)
+// counts for that run, then returns its CPU time.
+func settledCPU(pid int) (time.Duration, error) {
+	last, err := processCPU(pid)
+	if err != nil || pid == 0 {
+		return last, err
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for time.Now().Before(deadline) {
+		<-tick.C
+		now, err := processCPU(pid)
+		if err != nil {
+			return 0, err
+		}
+		if now == last {
+			return now, nil
+		}
+		last = now
+	}
+	return last, nil
 }
 
 func startHAProxy(b *testing.B, hp string) target {
@@ -185,10 +379,13 @@ backend primary
 	}
 	b.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	waitListening(b, addr)
-	return target{name: "haproxy", addr: addr, pid: cmd.Process.Pid}
+	return target{name: tHAProxy, addr: addr, pid: cmd.Process.Pid}
 }
 
-func startSluice(b *testing.B, router, genlog string) target {
+// startSluice runs bin/sluice (one thread of Go code, the bundled broker)
+// until the benchmark ends, and waits until its monitor sees the primary
+// and every replica.
+func startSluice(b *testing.B, router string, genlog bool) target {
 	dir := b.TempDir()
 	listen, admin := lab.FreeAddr(b), lab.FreeAddr(b)
 	var servers strings.Builder
@@ -198,13 +395,14 @@ func startSluice(b *testing.B, router, genlog string) target {
 	cfg := fmt.Sprintf(`listen: %s
 admin_listen: %s
 servers:
-%sservice_user: {user: monitor, password: monpass}
+%sservice_user: {user: %s, password: %s}
 router: {type: %s}
-genlog: {enabled: %s}
+genlog: {enabled: %t}
 broker: {enabled: true, listen: %s, data_dir: %s}
 log: {level: warn}
 max_procs: 1
-`, listen, admin, servers.String(), router, genlog, lab.FreeAddr(b), filepath.Join(dir, "broker"))
+`, listen, admin, servers.String(), lab.MonitorUser, lab.MonitorPassword, router, genlog,
+		lab.FreeAddr(b), filepath.Join(dir, "broker"))
 	path := filepath.Join(dir, "sluice.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		b.Fatal(err)
@@ -216,25 +414,63 @@ max_procs: 1
 	}
 	b.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	waitListening(b, listen)
+	waitTopology(b, admin, len(topo.Replicas))
 	name := "sluice-" + router
-	if genlog == "true" {
+	if genlog {
 		name += "+genlog"
 	}
 	return target{name: name, addr: listen, pid: cmd.Process.Pid}
 }
 
+// waitTopology waits until Sluice's monitor reports a primary and the given
+// number of usable replicas (GET /v1/servers), so no run starts while reads
+// still go to the primary for want of known replicas.
+func waitTopology(b *testing.B, admin string, replicas int) {
+	client := &http.Client{Timeout: 2 * time.Second}
+	lab.WaitFor(b, "sluice to see the primary and replicas", 30*time.Second, func() bool {
+		resp, err := client.Get("http://" + admin + "/v1/servers")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		var servers []struct {
+			Role    string
+			Up      bool
+			Broken  bool
+			Lagging bool
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&servers); err != nil {
+			return false
+		}
+		var p, r int
+		for _, s := range servers {
+			switch {
+			case !s.Up:
+			case s.Role == "primary":
+				p++
+			case s.Role == "replica" && !s.Broken && !s.Lagging:
+				r++
+			}
+		}
+		return p == 1 && r == replicas
+	})
+}
+
 func waitListening(b *testing.B, addr string) {
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	lab.WaitFor(b, addr+" to accept connections", 20*time.Second, func() bool {
 		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			c.Close()
-			return
+		if err != nil {
+			return false
 		}
-		if time.Now().After(deadline) {
-			b.Fatalf("%s did not start listening: %v", addr, err)
-		}
-		t := time.NewTimer(20 * time.Millisecond)
-		<-t.C
+		c.Close()
+		return true
+	})
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
 	}
+	return strings.Join(lines, "\n")
 }
