@@ -32,10 +32,13 @@ fuzz:
 	  done; \
 	done
 
-# sysbench through direct MariaDB, HAProxy (TCP mode) and Sluice, in one run.
+# sysbench (point select, read-only, read-write; both ps modes; 8 and 64 threads)
+# direct, through HAProxy (TCP mode) and through Sluice, and the memory of 1,000
+# idle sessions, written to BENCHMARKS.md (SLUICE_BENCH_* narrow it: see there);
+# then the hot paths' micro-benchmarks with allocation counts.
 bench: deps
-	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./internal/bench/
-	$(GO) test -run '^$$' -bench . -benchmem ./proxy/
+	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./internal/bench/
+	$(GO) test -run '^$$' -bench . -benchmem ./proxy/ ./router/ ./filter/
 
 bench-broker:
 	$(GO) test -run '^$$' -bench BenchmarkBroker -benchtime 1x -timeout 20m ./logbroker/
