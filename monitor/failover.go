@@ -68,13 +68,14 @@ func (m *Monitor) afterPoll(ctx context.Context, snap *Snapshot) {
 	m.ops.lastPrimary, m.ops.primaryDownSince = candidate.Name, time.Time{}
 }
 
-// mostAdvancedReplica is the up replica with the highest GTID position.
+// mostAdvancedReplica is the up replica with the highest GTID position; a
+// server in maintenance is never promoted.
 func mostAdvancedReplica(snap *Snapshot) *Server {
 	var best *Server
 	var bestSeq uint64
 	for i := range snap.Servers {
 		s := &snap.Servers[i]
-		if !s.Up || !s.Replicating {
+		if !s.Up || !s.Replicating || s.Maintenance {
 			continue
 		}
 		seq := gtidSeq(s.GTIDPosition)

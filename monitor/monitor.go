@@ -72,14 +72,18 @@ type Server struct {
 	GaleraPrimary bool
 	LastError     string
 	CheckedAt     time.Time
+	// Maintenance: an operator drained the server; it gets no new reads.
+	Maintenance bool
 }
 
 // State names a server's condition in one word: down, primary, replica,
-// broken, lagging or unknown.
+// broken, lagging, maintenance or unknown.
 func (s Server) State() string {
 	switch {
 	case s.CheckedAt.IsZero():
 		return string(RoleUnknown)
+	case s.Maintenance:
+		return "maintenance"
 	case !s.Up:
 		return string(RoleDown)
 	case s.Role == RoleReplica && s.Broken:
@@ -140,6 +144,8 @@ type Monitor struct {
 	conns   map[string]*client.Conn
 	// lastBeat is the heartbeat value last written on the primary.
 	lastBeat atomic.Int64
+	// maintenance names servers an operator drained (guarded by mu).
+	maintenance map[string]bool
 	// opMu serializes polls with switchovers; ops is failover state.
 	opMu sync.Mutex
 	ops  topologyOps
@@ -163,6 +169,35 @@ func New(cfg Config, log *slog.Logger) *Monitor {
 	}
 	m.current.Store(&Snapshot{Servers: servers, Primary: -1})
 	return m
+}
+
+// SetMaintenance drains a server (on) or returns it to service (off). A
+// server in maintenance gets no new reads; the sessions' connections to it
+// are left alone until they next choose a replica. The primary cannot be
+// drained: switch over first. The new state is published before it returns.
+func (m *Monitor) SetMaintenance(ctx context.Context, name string, on bool) error {
+	known := false
+	for _, s := range m.cfg.Servers {
+		known = known || s.Name == name
+	}
+	if !known {
+		return fmt.Errorf("no server named %q in the config", name)
+	}
+	if p, ok := m.Snapshot().PrimaryServer(); ok && on && p.Name == name {
+		return fmt.Errorf("%s is the primary: switch over to another server first (POST /v1/switchover?to=NAME)", name)
+	}
+	m.mu.Lock()
+	if m.maintenance == nil {
+		m.maintenance = map[string]bool{}
+	}
+	if on {
+		m.maintenance[name] = true
+	} else {
+		delete(m.maintenance, name)
+	}
+	m.mu.Unlock()
+	m.Poll(ctx)
+	return nil
 }
 
 // Snapshot returns the latest published topology.
@@ -194,6 +229,11 @@ func (m *Monitor) Poll(ctx context.Context) {
 		wg.Go(func() { servers[i] = m.check(ctx, sc) })
 	}
 	wg.Wait()
+	m.mu.Lock()
+	for i := range servers {
+		servers[i].Maintenance = m.maintenance[servers[i].Name]
+	}
+	m.mu.Unlock()
 	primary := -1
 	if m.cfg.Type == "galera" {
 		primary = galeraRoles(servers, m.cfg.PreferredWriter)

@@ -89,14 +89,14 @@ func (s *Session) dispatch(ctx context.Context, pkt []byte) error {
 func (s *Session) query(ctx context.Context, pkt []byte) error {
 	rcr := s.srv.router.Config().Type == "readconnroute"
 	if rcr && s.srv.filters.Load().Len() == 0 {
-		// No parsing on readconnroute's hot path; the query log needs
-		// only the fingerprint.
+		// No parsing on readconnroute's hot path; the query log and the
+		// digests need only the fingerprint.
 		b, err := s.primaryConn(ctx)
 		if err != nil {
 			return err
 		}
 		_, err = s.forward(b, pkt)
-		if s.srv.genlog.Load() != nil {
+		if s.srv.genlog.Load() != nil || s.srv.digests.Load() != nil {
 			text := string(pkt[1:])
 			st := s.lexer.Lex(text)
 			s.cur.setStmt(&st, text)

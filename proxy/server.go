@@ -43,6 +43,7 @@ type Server struct {
 
 	genlog  atomic.Pointer[filter.Genlog]
 	filters atomic.Pointer[filter.Chain]
+	digests atomic.Pointer[filter.Digests]
 
 	nextID atomic.Uint32
 	mu     sync.Mutex

@@ -69,6 +69,9 @@ type Session struct {
 	started    time.Time
 	statements int64
 	logSess    filter.Session
+	// view and statementCount are what the admin API reads.
+	view           atomic.Pointer[SessionInfo]
+	statementCount atomic.Int64
 }
 
 // commandInfo is what the query log needs of one command.
@@ -150,6 +153,7 @@ func (s *Session) run(ctx context.Context) {
 	}()
 	s.log = s.log.With("user", s.user)
 	s.log.Debug("session started", "db", s.db)
+	s.publish()
 	err = s.loop(ctx)
 	s.logEnd("session ended", err)
 }
@@ -306,6 +310,7 @@ func (s *Session) loop(ctx context.Context) error {
 		start := time.Now()
 		s.cur = commandInfo{}
 		s.statements++
+		s.statementCount.Store(s.statements)
 		switch cmd {
 		case mysql.COM_QUIT:
 			return nil
@@ -321,9 +326,13 @@ func (s *Session) loop(ctx context.Context) error {
 			continue
 		}
 		err = s.dispatch(ctx, pkt)
+		if d := s.srv.digests.Load(); d != nil && s.cur.hasStmt {
+			d.Record(s.cur.stmt.Digest, s.cur.stmt.Fingerprint, start, time.Since(start), s.cur.res.Rows, s.cur.res.Err != nil)
+		}
 		if g := s.srv.genlog.Load(); g != nil {
 			s.logCommand(g, cmd, pkt, start)
 		}
+		s.publish()
 		if err != nil && !errors.Is(err, errReported) {
 			return err
 		}

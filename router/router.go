@@ -79,7 +79,7 @@ func (r *Router) Primary() (Target, error) {
 // Server finds a server by name, if it is up.
 func (r *Router) Server(name string) (Target, bool) {
 	for _, s := range r.topo.Snapshot().Servers {
-		if s.Name == name && s.Up {
+		if s.Name == name && s.Up && !s.Maintenance {
 			return Target{Server: s.Name, Address: s.Address, Reason: "hint"}, true
 		}
 	}
@@ -88,7 +88,8 @@ func (r *Router) Server(name string) (Target, bool) {
 
 // usable reports whether a replica may serve reads with at most maxLag lag.
 func usable(s *monitor.Server, maxLag time.Duration) bool {
-	return s.Up && s.Role == monitor.RoleReplica && !s.Broken && !s.Lagging && s.ReplicaLag >= 0 && s.ReplicaLag <= maxLag
+	return s.Up && s.Role == monitor.RoleReplica && !s.Broken && !s.Lagging && !s.Maintenance &&
+		s.ReplicaLag >= 0 && s.ReplicaLag <= maxLag
 }
 
 // Replica picks a replica for a read: among the usable ones not skipped,

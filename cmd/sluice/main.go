@@ -22,7 +22,7 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(versionCmd(), serveCmd(), brokerCmd(), auditCmd())
+	root.AddCommand(versionCmd(), serveCmd(), brokerCmd(), auditCmd(), ctlCmd())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "sluice:", err)
 		var ce *config.Error

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"database/sql"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -363,5 +364,108 @@ func TestListenReusePort(t *testing.T) {
 	}
 	if !b.healthy() {
 		t.Fatal("surviving instance is not healthy")
+	}
+}
+
+// ctl runs `sluice ctl` against in.
+func (in *instance) ctl(t *testing.T, token string, args ...string) (string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	full := append([]string{"ctl", "--admin", in.admin, "--token", token}, args...)
+	out, err := exec.CommandContext(ctx, binary, full...).CombinedOutput()
+	return string(out), err
+}
+
+func TestAdminAPIAndCtl(t *testing.T) {
+	const token = "tok-9f8e7d"
+	in := startInstance(t, "admin_token: "+token+"\n")
+	// /health stays open for cluster managers; the rest needs the token.
+	resp, err := http.Get("http://" + in.admin + "/v1/servers")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized || !in.healthy() {
+		t.Fatalf("without a token: /v1/servers %d, want 401; /health must stay 200", resp.StatusCode)
+	}
+	if out, err := in.ctl(t, "wrong", "servers"); err == nil || !strings.Contains(out, "token") {
+		t.Fatalf("ctl servers with a wrong token should fail naming the token: %v %s", err, out)
+	}
+
+	db, err := sql.Open("mysql", in.dsn("app", "apppass", "app"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	db.SetMaxOpenConns(1)
+	for i := range 12 {
+		var n int
+		if err := db.QueryRow("SELECT " + strconv.Itoa(i)).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out, err := in.ctl(t, token, "sessions", "--json")
+	var sessions []struct {
+		User       string
+		Statements int64
+		Backends   []string
+	}
+	if err != nil || json.Unmarshal([]byte(out), &sessions) != nil || len(sessions) != 1 ||
+		sessions[0].User != "app" || sessions[0].Statements < 12 || len(sessions[0].Backends) == 0 {
+		t.Fatalf("ctl sessions: %v\n%s", err, out)
+	}
+	out, err = in.ctl(t, token, "digests", "--json", "--sort", "count")
+	var digests []struct {
+		Fingerprint string
+		Count       uint64
+		MaxUS       int64 `json:"max_us"`
+	}
+	if err != nil || json.Unmarshal([]byte(out), &digests) != nil || len(digests) == 0 ||
+		digests[0].Fingerprint != "SELECT ?" || digests[0].Count != 12 || digests[0].MaxUS <= 0 {
+		t.Fatalf("ctl digests: %v\n%s", err, out)
+	}
+	if out, err = in.ctl(t, token, "digests"); err != nil || !strings.Contains(out, "FINGERPRINT") || !strings.Contains(out, "SELECT ?") {
+		t.Fatalf("ctl digests table: %v\n%s", err, out)
+	}
+	if out, err = in.ctl(t, token, "config"); err != nil || strings.Contains(out, "monpass") || strings.Contains(out, token) ||
+		!strings.Contains(out, `"password": "********"`) {
+		t.Fatalf("ctl config must show the config with secrets redacted: %v\n%s", err, out)
+	}
+
+	// Maintenance drains a replica: reads go to the other one.
+	drained := topo.Replicas[0]
+	if out, err = in.ctl(t, token, "maintenance", drained.Name); err != nil {
+		t.Fatalf("maintenance: %v %s", err, out)
+	}
+	if out, err = in.ctl(t, token, "servers"); err != nil || !strings.Contains(out, "maintenance") {
+		t.Fatalf("ctl servers should show the drained server: %v\n%s", err, out)
+	}
+	// @@server_id names the server that answered each read.
+	for range 20 {
+		var id int
+		if err := db.QueryRow("SELECT @@server_id").Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		if id == drained.ServerID {
+			t.Fatal("a drained replica served a read")
+		}
+	}
+	if out, err = in.ctl(t, token, "maintenance", "--off", drained.Name); err != nil {
+		t.Fatalf("maintenance --off: %v %s", err, out)
+	}
+	if out, err = in.ctl(t, token, "maintenance", topo.Primary.Name); err == nil || !strings.Contains(out, "switch over") {
+		t.Fatalf("draining the primary must be refused: %v %s", err, out)
+	}
+
+	// A reload with a broken file is refused; the running config stays.
+	good, _ := os.ReadFile(in.config)
+	os.WriteFile(in.config, []byte("listen: [broken\n"), 0o600)
+	if out, err = in.ctl(t, token, "reload"); err == nil || !strings.Contains(out, "refused") {
+		t.Fatalf("reload of a broken config: %v %s", err, out)
+	}
+	os.WriteFile(in.config, good, 0o600)
+	if out, err = in.ctl(t, token, "reload"); err != nil {
+		t.Fatalf("reload: %v %s", err, out)
 	}
 }

@@ -1,27 +1,43 @@
-// Package admin serves Sluice's HTTP admin interface: health, metrics and
-// the JSON API.
+// Package admin serves Sluice's HTTP admin interface: health, metrics, the
+// JSON API and the web console.
 package admin
 
 import (
+	"crypto/subtle"
 	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/pprof"
+	"strconv"
+	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/sluice-proxy/sluice/filter"
 	"github.com/sluice-proxy/sluice/monitor"
+	"github.com/sluice-proxy/sluice/proxy"
 )
 
 // Health reports whether Sluice can serve clients, and why not.
 type Health func() (ok bool, reason string)
 
-// API is what the admin interface serves from.
+// API is what the admin interface serves from. Nil funcs answer 404.
 type API struct {
 	Health   Health
 	Gatherer prometheus.Gatherer
 	Monitor  *monitor.Monitor
+	// Sessions lists the client sessions.
+	Sessions func() []proxy.SessionInfo
+	// Digests is the statement digest table (nil: disabled).
+	Digests func() *filter.Digests
+	// Config is the running config, secrets redacted, as plain data.
+	Config func() any
+	// Reload re-reads the config file, as SIGHUP does.
+	Reload func() error
+	// Token, when set, must come as "Authorization: Bearer TOKEN" on every
+	// request but GET /health.
+	Token string
 }
 
 // Handler builds the admin HTTP handler.
@@ -37,7 +53,22 @@ func Handler(api API) http.Handler {
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(api.Gatherer, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /v1/servers", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, api.Monitor.Snapshot().Servers)
+		writeJSON(w, http.StatusOK, serverViews(api.Monitor.Snapshot()))
+	})
+	mux.HandleFunc("POST /v1/servers/{name}/maintenance", func(w http.ResponseWriter, r *http.Request) {
+		on := r.URL.Query().Get("off") == "" && r.URL.Query().Get("on") != "false"
+		if err := api.Monitor.SetMaintenance(r.Context(), r.PathValue("name"), on); err != nil {
+			writeError(w, http.StatusConflict, err.Error())
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"server": r.PathValue("name"), "maintenance": on})
+	})
+	mux.HandleFunc("DELETE /v1/servers/{name}/maintenance", func(w http.ResponseWriter, r *http.Request) {
+		if err := api.Monitor.SetMaintenance(r.Context(), r.PathValue("name"), false); err != nil {
+			writeError(w, http.StatusConflict, err.Error())
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"server": r.PathValue("name"), "maintenance": false})
 	})
 	// POST /v1/switchover?to=NAME (or {"to": "NAME"}) moves the primary role.
 	mux.HandleFunc("POST /v1/switchover", func(w http.ResponseWriter, r *http.Request) {
@@ -50,25 +81,115 @@ func Handler(api API) http.Handler {
 			to = body.To
 		}
 		if to == "" {
-			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "name the new primary: POST /v1/switchover?to=NAME"})
+			writeError(w, http.StatusBadRequest, "name the new primary: POST /v1/switchover?to=NAME")
 			return
 		}
 		if err := api.Monitor.Switchover(r.Context(), to); err != nil {
-			writeJSON(w, http.StatusConflict, map[string]string{"error": err.Error()})
+			writeError(w, http.StatusConflict, err.Error())
 			return
 		}
 		writeJSON(w, http.StatusOK, map[string]string{"primary": to})
 	})
-	// Profiles, for `go tool pprof http://ADMIN/debug/pprof/profile`. The
-	// admin listener is loopback unless configured otherwise.
+	mux.HandleFunc("GET /v1/sessions", func(w http.ResponseWriter, r *http.Request) {
+		if api.Sessions == nil {
+			http.NotFound(w, r)
+			return
+		}
+		writeJSON(w, http.StatusOK, api.Sessions())
+	})
+	// GET /v1/digests?limit=20&sort=total|count|max|p99|errors
+	mux.HandleFunc("GET /v1/digests", func(w http.ResponseWriter, r *http.Request) {
+		var d *filter.Digests
+		if api.Digests != nil {
+			d = api.Digests()
+		}
+		limit, err := strconv.Atoi(r.URL.Query().Get("limit"))
+		if err != nil || limit <= 0 {
+			limit = 20
+		}
+		writeJSON(w, http.StatusOK, d.Top(limit, r.URL.Query().Get("sort")))
+	})
+	mux.HandleFunc("GET /v1/config", func(w http.ResponseWriter, r *http.Request) {
+		if api.Config == nil {
+			http.NotFound(w, r)
+			return
+		}
+		writeJSON(w, http.StatusOK, api.Config())
+	})
+	mux.HandleFunc("POST /v1/reload", func(w http.ResponseWriter, r *http.Request) {
+		if api.Reload == nil {
+			http.NotFound(w, r)
+			return
+		}
+		if err := api.Reload(); err != nil {
+			writeError(w, http.StatusUnprocessableEntity, "config refused; the running one is kept: "+err.Error())
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]bool{"reloaded": true})
+	})
+	// Profiles, for `go tool pprof http://ADMIN/debug/pprof/profile`.
 	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
 	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
-	return mux
+	return requireToken(api.Token, mux)
+}
+
+// requireToken refuses requests without the bearer token, when one is set.
+// /health stays open: cluster managers probe it without credentials.
+func requireToken(token string, next http.Handler) http.Handler {
+	if token == "" {
+		return next
+	}
+	want := []byte("Bearer " + token)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/health" && subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="sluice"`)
+			writeError(w, http.StatusUnauthorized, "missing or wrong token: send Authorization: Bearer <admin_token>")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// ServerView is a server as GET /v1/servers shows it.
+type ServerView struct {
+	Name          string  `json:"name"`
+	Address       string  `json:"address"`
+	State         string  `json:"state"`
+	Role          string  `json:"role"`
+	Up            bool    `json:"up"`
+	ReadOnly      bool    `json:"read_only"`
+	LagSeconds    float64 `json:"lag_seconds"`
+	GTIDPosition  string  `json:"gtid_position"`
+	SourceAddress string  `json:"source_address,omitempty"`
+	Maintenance   bool    `json:"maintenance"`
+	Version       string  `json:"version"`
+	LastError     string  `json:"last_error,omitempty"`
+	Weight        int     `json:"weight"`
+}
+
+func serverViews(snap *monitor.Snapshot) []ServerView {
+	out := make([]ServerView, 0, len(snap.Servers))
+	for _, s := range snap.Servers {
+		lag := -1.0
+		if s.ReplicaLag >= 0 {
+			lag = s.ReplicaLag.Seconds()
+		}
+		out = append(out, ServerView{Name: s.Name, Address: s.Address, State: s.State(), Role: string(s.Role), Up: s.Up,
+			ReadOnly: s.ReadOnly, LagSeconds: lag, GTIDPosition: s.GTIDPosition, SourceAddress: s.SourceAddress,
+			Maintenance: s.Maintenance, Version: s.Version, LastError: s.LastError, Weight: s.Weight})
+	}
+	return out
+}
+
+func writeError(w http.ResponseWriter, status int, msg string) {
+	writeJSON(w, status, map[string]string{"error": strings.TrimSpace(msg)})
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
 }

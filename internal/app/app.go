@@ -3,8 +3,6 @@
 package app
 
 import (
-	"golang.org/x/sys/unix"
-
 	"context"
 	"encoding/json"
 	"errors"
@@ -17,11 +15,14 @@ import (
 	"path/filepath"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/sys/unix"
+	"gopkg.in/yaml.v3"
 
 	"github.com/sluice-proxy/sluice/filter"
 	"github.com/sluice-proxy/sluice/internal/admin"
@@ -164,7 +165,48 @@ func Serve(cfgFile string) error {
 		}
 		return true, "serving"
 	}
-	adminSrv := &http.Server{Handler: admin.Handler(admin.API{Health: health, Gatherer: reg, Monitor: mon}), ReadHeaderTimeout: 5 * time.Second}
+	srv.SetDigests(filter.NewDigests(cfg.QueryDigests))
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "sluice_query_digests", Help: "Statement shapes in the digest table (at most query_digests).",
+	}, func() float64 { return float64(srv.Digests().Len()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "sluice_query_digests_evicted", Help: "Statement shapes evicted from the digest table since it was created (start or resize).",
+		}, func() float64 { return float64(srv.Digests().Evicted()) }))
+	// running is the config in force, for GET /v1/config and reloads.
+	var running atomic.Pointer[config.Config]
+	running.Store(cfg)
+	var reloadMu sync.Mutex
+	// reload applies the config file anew, from SIGHUP or POST /v1/reload;
+	// a config that does not load is refused and the running one kept.
+	reload := func() error {
+		reloadMu.Lock()
+		defer reloadMu.Unlock()
+		next, err := config.Load(cfgFile)
+		if err != nil {
+			log.Error("config reload refused; keeping the running config", "err", err)
+			return err
+		}
+		_ = level.UnmarshalText([]byte(next.Log.Level))
+		setMaxProcs(next.MaxProcs)
+		srv.SetConfig(proxyConfig(next))
+		if genlog != nil {
+			genlog.SetConfig(genlogConfig(next))
+		}
+		rt.SetConfig(routerConfig(next))
+		accounts.SetConfigAccounts(configAccounts(next))
+		if chain, err := filter.NewChain(next.Filters); err == nil {
+			srv.SetFilters(chain)
+		}
+		if next.QueryDigests != running.Load().QueryDigests {
+			srv.SetDigests(filter.NewDigests(next.QueryDigests))
+		}
+		running.Store(next)
+		log.Info("config reloaded", "file", cfgFile)
+		return nil
+	}
+	api := admin.API{Health: health, Gatherer: reg, Monitor: mon, Sessions: srv.SessionList, Digests: srv.Digests,
+		Reload: reload, Token: cfg.AdminToken, Config: func() any { return configView(running.Load().Redacted()) }}
+	adminSrv := &http.Server{Handler: admin.Handler(api), ReadHeaderTimeout: 5 * time.Second}
 	wg.Go(func() {
 		if err := adminSrv.Serve(adminLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("admin server stopped", "err", err)
@@ -200,23 +242,7 @@ func Serve(cfgFile string) error {
 			return fmt.Errorf("client listener stopped: %w", err)
 		case sig := <-sigs:
 			if sig == syscall.SIGHUP {
-				next, err := config.Load(cfgFile)
-				if err != nil {
-					log.Error("config reload refused; keeping the running config", "err", err)
-					continue
-				}
-				_ = level.UnmarshalText([]byte(next.Log.Level))
-				setMaxProcs(next.MaxProcs)
-				srv.SetConfig(proxyConfig(next))
-				if genlog != nil {
-					genlog.SetConfig(genlogConfig(next))
-				}
-				rt.SetConfig(routerConfig(next))
-				if chain, err := filter.NewChain(next.Filters); err == nil {
-					srv.SetFilters(chain)
-				}
-				accounts.SetConfigAccounts(configAccounts(next))
-				log.Info("config reloaded", "file", cfgFile)
+				_ = reload() // a refused config is logged; the running one stays
 				continue
 			}
 			log.Info("draining", "signal", sig.String(), "sessions", srv.Sessions(), "timeout", cfg.DrainTimeout)
@@ -253,6 +279,19 @@ func listenClients(ctx context.Context, cfg *config.Config) (net.Listener, error
 		}
 	}
 	return lc.Listen(ctx, "tcp", cfg.Listen)
+}
+
+// configView is the config as plain data with its YAML keys, for JSON.
+func configView(cfg *config.Config) any {
+	data, err := yaml.Marshal(cfg)
+	if err != nil {
+		return map[string]string{"error": err.Error()}
+	}
+	var v map[string]any
+	if err := yaml.Unmarshal(data, &v); err != nil {
+		return map[string]string{"error": err.Error()}
+	}
+	return v
 }
 
 // setMaxProcs applies max_procs; 0 restores Go's default.

@@ -29,6 +29,13 @@ type Config struct {
 	Name        string `yaml:"name"`
 	Listen      string `yaml:"listen"`
 	AdminListen string `yaml:"admin_listen"`
+	// AdminToken, when set, is required as "Authorization: Bearer TOKEN"
+	// on every admin request but GET /health.
+	AdminToken string `yaml:"admin_token"`
+	// QueryDigests bounds the statement shapes whose statistics are kept
+	// for GET /v1/digests (least recently seen evicted). Default 1000; -1
+	// keeps none.
+	QueryDigests int `yaml:"query_digests"`
 	// ListenReusePort sets SO_REUSEPORT on the client listener so several
 	// Sluice instances can share one port; the kernel spreads connections.
 	ListenReusePort bool `yaml:"listen_reuseport"`
@@ -68,6 +75,26 @@ type Config struct {
 
 	// File is the path the config was loaded from.
 	File string `yaml:"-"`
+}
+
+// Redacted is a copy of the config with every password and token replaced
+// by "********", for showing it (GET /v1/config).
+func (c *Config) Redacted() *Config {
+	r := *c
+	const hidden = "********"
+	hide := func(s *string) {
+		if *s != "" {
+			*s = hidden
+		}
+	}
+	hide(&r.ServiceUser.Password)
+	hide(&r.Monitor.ReplicationUser.Password)
+	hide(&r.AdminToken)
+	r.Accounts = append([]Account(nil), c.Accounts...)
+	for i := range r.Accounts {
+		hide(&r.Accounts[i].Password)
+	}
+	return &r
 }
 
 // Server is one backend. Its role is discovered by the monitor.
@@ -279,6 +306,9 @@ func (c *Config) setDefaults() {
 	if c.Name == "" {
 		c.Name, _ = os.Hostname()
 	}
+	if c.QueryDigests == 0 {
+		c.QueryDigests = 1000
+	}
 	if c.AdminListen == "" {
 		c.AdminListen = "127.0.0.1:8989"
 	}
@@ -440,6 +470,9 @@ func (c *Config) validate() error {
 	}
 	if db, table, ok := strings.Cut(c.Monitor.HeartbeatTable, "."); !ok || !isIdent(db) || !isIdent(table) {
 		return &Error{Key: "monitor.heartbeat_table", Msg: fmt.Sprintf("%q is not database.table (letters, digits, _ and $)", c.Monitor.HeartbeatTable)}
+	}
+	if c.QueryDigests < -1 {
+		return &Error{Key: "query_digests", Msg: "must be a number of entries, or -1 to keep none"}
 	}
 	if c.MaxProcs < 0 {
 		return &Error{Key: "max_procs", Msg: "must be >= 0 (0 means one per CPU)"}

@@ -106,11 +106,8 @@ func (in *instance) primary() string {
 	}
 	defer resp.Body.Close()
 	var servers []struct {
-		Name    string
-		Role    string
-		Broken  bool
-		Up      bool
-		Address string
+		Name string
+		Role string
 	}
 	if json.NewDecoder(resp.Body).Decode(&servers) != nil {
 		return ""
@@ -130,14 +127,14 @@ func (in *instance) server(name string) (role string, broken bool) {
 	}
 	defer resp.Body.Close()
 	var servers []struct {
-		Name   string
-		Role   string
-		Broken bool
+		Name  string
+		Role  string
+		State string
 	}
 	json.NewDecoder(resp.Body).Decode(&servers)
 	for _, s := range servers {
 		if s.Name == name {
-			return s.Role, s.Broken
+			return s.Role, s.State == "broken"
 		}
 	}
 	return "", false

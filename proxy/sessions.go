@@ -1,0 +1,75 @@
+package proxy
+
+import (
+	"slices"
+	"time"
+
+	"github.com/go-mysql-org/go-mysql/mysql"
+
+	"github.com/sluice-proxy/sluice/filter"
+)
+
+// SessionInfo is what the admin API shows of one client session.
+type SessionInfo struct {
+	ID            uint32    `json:"id"`
+	User          string    `json:"user"`
+	Client        string    `json:"client"`
+	DB            string    `json:"db"`
+	Started       time.Time `json:"started"`
+	Statements    int64     `json:"statements"`
+	InTransaction bool      `json:"in_transaction"`
+	Idle          bool      `json:"idle"`
+	// Backends are the servers the session has connections to.
+	Backends []string `json:"backends"`
+	// Pinned says why every statement goes to the primary, when it does.
+	Pinned string `json:"pinned,omitempty"`
+}
+
+// SetDigests sets (or with nil, removes) the statement digest table.
+func (s *Server) SetDigests(d *filter.Digests) { s.digests.Store(d) }
+
+// Digests is the statement digest table (nil when disabled).
+func (s *Server) Digests() *filter.Digests { return s.digests.Load() }
+
+// SessionList describes the sessions open now, oldest first.
+func (s *Server) SessionList() []SessionInfo {
+	s.mu.Lock()
+	out := make([]SessionInfo, 0, len(s.sessions))
+	for sess := range s.sessions {
+		v := sess.view.Load()
+		if v == nil {
+			continue // still logging in
+		}
+		info := *v
+		info.Statements = sess.statementCount.Load()
+		info.Idle = sess.idle.Load()
+		out = append(out, info)
+	}
+	s.mu.Unlock()
+	slices.SortFunc(out, func(a, b SessionInfo) int { return int(a.ID) - int(b.ID) })
+	return out
+}
+
+// publish updates what the admin API sees of the session when it changed;
+// the session's own fields belong to its goroutine.
+func (s *Session) publish() {
+	inTx := s.status&mysql.SERVER_STATUS_IN_TRANS != 0
+	backends := len(s.replicas)
+	if s.primary != nil {
+		backends++
+	}
+	if v := s.view.Load(); v != nil && v.User == s.user && v.DB == s.state.db && v.InTransaction == inTx &&
+		len(v.Backends) == backends && v.Pinned == s.pinned {
+		return
+	}
+	info := &SessionInfo{ID: s.id, User: s.user, Client: s.client.Conn().RemoteAddr().String(), DB: s.state.db,
+		Started: s.started, InTransaction: inTx, Pinned: s.pinned, Backends: make([]string, 0, backends)}
+	if s.primary != nil {
+		info.Backends = append(info.Backends, s.primary.Server)
+	}
+	for name := range s.replicas {
+		info.Backends = append(info.Backends, name)
+	}
+	slices.Sort(info.Backends[min(1, len(info.Backends)):])
+	s.view.Store(info)
+}
