@@ -44,6 +44,8 @@ type Server struct {
 	genlog  atomic.Pointer[filter.Genlog]
 	filters atomic.Pointer[filter.Chain]
 	digests atomic.Pointer[filter.Digests]
+	// commandsTotal counts client commands, for Stats.
+	commandsTotal atomic.Uint64
 
 	nextID atomic.Uint32
 	mu     sync.Mutex

@@ -307,6 +307,7 @@ func (s *Session) loop(ctx context.Context) error {
 		}
 		cmd := pkt[0]
 		m.commands[cmd].Inc()
+		s.srv.commandsTotal.Add(1)
 		start := time.Now()
 		s.cur = commandInfo{}
 		s.statements++

@@ -25,6 +25,17 @@ type SessionInfo struct {
 	Pinned string `json:"pinned,omitempty"`
 }
 
+// Stats are the proxy's running totals, for the console's live figures.
+type Stats struct {
+	Sessions int    `json:"sessions"`
+	Commands uint64 `json:"commands_total"`
+}
+
+// Stats reads the running totals.
+func (s *Server) Stats() Stats {
+	return Stats{Sessions: s.Sessions(), Commands: s.commandsTotal.Load()}
+}
+
 // SetDigests sets (or with nil, removes) the statement digest table.
 func (s *Server) SetDigests(d *filter.Digests) { s.digests.Store(d) }
 

@@ -3,13 +3,17 @@
 package admin
 
 import (
+	"context"
 	"crypto/subtle"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/pprof"
 	"strconv"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -35,6 +39,12 @@ type API struct {
 	Config func() any
 	// Reload re-reads the config file, as SIGHUP does.
 	Reload func() error
+	// Stats are the proxy's running totals.
+	Stats func() proxy.Stats
+	// AuditTail streams the audit records matching where (the audit
+	// tail's --where syntax) from since ago until ctx ends; nil when Genlog
+	// is off.
+	AuditTail func(ctx context.Context, where string, since time.Duration, emit func([]byte)) error
 	// Token, when set, must come as "Authorization: Bearer TOKEN" on every
 	// request but GET /health.
 	Token string
@@ -108,6 +118,52 @@ func Handler(api API) http.Handler {
 			limit = 20
 		}
 		writeJSON(w, http.StatusOK, d.Top(limit, r.URL.Query().Get("sort")))
+	})
+	mux.HandleFunc("GET /v1/stats", func(w http.ResponseWriter, r *http.Request) {
+		if api.Stats == nil {
+			http.NotFound(w, r)
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"at": time.Now(), "proxy": api.Stats()})
+	})
+	// GET /v1/audit/tail?where=EXPR&since=1m streams matching audit records
+	// as server-sent events, one JSON record per event.
+	mux.HandleFunc("GET /v1/audit/tail", func(w http.ResponseWriter, r *http.Request) {
+		if api.AuditTail == nil {
+			writeError(w, http.StatusNotFound, "genlog is disabled: there is no audit trail to tail")
+			return
+		}
+		since := time.Minute
+		if v := r.URL.Query().Get("since"); v != "" {
+			d, err := time.ParseDuration(v)
+			if err != nil || d < 0 {
+				writeError(w, http.StatusBadRequest, "since: a duration such as 30s or 5m")
+				return
+			}
+			since = d
+		}
+		flusher, ok := w.(http.Flusher)
+		if !ok {
+			writeError(w, http.StatusInternalServerError, "streaming unsupported")
+			return
+		}
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.Header().Set("Cache-Control", "no-cache")
+		w.WriteHeader(http.StatusOK)
+		flusher.Flush()
+		var mu sync.Mutex
+		err := api.AuditTail(r.Context(), r.URL.Query().Get("where"), since, func(rec []byte) {
+			mu.Lock()
+			defer mu.Unlock()
+			fmt.Fprintf(w, "data: %s\n\n", rec)
+			flusher.Flush()
+		})
+		if err != nil && r.Context().Err() == nil {
+			mu.Lock()
+			fmt.Fprintf(w, "event: error\ndata: %s\n\n", strings.ReplaceAll(err.Error(), "\n", " "))
+			flusher.Flush()
+			mu.Unlock()
+		}
 	})
 	mux.HandleFunc("GET /v1/config", func(w http.ResponseWriter, r *http.Request) {
 		if api.Config == nil {

@@ -26,6 +26,7 @@ import (
 
 	"github.com/sluice-proxy/sluice/filter"
 	"github.com/sluice-proxy/sluice/internal/admin"
+	"github.com/sluice-proxy/sluice/internal/audit"
 	"github.com/sluice-proxy/sluice/internal/config"
 	"github.com/sluice-proxy/sluice/internal/kafkaout"
 	"github.com/sluice-proxy/sluice/logbroker"
@@ -205,7 +206,17 @@ func Serve(cfgFile string) error {
 		return nil
 	}
 	api := admin.API{Health: health, Gatherer: reg, Monitor: mon, Sessions: srv.SessionList, Digests: srv.Digests,
-		Reload: reload, Token: cfg.AdminToken, Config: func() any { return configView(running.Load().Redacted()) }}
+		Reload: reload, Token: cfg.AdminToken, Stats: srv.Stats, Config: func() any { return configView(running.Load().Redacted()) }}
+	if genlog != nil {
+		api.AuditTail = func(ctx context.Context, where string, since time.Duration, emit func([]byte)) error {
+			w, err := filter.ParseWhere(where)
+			if err != nil {
+				return err
+			}
+			return audit.Read(ctx, audit.Options{Brokers: producerBrokers(cfg), Topic: cfg.Genlog.Topic,
+				Since: since, Where: w, Follow: true}, emit)
+		}
+	}
 	adminSrv := &http.Server{Handler: admin.Handler(api), ReadHeaderTimeout: 5 * time.Second}
 	wg.Go(func() {
 		if err := adminSrv.Serve(adminLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
