@@ -45,11 +45,7 @@ func describeMachine() machine {
 			}
 		}
 	}
-	if data, err := os.ReadFile("/proc/loadavg"); err == nil {
-		if f := strings.Fields(string(data)); len(f) >= 3 {
-			m.load = strings.Join(f[:3], " ")
-		}
-	}
+	m.load = loadAverage()
 	if topo != nil {
 		if db, err := topo.Primary.RootDB(); err == nil {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -66,6 +62,20 @@ func describeMachine() machine {
 	m.sysbench = strings.TrimPrefix(firstLine(command("sysbench", "--version")), "sysbench ")
 	m.sluice = strings.TrimSpace(command("git", "-C", repoRoot(), "describe", "--tags", "--always", "--dirty"))
 	return m
+}
+
+// loadAverage is the 1, 5 and 15 minute load averages: how busy the
+// (shared) machine was around a run.
+func loadAverage() string {
+	data, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return ""
+	}
+	f := strings.Fields(string(data))
+	if len(f) < 3 {
+		return ""
+	}
+	return strings.Join(f[:3], " ")
 }
 
 // cpuDescription is "model name × count" from /proc/cpuinfo.
@@ -122,7 +132,7 @@ func (m machine) render(w *bytes.Buffer) {
 	fmt.Fprintf(w, "| machine | |\n|---|---|\n")
 	for _, row := range [][2]string{
 		{"date", m.date}, {"CPU", m.cpu}, {"memory", m.memory}, {"kernel", m.kernel}, {"OS", m.osName},
-		{"load average at start", m.load}, {"MariaDB", m.mariadb}, {"HAProxy", m.haproxy},
+		{"load average at start", m.load}, {"load average at end", loadAverage()}, {"MariaDB", m.mariadb}, {"HAProxy", m.haproxy},
 		{"sysbench", m.sysbench}, {"Go", m.goVersion}, {"Sluice (git describe)", m.sluice},
 	} {
 		fmt.Fprintf(w, "| %s | %s |\n", row[0], mdEscape(or(row[1])))
