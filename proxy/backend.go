@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -23,6 +24,8 @@ type Login struct {
 	Capabilities uint32
 	Collation    byte
 	Attrs        []byte
+	// TLS, when set, secures the connection; the server must offer it.
+	TLS *tls.Config
 }
 
 // BackendConn is one connection from Sluice to a server, logged in as a
@@ -86,6 +89,28 @@ func (b *BackendConn) login(login Login) error {
 		caps |= mysql.CLIENT_CONNECT_WITH_DB & hs.Capabilities
 	} else {
 		caps &^= mysql.CLIENT_CONNECT_WITH_DB
+	}
+	if login.TLS != nil {
+		if hs.Capabilities&mysql.CLIENT_SSL == 0 {
+			return errors.New("the server does not offer TLS, which tls.backend requires; enable TLS on the server (ssl_cert, ssl_key)")
+		}
+		caps |= mysql.CLIENT_SSL
+		if err := b.pio.WritePacket(buildSSLRequest(caps, login.Collation)); err != nil {
+			return err
+		}
+		if err := b.pio.Flush(); err != nil {
+			return err
+		}
+		err := b.pio.StartTLS(func(c net.Conn) (net.Conn, error) {
+			tc := tls.Client(c, login.TLS)
+			if err := tc.Handshake(); err != nil {
+				return nil, fmt.Errorf("TLS handshake: %w", err)
+			}
+			return tc, nil
+		})
+		if err != nil {
+			return err
+		}
 	}
 	auth := scrambleReply(hs.Scramble, login.Stage1)
 	if err := b.pio.WritePacket(buildHandshakeResponse(caps, login.Collation, login.User, auth, login.DB, login.Attrs)); err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 	"time"
 
@@ -479,10 +480,19 @@ func (s *Session) sync(b *BackendConn) error {
 func (s *Session) dial(ctx context.Context, t router.Target) (*BackendConn, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.srv.cfg.Load().ConnectTimeout)
 	defer cancel()
-	b, err := DialBackend(ctx, t.Server, t.Address, Login{
+	login := Login{
 		User: s.user, Stage1: s.stage1, DB: s.state.db,
 		Capabilities: s.caps, Collation: s.collation, Attrs: s.attrs,
-	})
+	}
+	if bt := s.srv.cfg.Load().BackendTLS; bt != nil {
+		login.TLS = bt
+		if bt.ServerName == "" {
+			// Verify the certificate against the host Sluice dials.
+			login.TLS = bt.Clone()
+			login.TLS.ServerName, _, _ = net.SplitHostPort(t.Address)
+		}
+	}
+	b, err := DialBackend(ctx, t.Server, t.Address, login)
 	if err != nil {
 		return nil, err
 	}

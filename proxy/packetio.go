@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -58,6 +59,36 @@ func NewPacketIO(conn net.Conn) *PacketIO {
 	w.Reset(rw)
 	return &PacketIO{conn: conn, r: r, w: w}
 }
+
+// StartTLS moves the connection onto TLS: handshake gets the connection
+// (with any bytes already read, such as a client's hello sent right after
+// its SSL request) and returns the TLS connection over it, handshake done.
+func (p *PacketIO) StartTLS(handshake func(net.Conn) (net.Conn, error)) error {
+	if p.w.Buffered() > 0 {
+		return fmt.Errorf("%w: unsent data before the TLS handshake", errMalformed)
+	}
+	raw := net.Conn(p.conn)
+	if n := p.r.Buffered(); n > 0 {
+		early, _ := p.r.Peek(n)
+		raw = &prefixConn{Conn: p.conn, r: io.MultiReader(bytes.NewReader(bytes.Clone(early)), p.conn)}
+	}
+	conn, err := handshake(raw)
+	if err != nil {
+		return err
+	}
+	p.conn = conn
+	p.r.Reset(conn)
+	p.w.Reset(conn)
+	return nil
+}
+
+// prefixConn reads bytes already taken from a connection before the rest.
+type prefixConn struct {
+	net.Conn
+	r io.Reader
+}
+
+func (c *prefixConn) Read(b []byte) (int, error) { return c.r.Read(b) }
 
 // Conn is the underlying connection.
 func (p *PacketIO) Conn() net.Conn { return p.conn }

@@ -199,6 +199,15 @@ func parseServerHandshake(b []byte) (ServerHandshake, error) {
 }
 
 // buildHandshakeResponse writes the HandshakeResponse41 Sluice sends a backend.
+// buildSSLRequest is the short handshake response that asks for TLS.
+func buildSSLRequest(caps uint32, collation byte) []byte {
+	b := make([]byte, 0, 32)
+	b = binary.LittleEndian.AppendUint32(b, caps|mysql.CLIENT_SSL)
+	b = binary.LittleEndian.AppendUint32(b, maxPacketPayload)
+	b = append(b, collation)
+	return append(b, make([]byte, 23)...)
+}
+
 func buildHandshakeResponse(caps uint32, collation byte, user string, auth []byte, db string, attrs []byte) []byte {
 	b := make([]byte, 0, 64+len(user)+len(auth)+len(db)+len(attrs))
 	b = binary.LittleEndian.AppendUint32(b, caps)

@@ -5,6 +5,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -30,6 +31,13 @@ type Config struct {
 	ConnectTimeout   time.Duration
 	// ClassifierCacheSize bounds the statement shapes whose class is cached.
 	ClassifierCacheSize int
+	// TLS, when set, is offered to clients; RequireTLS refuses clients
+	// that do not use it.
+	TLS        *tls.Config
+	RequireTLS bool
+	// BackendTLS, when set, is used on every backend connection; a server
+	// that does not offer TLS is refused.
+	BackendTLS *tls.Config
 }
 
 // Server accepts client connections and runs a session for each.

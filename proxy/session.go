@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -32,6 +34,8 @@ type Session struct {
 	scramble  []byte
 	user      string
 	db        string
+	// tls is true once the client connection is TLS.
+	tls bool
 	// stage1 is SHA1(password): the secret backend logins are made with. It
 	// is never logged.
 	stage1 []byte
@@ -134,7 +138,7 @@ func (s *Session) run(ctx context.Context) {
 	}
 	err := s.handshake(ctx)
 	if g := s.srv.genlog.Load(); g != nil && s.user != "" {
-		a := filter.Auth{Time: time.Now(), OK: err == nil, Plugin: mysql.AUTH_NATIVE_PASSWORD}
+		a := filter.Auth{Time: time.Now(), OK: err == nil, Plugin: mysql.AUTH_NATIVE_PASSWORD, TLS: s.tls}
 		var se *SQLError
 		if errors.As(err, &se) {
 			a.ErrorCode = se.Code
@@ -183,7 +187,11 @@ func (s *Session) handshake(ctx context.Context) error {
 	if version == "" {
 		version = "5.5.5-10.11.0-MariaDB-sluice"
 	}
-	if err := s.client.WritePacket(buildHandshake(s.id, s.scramble, version, proxyCapabilities, defaultCollation)); err != nil {
+	caps := uint32(proxyCapabilities)
+	if cfg.TLS != nil {
+		caps |= mysql.CLIENT_SSL
+	}
+	if err := s.client.WritePacket(buildHandshake(s.id, s.scramble, version, caps, defaultCollation)); err != nil {
 		return err
 	}
 	if err := s.client.Flush(); err != nil {
@@ -193,12 +201,23 @@ func (s *Session) handshake(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("read handshake response: %w", err)
 	}
+	if len(pkt) == sslRequestLen && cfg.TLS != nil && binary.LittleEndian.Uint32(pkt)&mysql.CLIENT_SSL != 0 {
+		// An SSL request: TLS first, then the real handshake response.
+		if pkt, err = s.startTLS(ctx, cfg.TLS); err != nil {
+			return err
+		}
+	}
 	hr, err := parseHandshakeResponse(pkt)
 	if err != nil {
 		s.writeErr(newSQLError(mysql.ER_HANDSHAKE_ERROR, "Bad handshake"))
 		return err
 	}
 	s.caps = hr.Capabilities & proxyCapabilities
+	if cfg.RequireTLS && !s.tls {
+		e := newSQLError(errSecureTransportRequired, "Connections using insecure transport are prohibited: this Sluice requires TLS (tls.require)")
+		s.writeErr(e)
+		return e
+	}
 	s.collation, s.attrs, s.user, s.db = hr.Collation, hr.Attrs, hr.User, hr.DB
 	reply := hr.AuthResponse
 	if hr.Plugin != "" && hr.Plugin != mysql.AUTH_NATIVE_PASSWORD && s.caps&mysql.CLIENT_PLUGIN_AUTH != 0 {
@@ -226,6 +245,36 @@ func (s *Session) handshake(ctx context.Context) error {
 		return err
 	}
 	return s.client.Flush()
+}
+
+// sslRequestLen is the size of a client's SSL request: a handshake response
+// cut after its fixed part.
+const sslRequestLen = 32
+
+// errSecureTransportRequired is MySQL's ER_SECURE_TRANSPORT_REQUIRED.
+const errSecureTransportRequired = 3159
+
+// startTLS runs the server side of a TLS handshake on the client
+// connection, then reads the handshake response sent over it.
+func (s *Session) startTLS(ctx context.Context, cfg *tls.Config) ([]byte, error) {
+	hctx, cancel := context.WithTimeout(ctx, s.srv.cfg.Load().ConnectTimeout)
+	defer cancel()
+	err := s.client.StartTLS(func(c net.Conn) (net.Conn, error) {
+		tc := tls.Server(c, cfg)
+		if err := tc.HandshakeContext(hctx); err != nil {
+			return nil, fmt.Errorf("TLS handshake: %w", err)
+		}
+		return tc, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.tls = true
+	pkt, err := s.client.ReadPacket()
+	if err != nil {
+		return nil, fmt.Errorf("read handshake response: %w", err)
+	}
+	return pkt, nil
 }
 
 // authSwitch asks the client for a mysql_native_password reply to the same

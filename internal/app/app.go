@@ -369,11 +369,16 @@ func monitorConfig(cfg *config.Config) monitor.Config {
 }
 
 func proxyConfig(cfg *config.Config) proxy.Config {
-	return proxy.Config{
+	pc := proxy.Config{
 		Name: cfg.Name, ServerVersion: cfg.ServerVersion, MaxConnections: cfg.MaxConnections,
 		MaxAllowedPacket: cfg.MaxAllowedPacket, ConnectTimeout: cfg.ConnectTimeout,
-		ClassifierCacheSize: cfg.Router.ClassifierCacheSize,
+		ClassifierCacheSize: cfg.Router.ClassifierCacheSize, RequireTLS: cfg.TLS.Require,
 	}
+	// Validated with the config; files that changed since are re-read at
+	// the next reload.
+	pc.TLS, _ = cfg.TLS.ClientConfig()
+	pc.BackendTLS, _ = cfg.TLS.BackendConfig()
+	return pc
 }
 
 func routerConfig(cfg *config.Config) router.Config {

@@ -7,6 +7,8 @@ package config
 
 import (
 	"bytes"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -66,6 +68,7 @@ type Config struct {
 	DrainTimeout time.Duration `yaml:"drain_timeout"`
 
 	Router Router `yaml:"router"`
+	TLS    TLS    `yaml:"tls"`
 	// Filters run in order before routing: regex rewrites, firewall refuses.
 	Filters []filter.Spec    `yaml:"filters"`
 	Monitor Monitor          `yaml:"monitor"`
@@ -75,6 +78,63 @@ type Config struct {
 
 	// File is the path the config was loaded from.
 	File string `yaml:"-"`
+}
+
+// TLS configures TLS for clients and to the backends.
+type TLS struct {
+	// Cert and Key (PEM files) enable TLS for clients that ask for it.
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
+	// Require refuses clients that do not use TLS (error 3159).
+	Require bool `yaml:"require"`
+	// MinVersion is the oldest TLS version accepted: 1.2 (default) or 1.3.
+	MinVersion string `yaml:"min_version"`
+	// Backend uses TLS on every connection to the servers, verifying their
+	// certificates against BackendCA (default: the system's roots) for
+	// BackendServerName (default: the host of the server's address).
+	Backend                   bool   `yaml:"backend"`
+	BackendCA                 string `yaml:"backend_ca"`
+	BackendServerName         string `yaml:"backend_server_name"`
+	BackendInsecureSkipVerify bool   `yaml:"backend_insecure_skip_verify"`
+}
+
+func (t *TLS) minVersion() uint16 {
+	if t.MinVersion == "1.3" {
+		return tls.VersionTLS13
+	}
+	return tls.VersionTLS12
+}
+
+// ClientConfig is the TLS config offered to clients; nil without a cert.
+func (t *TLS) ClientConfig() (*tls.Config, error) {
+	if t.Cert == "" && t.Key == "" {
+		return nil, nil
+	}
+	cert, err := tls.LoadX509KeyPair(t.Cert, t.Key)
+	if err != nil {
+		return nil, err
+	}
+	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: t.minVersion()}, nil
+}
+
+// BackendConfig is the TLS config for connections to the servers; nil
+// unless Backend is set.
+func (t *TLS) BackendConfig() (*tls.Config, error) {
+	if !t.Backend {
+		return nil, nil
+	}
+	c := &tls.Config{MinVersion: t.minVersion(), ServerName: t.BackendServerName, InsecureSkipVerify: t.BackendInsecureSkipVerify}
+	if t.BackendCA != "" {
+		pem, err := os.ReadFile(t.BackendCA)
+		if err != nil {
+			return nil, err
+		}
+		c.RootCAs = x509.NewCertPool()
+		if !c.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("%s holds no PEM certificate", t.BackendCA)
+		}
+	}
+	return c, nil
 }
 
 // Redacted is a copy of the config with every password and token replaced
@@ -470,6 +530,20 @@ func (c *Config) validate() error {
 	}
 	if db, table, ok := strings.Cut(c.Monitor.HeartbeatTable, "."); !ok || !isIdent(db) || !isIdent(table) {
 		return &Error{Key: "monitor.heartbeat_table", Msg: fmt.Sprintf("%q is not database.table (letters, digits, _ and $)", c.Monitor.HeartbeatTable)}
+	}
+	switch {
+	case (c.TLS.Cert == "") != (c.TLS.Key == ""):
+		return &Error{Key: "tls.cert", Msg: "set both tls.cert and tls.key (PEM files), or neither"}
+	case c.TLS.Require && c.TLS.Cert == "":
+		return &Error{Key: "tls.require", Msg: "requires tls.cert and tls.key"}
+	case c.TLS.MinVersion != "" && c.TLS.MinVersion != "1.2" && c.TLS.MinVersion != "1.3":
+		return &Error{Key: "tls.min_version", Msg: fmt.Sprintf("unknown %q; use 1.2 or 1.3", c.TLS.MinVersion)}
+	}
+	if _, err := c.TLS.ClientConfig(); err != nil {
+		return &Error{Key: "tls.cert", Msg: fmt.Sprintf("cannot load the certificate and key: %v", err)}
+	}
+	if _, err := c.TLS.BackendConfig(); err != nil {
+		return &Error{Key: "tls.backend_ca", Msg: fmt.Sprintf("cannot load the CA: %v", err)}
 	}
 	if c.QueryDigests < -1 {
 		return &Error{Key: "query_digests", Msg: "must be a number of entries, or -1 to keep none"}

@@ -46,6 +46,7 @@ type Server struct {
 	replica bool
 	log     io.Writer
 	galera  *galeraNode // non-nil for a Galera node (galera.go)
+	extra   []string    // more mariadbd options (Options.ExtraArgs)
 
 	mu      sync.Mutex
 	cmd     *exec.Cmd
@@ -159,6 +160,7 @@ func (s *Server) args() []string {
 		"--max-connections=3000",
 		"--max-allowed-packet=64M",
 	}
+	a = append(a, s.extra...)
 	if s.galera != nil {
 		return append(a, s.galera.args()...)
 	}

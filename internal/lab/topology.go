@@ -62,6 +62,8 @@ type Options struct {
 	Replicas int       // default 2 (0 means default; negative means none)
 	Dir      string    // default: os.MkdirTemp; removed by Close if Start created it
 	Log      io.Writer // where mariadbd stdout/stderr go (most output is in <Dir>/<name>.err)
+	// ExtraArgs are added to every mariadbd's command line (e.g. TLS files).
+	ExtraArgs []string
 }
 
 // Topology is a running primary plus replicas.
@@ -206,6 +208,7 @@ func Start(ctx context.Context, opts Options) (_ *Topology, err error) {
 			bin:      mariadbd,
 			replica:  i > 0,
 			log:      opts.Log,
+			extra:    opts.ExtraArgs,
 		}
 		if i == 0 {
 			t.Primary = s

@@ -1,0 +1,270 @@
+// Package tlstest checks TLS between clients and Sluice and between Sluice
+// and the servers, on a MariaDB topology that has TLS enabled.
+package tlstest
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"database/sql"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+
+	"github.com/sluice-proxy/sluice/internal/lab"
+)
+
+var (
+	topo   *lab.Topology
+	binary string
+	pki    string // directory of ca.pem, server.pem, server-key.pem, other-ca.pem
+)
+
+func TestMain(m *testing.M) {
+	var err error
+	if pki, err = os.MkdirTemp("", "sluice-pki-"); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	if err := writePKI(pki); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	if binary, err = lab.BuildSluice(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	lab.RunTests(m, lab.Options{Replicas: 1, ExtraArgs: []string{
+		"--ssl-ca=" + filepath.Join(pki, "ca.pem"),
+		"--ssl-cert=" + filepath.Join(pki, "server.pem"),
+		"--ssl-key=" + filepath.Join(pki, "server-key.pem"),
+	}}, func(t *lab.Topology) { topo = t })
+	os.RemoveAll(pki)
+}
+
+// writePKI makes a CA, a certificate for 127.0.0.1 signed by it (used by the
+// servers and by Sluice), and an unrelated CA.
+func writePKI(dir string) error {
+	newKey := func() *ecdsa.PrivateKey {
+		k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		return k
+	}
+	writePEM := func(name, typ string, der []byte) error {
+		return os.WriteFile(filepath.Join(dir, name), pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600)
+	}
+	ca := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "sluice test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	caKey := newKey()
+	caDER, err := x509.CreateCertificate(rand.Reader, ca, ca, &caKey.PublicKey, caKey)
+	if err != nil {
+		return err
+	}
+	leaf := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "127.0.0.1"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, DNSNames: []string{"localhost"},
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	leafKey := newKey()
+	leafDER, err := x509.CreateCertificate(rand.Reader, leaf, ca, &leafKey.PublicKey, caKey)
+	if err != nil {
+		return err
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(leafKey)
+	if err != nil {
+		return err
+	}
+	other := &x509.Certificate{SerialNumber: big.NewInt(3), Subject: pkix.Name{CommonName: "another CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	otherKey := newKey()
+	otherDER, err := x509.CreateCertificate(rand.Reader, other, other, &otherKey.PublicKey, otherKey)
+	if err != nil {
+		return err
+	}
+	for _, f := range []struct {
+		name, typ string
+		der       []byte
+	}{{"ca.pem", "CERTIFICATE", caDER}, {"server.pem", "CERTIFICATE", leafDER}, {"server-key.pem", "PRIVATE KEY", keyDER}, {"other-ca.pem", "CERTIFICATE", otherDER}} {
+		if err := writePEM(f.name, f.typ, f.der); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+type instance struct {
+	listen, admin, broker string
+	stderr                *bytes.Buffer
+}
+
+func start(t *testing.T, tlsSection string) *instance {
+	t.Helper()
+	dir := t.TempDir()
+	in := &instance{listen: lab.FreeAddr(t), admin: lab.FreeAddr(t), broker: lab.FreeAddr(t), stderr: &bytes.Buffer{}}
+	var servers strings.Builder
+	for _, s := range topo.Servers() {
+		fmt.Fprintf(&servers, "  - {name: %s, address: %s}\n", s.Name, s.Addr())
+	}
+	cfg := fmt.Sprintf("listen: %s\nadmin_listen: %s\nservers:\n%sservice_user: {user: monitor, password: monpass}\n"+
+		"monitor: {interval: 200ms}\nbroker: {enabled: true, listen: %s, data_dir: %s}\ngenlog: {enabled: true, topic: tls.audit}\n%s",
+		in.listen, in.admin, servers.String(), in.broker, filepath.Join(dir, "broker"), tlsSection)
+	path := filepath.Join(dir, "sluice.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(binary, "serve", "--config", path)
+	cmd.Stderr = in.stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		if t.Failed() {
+			t.Logf("sluice stderr:\n%s", in.stderr)
+		}
+	})
+	lab.WaitFor(t, "/health", 20*time.Second, func() bool {
+		resp, err := http.Get("http://" + in.admin + "/health")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+	return in
+}
+
+func (in *instance) open(t *testing.T, tlsName string) *sql.DB {
+	t.Helper()
+	cfg := mysql.NewConfig()
+	cfg.User, cfg.Passwd, cfg.Net, cfg.Addr, cfg.DBName = "app", "apppass", "tcp", in.listen, "app"
+	cfg.Timeout = 5 * time.Second
+	cfg.TLSConfig = tlsName
+	db, err := sql.Open("mysql", cfg.FormatDSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+func registerClientTLS(t *testing.T) {
+	t.Helper()
+	pem, err := os.ReadFile(filepath.Join(pki, "ca.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	if err := mysql.RegisterTLSConfig("sluice-ca", &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// backendCipher is the TLS cipher of the session's primary connection.
+func backendCipher(t *testing.T, db *sql.DB) string {
+	t.Helper()
+	var name, cipher string
+	if err := db.QueryRow("SHOW /* sluice: route=primary */ SESSION STATUS LIKE 'Ssl_cipher'").Scan(&name, &cipher); err != nil {
+		t.Fatal(err)
+	}
+	return cipher
+}
+
+func TestClientTLS(t *testing.T) {
+	registerClientTLS(t)
+	keys := fmt.Sprintf("tls: {cert: %s, key: %s}\n", filepath.Join(pki, "server.pem"), filepath.Join(pki, "server-key.pem"))
+	in := start(t, keys)
+	var one int
+	if err := in.open(t, "sluice-ca").QueryRow("SELECT 1").Scan(&one); err != nil {
+		t.Fatalf("query over TLS: %v", err)
+	}
+	if err := in.open(t, "false").QueryRow("SELECT 1").Scan(&one); err != nil {
+		t.Fatalf("plain connection while TLS is optional: %v", err)
+	}
+	// The real CLI negotiates TLS and verifies Sluice's certificate.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	host, port, _ := net.SplitHostPort(in.listen)
+	out, err := exec.CommandContext(ctx, "mariadb", "-h", host, "-P", port, "-uapp", "-papppass", "--ssl",
+		"--ssl-ca="+filepath.Join(pki, "ca.pem"), "--ssl-verify-server-cert", "-e", "status").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "Cipher in use") {
+		t.Fatalf("mariadb --ssl through Sluice: %v\n%s", err, out)
+	}
+	// The audit trail says which logins used TLS.
+	lab.WaitFor(t, "auth records with and without TLS", 20*time.Second, func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		out, err := exec.CommandContext(ctx, binary, "audit", "search", "--brokers", in.broker, "--topic", "tls.audit",
+			"--where", `type=="auth" && ok==true`).Output()
+		if err != nil {
+			return false
+		}
+		var withTLS, without int
+		for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+			var rec struct{ TLS bool }
+			if json.Unmarshal([]byte(line), &rec) == nil {
+				if rec.TLS {
+					withTLS++
+				} else {
+					without++
+				}
+			}
+		}
+		return withTLS >= 2 && without >= 1
+	})
+
+	// tls.require refuses plain connections with error 3159.
+	req := start(t, fmt.Sprintf("tls: {cert: %s, key: %s, require: true}\n", filepath.Join(pki, "server.pem"), filepath.Join(pki, "server-key.pem")))
+	err = req.open(t, "false").Ping()
+	var me *mysql.MySQLError
+	if !errorsAs(err, &me) || me.Number != 3159 {
+		t.Fatalf("plain connection with tls.require: %v, want error 3159", err)
+	}
+	if err := req.open(t, "sluice-ca").Ping(); err != nil {
+		t.Fatalf("TLS connection with tls.require: %v", err)
+	}
+}
+
+func TestBackendTLS(t *testing.T) {
+	in := start(t, fmt.Sprintf("tls: {backend: true, backend_ca: %s}\n", filepath.Join(pki, "ca.pem")))
+	if c := backendCipher(t, in.open(t, "false")); c == "" {
+		t.Fatal("the backend connection is not TLS")
+	}
+	// Without tls.backend the backend link is plain: the check above could fail.
+	plain := start(t, "")
+	if c := backendCipher(t, plain.open(t, "false")); c != "" {
+		t.Fatalf("backend cipher %q without tls.backend", c)
+	}
+	// A server whose certificate the CA did not sign is refused.
+	wrong := start(t, fmt.Sprintf("tls: {backend: true, backend_ca: %s}\n", filepath.Join(pki, "other-ca.pem")))
+	err := wrong.open(t, "false").Ping()
+	if err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Fatalf("backend with an unknown CA: %v; the error should name the certificate problem", err)
+	}
+}
+
+func errorsAs(err error, target **mysql.MySQLError) bool {
+	me, ok := err.(*mysql.MySQLError)
+	if ok {
+		*target = me
+	}
+	return ok
+}
