@@ -330,6 +330,11 @@ func (s *Session) forward(b *BackendConn, pkt []byte) (Result, error) {
 	if err := bio.Flush(); err != nil {
 		return Result{}, s.backendFailed(b, err, 0)
 	}
+	if t := s.srv.cfg.Load().BackendReadTimeout; t > 0 {
+		// The connection is closed if this fires: its stream is lost.
+		_ = bio.Conn().SetReadDeadline(time.Now().Add(t))
+		defer bio.Conn().SetReadDeadline(time.Time{})
+	}
 	r := relay{
 		backend:      bio,
 		client:       s.client,

@@ -4,6 +4,8 @@
 package proxy
 
 import (
+	"github.com/go-mysql-org/go-mysql/mysql"
+
 	"context"
 	"crypto/tls"
 	"errors"
@@ -25,10 +27,18 @@ type Config struct {
 	// Name identifies this Sluice instance.
 	Name string
 	// ServerVersion, when set, replaces the primary's version in handshakes.
-	ServerVersion    string
-	MaxConnections   int
-	MaxAllowedPacket int
-	ConnectTimeout   time.Duration
+	ServerVersion  string
+	MaxConnections int
+	// MaxUserConnections caps each user's sessions; UserMaxConnections
+	// overrides it per user. 0: unlimited.
+	MaxUserConnections int
+	UserMaxConnections map[string]int
+	// ClientIdleTimeout closes sessions idle this long; 0: never.
+	ClientIdleTimeout time.Duration
+	// BackendReadTimeout bounds one command's answer; 0: no bound.
+	BackendReadTimeout time.Duration
+	MaxAllowedPacket   int
+	ConnectTimeout     time.Duration
 	// ClassifierCacheSize bounds the statement shapes whose class is cached.
 	ClassifierCacheSize int
 	// TLS, when set, is offered to clients; RequireTLS refuses clients
@@ -58,8 +68,9 @@ type Server struct {
 	nextID atomic.Uint32
 	mu     sync.Mutex
 	// sessions maps live sessions to their client connection, so Shutdown
-	// can close them.
+	// can close them; perUser counts logged-in sessions by user.
 	sessions map[*Session]net.Conn
+	perUser  map[string]int
 	wg       sync.WaitGroup
 	draining atomic.Bool
 }
@@ -68,7 +79,7 @@ type Server struct {
 func NewServer(cfg Config, accounts *Accounts, rt *router.Router, reg prometheus.Registerer, log *slog.Logger) *Server {
 	size := cfg.ClassifierCacheSize
 	s := &Server{accounts: accounts, router: rt, classifier: router.NewClassifier(size, log), log: log,
-		metrics: newMetrics(reg), sessions: map[*Session]net.Conn{}}
+		metrics: newMetrics(reg), sessions: map[*Session]net.Conn{}, perUser: map[string]int{}}
 	s.cfg.Store(&cfg)
 	return s
 }
@@ -142,6 +153,39 @@ func (s *Server) start(ctx context.Context, conn net.Conn) {
 		}
 		sess.run(ctx)
 	}()
+}
+
+// userLimit is the most sessions user may have; 0 means no limit.
+func (c *Config) userLimit(user string) int {
+	if n, ok := c.UserMaxConnections[user]; ok {
+		return n
+	}
+	return c.MaxUserConnections
+}
+
+// admitUser counts a logged-in session of user, or refuses it (error 1203,
+// as MySQL's max_user_connections) when the user is at its limit.
+func (s *Server) admitUser(user string) *SQLError {
+	limit := s.cfg.Load().userLimit(user)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if limit > 0 && s.perUser[user] >= limit {
+		s.metrics.refused.Inc()
+		return newSQLError(mysql.ER_TOO_MANY_USER_CONNECTIONS, "User %s already has more than 'max_user_connections' active connections", user)
+	}
+	s.perUser[user]++
+	return nil
+}
+
+// releaseUser forgets a session of user.
+func (s *Server) releaseUser(user string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.perUser[user] <= 1 {
+		delete(s.perUser, user)
+	} else {
+		s.perUser[user]--
+	}
 }
 
 // Shutdown drains: it stops taking new sessions, closes sessions that are

@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"sync/atomic"
 	"time"
 
@@ -34,6 +35,8 @@ type Session struct {
 	scramble  []byte
 	user      string
 	db        string
+	// admitted is the user counted against max_user_connections.
+	admitted string
 	// tls is true once the client connection is TLS.
 	tls bool
 	// stage1 is SHA1(password): the secret backend logins are made with. It
@@ -172,6 +175,10 @@ func (s *Session) logEnd(msg string, err error) {
 }
 
 func (s *Session) close() {
+	if s.admitted != "" {
+		s.srv.releaseUser(s.admitted)
+		s.admitted = ""
+	}
 	s.closeBackends()
 	s.client.Close()
 }
@@ -235,6 +242,11 @@ func (s *Session) handshake(ctx context.Context) error {
 		}
 		return err
 	}
+	if e := s.srv.admitUser(hr.User); e != nil {
+		s.writeErr(e)
+		return e
+	}
+	s.admitted = hr.User
 	s.stage1 = stage1
 	s.state.db = hr.DB
 	s.log.Debug("authenticated", "user", acct.User, "host", acct.Host)
@@ -246,6 +258,9 @@ func (s *Session) handshake(ctx context.Context) error {
 	}
 	return s.client.Flush()
 }
+
+// errClientInactive is MySQL's ER_CLIENT_INTERACTION_TIMEOUT.
+const errClientInactive = 4031
 
 // sslRequestLen is the size of a client's SSL request: a handshake response
 // cut after its fixed part.
@@ -343,8 +358,22 @@ func (s *Session) loop(ctx context.Context) error {
 		if s.idle.Load() && s.srv.draining.Load() {
 			return nil
 		}
+		idleTimeout := s.srv.cfg.Load().ClientIdleTimeout
+		if idleTimeout > 0 {
+			_ = s.client.Conn().SetReadDeadline(time.Now().Add(idleTimeout))
+		}
 		pkt, err := s.client.ReadPacket()
 		s.idle.Store(false)
+		if idleTimeout > 0 {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				// As MySQL 8 does at wait_timeout: say why, then close.
+				s.client.ResetSequence()
+				s.writeErr(newSQLError(errClientInactive, "The client was disconnected by Sluice because of inactivity (client_idle_timeout %v)", idleTimeout))
+				s.log.Info("closing an idle session", "idle", idleTimeout)
+				return nil
+			}
+			_ = s.client.Conn().SetReadDeadline(time.Time{})
+		}
 		if err != nil {
 			if errors.Is(err, ErrPacketTooLarge) {
 				s.writeErr(newSQLError(mysql.ER_NET_PACKET_TOO_LARGE, "Got a packet bigger than 'max_allowed_packet' bytes"))
@@ -439,6 +468,14 @@ func (s *Session) changeUser(ctx context.Context, pkt []byte) error {
 		s.srv.metrics.authFailures.Inc()
 		s.writeErr(toSQLError(err))
 		return fmt.Errorf("change user to %q: %w", cu.User, err)
+	}
+	if cu.User != s.admitted {
+		if e := s.srv.admitUser(cu.User); e != nil {
+			s.writeErr(e)
+			return e
+		}
+		s.srv.releaseUser(s.admitted)
+		s.admitted = cu.User
 	}
 	s.closeBackends()
 	s.resetState(cu.DB)

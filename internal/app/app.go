@@ -373,6 +373,8 @@ func proxyConfig(cfg *config.Config) proxy.Config {
 		Name: cfg.Name, ServerVersion: cfg.ServerVersion, MaxConnections: cfg.MaxConnections,
 		MaxAllowedPacket: cfg.MaxAllowedPacket, ConnectTimeout: cfg.ConnectTimeout,
 		ClassifierCacheSize: cfg.Router.ClassifierCacheSize, RequireTLS: cfg.TLS.Require,
+		MaxUserConnections: cfg.MaxUserConnections, UserMaxConnections: cfg.UserMaxConnections,
+		ClientIdleTimeout: cfg.ClientIdleTimeout, BackendReadTimeout: cfg.BackendReadTimeout,
 	}
 	// Validated with the config; files that changed since are re-read at
 	// the next reload.

@@ -43,6 +43,18 @@ type Config struct {
 	ListenReusePort bool `yaml:"listen_reuseport"`
 	// MaxConnections caps concurrent client sessions; 0 means unlimited.
 	MaxConnections int `yaml:"max_connections"`
+	// MaxUserConnections caps each user's concurrent sessions (error 1203,
+	// as MySQL's max_user_connections); UserMaxConnections overrides it per
+	// user. 0 means unlimited.
+	MaxUserConnections int            `yaml:"max_user_connections"`
+	UserMaxConnections map[string]int `yaml:"user_max_connections"`
+	// ClientIdleTimeout closes a session idle this long between commands
+	// (MySQL's wait_timeout); 0 never does.
+	ClientIdleTimeout time.Duration `yaml:"client_idle_timeout"`
+	// BackendReadTimeout bounds how long one command's answer may take from
+	// a server before the client gets an error and that connection is
+	// closed; 0 waits as long as the server takes.
+	BackendReadTimeout time.Duration `yaml:"backend_read_timeout"`
 	// MaxProcs caps the threads running Go code (GOMAXPROCS); 0 leaves
 	// Go's default, one per CPU.
 	MaxProcs int `yaml:"max_procs"`
@@ -553,6 +565,17 @@ func (c *Config) validate() error {
 	}
 	if c.MaxConnections < 0 {
 		return &Error{Key: "max_connections", Msg: "must be >= 0 (0 means unlimited)"}
+	}
+	if c.MaxUserConnections < 0 {
+		return &Error{Key: "max_user_connections", Msg: "must be >= 0 (0 means unlimited)"}
+	}
+	for user, n := range c.UserMaxConnections {
+		if n < 0 {
+			return &Error{Key: "user_max_connections." + user, Msg: "must be >= 0 (0 means unlimited)"}
+		}
+	}
+	if c.ClientIdleTimeout < 0 || c.BackendReadTimeout < 0 {
+		return &Error{Key: "client_idle_timeout", Msg: "timeouts must be >= 0 (0 means none)"}
 	}
 	if c.MaxAllowedPacket < 1024 || c.MaxAllowedPacket > 1<<30 {
 		return &Error{Key: "max_allowed_packet", Msg: "must be between 1024 and 1073741824 bytes"}
