@@ -171,15 +171,40 @@ func New(cfg Config, log *slog.Logger) *Monitor {
 	return m
 }
 
+// SetServers replaces the servers polled, after a config reload: added
+// servers are polled from the next poll on, removed ones are forgotten and
+// their monitoring connections closed. It returns once the new list has
+// been polled.
+func (m *Monitor) SetServers(ctx context.Context, servers []ServerConfig) {
+	m.opMu.Lock()
+	keep := map[string]bool{}
+	for _, s := range servers {
+		keep[s.Address] = true
+	}
+	m.cfg.Servers = append([]ServerConfig(nil), servers...)
+	m.mu.Lock()
+	for addr, c := range m.conns {
+		if !keep[addr] {
+			c.Close()
+			delete(m.conns, addr)
+		}
+	}
+	m.mu.Unlock()
+	m.opMu.Unlock()
+	m.Poll(ctx)
+}
+
 // SetMaintenance drains a server (on) or returns it to service (off). A
 // server in maintenance gets no new reads; the sessions' connections to it
 // are left alone until they next choose a replica. The primary cannot be
 // drained: switch over first. The new state is published before it returns.
 func (m *Monitor) SetMaintenance(ctx context.Context, name string, on bool) error {
 	known := false
+	m.opMu.Lock()
 	for _, s := range m.cfg.Servers {
 		known = known || s.Name == name
 	}
+	m.opMu.Unlock()
 	if !known {
 		return fmt.Errorf("no server named %q in the config", name)
 	}
@@ -257,11 +282,16 @@ func (m *Monitor) Poll(ctx context.Context) {
 		}
 	}
 	snapForEvents := &Snapshot{Servers: servers}
+	prevState := make(map[string]string, len(prev.Servers))
+	for _, p := range prev.Servers {
+		prevState[p.Name] = p.State()
+	}
 	for i := range servers {
-		if i >= len(prev.Servers) {
-			break
+		from, known := prevState[servers[i].Name]
+		if !known {
+			from = string(RoleUnknown) // added by a reload
 		}
-		if from, to := prev.Servers[i].State(), servers[i].State(); from != to {
+		if to := servers[i].State(); from != to {
 			m.log.Info("server state changed", "server", servers[i].Name, "from", from, "to", to,
 				"lag", servers[i].ReplicaLag, "error", servers[i].LastError)
 			m.events.WithLabelValues("state_change").Inc()

@@ -469,3 +469,39 @@ func TestAdminAPIAndCtl(t *testing.T) {
 		t.Fatalf("reload: %v %s", err, out)
 	}
 }
+
+// A reload adds and removes servers: the monitor polls the new list before
+// the reload answers.
+func TestReloadChangesServers(t *testing.T) {
+	in := startInstance(t, "")
+	full, err := os.ReadFile(in.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := topo.Replicas[len(topo.Replicas)-1]
+	entry := fmt.Sprintf("  - name: %s\n    address: %s\n", last.Name, last.Addr())
+	if !bytes.Contains(full, []byte(entry)) {
+		t.Fatalf("config does not list %s as expected:\n%s", last.Name, full)
+	}
+	names := func() string {
+		out, err := in.ctl(t, "", "servers", "--json")
+		if err != nil {
+			t.Fatalf("ctl servers: %v %s", err, out)
+		}
+		return out
+	}
+	os.WriteFile(in.config, bytes.Replace(full, []byte(entry), nil, 1), 0o600)
+	if out, err := in.ctl(t, "", "reload"); err != nil {
+		t.Fatalf("reload: %v %s", err, out)
+	}
+	if strings.Contains(names(), `"`+last.Name+`"`) {
+		t.Fatalf("%s still listed after it was removed from the config", last.Name)
+	}
+	os.WriteFile(in.config, full, 0o600)
+	if out, err := in.ctl(t, "", "reload"); err != nil {
+		t.Fatalf("reload: %v %s", err, out)
+	}
+	if out := names(); !strings.Contains(out, `"`+last.Name+`"`) || !strings.Contains(out, `"state": "replica"`) {
+		t.Fatalf("%s not back as a replica after it was added again:\n%s", last.Name, out)
+	}
+}

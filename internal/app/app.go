@@ -195,6 +195,11 @@ func Serve(cfgFile string) error {
 		}
 		rt.SetConfig(routerConfig(next))
 		accounts.SetConfigAccounts(configAccounts(next))
+		// Servers added or removed: the monitor polls the new list before
+		// the reload returns, so routing sees it at once.
+		rctx, rcancel := context.WithTimeout(context.Background(), 2*cfg.Monitor.Timeout+time.Second)
+		mon.SetServers(rctx, monitorConfig(next).Servers)
+		rcancel()
 		if chain, err := filter.NewChain(next.Filters); err == nil {
 			srv.SetFilters(chain)
 		}
