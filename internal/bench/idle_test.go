@@ -43,6 +43,7 @@ func BenchmarkIdleSessions(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	buildSluice(b)
 	rep := &idleReport{machine: describeMachine()}
 	for _, genlog := range []bool{false, true} {
 		name := "readwritesplit"

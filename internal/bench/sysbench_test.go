@@ -28,7 +28,7 @@ import (
 
 var (
 	topo   *lab.Topology
-	binary string
+	binary string // bin/sluice built for the running benchmark (buildSluice)
 )
 
 func TestMain(m *testing.M) {
@@ -36,12 +36,19 @@ func TestMain(m *testing.M) {
 	if f := flag.Lookup("test.bench"); f == nil || f.Value.String() == "" {
 		os.Exit(m.Run()) // no benchmark asked for: no servers to start
 	}
-	var err error
-	if binary, err = lab.BuildSluice(); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
 	lab.RunTests(m, lab.Options{Replicas: 2}, func(t *lab.Topology) { topo = t })
+}
+
+// buildSluice builds bin/sluice from the working tree for one top-level
+// benchmark and removes it when that benchmark ends (after the processes
+// it started, whose cleanups run first).
+func buildSluice(b *testing.B) {
+	bin, err := lab.BuildSluice()
+	if err != nil {
+		b.Fatal(err)
+	}
+	binary = bin
+	b.Cleanup(func() { os.RemoveAll(filepath.Dir(bin)) })
 }
 
 // The sysbench data set: every test reads and writes the same tables.
@@ -84,6 +91,7 @@ func BenchmarkSysbench(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	buildSluice(b)
 	prepare(b, sb)
 	machine := describeMachine()
 
