@@ -133,7 +133,7 @@ func Serve(cfgFile string) error {
 	var genlog *filter.Genlog
 	if cfg.Genlog.Enabled {
 		pc := kafkaout.Config{Brokers: producerBrokers(cfg), Name: "genlog", Local: localBroker(cfg, broker),
-			QueueSize: cfg.Genlog.QueueSize, Block: cfg.Genlog.OnFull == "block", Chain: true}
+			QueueSize: cfg.Genlog.QueueSize, Block: cfg.Genlog.OnFull == "block", Chain: true, ChainOwner: cfg.Name}
 		if cfg.Genlog.OnFull == "spill" {
 			pc.SpillFile, pc.SpillMaxBytes = cfg.Genlog.SpillFile, cfg.Genlog.SpillMaxBytes
 			if err := os.MkdirAll(filepath.Dir(pc.SpillFile), 0o700); err != nil {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"github.com/tidwall/gjson"
 
 	"github.com/sluice-proxy/sluice/internal/kafkaout"
 )
@@ -63,8 +64,14 @@ func verifyPartition(ctx context.Context, topic string, p kafka.Partition) (Part
 	if _, err := lc.Seek(first, kafka.SeekAbsolute); err != nil {
 		return rep, err
 	}
-	var prev [32]byte
-	var prevSealed []byte
+	// Each Sluice instance (the record's "proxy") keeps its own chain in
+	// the partition, so a clone set can share a topic.
+	type chainTip struct {
+		prev   [32]byte
+		sealed []byte
+		seen   bool
+	}
+	tips := map[string]*chainTip{}
 	for offset := first; offset < end; {
 		lc.SetReadDeadline(time.Now().Add(10 * time.Second))
 		batch := lc.ReadBatch(1, 16<<20)
@@ -84,24 +91,30 @@ func verifyPartition(ctx context.Context, topic string, p kafka.Partition) (Part
 				rep.Problems = append(rep.Problems, fmt.Sprintf("offset %d: record without a chain value", m.Offset))
 				continue
 			}
+			proxy := gjson.GetBytes(record, "proxy").String()
+			tip := tips[proxy]
+			if tip == nil {
+				tip = &chainTip{}
+				tips[proxy] = tip
+			}
 			switch {
-			case rep.Anchored && rep.Verified == 0 && rep.Duplicates == 0:
+			case rep.Anchored && !tip.seen:
 				// Nothing before it to check against.
-			case bytes.Equal(m.Value, prevSealed):
-				rep.Duplicates++ // delivered twice (at least once delivery)
+			case bytes.Equal(m.Value, tip.sealed):
+				rep.Duplicates++ // delivered twice
 				continue
 			default:
 				h := sha256.New()
-				h.Write(prev[:])
+				h.Write(tip.prev[:])
 				h.Write(record)
 				var want [32]byte
 				h.Sum(want[:0])
 				if want != chain {
 					rep.Problems = append(rep.Problems, fmt.Sprintf(
-						"offset %d: chain broken: this record was altered, or records before it were removed", m.Offset))
+						"offset %d: chain broken (records of %q): this record was altered, or records before it were removed", m.Offset, proxy))
 				}
 			}
-			prev, prevSealed = chain, m.Value
+			tip.prev, tip.sealed, tip.seen = chain, m.Value, true
 			rep.Verified++
 		}
 		if err := batch.Close(); err != nil && offset < end {

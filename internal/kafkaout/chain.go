@@ -108,7 +108,7 @@ func (p *Producer) loadChain(topic string) (*chainState, error) {
 	}
 	st := &chainState{last: make([][32]byte, len(parts)), skip: make([]int, len(parts))}
 	for _, part := range parts {
-		if st.last[part.ID], err = tailChain(ctx, topic, part); err != nil {
+		if st.last[part.ID], err = tailChain(ctx, topic, part, p.chainOwner); err != nil {
 			return nil, err
 		}
 	}
@@ -116,31 +116,64 @@ func (p *Producer) loadChain(topic string) (*chainState, error) {
 	return st, nil
 }
 
-// tailChain is the chain value of the last record of a partition (zero
-// when it is empty or the record has none).
-func tailChain(ctx context.Context, topic string, part kafka.Partition) ([32]byte, error) {
+// tailScanLimit bounds how far back tailChain looks for the writer's own
+// last record; past it the chain starts afresh (verify anchors it).
+const tailScanLimit = 200000
+
+// tailChain is the chain value of the last record in a partition written
+// by owner (the records' "proxy"; any record when owner is empty): each
+// Sluice instance keeps its own chain, so a clone set can share a topic.
+// It is zero when there is none.
+func tailChain(ctx context.Context, topic string, part kafka.Partition, owner string) ([32]byte, error) {
 	var chain [32]byte
 	lc, err := kafka.DialLeader(ctx, "tcp", fmt.Sprintf("%s:%d", part.Leader.Host, part.Leader.Port), topic, part.ID)
 	if err != nil {
 		return chain, err
 	}
 	defer lc.Close()
-	first, last, err := lc.ReadOffsets()
+	first, end, err := lc.ReadOffsets()
 	if err != nil {
 		return chain, err
 	}
-	if last > first {
-		if _, err := lc.Seek(last-1, kafka.SeekAbsolute); err != nil {
+	const window = 2000
+	for to := end; to > first && end-to < tailScanLimit; {
+		from := max(first, to-window)
+		if _, err := lc.Seek(from, kafka.SeekAbsolute); err != nil {
 			return chain, err
 		}
-		lc.SetReadDeadline(time.Now().Add(5 * time.Second))
-		m, err := lc.ReadMessage(1 << 20)
-		if err != nil {
-			return chain, err
+		found := false
+		for offset := from; offset < to; {
+			lc.SetReadDeadline(time.Now().Add(5 * time.Second))
+			batch := lc.ReadBatch(1, 16<<20)
+			began := offset
+			for offset < to {
+				m, err := batch.ReadMessage()
+				if err != nil {
+					break
+				}
+				offset = m.Offset + 1
+				if m.Offset >= to {
+					break
+				}
+				if owner != "" && gjson.GetBytes(m.Value, "proxy").String() != owner {
+					continue
+				}
+				if c := gjson.GetBytes(m.Value, "chain").String(); len(c) == 64 {
+					hex.Decode(chain[:], []byte(c))
+					found = true
+				}
+			}
+			if err := batch.Close(); err != nil && offset < to {
+				return chain, err
+			}
+			if offset == began {
+				return chain, fmt.Errorf("partition %d: no records readable at offset %d", part.ID, offset)
+			}
 		}
-		if c := gjson.GetBytes(m.Value, "chain").String(); len(c) == 64 {
-			hex.Decode(chain[:], []byte(c))
+		if found {
+			return chain, nil
 		}
+		to = from
 	}
 	return chain, nil
 }
@@ -174,7 +207,7 @@ func (p *Producer) resolveInDoubt() error {
 			if len(chains) == 0 || part.ID >= len(st.skip) {
 				continue
 			}
-			tail, err := tailChain(ctx, topic, part)
+			tail, err := tailChain(ctx, topic, part, p.chainOwner)
 			if err != nil {
 				return err
 			}

@@ -26,7 +26,8 @@ type Producer struct {
 	block bool
 	spill *spill
 	// chains, with Config.Chain, holds each topic's last chain values.
-	chains map[string]*chainState
+	chains     map[string]*chainState
+	chainOwner string
 	// doubt holds the records of the last failed write, resolved against
 	// the broker before the next one (exactly-once delivery of the trail).
 	doubt   inDoubt
@@ -60,8 +61,10 @@ type Config struct {
 	SpillFile     string
 	SpillMaxBytes int64
 	// Chain seals each record with a hash chaining it to the previous
-	// record of its partition (tamper evidence for the audit trail).
-	Chain bool
+	// record of its partition written by ChainOwner (the records' "proxy":
+	// instances sharing a topic keep separate chains), for tamper evidence.
+	Chain      bool
+	ChainOwner string
 	// Local, when set, is the bundled broker in this process (Brokers
 	// still name its listener, for reading partition tails): records are
 	// appended to it directly instead of through a Kafka connection.
@@ -97,6 +100,7 @@ func New(cfg Config, log *slog.Logger) (*Producer, error) {
 	}
 	if cfg.Chain {
 		p.chains = map[string]*chainState{}
+		p.chainOwner = cfg.ChainOwner
 		kw.Balancer = chosenPartition{}
 		if cfg.SpillFile != "" {
 			// The producer retries from the spill file, after asking the
