@@ -14,6 +14,8 @@ command -v kcat >/dev/null 2>&1 || need+=(kcat)
 [ -e /usr/lib/ocf/lib/heartbeat/ocf-shellfuncs ] && [ -x /usr/sbin/ocf-tester ] || need+=(resource-agents)
 command -v xmllint >/dev/null 2>&1 || need+=(libxml2-utils)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+# Headless Chromium loads the web console in cmd/sluice's TestWebConsole.
+command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || need+=(chromium)
 cluster=()
 [ -x /usr/sbin/corosync ] || cluster+=(corosync)
 [ -x /usr/sbin/pacemakerd ] || cluster+=(pacemaker)

@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/sluice-proxy/sluice/filter"
+	"github.com/sluice-proxy/sluice/internal/admin/console"
 	"github.com/sluice-proxy/sluice/monitor"
 	"github.com/sluice-proxy/sluice/proxy"
 )
@@ -46,7 +47,8 @@ type API struct {
 	// is off.
 	AuditTail func(ctx context.Context, where string, since time.Duration, emit func([]byte)) error
 	// Token, when set, must come as "Authorization: Bearer TOKEN" on every
-	// request but GET /health.
+	// request but GET /health and the console's static page (GET / and
+	// GET /console/NAME).
 	Token string
 }
 
@@ -187,7 +189,13 @@ func Handler(api API) http.Handler {
 	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
 	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
-	return requireToken(api.Token, mux)
+	// The web console: a static page and its assets, open like /health
+	// (they hold no data); the page sends the token on its API calls.
+	root := http.NewServeMux()
+	root.Handle("GET /{$}", console.Handler())
+	root.Handle("GET /console/", console.Handler())
+	root.Handle("/", requireToken(api.Token, mux))
+	return root
 }
 
 // requireToken refuses requests without the bearer token, when one is set.
