@@ -176,8 +176,9 @@ func (m *Monitor) waitRelayApplied(ctx context.Context, conn *client.Conn) error
 		exec, _ := res.GetStringByName(0, "Exec_Master_Log_Pos")
 		rf, _ := res.GetStringByName(0, "Master_Log_File")
 		ef, _ := res.GetStringByName(0, "Relay_Master_Log_File")
+		caughtUp := read == exec && rf == ef // before Close recycles the buffer
 		res.Close()
-		if read == exec && rf == ef {
+		if caughtUp {
 			return nil
 		}
 		select {
@@ -237,7 +238,8 @@ func (m *Monitor) Switchover(ctx context.Context, target string) error {
 		m.exec(oldConn, "SET GLOBAL read_only = 0")
 		return err
 	}
-	pos, _ := res.GetString(0, 0)
+	p, _ := res.GetString(0, 0)
+	pos := strings.Clone(p) // Close recycles the result's buffer
 	res.Close()
 	toConn, err := m.conn(ctx, to.Address)
 	if err == nil {

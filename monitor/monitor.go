@@ -452,7 +452,10 @@ func (m *Monitor) query(conn *client.Conn, s *Server) error {
 	}
 	ro, _ := res.GetInt(0, 0)
 	id, _ := res.GetUint(0, 1)
-	s.Version, _ = res.GetString(0, 2)
+	// go-mysql's strings point into a pooled buffer that Close hands back:
+	// copy what outlives the result.
+	v, _ := res.GetString(0, 2)
+	s.Version = strings.Clone(v)
 	res.Close()
 	s.ReadOnly, s.ServerID = ro != 0, uint32(id)
 	if m.cfg.Type == "galera" {
@@ -463,7 +466,8 @@ func (m *Monitor) query(conn *client.Conn, s *Server) error {
 		gtidVar = "@@gtid_current_pos"
 	}
 	if res, err = conn.Execute("SELECT " + gtidVar); err == nil {
-		s.GTIDPosition, _ = res.GetString(0, 0)
+		pos, _ := res.GetString(0, 0)
+		s.GTIDPosition = strings.Clone(pos)
 		res.Close()
 	}
 	// SHOW REPLICA STATUS on MySQL 8.0.22+ and MariaDB 10.5+; SHOW SLAVE

@@ -230,7 +230,8 @@ func loadAccounts(ctx context.Context, addr, user, password string, timeout time
 		if u == "" {
 			continue // anonymous accounts are not proxied
 		}
-		a := Account{User: u, Host: h, Plugin: plugin}
+		// go-mysql's strings point into a buffer Close recycles: copy them.
+		a := Account{User: strings.Clone(u), Host: strings.Clone(h), Plugin: strings.Clone(plugin)}
 		if plugin == "" || plugin == mysql.AUTH_NATIVE_PASSWORD {
 			a.Plugin = mysql.AUTH_NATIVE_PASSWORD
 			stage2, err := ParseNativeHash(strings.TrimSpace(hash))
