@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -431,6 +432,23 @@ func TestAdminAPIAndCtl(t *testing.T) {
 	if out, err = in.ctl(t, token, "config"); err != nil || strings.Contains(out, "monpass") || strings.Contains(out, token) ||
 		!strings.Contains(out, `"password": "********"`) {
 		t.Fatalf("ctl config must show the config with secrets redacted: %v\n%s", err, out)
+	}
+
+	// Every server's GTID position as the monitor read it (a recycled
+	// result buffer once turned these into fragments of other answers).
+	out, err = in.ctl(t, token, "servers", "--json")
+	var servers []struct {
+		Name         string
+		GTIDPosition string `json:"gtid_position"`
+	}
+	if err != nil || json.Unmarshal([]byte(out), &servers) != nil || len(servers) != len(topo.Servers()) {
+		t.Fatalf("ctl servers: %v\n%s", err, out)
+	}
+	gtid := regexp.MustCompile(`^\d+-\d+-\d+(,\d+-\d+-\d+)*$`)
+	for _, s := range servers {
+		if !gtid.MatchString(s.GTIDPosition) {
+			t.Fatalf("%s: GTID position %q", s.Name, s.GTIDPosition)
+		}
 	}
 
 	// Maintenance drains a replica: reads go to the other one.
