@@ -3,6 +3,7 @@ package proxy_test
 import (
 	"context"
 	"database/sql"
+	"strconv"
 	"testing"
 	"time"
 
@@ -97,5 +98,63 @@ func TestBackendReadTimeout(t *testing.T) {
 	// The session goes on with fresh backend connections.
 	if err := c.QueryRowContext(context.Background(), "SELECT 1").Scan(&n); err != nil || n != 1 {
 		t.Fatalf("after a timeout: %v", err)
+	}
+}
+
+// A long-lived session's memory stays bounded: prepared statements stop at
+// max_prepared_stmt_count's answer, and a session that sets more variables
+// than Sluice replays is pinned to the primary rather than growing its
+// replay state; it keeps reading what it wrote.
+func TestSessionStateBounded(t *testing.T) {
+	s := startRouted(t, router.Config{Type: "readwritesplit", MaxReplicationLag: 10 * time.Second}, proxy.Config{})
+	db, err := connect(t, s, "app", "apppass")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := db.Conn(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx := context.Background()
+	var stmts []*sql.Stmt
+	defer func() {
+		for _, st := range stmts {
+			st.Close()
+		}
+	}()
+	refused := false
+	for i := range 1100 {
+		st, err := c.PrepareContext(ctx, "SELECT ? + "+strconv.Itoa(i))
+		if err != nil {
+			if sqlErrCode(err) != 1461 || i < 1000 {
+				t.Fatalf("prepare %d: %v, want error 1461 past the per-session limit", i, err)
+			}
+			refused = true
+			break
+		}
+		stmts = append(stmts, st)
+	}
+	if !refused {
+		t.Fatal("1,100 prepared statements in one session were all accepted")
+	}
+	for i := range 600 {
+		if _, err := c.ExecContext(ctx, "SET @v"+strconv.Itoa(i)+" = "+strconv.Itoa(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var v, id int
+	if err := c.QueryRowContext(ctx, "SELECT @v599, @@server_id").Scan(&v, &id); err != nil || v != 599 {
+		t.Fatalf("after 600 user variables: %d %v", v, err)
+	}
+	if id != topo.Primary.ServerID {
+		t.Fatalf("a session past the replayed-variable limit read from server %d, want the primary", id)
+	}
+	var pinned string
+	for _, info := range s.srv.SessionList() {
+		pinned = info.Pinned
+	}
+	if pinned == "" {
+		t.Fatal("the session should say why it is pinned to the primary")
 	}
 }
