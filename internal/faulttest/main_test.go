@@ -1,0 +1,510 @@
+// Package faulttest injects faults into real processes (mariadbd, bin/sluice
+// serve, bin/sluice broker) and asserts what clients see: backends killed,
+// stalled or cut off mid-result, Sluice killed with audit records spilled,
+// the broker's disk full or the broker killed mid-write; a thousand
+// concurrent clients and thousands of connect/quit cycles without leaks;
+// and the ways around authentication that must stay closed. What each test
+// proves is listed in docs/reliability.md.
+//
+// Tests run one at a time on one topology; each leaves every server
+// running and caught up.
+package faulttest
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"database/sql"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+
+	"github.com/sluice-proxy/sluice/internal/lab"
+)
+
+var (
+	topo   *lab.Topology
+	binary string
+)
+
+func TestMain(m *testing.M) {
+	var err error
+	if binary, err = lab.BuildSluice(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	// Killed backends make the driver log "unexpected EOF"; the tests
+	// assert what the client sees instead.
+	mysql.SetLogger(log.New(io.Discard, "", 0))
+	lab.RunTests(m, lab.Options{Replicas: 2}, func(t *lab.Topology) { topo = t })
+}
+
+// syncBuffer collects a child's stderr while tests read it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// options shape a Sluice config.
+type options struct {
+	// addr overrides a server's address (a relay in front of it).
+	addr map[string]string
+	// genlog is the genlog section's body (indented two spaces); empty: off.
+	genlog string
+	// bundledBroker runs the broker inside Sluice.
+	bundledBroker bool
+	// extra is appended to the config verbatim.
+	extra    string
+	logLevel string
+}
+
+// sluice is a running bin/sluice serve process.
+type sluice struct {
+	t                     *testing.T
+	dir, config           string
+	listen, admin, broker string
+	stderr                *syncBuffer
+	cmd                   *exec.Cmd
+	done                  chan struct{}
+}
+
+func startSluice(t *testing.T, o options) *sluice {
+	t.Helper()
+	s := &sluice{t: t, dir: t.TempDir(), listen: lab.FreeAddr(t), admin: lab.FreeAddr(t), broker: lab.FreeAddr(t), stderr: &syncBuffer{}}
+	s.config = filepath.Join(s.dir, "sluice.yaml")
+	var servers strings.Builder
+	for _, srv := range topo.Servers() {
+		addr := srv.Addr()
+		if a, ok := o.addr[srv.Name]; ok {
+			addr = a
+		}
+		fmt.Fprintf(&servers, "  - name: %s\n    address: %s\n", srv.Name, addr)
+	}
+	level := o.logLevel
+	if level == "" {
+		level = "info"
+	}
+	genlog := "genlog:\n  enabled: false\n"
+	if o.genlog != "" {
+		genlog = "genlog:\n  enabled: true\n" + o.genlog
+	}
+	cfg := fmt.Sprintf(`name: faulttest
+listen: %s
+admin_listen: %s
+servers:
+%sservice_user: {user: monitor, password: monpass}
+monitor:
+  interval: 200ms
+  timeout: 2s
+connect_timeout: 2s
+users_refresh_interval: 1s
+log: {level: %s}
+broker:
+  enabled: %v
+  listen: %s
+  data_dir: %s
+%s%s`, s.listen, s.admin, servers.String(), level, o.bundledBroker, s.broker, filepath.Join(s.dir, "broker"), genlog, o.extra)
+	if err := os.WriteFile(s.config, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s.start()
+	t.Cleanup(func() {
+		s.kill()
+		if t.Failed() {
+			t.Logf("sluice stderr (last 8 KiB):\n%s", tail(s.stderr.String(), 8<<10))
+		}
+	})
+	return s
+}
+
+// start runs the process on the existing config and waits for /health.
+func (s *sluice) start() {
+	s.t.Helper()
+	s.cmd = exec.Command(binary, "serve", "--config", s.config)
+	s.cmd.Stderr = s.stderr
+	s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := spawn(s.cmd); err != nil {
+		s.t.Fatal(err)
+	}
+	done := make(chan struct{})
+	s.done = done
+	cmd := s.cmd
+	go func() { cmd.Wait(); close(done) }()
+	lab.WaitFor(s.t, "sluice /health to turn green", 30*time.Second, func() bool {
+		select {
+		case <-done:
+			s.t.Fatalf("sluice exited at start: %v\n%s", cmd.ProcessState, tail(s.stderr.String(), 4<<10))
+		default:
+		}
+		resp, err := http.Get("http://" + s.admin + "/health")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+}
+
+// kill sends SIGKILL and waits for the process to be gone.
+func (s *sluice) kill() {
+	if s.cmd == nil || s.cmd.Process == nil {
+		return
+	}
+	select {
+	case <-s.done:
+		return
+	default:
+	}
+	s.cmd.Process.Kill()
+	<-s.done
+}
+
+// alive reports whether the process still runs.
+func (s *sluice) alive() bool {
+	select {
+	case <-s.done:
+		return false
+	default:
+		return true
+	}
+}
+
+func (s *sluice) pid() int { return s.cmd.Process.Pid }
+
+func (s *sluice) dsn(user, pass, db string) string {
+	cfg := mysql.NewConfig()
+	cfg.User, cfg.Passwd, cfg.Net, cfg.Addr, cfg.DBName = user, pass, "tcp", s.listen, db
+	cfg.Timeout = 5 * time.Second
+	return cfg.FormatDSN()
+}
+
+// db opens a pool through Sluice; closed at the end of the test.
+func (s *sluice) db(user, pass, dbName string) *sql.DB {
+	s.t.Helper()
+	db, err := sql.Open("mysql", s.dsn(user, pass, dbName))
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	s.t.Cleanup(func() { db.Close() })
+	return db
+}
+
+// metrics scrapes /metrics: every sample by its full name with labels.
+func (s *sluice) metrics() (map[string]float64, error) {
+	c := http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get("http://" + s.admin + "/metrics")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	out := map[string]float64{}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		if i < 0 {
+			continue
+		}
+		v, err := strconv.ParseFloat(line[i+1:], 64)
+		if err != nil {
+			continue
+		}
+		out[line[:i]] = v
+	}
+	return out, sc.Err()
+}
+
+// metric is the sum of every sample of name (any labels), or -1 when the
+// scrape fails.
+func (s *sluice) metric(name string) float64 {
+	m, err := s.metrics()
+	if err != nil {
+		return -1
+	}
+	var sum float64
+	for k, v := range m {
+		if k == name || strings.HasPrefix(k, name+"{") {
+			sum += v
+		}
+	}
+	return sum
+}
+
+// fds counts the process's open file descriptors.
+func (s *sluice) fds() int {
+	entries, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", s.pid()))
+	if err != nil {
+		return -1
+	}
+	return len(entries)
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
+}
+
+// restoreTopology makes sure every server runs (SIGCONT, restart) and the
+// replicas caught up: each test leaves the topology as it found it.
+func restoreTopology(t *testing.T) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for _, srv := range topo.Servers() {
+		if srv.Running() {
+			srv.Resume()
+			continue
+		}
+		if err := srv.Start(ctx); err != nil {
+			t.Errorf("restart %s: %v", srv.Name, err)
+		}
+	}
+	if err := topo.WaitReplicasCaughtUp(ctx); err != nil {
+		t.Errorf("replicas after the test: %v", err)
+	}
+}
+
+// waitCaughtUp waits until the replicas have everything the primary has.
+func waitCaughtUp(t *testing.T) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := topo.WaitReplicasCaughtUp(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// relay is a TCP relay on loopback in front of a backend. It can black-hole
+// traffic (connections stay open, nothing passes: a partition) or cut every
+// connection with a reset.
+type relay struct {
+	ln     net.Listener
+	target string
+
+	mu    sync.Mutex
+	hole  bool
+	conns map[net.Conn]bool
+	wg    sync.WaitGroup
+}
+
+func startRelay(t *testing.T, target string) *relay {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &relay{ln: ln, target: target, conns: map[net.Conn]bool{}}
+	r.wg.Add(1)
+	go r.accept()
+	t.Cleanup(r.close)
+	return r
+}
+
+func (r *relay) addr() string { return r.ln.Addr().String() }
+
+func (r *relay) accept() {
+	defer r.wg.Done()
+	for {
+		c, err := r.ln.Accept()
+		if err != nil {
+			return
+		}
+		b, err := net.DialTimeout("tcp", r.target, 2*time.Second)
+		if err != nil {
+			c.Close()
+			continue
+		}
+		r.mu.Lock()
+		r.conns[c], r.conns[b] = true, true
+		r.mu.Unlock()
+		r.wg.Add(2)
+		go r.pipe(c, b)
+		go r.pipe(b, c)
+	}
+}
+
+// pipe copies from src to dst; while the relay black-holes, what it reads
+// is dropped.
+func (r *relay) pipe(src, dst net.Conn) {
+	defer r.wg.Done()
+	defer dst.Close()
+	defer src.Close()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			r.mu.Lock()
+			hole := r.hole
+			r.mu.Unlock()
+			if !hole {
+				if _, werr := dst.Write(buf[:n]); werr != nil {
+					return
+				}
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// blackhole drops every byte from now on, in both directions, on existing
+// and new connections, without closing anything.
+func (r *relay) blackhole(on bool) {
+	r.mu.Lock()
+	r.hole = on
+	r.mu.Unlock()
+}
+
+// cut resets every connection through the relay.
+func (r *relay) cut() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for c := range r.conns {
+		if tc, ok := c.(*net.TCPConn); ok {
+			tc.SetLinger(0) // RST, not FIN
+		}
+		c.Close()
+		delete(r.conns, c)
+	}
+}
+
+func (r *relay) close() {
+	r.ln.Close()
+	r.cut()
+	r.wg.Wait()
+}
+
+// brokerProc is a `bin/sluice broker` process.
+type brokerProc struct {
+	t      *testing.T
+	config string
+	addr   string
+	stderr *syncBuffer
+	cmd    *exec.Cmd
+	done   chan struct{}
+}
+
+// startBrokerProc runs the broker alone on addr with data in dataDir;
+// extra is appended to the broker section.
+func startBrokerProc(t *testing.T, addr, dataDir, extra string) *brokerProc {
+	t.Helper()
+	b := &brokerProc{t: t, addr: addr, stderr: &syncBuffer{}, config: filepath.Join(t.TempDir(), "broker.yaml")}
+	cfg := fmt.Sprintf("broker:\n  listen: %s\n  data_dir: %s\n%s", addr, dataDir, extra)
+	if err := os.WriteFile(b.config, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	b.start()
+	t.Cleanup(func() {
+		b.kill()
+		if t.Failed() {
+			t.Logf("broker stderr (last 4 KiB):\n%s", tail(b.stderr.String(), 4<<10))
+		}
+	})
+	return b
+}
+
+func (b *brokerProc) start() {
+	b.t.Helper()
+	b.cmd = exec.Command(binary, "broker", "--config", b.config)
+	b.cmd.Stderr = b.stderr
+	b.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := spawn(b.cmd); err != nil {
+		b.t.Fatal(err)
+	}
+	done := make(chan struct{})
+	b.done = done
+	cmd := b.cmd
+	go func() { cmd.Wait(); close(done) }()
+	lab.WaitFor(b.t, "the broker listening on "+b.addr, 30*time.Second, func() bool {
+		select {
+		case <-done:
+			b.t.Fatalf("broker exited at start: %v\n%s", cmd.ProcessState, tail(b.stderr.String(), 4<<10))
+		default:
+		}
+		c, err := net.DialTimeout("tcp", b.addr, time.Second)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+}
+
+func (b *brokerProc) kill() {
+	if b.cmd == nil || b.cmd.Process == nil {
+		return
+	}
+	select {
+	case <-b.done:
+		return
+	default:
+	}
+	b.cmd.Process.Kill()
+	<-b.done
+}
+
+func (b *brokerProc) alive() bool {
+	select {
+	case <-b.done:
+		return false
+	default:
+		return true
+	}
+}
+
+// spawn starts every child from one goroutine locked to a thread that never
+// exits: Pdeathsig fires when the forking thread ends, so this way the
+// children die with the test binary (a panic, a -timeout) and only then.
+var spawnCh = func() chan spawnReq {
+	ch := make(chan spawnReq)
+	go func() {
+		runtime.LockOSThread() // never unlocked
+		for r := range ch {
+			r.res <- r.cmd.Start()
+		}
+	}()
+	return ch
+}()
+
+type spawnReq struct {
+	cmd *exec.Cmd
+	res chan error
+}
+
+func spawn(cmd *exec.Cmd) error {
+	res := make(chan error, 1)
+	spawnCh <- spawnReq{cmd, res}
+	return <-res
+}
