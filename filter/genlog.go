@@ -197,7 +197,12 @@ func (g *Genlog) LogQuery(s *Session, q *Query) {
 	b = appendUint(b, "last_insert_id", q.LastInsertID)
 	b = appendUint(b, "warnings", uint64(q.Warnings))
 	b = appendUint(b, "error_code", uint64(q.ErrorCode))
-	b = appendField(b, "error", q.Error)
+	if q.Sensitive && q.Error != "" {
+		// Server messages quote the statement ("near 'BY 'secret''").
+		b = appendField(b, "error", "(withheld: the statement holds a password)")
+	} else {
+		b = appendField(b, "error", q.Error)
+	}
 	b = appendBool(b, "in_tx", q.InTx)
 	b = appendField(b, "route", q.Route)
 	if q.GTID != "" {
@@ -269,12 +274,31 @@ func (g *Genlog) send(s *Session, rec []byte, cfg *GenlogConfig) {
 }
 
 // IsSensitive reports statements whose text may hold a password: CREATE
-// USER, ALTER USER, SET PASSWORD, GRANT ... IDENTIFIED BY.
-func IsSensitive(keyword, fingerprint string) bool {
-	switch keyword {
-	case "CREATE", "ALTER", "SET", "GRANT":
-		up := strings.ToUpper(fingerprint)
-		return strings.Contains(up, "PASSWORD") || strings.Contains(up, "IDENTIFIED")
+// USER, ALTER USER, SET PASSWORD, GRANT ... IDENTIFIED BY, PASSWORD(...)
+// anywhere, and any of those inside a multi-statement query or a string run
+// with EXECUTE IMMEDIATE or PREPARE (where the fingerprint shows only "?",
+// so the text itself is searched). Such statements are logged by
+// fingerprint, and their error messages, which may quote them, withheld.
+func IsSensitive(keyword, fingerprint, text string, multi bool) bool {
+	if containsWordFold(fingerprint, "IDENTIFIED") || containsWordFold(fingerprint, "PASSWORD(") {
+		return true
+	}
+	switch {
+	case keyword == "SET" || keyword == "CREATE" || keyword == "ALTER" || keyword == "GRANT":
+		return containsWordFold(fingerprint, "PASSWORD")
+	case multi || keyword == "EXECUTE" || keyword == "PREPARE":
+		return containsWordFold(text, "PASSWORD") || containsWordFold(text, "IDENTIFIED")
+	}
+	return false
+}
+
+// containsWordFold is a case-insensitive strings.Contains for an upper-case
+// ASCII word, without allocating.
+func containsWordFold(s, word string) bool {
+	for i := 0; i+len(word) <= len(s); i++ {
+		if s[i]|0x20 == word[0]|0x20 && strings.EqualFold(s[i:i+len(word)], word) {
+			return true
+		}
 	}
 	return false
 }

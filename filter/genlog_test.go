@@ -44,8 +44,21 @@ func TestGenlogRecordsAreValidJSON(t *testing.T) {
 	if strings.Contains(sink.values[2], "secret") {
 		t.Fatalf("password logged: %s", sink.values[2])
 	}
-	if !IsSensitive("SET", "SET PASSWORD FOR x = PASSWORD(?)") || IsSensitive("SELECT", "SELECT password FROM t") {
-		t.Fatal("IsSensitive")
+	for _, c := range []struct {
+		keyword, fingerprint, text string
+		multi, want                bool
+	}{
+		{"SET", "SET PASSWORD FOR x = PASSWORD(?)", "", false, true},
+		{"SELECT", "SELECT password FROM t", "", false, false},
+		{"DO", "DO ? SET PASSWORD FOR ? = PASSWORD(?)", "", true, true},
+		{"EXECUTE", "EXECUTE IMMEDIATE ?", "EXECUTE IMMEDIATE 'ALTER USER u IDENTIFIED BY ''x'''", false, true},
+		{"EXECUTE", "EXECUTE IMMEDIATE ?", "EXECUTE IMMEDIATE 'SELECT 1'", false, false},
+		{"INSERT", "INSERT INTO t VALUES (password(?))", "", false, true},
+		{"CREATE", "create user ? identified by by ?", "", false, true},
+	} {
+		if got := IsSensitive(c.keyword, c.fingerprint, c.text, c.multi); got != c.want {
+			t.Errorf("IsSensitive(%q, %q): %v, want %v", c.fingerprint, c.text, got, c.want)
+		}
 	}
 }
 

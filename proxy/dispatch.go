@@ -13,8 +13,8 @@ import (
 	"github.com/sluice-proxy/sluice/router"
 )
 
-// errReplicaLost means a replica failed before answering; the command is
-// retried on the primary.
+// errReplicaLost means a replica, or for a read the primary's connection,
+// failed before answering; the command is retried on the primary (anew).
 var errReplicaLost = errors.New("replica connection lost")
 
 // decision is where one command goes and why.
@@ -128,12 +128,14 @@ func (s *Session) query(ctx context.Context, pkt []byte) error {
 	if err != nil {
 		return err
 	}
+	s.cur.retryRead = cl.Route == router.RouteReplica && !st.Multi
 	res, err := s.forward(d.backend, pkt)
 	if errors.Is(err, errReplicaLost) {
+		s.cur.retryRead = false // once
 		if d.backend, err = s.primaryConn(ctx); err != nil {
 			return err
 		}
-		d.reason = "replica failed"
+		d.reason = "retried after a lost connection"
 		res, err = s.forward(d.backend, pkt)
 	}
 	if err != nil {

@@ -104,6 +104,9 @@ type commandInfo struct {
 	params []filter.Param
 	// gtid is the GTID the statement committed, when known.
 	gtid string
+	// retryRead: the command is a read, safe to run again on a new
+	// primary connection when the old one fails before answering.
+	retryRead bool
 }
 
 func newSession(srv *Server, conn net.Conn) *Session {
@@ -404,6 +407,8 @@ func (s *Session) loop(ctx context.Context) error {
 			s.writeErr(newSQLError(mysql.ER_UNKNOWN_COM_ERROR, "Unknown command"))
 			continue
 		}
+		// Where a string literal ends depends on the session's sql_mode.
+		s.lexer.NoBackslashEscapes = s.status&mysql.SERVER_STATUS_NO_BACKSLASH_ESCAPED != 0
 		err = s.dispatch(ctx, pkt)
 		if d := s.srv.digests.Load(); d != nil && s.cur.hasStmt {
 			d.Record(s.cur.stmt.Digest, s.cur.stmt.Fingerprint, start, time.Since(start), s.cur.res.Rows, s.cur.res.Err != nil)
@@ -433,6 +438,15 @@ func (s *Session) backendFailed(b *BackendConn, err error, forwarded int) error 
 		s.log.Warn("replica connection failed; retrying on the primary", "server", b.Server, "err", err)
 		s.broken[b.Server] = true
 		s.dropReplica(b)
+		return errReplicaLost
+	}
+	if b == s.primary && forwarded == 0 && !errors.Is(err, errPartialPacket) && s.cur.retryRead &&
+		!s.inTransaction() && len(s.temps) == 0 && s.srv.router.Config().Type == "readwritesplit" {
+		// A read the primary's connection lost before any answer (the
+		// server restarted under it) runs again on a new connection.
+		s.log.Warn("primary connection failed before answering a read; retrying on a new connection", "server", b.Server, "err", err)
+		s.cur.retryRead = false
+		s.dropPrimary()
 		return errReplicaLost
 	}
 	if forwarded == 0 && !errors.Is(err, errPartialPacket) {
@@ -552,7 +566,7 @@ func (s *Session) logCommand(g *filter.Genlog, cmd byte, pkt []byte, start time.
 	case c.hasStmt:
 		q.Text, q.Original, q.Fingerprint, q.Digest = c.text, c.original, c.stmt.Fingerprint, c.stmt.Digest
 		q.Detected, q.Params, q.GTID = c.detected, c.params, c.gtid
-		q.Sensitive = filter.IsSensitive(c.stmt.Keyword, c.stmt.Fingerprint)
+		q.Sensitive = filter.IsSensitive(c.stmt.Keyword, c.stmt.Fingerprint, c.text, c.stmt.Multi)
 	case cmd == mysql.COM_INIT_DB || cmd == mysql.COM_FIELD_LIST:
 		q.Text = string(pkt[1:])
 	}

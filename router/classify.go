@@ -1,6 +1,7 @@
 package router
 
 import (
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
@@ -8,6 +9,7 @@ import (
 	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/pingcap/tidb/pkg/parser"
 	"github.com/pingcap/tidb/pkg/parser/ast"
+	"github.com/pingcap/tidb/pkg/parser/mysql"
 	_ "github.com/pingcap/tidb/pkg/parser/test_driver" // literal values in the AST
 )
 
@@ -93,7 +95,12 @@ type Classifier struct {
 
 type cached struct {
 	fingerprint string
-	class       *Class
+	// multi is part of the key: the fingerprint leaves out ';', so
+	// "SELECT 1 DROP TABLE t" and "SELECT 1; DROP TABLE t" share one.
+	multi bool
+	// noEscapes too: where strings end depends on it.
+	noEscapes bool
+	class     *Class
 }
 
 // NewClassifier caches up to size statement shapes; log (may be nil) hears
@@ -108,32 +115,69 @@ func NewClassifier(size int, log *slog.Logger) *Classifier {
 
 // Classify returns the class of st, whose text is query.
 func (c *Classifier) Classify(st *Statement, query string) (*Class, bool) {
-	if e, ok := c.cache.Get(st.Digest); ok && e.fingerprint == st.Fingerprint {
+	key := st.Digest
+	if st.Multi {
+		key = ^key
+	}
+	if st.NoBackslashEscapes {
+		key ^= 0x9e3779b97f4a7c15
+	}
+	if e, ok := c.cache.Get(key); ok && e.fingerprint == st.Fingerprint && e.multi == st.Multi && e.noEscapes == st.NoBackslashEscapes {
 		return e.class, true
 	}
 	class := c.parse(st, query)
-	c.cache.Add(st.Digest, cached{fingerprint: st.Fingerprint, class: class})
+	c.cache.Add(key, cached{fingerprint: st.Fingerprint, multi: st.Multi, noEscapes: st.NoBackslashEscapes, class: class})
 	return class, false
 }
 
 // Len is the number of cached shapes.
 func (c *Classifier) Len() int { return c.cache.Len() }
 
-func (c *Classifier) parse(st *Statement, query string) *Class {
+func (c *Classifier) parse(st *Statement, query string) (class *Class) {
 	p := c.parsers.Get().(*parser.Parser)
-	defer c.parsers.Put(p)
+	defer func() {
+		// The parser panics on some input (huge decimal literals in its
+		// test driver): such a statement is one Sluice cannot classify, not
+		// a reason to stop the process. The parser is not reused.
+		if r := recover(); r != nil {
+			if c.log != nil {
+				c.log.Warn("the SQL parser failed on a statement; it goes to the primary", "fingerprint", st.Fingerprint, "panic", fmt.Sprint(r))
+			}
+			class = &Class{Route: RoutePrimary, Reason: "unparsed", Kinds: []string{"unknown"}}
+			return
+		}
+		c.parsers.Put(p)
+	}()
+	var mode mysql.SQLMode
+	if st.NoBackslashEscapes {
+		mode = mysql.ModeNoBackslashEscapes
+	}
+	p.SetSQLMode(mode)
 	if st.Multi {
 		cl := &Class{Route: RoutePrimary, Reason: "multi-statement"}
-		stmts, _, err := p.Parse(query, "", "")
-		if err != nil {
-			cl.Kinds = []string{"unknown"}
-			return cl
-		}
-		for _, stmt := range stmts {
+		add := func(stmt ast.StmtNode) {
 			v := &visitor{}
 			stmt.Accept(v)
 			cl.Kinds = append(cl.Kinds, stmtKind(stmt))
 			cl.Tables = append(cl.Tables, v.tables...)
+		}
+		if stmts, _, err := p.Parse(query, "", ""); err == nil {
+			for _, stmt := range stmts {
+				add(stmt)
+			}
+			return cl
+		}
+		// The server runs the statements before the first bad one: know
+		// each that parses (a DDL must not hide behind a broken SELECT).
+		for _, piece := range SplitStatements(query, st.NoBackslashEscapes) {
+			if stmt, err := p.ParseOneStmt(piece, "", ""); err == nil {
+				add(stmt)
+			} else {
+				cl.Kinds = append(cl.Kinds, "unknown")
+			}
+		}
+		if len(cl.Kinds) < 2 {
+			cl.Kinds = append(cl.Kinds, "unknown")
 		}
 		return cl
 	}

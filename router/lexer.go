@@ -17,6 +17,8 @@ type Statement struct {
 	Hint    Hint
 	// Multi is true for a multi-statement query ("SELECT 1; SELECT 2").
 	Multi bool
+	// NoBackslashEscapes: lexed with backslashes as ordinary characters.
+	NoBackslashEscapes bool
 }
 
 // Hint is a routing hint from a comment: `/* sluice: route=replica max_lag=2s */`
@@ -32,13 +34,18 @@ type Hint struct {
 // one per session; it is not safe for concurrent use.
 type Lexer struct {
 	buf []byte
+	// NoBackslashEscapes: the session's sql_mode has NO_BACKSLASH_ESCAPES
+	// (the server says so in its status flags), so a backslash in a string
+	// is an ordinary character. Getting this wrong would misplace where a
+	// string ends, and with it the statement boundaries.
+	NoBackslashEscapes bool
 }
 
 const fnvOffset, fnvPrime = 14695981039346656037, 1099511628211
 
 // Lex scans query once.
 func (l *Lexer) Lex(query string) Statement {
-	var st Statement
+	st := Statement{NoBackslashEscapes: l.NoBackslashEscapes}
 	out := l.buf[:0]
 	space := false // a space is pending before the next token
 	emit := func(b ...byte) {
@@ -105,13 +112,13 @@ func (l *Lexer) Lex(query string) Statement {
 			if ended {
 				st.Multi = true
 			}
-			i = skipQuoted(query, i, c)
+			i = skipQuoted(query, i, c, l.NoBackslashEscapes)
 			emitLiteral()
 		case c == '`':
 			if ended {
 				st.Multi = true
 			}
-			j := skipQuoted(query, i, '`')
+			j := skipQuoted(query, i, '`', true)
 			emit([]byte(query[i:j])...)
 			i = j
 		case isDigit(c) || (c == '.' && i+1 < n && isDigit(query[i+1]) && !prevIdent(out, space)):
@@ -134,7 +141,7 @@ func (l *Lexer) Lex(query string) Statement {
 			if ended {
 				st.Multi = true
 			}
-			i = skipQuoted(query, i+1, '\'')
+			i = skipQuoted(query, i+1, '\'', l.NoBackslashEscapes)
 			emitLiteral()
 		case isIdentByte(c):
 			if ended {
@@ -189,12 +196,12 @@ func prevIdent(out []byte, space bool) bool {
 }
 
 // skipQuoted returns the index after the quoted string starting at i,
-// honouring backslash escapes and doubled quotes.
-func skipQuoted(s string, i int, q byte) int {
+// honouring doubled quotes and, unless noEscapes, backslash escapes.
+func skipQuoted(s string, i int, q byte, noEscapes bool) int {
 	for j := i + 1; j < len(s); j++ {
 		switch s[j] {
 		case '\\':
-			if q != '`' {
+			if !noEscapes && q != '`' {
 				j++
 			}
 		case q:
@@ -294,4 +301,46 @@ func parseHint(comment string, h *Hint) {
 
 func hasPrefixFold(s, prefix string) bool {
 	return len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix)
+}
+
+// SplitStatements cuts a multi-statement query at its top-level semicolons,
+// with the lexer's rules for strings and comments, so each statement can be
+// classified on its own when the query as a whole does not parse.
+func SplitStatements(query string, noBackslashEscapes bool) []string {
+	var out []string
+	start := 0
+	cut := func(end int) {
+		if s := strings.TrimSpace(query[start:end]); s != "" {
+			out = append(out, s)
+		}
+	}
+	for i := 0; i < len(query); {
+		c := query[i]
+		switch {
+		case c == '\'' || c == '"':
+			i = skipQuoted(query, i, c, noBackslashEscapes)
+		case c == '`':
+			i = skipQuoted(query, i, '`', true)
+		case c == '#' || (c == '-' && strings.HasPrefix(query[i:], "--") && (i+2 == len(query) || isSpace(query[i+2]))):
+			if end := strings.IndexByte(query[i:], '\n'); end >= 0 {
+				i += end + 1
+			} else {
+				i = len(query)
+			}
+		case c == '/' && strings.HasPrefix(query[i:], "/*") && !strings.HasPrefix(query[i:], "/*!") && !strings.HasPrefix(query[i:], "/*M!"):
+			if end := strings.Index(query[i+2:], "*/"); end >= 0 {
+				i += end + 4
+			} else {
+				i = len(query)
+			}
+		case c == ';':
+			cut(i)
+			start = i + 1
+			i++
+		default:
+			i++
+		}
+	}
+	cut(len(query))
+	return out
 }
