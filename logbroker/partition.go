@@ -411,7 +411,12 @@ func readFrom(s *segment, size int64, index []indexEntry, offset int64, maxBytes
 		}
 		if end+h.size() > n {
 			if end == 0 && atLeastOne {
-				// The first batch is larger than maxBytes: send it whole.
+				// The first batch is larger than maxBytes: send it whole,
+				// if the file holds it (a damaged index could point into a
+				// batch and make a length of garbage).
+				if pos+h.size() > size {
+					return nil, fmt.Errorf("segment %s at %d: batch of %d bytes runs past the end of the log", s.logPath, pos, h.size())
+				}
 				whole := make([]byte, h.size())
 				if _, err := s.log.ReadAt(whole, pos); err != nil {
 					return nil, err

@@ -305,15 +305,28 @@ func (s *segment) appendBatch(b []byte, h batchHeader) error {
 		_ = s.log.Truncate(pos)
 		return err
 	}
+	// An index write can fail (a full disk) after the log took the batch:
+	// then the batch is undone, in the file and in memory, so the retry
+	// gets the same offsets and nothing unacknowledged stays readable.
+	before := struct {
+		size, next, maxTS, sinceIndex int64
+		index, timeIndex              int
+	}{s.size, s.next, s.maxTS, s.sinceIndex, len(s.index), len(s.timeIndex)}
+	undo := func(err error) error {
+		s.size, s.next, s.maxTS, s.sinceIndex = before.size, before.next, before.maxTS, before.sinceIndex
+		s.index, s.timeIndex = s.index[:before.index], s.timeIndex[:before.timeIndex]
+		_ = s.log.Truncate(pos)
+		return err
+	}
 	newIndex, newTime := s.noteBatch(h, pos)
 	if newIndex {
 		if _, err := s.indexFile.WriteAt(encodeIndexEntry(s.index[len(s.index)-1]), int64(8*(len(s.index)-1))); err != nil {
-			return err
+			return undo(err)
 		}
 	}
 	if newTime {
 		if _, err := s.timeFile.WriteAt(encodeTimeEntry(s.timeIndex[len(s.timeIndex)-1]), int64(12*(len(s.timeIndex)-1))); err != nil {
-			return err
+			return undo(err)
 		}
 	}
 	return nil
