@@ -408,9 +408,9 @@ router: {type: %s}
 genlog: {enabled: %t}
 broker: {enabled: true, listen: %s, data_dir: %s}
 log: {level: warn}
-max_procs: 1
+max_procs: %s
 `, listen, admin, servers.String(), lab.MonitorUser, lab.MonitorPassword, router, genlog,
-		lab.FreeAddr(b), filepath.Join(dir, "broker"))
+		lab.FreeAddr(b), filepath.Join(dir, "broker"), benchMaxProcs())
 	path := filepath.Join(dir, "sluice.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		b.Fatal(err)
@@ -462,6 +462,15 @@ func waitTopology(b *testing.B, admin string, replicas int) {
 		}
 		return p == 1 && r == replicas
 	})
+}
+
+// benchMaxProcs is Sluice's max_procs in the benchmark (SLUICE_BENCH_MAX_PROCS,
+// default 1: on a 2-core machine shared with the servers and sysbench).
+func benchMaxProcs() string {
+	if v := os.Getenv("SLUICE_BENCH_MAX_PROCS"); v != "" {
+		return v
+	}
+	return "1"
 }
 
 func waitListening(b *testing.B, addr string) {
