@@ -139,6 +139,9 @@ func (s *Server) Exec(ctx context.Context, query string, args ...any) error {
 	return nil
 }
 
+// tmpDir is the server's own temporary directory, beside its datadir.
+func (s *Server) tmpDir() string { return s.DataDir + ".tmp" }
+
 func (s *Server) args() []string {
 	a := []string{
 		"--no-defaults",
@@ -159,6 +162,8 @@ func (s *Server) args() []string {
 		"--performance-schema=OFF",
 		"--max-connections=3000",
 		"--max-allowed-packet=64M",
+		// Each server its own: temporary tables of servers sharing /tmp collide.
+		"--tmpdir=" + s.tmpDir(),
 	}
 	a = append(a, s.extra...)
 	if s.galera != nil {
@@ -205,6 +210,9 @@ func (s *Server) Start(ctx context.Context) error {
 		return fmt.Errorf("%s: already running (pid %d)", s.Name, cmd.Process.Pid)
 	}
 	errOffset := fileSize(s.ErrorLog)
+	if err := os.MkdirAll(s.tmpDir(), 0o700); err != nil {
+		return err
+	}
 	cmd := exec.Command(s.bin, s.args()...)
 	cmd.Dir = s.DataDir
 	if s.galera != nil {

@@ -271,10 +271,18 @@ func startFresh(ctx context.Context, s *Server) error {
 }
 
 func installTemplate(ctx context.Context, installDB, dir string, log io.Writer) error {
+	// Its own tmpdir: bootstraps running side by side in a shared /tmp
+	// trip over each other's temporary tables ("Unknown table
+	// 'mysql.tmp_user_sys'") and fail.
+	tmp := dir + ".tmp"
+	if err := os.MkdirAll(tmp, 0o700); err != nil {
+		return err
+	}
 	cmd := exec.CommandContext(ctx, installDB,
 		"--no-defaults",
 		"--user=root",
 		"--datadir="+dir,
+		"--tmpdir="+tmp,
 		"--auth-root-authentication-method=socket",
 		"--skip-test-db",
 		// same InnoDB geometry as the servers, so nothing is resized at boot
