@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"hash/fnv"
+	"runtime"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -234,7 +235,13 @@ func (p *Producer) resolveInDoubt() error {
 func (p *Producer) seal(batch []kafka.Message) ([]kafka.Message, func(), error) {
 	next := map[string]*chainState{}
 	out := make([]kafka.Message, 0, len(batch))
-	for _, m := range batch {
+	for i, m := range batch {
+		if i%yieldEvery == yieldEvery-1 {
+			// A batch of thousands of records is milliseconds of hashing:
+			// let the sessions run between slices of it, or with one
+			// processor every query waits for the whole batch.
+			runtime.Gosched()
+		}
 		st, err := p.loadChain(m.Topic)
 		if err != nil {
 			return nil, nil, err
@@ -260,6 +267,9 @@ func (p *Producer) seal(batch []kafka.Message) ([]kafka.Message, func(), error) 
 	}
 	return out, commit, nil
 }
+
+// yieldEvery is how many records the producer handles between yields.
+const yieldEvery = 64
 
 // noteInDoubt remembers the chain values of a sealed batch whose write failed.
 func (p *Producer) noteInDoubt(sealed []kafka.Message) {

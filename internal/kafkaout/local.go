@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"hash/crc32"
+	"runtime"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -102,6 +103,9 @@ func encodeBatch(msgs []kafka.Message, now time.Time) []byte {
 	out := b.AppendTo(make([]byte, 0, size))
 	var scratch []byte
 	for i, m := range msgs {
+		if i%yieldEvery == yieldEvery-1 {
+			runtime.Gosched() // see seal
+		}
 		r := kmsg.Record{OffsetDelta: int32(i), Key: m.Key, Value: m.Value}
 		// Length is everything after it: encode with 0 (one byte), then
 		// prefix the body with its real length.
