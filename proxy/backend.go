@@ -283,7 +283,7 @@ func (b *BackendConn) command(payload []byte) error {
 // queryRow runs a text query Sluice issues for itself and returns its first
 // row; the rest of the result is read and dropped.
 func (b *BackendConn) queryRow(query string) ([]Value, error) {
-	payload := append([]byte{mysql.COM_QUERY}, query...)
+	payload := commandPacket(mysql.COM_QUERY, query)
 	b.pio.ResetSequence()
 	if err := b.pio.WritePacket(payload); err != nil {
 		return nil, err
@@ -377,7 +377,7 @@ func columnType(def []byte) (typ byte, binary bool) {
 // and returns the server's statement id; the definitions are dropped.
 func (b *BackendConn) prepare(query string) (uint32, error) {
 	b.pio.ResetSequence()
-	if err := b.pio.WritePacket(append([]byte{mysql.COM_STMT_PREPARE}, query...)); err != nil {
+	if err := b.pio.WritePacket(commandPacket(mysql.COM_STMT_PREPARE, query)); err != nil {
 		return 0, err
 	}
 	if err := b.pio.Flush(); err != nil {

@@ -459,12 +459,12 @@ func (s *Session) sync(b *BackendConn) error {
 		return nil
 	}
 	if sql := s.state.replaySQL(b.synced); sql != "" {
-		if err := b.command(append([]byte{mysql.COM_QUERY}, sql...)); err != nil {
+		if err := b.command(commandPacket(mysql.COM_QUERY, sql)); err != nil {
 			return fmt.Errorf("replay variables: %w", err)
 		}
 	}
 	if b.db != s.state.db && s.state.db != "" {
-		if err := b.command(append([]byte{mysql.COM_INIT_DB}, s.state.db...)); err != nil {
+		if err := b.command(commandPacket(mysql.COM_INIT_DB, s.state.db)); err != nil {
 			return fmt.Errorf("replay schema: %w", err)
 		}
 		b.db = s.state.db

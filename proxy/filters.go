@@ -54,12 +54,3 @@ func (s *Session) filterStatement(text string, st *router.Statement, cl **router
 	}
 	return text, nil
 }
-
-// commandPacket builds a command packet of cmd with text, for a statement
-// a filter rewrote.
-func commandPacket(cmd byte, text string) []byte {
-	pkt := make([]byte, 1+len(text))
-	pkt[0] = cmd
-	copy(pkt[1:], text)
-	return pkt
-}

@@ -199,6 +199,15 @@ func parseServerHandshake(b []byte) (ServerHandshake, error) {
 }
 
 // buildHandshakeResponse writes the HandshakeResponse41 Sluice sends a backend.
+// commandPacket builds the command packet of cmd with text: a statement a
+// filter rewrote, or one Sluice sends itself.
+func commandPacket(cmd byte, text string) []byte {
+	pkt := make([]byte, 1+len(text))
+	pkt[0] = cmd
+	copy(pkt[1:], text)
+	return pkt
+}
+
 // buildSSLRequest is the short handshake response that asks for TLS.
 func buildSSLRequest(caps uint32, collation byte) []byte {
 	b := make([]byte, 0, 32)

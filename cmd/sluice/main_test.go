@@ -51,10 +51,6 @@ type instance struct {
 // writeConfig writes a config for the shared topology; extra is appended.
 func writeConfig(t *testing.T, path, listen, admin, brokerAddr, extra string) {
 	t.Helper()
-	var servers strings.Builder
-	for _, s := range topo.Servers() {
-		fmt.Fprintf(&servers, "  - name: %s\n    address: %s\n", s.Name, s.Addr())
-	}
 	cfg := fmt.Sprintf(`listen: %s
 admin_listen: %s
 servers:
@@ -67,7 +63,7 @@ broker:
   enabled: true
   listen: %s
   data_dir: %s
-%s`, listen, admin, servers.String(), brokerAddr, filepath.Join(filepath.Dir(path), "broker"), extra)
+%s`, listen, admin, lab.ServersYAML(topo.Servers(), nil), brokerAddr, filepath.Join(filepath.Dir(path), "broker"), extra)
 	if !strings.Contains(extra, "genlog:") {
 		cfg += "genlog:\n  enabled: false\n"
 	}
@@ -107,14 +103,7 @@ func startInstanceOn(t *testing.T, listen, extra string) *instance {
 	return in
 }
 
-func (in *instance) healthy() bool {
-	resp, err := http.Get("http://" + in.admin + "/health")
-	if err != nil {
-		return false
-	}
-	resp.Body.Close()
-	return resp.StatusCode == http.StatusOK
-}
+func (in *instance) healthy() bool { return lab.Healthy(in.admin) }
 
 func (in *instance) dsn(user, pass, db string) string {
 	cfg := mysql.NewConfig()

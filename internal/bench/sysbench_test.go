@@ -396,10 +396,6 @@ backend primary
 func startSluice(b *testing.B, router string, genlog bool) target {
 	dir := b.TempDir()
 	listen, admin := lab.FreeAddr(b), lab.FreeAddr(b)
-	var servers strings.Builder
-	for _, s := range topo.Servers() {
-		fmt.Fprintf(&servers, "  - name: %s\n    address: %s\n", s.Name, s.Addr())
-	}
 	cfg := fmt.Sprintf(`listen: %s
 admin_listen: %s
 servers:
@@ -409,7 +405,7 @@ genlog: {enabled: %t}
 broker: {enabled: true, listen: %s, data_dir: %s}
 log: {level: warn}
 max_procs: %s
-`, listen, admin, servers.String(), lab.MonitorUser, lab.MonitorPassword, router, genlog,
+`, listen, admin, lab.ServersYAML(topo.Servers(), nil), lab.MonitorUser, lab.MonitorPassword, router, genlog,
 		lab.FreeAddr(b), filepath.Join(dir, "broker"), benchMaxProcs())
 	path := filepath.Join(dir, "sluice.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {

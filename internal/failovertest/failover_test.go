@@ -13,7 +13,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -48,10 +47,6 @@ func startSluice(t *testing.T, autoFailover bool) *instance {
 	t.Helper()
 	dir := t.TempDir()
 	in := &instance{listen: lab.FreeAddr(t), admin: lab.FreeAddr(t), broker: lab.FreeAddr(t), stderr: &bytes.Buffer{}}
-	var servers strings.Builder
-	for _, s := range topo.Servers() {
-		fmt.Fprintf(&servers, "  - name: %s\n    address: %s\n", s.Name, s.Addr())
-	}
 	cfg := fmt.Sprintf(`listen: %s
 admin_listen: %s
 servers:
@@ -66,7 +61,7 @@ monitor:
 connect_timeout: 2s
 genlog: {enabled: false}
 broker: {enabled: true, listen: %s, data_dir: %s}
-`, in.listen, in.admin, servers.String(), autoFailover, autoFailover, in.broker, filepath.Join(dir, "broker"))
+`, in.listen, in.admin, lab.ServersYAML(topo.Servers(), nil), autoFailover, autoFailover, in.broker, filepath.Join(dir, "broker"))
 	path := filepath.Join(dir, "sluice.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)

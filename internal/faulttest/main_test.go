@@ -98,14 +98,7 @@ func startSluice(t *testing.T, o options) *sluice {
 	t.Helper()
 	s := &sluice{t: t, dir: t.TempDir(), listen: lab.FreeAddr(t), admin: lab.FreeAddr(t), broker: lab.FreeAddr(t), stderr: &syncBuffer{}}
 	s.config = filepath.Join(s.dir, "sluice.yaml")
-	var servers strings.Builder
-	for _, srv := range topo.Servers() {
-		addr := srv.Addr()
-		if a, ok := o.addr[srv.Name]; ok {
-			addr = a
-		}
-		fmt.Fprintf(&servers, "  - name: %s\n    address: %s\n", srv.Name, addr)
-	}
+	servers := lab.ServersYAML(topo.Servers(), o.addr)
 	level := o.logLevel
 	if level == "" {
 		level = "info"
@@ -129,7 +122,7 @@ broker:
   enabled: %v
   listen: %s
   data_dir: %s
-%s%s`, s.listen, s.admin, servers.String(), level, o.bundledBroker, s.broker, filepath.Join(s.dir, "broker"), genlog, o.extra)
+%s%s`, s.listen, s.admin, servers, level, o.bundledBroker, s.broker, filepath.Join(s.dir, "broker"), genlog, o.extra)
 	if err := os.WriteFile(s.config, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -162,12 +155,7 @@ func (s *sluice) start() {
 			s.t.Fatalf("sluice exited at start: %v\n%s", cmd.ProcessState, tail(s.stderr.String(), 4<<10))
 		default:
 		}
-		resp, err := http.Get("http://" + s.admin + "/health")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
+		return lab.Healthy(s.admin)
 	})
 }
 

@@ -2,11 +2,13 @@ package lab
 
 import (
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -54,4 +56,29 @@ func BuildSluice() (string, error) {
 		return "", fmt.Errorf("build sluice: %v\n%s", err, out)
 	}
 	return bin, nil
+}
+
+// ServersYAML is the servers: entries of a Sluice config for servers. An
+// entry of addr replaces that server's address (a relay in front of it).
+func ServersYAML(servers []*Server, addr map[string]string) string {
+	var b strings.Builder
+	for _, s := range servers {
+		a := s.Addr()
+		if r, ok := addr[s.Name]; ok {
+			a = r
+		}
+		fmt.Fprintf(&b, "  - name: %s\n    address: %s\n", s.Name, a)
+	}
+	return b.String()
+}
+
+// Healthy reports whether the Sluice admin API at admin answers GET /health
+// with 200: it can serve clients.
+func Healthy(admin string) bool {
+	resp, err := http.Get("http://" + admin + "/health")
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
 }

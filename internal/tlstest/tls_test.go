@@ -17,7 +17,6 @@ import (
 	"fmt"
 	"math/big"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -117,13 +116,9 @@ func start(t *testing.T, tlsSection string) *instance {
 	t.Helper()
 	dir := t.TempDir()
 	in := &instance{listen: lab.FreeAddr(t), admin: lab.FreeAddr(t), broker: lab.FreeAddr(t), stderr: &bytes.Buffer{}}
-	var servers strings.Builder
-	for _, s := range topo.Servers() {
-		fmt.Fprintf(&servers, "  - {name: %s, address: %s}\n", s.Name, s.Addr())
-	}
 	cfg := fmt.Sprintf("listen: %s\nadmin_listen: %s\nservers:\n%sservice_user: {user: monitor, password: monpass}\n"+
 		"monitor: {interval: 200ms}\nbroker: {enabled: true, listen: %s, data_dir: %s}\ngenlog: {enabled: true, topic: tls.audit}\n%s",
-		in.listen, in.admin, servers.String(), in.broker, filepath.Join(dir, "broker"), tlsSection)
+		in.listen, in.admin, lab.ServersYAML(topo.Servers(), nil), in.broker, filepath.Join(dir, "broker"), tlsSection)
 	path := filepath.Join(dir, "sluice.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -140,14 +135,7 @@ func start(t *testing.T, tlsSection string) *instance {
 			t.Logf("sluice stderr:\n%s", in.stderr)
 		}
 	})
-	lab.WaitFor(t, "/health", 20*time.Second, func() bool {
-		resp, err := http.Get("http://" + in.admin + "/health")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	})
+	lab.WaitFor(t, "/health", 20*time.Second, func() bool { return lab.Healthy(in.admin) })
 	return in
 }
 
