@@ -122,6 +122,11 @@ func TestLexer(t *testing.T) {
 		"SELECT 1 -- maxscale route to slave":                {Route: "replica"},
 		"SELECT 1 -- maxscale route to master":               {Route: "primary"},
 		"SELECT 1 -- maxscale route to server db3":           {Route: "server", Server: "db3"},
+		"SELECT 1 /* sluice: ROUTE=Server:DB2 */":            {Route: "server", Server: "DB2"},
+		"SELECT 1 /* sluice: route=Replica */":               {Route: "replica"},
+		// Lower-casing invalid UTF-8 lengthens it; the name must still be cut
+		// from the original text (this panicked once, found by FuzzLex).
+		"SELECT 1 /* sluice: route=server:\xff\xfe */": {Route: "server", Server: "\xff\xfe"},
 	}
 	for sql, want := range hints {
 		if got := lx.Lex(sql).Hint; got != want {

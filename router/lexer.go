@@ -272,11 +272,13 @@ func parseHint(comment string, h *Hint) {
 			k, v, _ := strings.Cut(f, "=")
 			switch strings.ToLower(k) {
 			case "route":
-				v = strings.ToLower(v)
-				if name, ok := strings.CutPrefix(v, "server:"); ok {
-					h.Route, h.Server = "server", f[len(f)-len(name):]
-				} else if v == "primary" || v == "replica" {
-					h.Route = v
+				// Compare case-insensitively in place: lower-casing first would
+				// change the length of invalid UTF-8 and misplace the name.
+				switch {
+				case hasPrefixFold(v, "server:"):
+					h.Route, h.Server = "server", v[len("server:"):]
+				case strings.EqualFold(v, "primary"), strings.EqualFold(v, "replica"):
+					h.Route = strings.ToLower(v)
 				}
 			case "max_lag":
 				h.MaxLag = v
