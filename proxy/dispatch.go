@@ -413,12 +413,13 @@ func (s *Session) dropPrimary() {
 // when there is none: then the primary serves the read.
 func (s *Session) replicaConn(ctx context.Context, maxLag time.Duration) *BackendConn {
 	for range 3 {
-		t, ok := s.srv.router.Replica(maxLag, func(name string) bool { return s.broken[name] })
+		t, ok := s.srv.router.Replica(maxLag, func(name string) bool { return s.broken[name] }, s.lastReplica)
 		if !ok {
 			return nil
 		}
 		b, err := s.conn(ctx, t)
 		if err == nil {
+			s.lastReplica = t.Server
 			return b
 		}
 	}

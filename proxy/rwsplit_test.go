@@ -73,14 +73,26 @@ func scanString(t *testing.T, conn *sql.Conn, query string) string {
 
 func TestReadsSpreadOverReplicas(t *testing.T) {
 	s := startSplit(t)
-	conn := oneConn(t, s, "app")
-	seen := map[string]int{}
-	for range 60 {
-		seen[ranOn(t, conn, "SELECT @@server_id")]++
+	// Sessions spread over the replicas, and each keeps reading from its
+	// own while the replicas are equally busy.
+	conns := []*sql.Conn{oneConn(t, s, "app"), oneConn(t, s, "app")}
+	var home [2]string
+	for i, c := range conns {
+		seen := map[string]int{}
+		for range 30 {
+			seen[ranOn(t, c, "SELECT @@server_id")]++
+		}
+		if len(seen) != 1 || seen["primary"] != 0 {
+			t.Fatalf("session %d: autocommit reads ran on %v; want one replica and never the primary", i, seen)
+		}
+		for name := range seen {
+			home[i] = name
+		}
 	}
-	if seen["primary"] != 0 || seen["replica1"] == 0 || seen["replica2"] == 0 {
-		t.Fatalf("autocommit reads ran on %v; want both replicas and never the primary", seen)
+	if home[0] == home[1] {
+		t.Fatalf("both sessions read from %s; new sessions should spread over the replicas", home[0])
 	}
+	conn := conns[0]
 	// Writes and primary-only functions go to the primary.
 	if got := ranOn(t, conn, "SELECT @@server_id FROM (SELECT LAST_INSERT_ID()) x"); got != "primary" {
 		t.Fatalf("LAST_INSERT_ID ran on %s", got)
@@ -154,12 +166,13 @@ func TestReadOnlyTransactionOnOneReplica(t *testing.T) {
 	if _, err := conn.ExecContext(ctx, "COMMIT"); err != nil {
 		t.Fatal(err)
 	}
-	seen := map[string]bool{}
-	for range 30 {
-		seen[ranOn(t, conn, "SELECT @@server_id")] = true
+	// No longer pinned: with that replica drained, reads go to the other.
+	if err := s.mon.SetMaintenance(ctx, first, true); err != nil {
+		t.Fatal(err)
 	}
-	if len(seen) < 2 {
-		t.Fatalf("after COMMIT reads stayed on %v", seen)
+	defer s.mon.SetMaintenance(ctx, first, false)
+	if got := ranOn(t, conn, "SELECT @@server_id"); got == first || got == "primary" {
+		t.Fatalf("after COMMIT and with %s drained, a read ran on %s", first, got)
 	}
 }
 
@@ -193,25 +206,24 @@ func TestSessionStateReplayedOnReplicas(t *testing.T) {
 	}
 	r := scanString(t, conn, "/* sluice: route=primary */ SELECT @r")
 	want["SELECT @r"] = r
-	// Reads pick a replica at random among equals: go on until both have
-	// answered (8 rounds at least; 2^-63 to miss one in 64).
-	servers := map[string]bool{}
-	for i := 0; i < 64 && (i < 8 || len(servers) < 2); i++ {
+	// On each replica: the session's own, and the other one, reached with
+	// a routing hint (its connection opens and catches up then).
+	for _, replica := range []string{"replica1", "replica2"} {
+		hint := "/* sluice: route=server:" + replica + " */ "
 		for q, w := range want {
-			if got := scanString(t, conn, q); got != w {
-				t.Fatalf("%s = %q on a replica, want %q (as on the primary)", q, got, w)
+			if got := scanString(t, conn, hint+q); got != w {
+				t.Fatalf("%s = %q on %s, want %q (as on the primary)", q, got, replica, w)
 			}
 		}
-		servers[ranOn(t, conn, "SELECT @@server_id")] = true
-	}
-	if servers["primary"] || len(servers) != 2 {
-		t.Fatalf("checks ran on %v, want both replicas", servers)
+		if got := ranOn(t, conn, hint+"SELECT @@server_id"); got != replica {
+			t.Fatalf("route=server:%s ran on %s", replica, got)
+		}
 	}
 	// A later change reaches connections opened before it.
 	exec("SET @x = 43")
-	for range 6 {
-		if got := scanString(t, conn, "SELECT @x"); got != "43" {
-			t.Fatalf("@x = %q after it changed", got)
+	for _, replica := range []string{"replica1", "replica2"} {
+		if got := scanString(t, conn, "/* sluice: route=server:"+replica+" */ SELECT @x"); got != "43" {
+			t.Fatalf("@x = %q on %s after it changed", got, replica)
 		}
 	}
 }
@@ -266,7 +278,8 @@ func TestPreparedStatementsSplit(t *testing.T) {
 	}
 	defer sel.Close()
 	seen := map[string]bool{}
-	for i := range 20 {
+	read := func(i int) string {
+		t.Helper()
 		var v string
 		var id int
 		if err := sel.QueryRowContext(ctx, i).Scan(&v, &id); err != nil {
@@ -276,6 +289,20 @@ func TestPreparedStatementsSplit(t *testing.T) {
 			t.Fatalf("id %d read %q", i, v)
 		}
 		seen[serverIDs()[id]] = true
+		return serverIDs()[id]
+	}
+	first := read(0)
+	for i := 1; i < 10; i++ {
+		read(i)
+	}
+	// Drained, the session's replica hands the statement to the other one,
+	// where it is prepared on first use and runs without the types.
+	if err := s.mon.SetMaintenance(ctx, first, true); err != nil {
+		t.Fatal(err)
+	}
+	defer s.mon.SetMaintenance(ctx, first, false)
+	for i := 10; i < 20; i++ {
+		read(i)
 	}
 	if seen["primary"] || len(seen) != 2 {
 		t.Fatalf("prepared reads ran on %v", seen)

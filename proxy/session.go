@@ -50,6 +50,9 @@ type Session struct {
 	// last ran the previous statement; txBackend holds a read-only
 	// transaction open on a replica.
 	last, txBackend *BackendConn
+	// lastReplica names the replica the previous read went to; the router
+	// keeps reads there while it is not busier than the others.
+	lastReplica string
 	// broken names servers whose connection failed for this session.
 	broken map[string]bool
 	// pinned, when set, says why every statement now goes to the primary.

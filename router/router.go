@@ -5,8 +5,7 @@ package router
 
 import (
 	"errors"
-	"math/rand/v2"
-	"slices"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -95,53 +94,70 @@ func usable(s *monitor.Server, maxLag time.Duration) bool {
 // Replica picks a replica for a read: among the usable ones not skipped,
 // the one with the fewest outstanding queries per unit of weight (or the
 // next in weighted round robin). maxLag 0 means the configured limit.
-func (r *Router) Replica(maxLag time.Duration, skip func(name string) bool) (Target, bool) {
+//
+// With least_outstanding, prefer (the replica the session read from last)
+// keeps the read while it is at most one query per unit of weight busier
+// than the least busy: a session then reads through one replica connection
+// instead of alternating between several, and on the server one warm
+// thread answers it. Ties (idle replicas) go to each in turn, so new
+// sessions spread over the replicas.
+func (r *Router) Replica(maxLag time.Duration, skip func(name string) bool, prefer string) (Target, bool) {
 	cfg := r.cfg.Load()
 	if maxLag <= 0 || maxLag > cfg.MaxReplicationLag {
 		maxLag = cfg.MaxReplicationLag
 	}
 	snap := r.topo.Snapshot()
-	best, bestScore := -1, 0.0
+	// Usable replicas in configuration order, with their scores.
 	var candidates [16]int
+	var scores [16]float64
 	n := 0
-	// Start at a random offset, so ties (idle replicas) share the reads.
-	start := rand.IntN(max(len(snap.Servers), 1))
-	for k := range snap.Servers {
-		i := (start + k) % len(snap.Servers)
+	bestScore := math.Inf(1)
+	preferred := -1
+	for i := range snap.Servers {
 		s := &snap.Servers[i]
-		if !usable(s, maxLag) || (skip != nil && skip(s.Name)) {
+		if n == len(candidates) || !usable(s, maxLag) || (skip != nil && skip(s.Name)) {
 			continue
 		}
-		if n < len(candidates) {
-			candidates[n] = i
-			n++
+		candidates[n] = i
+		scores[n] = float64(r.counter(s.Name).Load()+1) / float64(max(s.Weight, 1))
+		bestScore = min(bestScore, scores[n])
+		if s.Name == prefer {
+			preferred = n
 		}
-		score := float64(r.counter(s.Name).Load()+1) / float64(max(s.Weight, 1))
-		if best < 0 || score < bestScore {
-			best, bestScore = i, score
-		}
+		n++
 	}
-	if best < 0 {
+	if n == 0 {
 		return Target{}, false
 	}
-	if cfg.Balance == "round_robin" {
-		// Weighted, over the candidates in configuration order (the scan
-		// above starts at a random one): a server of weight w is chosen w
-		// times as often.
-		slices.Sort(candidates[:n])
+	var pick int
+	switch {
+	case cfg.Balance == "round_robin":
+		// Weighted: a server of weight w is chosen w times as often.
 		total := 0
 		for _, i := range candidates[:n] {
 			total += max(snap.Servers[i].Weight, 1)
 		}
-		pick := int(r.rr.Add(1) % uint64(total))
-		for _, i := range candidates[:n] {
-			if pick -= max(snap.Servers[i].Weight, 1); pick < 0 {
-				best = i
+		at := int(r.rr.Add(1) % uint64(total))
+		for k, i := range candidates[:n] {
+			if at -= max(snap.Servers[i].Weight, 1); at < 0 {
+				pick = k
 				break
 			}
 		}
+	case preferred >= 0 && scores[preferred] <= bestScore+1/float64(max(snap.Servers[candidates[preferred]].Weight, 1)):
+		pick = preferred
+	default:
+		var ties [16]int
+		t := 0
+		for k := range n {
+			if scores[k] == bestScore {
+				ties[t] = k
+				t++
+			}
+		}
+		pick = ties[r.rr.Add(1)%uint64(t)]
 	}
-	s := snap.Servers[best]
+	s := snap.Servers[candidates[pick]]
 	return Target{Server: s.Name, Address: s.Address, Reason: "replica"}, true
 }
 
@@ -149,12 +165,12 @@ func (r *Router) Replica(maxLag time.Duration, skip func(name string) bool) (Tar
 func (r *Router) ConnTarget() (Target, error) {
 	switch r.cfg.Load().Target {
 	case "replica":
-		if t, ok := r.Replica(0, nil); ok {
+		if t, ok := r.Replica(0, nil, ""); ok {
 			return t, nil
 		}
 		return Target{}, errors.New("no usable replica is available")
 	case "any":
-		if t, ok := r.Replica(0, nil); ok {
+		if t, ok := r.Replica(0, nil, ""); ok {
 			return t, nil
 		}
 	}
