@@ -170,13 +170,13 @@ func (r *sysbenchReport) render() string {
 			continue
 		}
 		fmt.Fprintf(&w, "### %s\n\n", test)
-		fmt.Fprintf(&w, "| ps mode | threads | target | qps | × HAProxy | × direct | p95 ms | p99 ms | proxy CPU µs/query | on primary | ignored errors |\n")
-		fmt.Fprintf(&w, "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+		fmt.Fprintf(&w, "| ps mode | threads | target | qps | × HAProxy | × HAProxy over replicas | × direct | p95 ms | p99 ms | proxy CPU µs/query | on primary | ignored errors |\n")
+		fmt.Fprintf(&w, "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 		for _, c := range cells {
-			hp, direct := c.get(tHAProxy), c.get(tDirect)
+			hp, hpr, direct := c.get(tHAProxy), c.get(tHAProxyReplicas), c.get(tDirect)
 			for _, run := range c.runs {
 				if run.err != nil {
-					fmt.Fprintf(&w, "| %s | %d | %s | failed: %s | | | | | | | |\n", c.mode, c.threads, run.target,
+					fmt.Fprintf(&w, "| %s | %d | %s | failed: %s | | | | | | | | |\n", c.mode, c.threads, run.target,
 						mdEscape(firstLine(run.err.Error())))
 					continue
 				}
@@ -184,8 +184,8 @@ func (r *sysbenchReport) render() string {
 				if run.proxy {
 					cpu = fmt.Sprintf("%.1f", run.cpuPerQueryUS())
 				}
-				fmt.Fprintf(&w, "| %s | %d | %s | %.0f | %s | %s | %.2f | %.2f | %s | %.0f%% | %d |\n",
-					c.mode, c.threads, run.target, run.qps(), ratio(run, hp), ratio(run, direct),
+				fmt.Fprintf(&w, "| %s | %d | %s | %.0f | %s | %s | %s | %.2f | %.2f | %s | %.0f%% | %d |\n",
+					c.mode, c.threads, run.target, run.qps(), ratio(run, hp), ratio(run, hpr), ratio(run, direct),
 					run.percentile(95), run.percentile(99), cpu, 100*run.primaryShare(), run.errors)
 			}
 		}
@@ -222,7 +222,7 @@ func (r *sysbenchReport) renderTargets(w *bytes.Buffer) {
 		if c.test != "oltp_point_select" || c.threads != 8 {
 			continue
 		}
-		g, hp, plain := c.get(tRWSplitGenlog), c.get(tHAProxy), c.get(tRWSplit)
+		g, hp, hpr, plain := c.get(tRWSplitGenlog), c.get(tHAProxy), c.get(tHAProxyReplicas), c.get(tRWSplit)
 		if g == nil {
 			continue
 		}
@@ -230,6 +230,11 @@ func (r *sysbenchReport) renderTargets(w *bytes.Buffer) {
 			x := g.qps() / hp.qps()
 			lines = append(lines, fmt.Sprintf("- readwritesplit+genlog qps ≥ HAProxy's (oltp_point_select, 8 threads, ps=%s): %.0f vs %.0f, × %.2f: %s",
 				c.mode, g.qps(), hp.qps(), x, mark(x >= 1)))
+		}
+		if hpr != nil {
+			x := g.qps() / hpr.qps()
+			lines = append(lines, fmt.Sprintf("  - against HAProxy over the same replicas (oltp_point_select, 8 threads, ps=%s): %.0f vs %.0f, × %.2f: %s",
+				c.mode, g.qps(), hpr.qps(), x, mark(x >= 1)))
 		}
 		cpu := g.cpuPerQueryUS()
 		lines = append(lines, fmt.Sprintf("- CPU per query ≤ 20 µs with Genlog on (oltp_point_select, 8 threads, ps=%s): %.1f µs: %s",

@@ -62,12 +62,16 @@ const (
 	tDirect        = "direct"
 	tDirectReplica = "direct-replica" // opt-in: what one replica answers alone
 	tHAProxy       = "haproxy"
-	tReadConnRoute = "sluice-readconnroute"
-	tRWSplit       = "sluice-readwritesplit"
-	tRWSplitGenlog = "sluice-readwritesplit+genlog"
+	// HAProxy spreading connections over the replicas (leastconn): the
+	// same servers doing the same work as readwritesplit's reads, so the
+	// floor to compare a read/write split with on the read-only tests.
+	tHAProxyReplicas = "haproxy-replicas"
+	tReadConnRoute   = "sluice-readconnroute"
+	tRWSplit         = "sluice-readwritesplit"
+	tRWSplitGenlog   = "sluice-readwritesplit+genlog"
 )
 
-var allTargets = []string{tDirect, tHAProxy, tReadConnRoute, tRWSplit, tRWSplitGenlog}
+var allTargets = []string{tDirect, tHAProxy, tHAProxyReplicas, tReadConnRoute, tRWSplit, tRWSplitGenlog}
 
 // target is something sysbench connects to, and the process whose CPU counts.
 type target struct {
@@ -102,13 +106,17 @@ func BenchmarkSysbench(b *testing.B) {
 			targets = append(targets, target{name: name, addr: topo.Primary.Addr()})
 		case tDirectReplica:
 			targets = append(targets, target{name: name, addr: topo.Replicas[0].Addr()})
-		case tHAProxy:
+		case tHAProxy, tHAProxyReplicas:
 			hp, err := exec.LookPath("haproxy")
 			if err != nil {
-				b.Logf("haproxy not installed: no HAProxy column")
+				b.Logf("haproxy not installed: no %s column", name)
 				continue
 			}
-			targets = append(targets, startHAProxy(b, hp))
+			servers := []*lab.Server{topo.Primary}
+			if name == tHAProxyReplicas {
+				servers = topo.Replicas
+			}
+			targets = append(targets, startHAProxy(b, hp, name, servers))
 		case tReadConnRoute:
 			targets = append(targets, startSluice(b, "readconnroute", false))
 		case tRWSplit:
@@ -182,7 +190,7 @@ func runCell(b *testing.B, sb string, cfg benchConfig, k cellKey, targets []targ
 	var usable []target
 	for _, tg := range targets {
 		// A replica refuses writes (read_only): direct-replica only reads.
-		if tg.name == tDirectReplica && k.test == "oltp_read_write" {
+		if (tg.name == tDirectReplica || tg.name == tHAProxyReplicas) && k.test == "oltp_read_write" {
 			continue
 		}
 		usable = append(usable, tg)
@@ -361,7 +369,9 @@ func settledCPU(pid int) (time.Duration, error) {
 	return last, nil
 }
 
-func startHAProxy(b *testing.B, hp string) target {
+// startHAProxy runs HAProxy in TCP mode in front of servers (leastconn
+// among them when there are several).
+func startHAProxy(b *testing.B, hp, name string, servers []*lab.Server) target {
 	dir := b.TempDir()
 	addr := lab.FreeAddr(b)
 	cfg := fmt.Sprintf(`global
@@ -373,10 +383,13 @@ defaults
     timeout server 1h
 frontend mysql
     bind %s
-    default_backend primary
-backend primary
-    server primary %s
-`, addr, topo.Primary.Addr())
+    default_backend servers
+backend servers
+    balance leastconn
+`, addr)
+	for _, s := range servers {
+		cfg += fmt.Sprintf("    server %s %s\n", s.Name, s.Addr())
+	}
 	path := filepath.Join(dir, "haproxy.cfg")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		b.Fatal(err)
@@ -387,7 +400,7 @@ backend primary
 	}
 	b.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	waitListening(b, addr)
-	return target{name: tHAProxy, addr: addr, pid: cmd.Process.Pid}
+	return target{name: name, addr: addr, pid: cmd.Process.Pid}
 }
 
 // startSluice runs bin/sluice (one thread of Go code, the bundled broker)
