@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"runtime"
+	"slices"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -24,19 +25,35 @@ const chainField = `,"chain":"`
 const chainLen = len(chainField) + 64 + 2
 
 // Chain seals record (a JSON object) after prev, returning the sealed record
-// and its chain value.
+// and its chain value. The sealed record is built in record's spare
+// capacity when it has enough (Genlog leaves room), which overwrites the
+// record's closing brace: unseal puts it back if the record is needed again.
 func Chain(prev [32]byte, record []byte) ([]byte, [32]byte) {
 	h := sha256.New()
 	h.Write(prev[:])
 	h.Write(record)
 	var sum [32]byte
 	h.Sum(sum[:0])
-	out := make([]byte, 0, len(record)+chainLen)
-	out = append(out, record[:len(record)-1]...)
+	out := record[:len(record)-1]
+	if cap(record)-len(record) < chainLen {
+		out = append(make([]byte, 0, len(record)+chainLen), out...)
+	}
 	out = append(out, chainField...)
 	out = hex.AppendEncode(out, sum[:])
 	out = append(out, '"', '}')
 	return out, sum
+}
+
+// unseal restores records that seal may have sealed in place.
+func (p *Producer) unseal(batch []kafka.Message) {
+	if !p.sealInPlace {
+		return
+	}
+	for _, m := range batch {
+		if n := len(m.Value); n > 0 {
+			m.Value[n-1] = '}'
+		}
+	}
 }
 
 // Unchain splits a sealed record into the record as it was sealed and its
@@ -253,6 +270,9 @@ func (p *Producer) seal(batch []kafka.Message) ([]kafka.Message, func(), error) 
 		}
 		part := partitionOf(m.Key, len(n.last))
 		m.Partition = part
+		if !p.sealInPlace {
+			m.Value = slices.Clip(m.Value) // Chain copies it
+		}
 		m.Value, n.last[part] = Chain(n.last[part], m.Value)
 		if n.skip[part] > 0 {
 			n.skip[part]--

@@ -30,8 +30,12 @@ type Producer struct {
 	chainOwner string
 	// doubt holds the records of the last failed write, resolved against
 	// the broker before the next one (exactly-once delivery of the trail).
-	doubt   inDoubt
-	brokers []string
+	doubt inDoubt
+	// sealInPlace: records are sealed in their own spare capacity. Only
+	// with the in-process broker, which is done with a batch when its
+	// write returns; kafka-go may still hold one after a timeout.
+	sealInPlace bool
+	brokers     []string
 	// linger, when set, lets a batch gather records this long after its
 	// first: the bundled broker fsyncs each write, and a write per record
 	// would cost an fsync per query.
@@ -115,6 +119,7 @@ func New(cfg Config, log *slog.Logger) (*Producer, error) {
 	}
 	if cfg.Local != nil {
 		p.w = &localWriter{broker: cfg.Local, chosen: cfg.Chain}
+		p.sealInPlace = true
 		p.linger = localLinger
 		p.lingerTimer = time.NewTimer(time.Hour)
 		p.lingerTimer.Stop()
@@ -276,9 +281,12 @@ func (p *Producer) gather(batch []kafka.Message) []kafka.Message {
 	return batch
 }
 
+// write delivers batch. When it fails, batch holds the records as they
+// were given (sealing is undone), for the spill file or a retry.
 func (p *Producer) write(batch []kafka.Message) error {
 	commit := func() {}
 	n := len(batch)
+	toSend := batch
 	if p.chains != nil {
 		if p.doubt != nil {
 			if err := p.resolveInDoubt(); err != nil {
@@ -287,16 +295,18 @@ func (p *Producer) write(batch []kafka.Message) error {
 		}
 		sealed, c, err := p.seal(batch)
 		if err != nil {
+			p.unseal(batch)
 			return err
 		}
-		batch, commit = sealed, c
+		toSend, commit = sealed, c
 	}
-	if len(batch) > 0 {
+	if len(toSend) > 0 {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		if err := p.w.WriteMessages(ctx, batch...); err != nil {
+		if err := p.w.WriteMessages(ctx, toSend...); err != nil {
 			if p.chains != nil {
-				p.noteInDoubt(batch)
+				p.noteInDoubt(toSend)
+				p.unseal(batch)
 			}
 			return err
 		}

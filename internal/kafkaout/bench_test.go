@@ -1,0 +1,57 @@
+package kafkaout_test
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"strconv"
+	"testing"
+
+	"github.com/sluice-proxy/sluice/internal/kafkaout"
+	"github.com/sluice-proxy/sluice/logbroker"
+)
+
+// BenchmarkProducerLocal is the producer's cost per Genlog-sized record into
+// the bundled broker in this process: queueing, sealing the chain, encoding
+// the batch and appending it (fsync left to the OS, to measure the CPU).
+func BenchmarkProducerLocal(b *testing.B) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	br, err := logbroker.New(logbroker.Config{Listen: ln.Addr().String(), DataDir: filepath.Join(b.TempDir(), "broker"),
+		Partitions: 4, Fsync: logbroker.FsyncOS}, log)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- br.Serve(ctx, ln) }()
+	defer func() { cancel(); <-served; br.Close() }()
+	p, err := kafkaout.New(kafkaout.Config{Brokers: []string{ln.Addr().String()}, Name: "bench", Chain: true, Local: br,
+		QueueSize: 100000, Block: true}, log)
+	if err != nil {
+		b.Fatal(err)
+	}
+	// A point select's record, as Genlog writes it.
+	record := []byte(`{"type":"query","ts":"2026-11-23T16:33:25.123456Z","session":17,"seq":12345,"user":"sbtest","client":"127.0.0.1:51234",` +
+		`"db":"sbtest","proxy":"sluice-1","server":"replica1","command":"COM_QUERY","query":"SELECT c FROM sbtest1 WHERE id=4711",` +
+		`"fingerprint":"SELECT c FROM sbtest1 WHERE id=?","digest":"9f86d081884c7d65","duration_us":312,"rows":1,"affected":0,` +
+		`"last_insert_id":0,"warnings":0,"error_code":0,"error":"","in_tx":false,"route":"replica: read"}`)
+	keys := make([][]byte, 64)
+	for i := range keys {
+		keys[i] = []byte(strconv.Itoa(i))
+	}
+	b.SetBytes(int64(len(record)))
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		// Genlog hands over each record: the producer owns it.
+		p.Send("bench", keys[i%len(keys)], append(make([]byte, 0, len(record)+128), record...))
+	}
+	if err := p.Close(); err != nil {
+		b.Fatal(err)
+	}
+}
