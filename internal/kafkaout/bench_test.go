@@ -1,11 +1,8 @@
 package kafkaout_test
 
 import (
-	"context"
 	"io"
 	"log/slog"
-	"net"
-	"path/filepath"
 	"strconv"
 	"testing"
 
@@ -17,20 +14,8 @@ import (
 // the bundled broker in this process: queueing, sealing the chain, encoding
 // the batch and appending it (fsync left to the OS, to measure the CPU).
 func BenchmarkProducerLocal(b *testing.B) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	br, err := logbroker.New(logbroker.Config{Listen: ln.Addr().String(), DataDir: filepath.Join(b.TempDir(), "broker"),
-		Partitions: 4, Fsync: logbroker.FsyncOS}, log)
-	if err != nil {
-		b.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() { served <- br.Serve(ctx, ln) }()
-	defer func() { cancel(); <-served; br.Close() }()
+	br, ln := startBroker(b, logbroker.Config{Partitions: 4, Fsync: logbroker.FsyncOS}, log)
 	p, err := kafkaout.New(kafkaout.Config{Brokers: []string{ln.Addr().String()}, Name: "bench", Chain: true, Local: br,
 		QueueSize: 100000, Block: true}, log)
 	if err != nil {

@@ -240,21 +240,28 @@ func TestLostAcknowledgementDeliversOnce(t *testing.T) {
 
 // The in-process path stores what a Kafka client reads back, in order per
 // key, with valid chains.
-func TestLocalWriter(t *testing.T) {
-	dir := t.TempDir()
+// startBroker serves a bundled broker in this process until the test ends.
+func startBroker(tb testing.TB, cfg logbroker.Config, log *slog.Logger) (*logbroker.Broker, net.Listener) {
+	tb.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	b, err := logbroker.New(logbroker.Config{Listen: ln.Addr().String(), DataDir: filepath.Join(dir, "broker"), Partitions: 3}, log)
+	cfg.Listen, cfg.DataDir = ln.Addr().String(), filepath.Join(tb.TempDir(), "broker")
+	b, err := logbroker.New(cfg, log)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	served := make(chan error, 1)
 	go func() { served <- b.Serve(ctx, ln) }()
-	defer func() { cancel(); <-served; b.Close() }()
+	tb.Cleanup(func() { cancel(); <-served; b.Close() })
+	return b, ln
+}
+
+func TestLocalWriter(t *testing.T) {
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	b, ln := startBroker(t, logbroker.Config{Partitions: 3}, log)
 
 	const topic = "local.test"
 	p, err := kafkaout.New(kafkaout.Config{Brokers: []string{ln.Addr().String()}, Name: "test", Chain: true, Local: b}, log)
@@ -293,20 +300,8 @@ func TestLocalWriter(t *testing.T) {
 // Several Sluice instances share one topic: each keeps its own chain, a
 // restarted one continues its own, and verify finds every chain whole.
 func TestSharedTopicChains(t *testing.T) {
-	dir := t.TempDir()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	b, err := logbroker.New(logbroker.Config{Listen: ln.Addr().String(), DataDir: filepath.Join(dir, "broker"), Partitions: 2}, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() { served <- b.Serve(ctx, ln) }()
-	defer func() { cancel(); <-served; b.Close() }()
+	_, ln := startBroker(t, logbroker.Config{Partitions: 2}, log)
 
 	const topic = "shared.test"
 	newProducer := func(owner string) *kafkaout.Producer {
