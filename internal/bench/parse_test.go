@@ -107,8 +107,8 @@ func TestConfigFromEnv(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if n := len(c.tests) * len(c.psModes) * len(c.threads) * len(c.targets); n != 60 {
-			t.Errorf("default matrix has %d runs, want 60", n)
+		if n := len(c.tests) * len(c.psModes) * len(c.threads) * len(c.targets); n != 72 {
+			t.Errorf("default matrix has %d runs, want 72 (3 tests, 2 ps modes, 2 thread counts, 6 targets)", n)
 		}
 	}
 	t.Setenv("SLUICE_BENCH_TESTS", "oltp_point_select, oltp_read_only")
