@@ -161,7 +161,9 @@ func (c *Classifier) parse(st *Statement, query string) (class *Class) {
 			cl.Kinds = append(cl.Kinds, stmtKind(stmt))
 			cl.Tables = append(cl.Tables, v.tables...)
 		}
-		if stmts, _, err := p.Parse(query, "", ""); err == nil {
+		// (The parser may see no statement at all where the lexer saw two:
+		// MariaDB's /*M! comments are executable, TiDB's grammar skips them.)
+		if stmts, _, err := p.Parse(query, "", ""); err == nil && len(stmts) > 0 {
 			for _, stmt := range stmts {
 				add(stmt)
 			}

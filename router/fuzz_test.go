@@ -62,6 +62,7 @@ var fuzzSeeds = []string{
 	"SELECT /* unterminated",
 	"SELECT `unterminated",
 	"*/ SELECT 1",
+	"/*M!;0*/", // the parser saw no statement where the lexer saw two (FuzzClassify)
 	"",
 	";",
 	"\x00\xff\xfe",
