@@ -391,15 +391,7 @@ func stallReplica(t *testing.T, s *sluice, clientTimeout time.Duration) stallAns
 		a.waited = time.Since(began)
 	}()
 	// Stop the server while the statement runs there.
-	rdb, err := r.RootDB()
-	if err != nil {
-		t.Fatal(err)
-	}
-	lab.WaitFor(t, "the statement running on "+r.Name, 10*time.Second, func() bool {
-		var n int
-		err := rdb.QueryRow("SELECT COUNT(*) FROM information_schema.processlist WHERE info LIKE '%SLEEP(1.5)%' AND info NOT LIKE '%processlist%'").Scan(&n)
-		return err == nil && n > 0
-	})
+	waitSleepRunning(t, r)
 	if err := r.Pause(); err != nil {
 		t.Fatal(err)
 	}
@@ -489,15 +481,7 @@ func TestBackendConnectionCut(t *testing.T) {
 			err := victim.QueryRowContext(ctx, hint+"SELECT SLEEP(1.5), @@server_id").Scan(&slept, &id)
 			answered <- answer{err, time.Since(began)}
 		}()
-		rdb, err := r.RootDB()
-		if err != nil {
-			t.Fatal(err)
-		}
-		lab.WaitFor(t, "the statement running on "+r.Name, 10*time.Second, func() bool {
-			var n int
-			err := rdb.QueryRow("SELECT COUNT(*) FROM information_schema.processlist WHERE info LIKE '%SLEEP(1.5)%' AND info NOT LIKE '%processlist%'").Scan(&n)
-			return err == nil && n > 0
-		})
+		waitSleepRunning(t, r)
 		rl.blackhole(true)
 		t.Cleanup(func() { rl.blackhole(false); rl.cut() })
 		began := time.Now()
@@ -513,5 +497,19 @@ func TestBackendConnectionCut(t *testing.T) {
 		rl.blackhole(false)
 		rl.cut()
 		s.waitServerUp(t, r.Name, true)
+	})
+}
+
+// waitSleepRunning waits until the tests' SELECT SLEEP(1.5) runs on server r.
+func waitSleepRunning(t *testing.T, r *lab.Server) {
+	t.Helper()
+	rdb, err := r.RootDB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	lab.WaitFor(t, "the statement running on "+r.Name, 10*time.Second, func() bool {
+		var n int
+		err := rdb.QueryRow("SELECT COUNT(*) FROM information_schema.processlist WHERE info LIKE '%SLEEP(1.5)%' AND info NOT LIKE '%processlist%'").Scan(&n)
+		return err == nil && n > 0
 	})
 }
