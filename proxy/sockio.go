@@ -48,7 +48,7 @@ func newSockIO(conn net.Conn) io.ReadWriter {
 
 func (s *sockIO) read(fd uintptr) bool {
 	for {
-		r, _, e := unix.RawSyscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(&s.rbuf[0])), uintptr(len(s.rbuf)))
+		r, _, e := unix.RawSyscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&s.rbuf[0])), uintptr(len(s.rbuf)), 0, 0, 0)
 		if e == unix.EINTR {
 			continue
 		}
@@ -78,7 +78,7 @@ func (s *sockIO) Read(p []byte) (int, error) {
 func (s *sockIO) write(fd uintptr) bool {
 	for s.wn < len(s.wbuf) {
 		rest := s.wbuf[s.wn:]
-		r, _, e := unix.RawSyscall(unix.SYS_WRITE, fd, uintptr(unsafe.Pointer(&rest[0])), uintptr(len(rest)))
+		r, _, e := unix.RawSyscall6(unix.SYS_SENDTO, fd, uintptr(unsafe.Pointer(&rest[0])), uintptr(len(rest)), unix.MSG_NOSIGNAL, 0, 0)
 		switch e {
 		case 0:
 			s.wn += int(r)
