@@ -48,6 +48,10 @@ type PacketIO struct {
 	head [headBytes]byte
 	// maxPayload bounds ReadPacket; 0 means no bound.
 	maxPayload int
+	// rhdr and whdr hold the header of a packet being read or written: in
+	// a local, a header escapes through the reader and writer interfaces,
+	// an allocation per packet.
+	rhdr, whdr [4]byte
 }
 
 // NewPacketIO wraps conn with pooled buffers; Close returns them.
@@ -111,8 +115,8 @@ func (p *PacketIO) ReadPacket() ([]byte, error) {
 	p.shrink()
 	p.payload = p.payload[:0]
 	for {
-		var hdr [4]byte
-		if _, err := io.ReadFull(p.r, hdr[:]); err != nil {
+		hdr := p.rhdr[:]
+		if _, err := io.ReadFull(p.r, hdr); err != nil {
 			return nil, err
 		}
 		n := int(uint32(hdr[0]) | uint32(hdr[1])<<8 | uint32(hdr[2])<<16)
@@ -154,9 +158,9 @@ func grow(b []byte, n int) []byte {
 func (p *PacketIO) WritePacket(payload []byte) error {
 	for {
 		n := min(len(payload), maxPacketPayload)
-		hdr := [4]byte{byte(n), byte(n >> 8), byte(n >> 16), p.seq}
+		p.whdr = [4]byte{byte(n), byte(n >> 8), byte(n >> 16), p.seq}
 		p.seq++
-		if _, err := p.w.Write(hdr[:]); err != nil {
+		if _, err := p.w.Write(p.whdr[:]); err != nil {
 			return err
 		}
 		if _, err := p.w.Write(payload[:n]); err != nil {
