@@ -5,6 +5,7 @@ package router
 
 import (
 	"errors"
+	"maps"
 	"math"
 	"sync"
 	"sync/atomic"
@@ -49,8 +50,11 @@ type Router struct {
 	topo Topology
 	cfg  atomic.Pointer[Config]
 	rr   atomic.Uint64
-	// outstanding counts queries in flight per server name.
-	outstanding sync.Map // string -> *atomic.Int64
+	// outstanding counts queries in flight per server name. Copied on
+	// write (servers are few and rarely added): a read is a plain map
+	// lookup, three per query, where sync.Map hashed an interface.
+	outstanding atomic.Pointer[map[string]*atomic.Int64]
+	addMu       sync.Mutex
 }
 
 // New builds a router over topo.
@@ -178,11 +182,24 @@ func (r *Router) ConnTarget() (Target, error) {
 }
 
 func (r *Router) counter(name string) *atomic.Int64 {
-	if c, ok := r.outstanding.Load(name); ok {
-		return c.(*atomic.Int64)
+	if m := r.outstanding.Load(); m != nil {
+		if c, ok := (*m)[name]; ok {
+			return c
+		}
 	}
-	c, _ := r.outstanding.LoadOrStore(name, new(atomic.Int64))
-	return c.(*atomic.Int64)
+	r.addMu.Lock()
+	defer r.addMu.Unlock()
+	m := map[string]*atomic.Int64{}
+	if old := r.outstanding.Load(); old != nil {
+		if c, ok := (*old)[name]; ok {
+			return c
+		}
+		m = maps.Clone(*old)
+	}
+	c := new(atomic.Int64)
+	m[name] = c
+	r.outstanding.Store(&m)
+	return c
 }
 
 // Started and Finished bracket a query on a server, for balancing.
