@@ -68,6 +68,14 @@ func contains(list []string, v string) bool {
 type Genlog struct {
 	cfg  atomic.Pointer[GenlogConfig]
 	sink Sink
+	// second caches the date and time of the last second a record was
+	// stamped in: thousands of records a second share it.
+	second atomic.Pointer[stampedSecond]
+}
+
+type stampedSecond struct {
+	unix int64
+	text [len("2006-01-02T15:04:05")]byte
 }
 
 // NewGenlog builds the filter over sink.
@@ -256,7 +264,7 @@ func (g *Genlog) head(b []byte, typ string, ts time.Time, s *Session, cfg *Genlo
 	b = append(b, `{"type":"`...)
 	b = append(b, typ...)
 	b = append(b, `","ts":"`...)
-	b = appendTimestamp(b, ts)
+	b = g.appendTimestamp(b, ts)
 	b = append(b, '"')
 	s.Seq++
 	b = appendUint(b, "session", uint64(s.ID))
@@ -336,21 +344,28 @@ const hexDigits = "0123456789abcdef"
 // appendTimestamp writes ts as RFC 3339 in UTC with microseconds
 // (2006-01-02T15:04:05.000000Z), without the layout parsing of AppendFormat:
 // it runs once per record.
-func appendTimestamp(b []byte, ts time.Time) []byte {
+func (g *Genlog) appendTimestamp(b []byte, ts time.Time) []byte {
 	ts = ts.UTC()
-	year, month, day := ts.Date()
-	hour, minute, sec := ts.Clock()
-	b = appendDigits(b, year, 4)
-	b = append(b, '-')
-	b = appendDigits(b, int(month), 2)
-	b = append(b, '-')
-	b = appendDigits(b, day, 2)
-	b = append(b, 'T')
-	b = appendDigits(b, hour, 2)
-	b = append(b, ':')
-	b = appendDigits(b, minute, 2)
-	b = append(b, ':')
-	b = appendDigits(b, sec, 2)
+	sec := g.second.Load()
+	if sec == nil || sec.unix != ts.Unix() {
+		sec = &stampedSecond{unix: ts.Unix()}
+		t := sec.text[:0]
+		year, month, day := ts.Date()
+		hour, minute, second := ts.Clock()
+		t = appendDigits(t, year, 4)
+		t = append(t, '-')
+		t = appendDigits(t, int(month), 2)
+		t = append(t, '-')
+		t = appendDigits(t, day, 2)
+		t = append(t, 'T')
+		t = appendDigits(t, hour, 2)
+		t = append(t, ':')
+		t = appendDigits(t, minute, 2)
+		t = append(t, ':')
+		appendDigits(t, second, 2)
+		g.second.Store(sec)
+	}
+	b = append(b, sec.text[:]...)
 	b = append(b, '.')
 	b = appendDigits(b, ts.Nanosecond()/1000, 6)
 	return append(b, 'Z')

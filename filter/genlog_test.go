@@ -151,3 +151,33 @@ func FuzzJSONString(f *testing.F) {
 		}
 	})
 }
+
+// The date and time part of "ts" is cached per second: records within a
+// second, in the next second, back in an earlier one (the clock stepped)
+// and given in another zone must all read as time.Format would write them.
+func TestTimestampsAcrossSeconds(t *testing.T) {
+	sink := &memSink{}
+	g := NewGenlog(GenlogConfig{Topic: "t", Proxy: "p1"}, sink)
+	s := &Session{ID: 1}
+	base := time.Date(2026, 12, 31, 23, 59, 59, 0, time.UTC)
+	times := []time.Time{
+		base.Add(1 * time.Microsecond),
+		base.Add(999999 * time.Microsecond),
+		base.Add(time.Second), // a new year
+		base.Add(-3 * time.Second),
+		base.Add(2 * time.Second).In(time.FixedZone("UTC+5", 5*3600)),
+		base.Add(2*time.Second + 7*time.Microsecond),
+	}
+	for _, ts := range times {
+		g.LogConnect(s, ts)
+	}
+	for i, v := range sink.values {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(v), &m); err != nil {
+			t.Fatalf("record %d: %v", i, err)
+		}
+		if want := times[i].UTC().Format("2006-01-02T15:04:05.000000Z"); m["ts"] != want {
+			t.Errorf("record %d: ts %v, want %s", i, m["ts"], want)
+		}
+	}
+}
