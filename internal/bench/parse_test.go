@@ -46,8 +46,10 @@ func TestParseSysbench(t *testing.T) {
 }
 
 func TestPercentileAndMerge(t *testing.T) {
-	a := &runResult{queries: 100, seconds: 1, hist: histogram{1: 90, 2: 5, 3: 5}, cpu: time.Millisecond}
-	b := &runResult{queries: 300, seconds: 1, hist: histogram{1: 90, 10: 10}, cpu: 3 * time.Millisecond}
+	a := &runResult{queries: 100, seconds: 1, hist: histogram{1: 90, 2: 5, 3: 5}, cpu: time.Millisecond,
+		serverCPU: 5 * time.Millisecond, clientCPU: time.Millisecond, idle: 100 * time.Millisecond, machine: time.Second}
+	b := &runResult{queries: 300, seconds: 1, hist: histogram{1: 90, 10: 10}, cpu: 3 * time.Millisecond,
+		serverCPU: 15 * time.Millisecond, clientCPU: 7 * time.Millisecond, idle: 300 * time.Millisecond, machine: time.Second}
 	if got := a.percentile(95); got != 2 {
 		t.Errorf("p95 = %v, want 2", got)
 	}
@@ -57,6 +59,9 @@ func TestPercentileAndMerge(t *testing.T) {
 	a.merge(b)
 	if a.qps() != 200 || a.cpuPerQueryUS() != 10 {
 		t.Errorf("merged qps %v, cpu %v µs/query", a.qps(), a.cpuPerQueryUS())
+	}
+	if s, c, idle := a.perQueryUS(a.serverCPU), a.perQueryUS(a.clientCPU), a.idleShare(); s != 50 || c != 20 || idle != 0.2 {
+		t.Errorf("merged servers %v, sysbench %v µs/query, idle %v; want 50, 20, 0.2", s, c, idle)
 	}
 	if p95, p99 := a.percentile(95), a.percentile(99); p95 != 3 || p99 != 10 {
 		t.Errorf("merged p95 = %v, p99 = %v; want 3, 10", p95, p99)
@@ -78,6 +83,21 @@ func TestParseStatCPU(t *testing.T) {
 	}
 	if cpu, err := processCPU(os.Getpid()); err != nil || cpu < 0 {
 		t.Errorf("own CPU: %v, %v", cpu, err)
+	}
+}
+
+func TestParseMachineCPU(t *testing.T) {
+	// user nice system idle iowait irq softirq steal: steal counts nowhere.
+	stat := "cpu  1000 0 500 300 100 0 100 9999 0 0\ncpu0 500 0 250 150 50 0 50 0 0 0\n"
+	idle, total, err := parseMachineCPU(stat)
+	if err != nil || idle != 4*time.Second || total != 20*time.Second {
+		t.Fatalf("got idle %v, total %v, %v; want 4s, 20s", idle, total, err)
+	}
+	if _, _, err := parseMachineCPU("intr 1 2 3\n"); err == nil {
+		t.Error("parsed a file without the cpu line")
+	}
+	if idle, total, err := machineCPU(); err != nil || total <= 0 || idle > total {
+		t.Errorf("this machine: idle %v, total %v, %v", idle, total, err)
 	}
 }
 

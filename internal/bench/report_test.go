@@ -170,13 +170,13 @@ func (r *sysbenchReport) render() string {
 			continue
 		}
 		fmt.Fprintf(&w, "### %s\n\n", test)
-		fmt.Fprintf(&w, "| ps mode | threads | target | qps | × HAProxy | × HAProxy over replicas | × direct | p95 ms | p99 ms | proxy CPU µs/query | on primary | ignored errors |\n")
-		fmt.Fprintf(&w, "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+		fmt.Fprintf(&w, "| ps mode | threads | target | qps | × HAProxy | × HAProxy over replicas | × direct | p95 ms | p99 ms | proxy CPU µs/query | servers CPU µs/query | sysbench CPU µs/query | machine idle | on primary | ignored errors |\n")
+		fmt.Fprintf(&w, "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 		for _, c := range cells {
 			hp, hpr, direct := c.get(tHAProxy), c.get(tHAProxyReplicas), c.get(tDirect)
 			for _, run := range c.runs {
 				if run.err != nil {
-					fmt.Fprintf(&w, "| %s | %d | %s | failed: %s | | | | | | | | |\n", c.mode, c.threads, run.target,
+					fmt.Fprintf(&w, "| %s | %d | %s | failed: %s | | | | | | | | | | | |\n", c.mode, c.threads, run.target,
 						mdEscape(firstLine(run.err.Error())))
 					continue
 				}
@@ -184,9 +184,10 @@ func (r *sysbenchReport) render() string {
 				if run.proxy {
 					cpu = fmt.Sprintf("%.1f", run.cpuPerQueryUS())
 				}
-				fmt.Fprintf(&w, "| %s | %d | %s | %.0f | %s | %s | %s | %.2f | %.2f | %s | %.0f%% | %d |\n",
+				fmt.Fprintf(&w, "| %s | %d | %s | %.0f | %s | %s | %s | %.2f | %.2f | %s | %.1f | %.1f | %.0f%% | %.0f%% | %d |\n",
 					c.mode, c.threads, run.target, run.qps(), ratio(run, hp), ratio(run, hpr), ratio(run, direct),
-					run.percentile(95), run.percentile(99), cpu, 100*run.primaryShare(), run.errors)
+					run.percentile(95), run.percentile(99), cpu, run.perQueryUS(run.serverCPU), run.perQueryUS(run.clientCPU),
+					100*run.idleShare(), 100*run.primaryShare(), run.errors)
 			}
 		}
 		w.WriteString("\n")
@@ -235,6 +236,20 @@ func (r *sysbenchReport) renderTargets(w *bytes.Buffer) {
 			x := g.qps() / hpr.qps()
 			lines = append(lines, fmt.Sprintf("  - against HAProxy over the same replicas (oltp_point_select, 8 threads, ps=%s): %.0f vs %.0f, × %.2f: %s",
 				c.mode, g.qps(), hpr.qps(), x, mark(x >= 1)))
+		}
+		if hp != nil {
+			// Where the machine's CPU went per query: the servers' share
+			// shows what spreading reads over replicas costs on this machine.
+			var split []string
+			for _, run := range []*runResult{hp, hpr, plain, g} {
+				if run != nil && run.machine > 0 {
+					split = append(split, fmt.Sprintf("%s %.1f + %.1f + %.1f, idle %.0f%%", run.target,
+						run.cpuPerQueryUS(), run.perQueryUS(run.serverCPU), run.perQueryUS(run.clientCPU), 100*run.idleShare()))
+				}
+			}
+			if len(split) > 0 {
+				lines = append(lines, fmt.Sprintf("  - CPU µs per query, proxy + servers + sysbench (ps=%s): %s", c.mode, strings.Join(split, "; ")))
+			}
 		}
 		cpu := g.cpuPerQueryUS()
 		lines = append(lines, fmt.Sprintf("- CPU per query ≤ 20 µs with Genlog on (oltp_point_select, 8 threads, ps=%s): %.1f µs: %s",

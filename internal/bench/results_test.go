@@ -132,7 +132,10 @@ type runResult struct {
 	seconds   float64 // sysbench "total time"
 	hist      histogram
 	cpu       time.Duration // proxy user+system CPU during the run
-	onPrimary int64         // statements the primary was sent (Questions)
+	// The rest of the machine during the run, to show where a query's CPU
+	// goes: every mariadbd, sysbench itself, and the CPU time nobody used.
+	serverCPU, clientCPU, idle, machine time.Duration
+	onPrimary int64 // statements the primary was sent (Questions)
 	onServers int64         // statements all servers were sent
 
 	sysbenchP99 float64 // sysbench's own p99 line, to check the histogram parse
@@ -147,11 +150,22 @@ func (r *runResult) qps() float64 {
 
 func (r *runResult) percentile(p float64) float64 { return r.hist.percentile(p) }
 
-func (r *runResult) cpuPerQueryUS() float64 {
+func (r *runResult) cpuPerQueryUS() float64 { return r.perQueryUS(r.cpu) }
+
+// perQueryUS is d spread over the run's queries, in microseconds.
+func (r *runResult) perQueryUS(d time.Duration) float64 {
 	if r.queries == 0 {
 		return 0
 	}
-	return float64(r.cpu.Nanoseconds()) / 1e3 / float64(r.queries)
+	return float64(d.Nanoseconds()) / 1e3 / float64(r.queries)
+}
+
+// idleShare is the share of the machine's CPU time no process used.
+func (r *runResult) idleShare() float64 {
+	if r.machine == 0 {
+		return 0
+	}
+	return float64(r.idle) / float64(r.machine)
 }
 
 func (r *runResult) primaryShare() float64 {
@@ -167,6 +181,10 @@ func (r *runResult) merge(o *runResult) {
 	r.errors += o.errors
 	r.seconds += o.seconds
 	r.cpu += o.cpu
+	r.serverCPU += o.serverCPU
+	r.clientCPU += o.clientCPU
+	r.idle += o.idle
+	r.machine += o.machine
 	r.onPrimary += o.onPrimary
 	r.onServers += o.onServers
 	if r.hist == nil {

@@ -212,8 +212,9 @@ func runCell(b *testing.B, sb string, cfg benchConfig, k cellKey, targets []targ
 				continue
 			}
 			r.merge(one)
-			fmt.Fprintf(os.Stderr, "bench: %-17s ps=%-7s threads=%-3d %-29s %9.0f qps  p95 %7.2f ms  p99 %7.2f ms  cpu %6.1f µs/query  primary %3.0f%%\n",
-				k.test, k.mode, k.threads, tg.name, one.qps(), one.percentile(95), one.percentile(99), one.cpuPerQueryUS(), 100*one.primaryShare())
+			fmt.Fprintf(os.Stderr, "bench: %-17s ps=%-7s threads=%-3d %-29s %9.0f qps  p95 %7.2f ms  p99 %7.2f ms  cpu %6.1f µs/query (servers %5.1f, sysbench %5.1f, idle %2.0f%%)  primary %3.0f%%\n",
+				k.test, k.mode, k.threads, tg.name, one.qps(), one.percentile(95), one.percentile(99), one.cpuPerQueryUS(),
+				one.perQueryUS(one.serverCPU), one.perQueryUS(one.clientCPU), 100*one.idleShare(), 100*one.primaryShare())
 		}
 	}
 	if k.test == "oltp_read_write" {
@@ -267,11 +268,28 @@ func runSysbench(sb string, cfg benchConfig, tg target, k cellKey) (*runResult, 
 	if err != nil {
 		return nil, err
 	}
+	serversBefore, err := serversCPU()
+	if err != nil {
+		return nil, err
+	}
+	idleBefore, machineBefore, err := machineCPU()
+	if err != nil {
+		return nil, err
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(cfg.seconds)*time.Second+2*time.Minute)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, sb, args...).CombinedOutput()
+	cmd := exec.CommandContext(ctx, sb, args...)
+	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return nil, fmt.Errorf("sysbench: %v\n%s", err, lastLines(string(out), 20))
+	}
+	idleAfter, machineAfter, err := machineCPU()
+	if err != nil {
+		return nil, err
+	}
+	serversAfter, err := serversCPU()
+	if err != nil {
+		return nil, err
 	}
 	cpuAfter, err := settledCPU(tg.pid)
 	if err != nil {
@@ -287,6 +305,9 @@ func runSysbench(sb string, cfg benchConfig, tg target, k cellKey) (*runResult, 
 	}
 	r.target, r.proxy = tg.name, tg.pid != 0
 	r.cpu = cpuAfter - cpuBefore
+	r.serverCPU = serversAfter - serversBefore
+	r.clientCPU = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
+	r.idle, r.machine = idleAfter-idleBefore, machineAfter-machineBefore
 	for i := range questionsAfter {
 		d := questionsAfter[i] - questionsBefore[i]
 		if i == 0 {
@@ -324,6 +345,57 @@ func processCPU(pid int) (time.Duration, error) {
 	return parseStatCPU(string(data))
 }
 
+// serversCPU is the CPU time of every mariadbd of the topology.
+func serversCPU() (time.Duration, error) {
+	var sum time.Duration
+	for _, s := range topo.Servers() {
+		pid := s.Pid()
+		if pid == 0 {
+			return 0, fmt.Errorf("%s is not running", s.Name)
+		}
+		cpu, err := processCPU(pid)
+		if err != nil {
+			return 0, fmt.Errorf("%s: %w", s.Name, err)
+		}
+		sum += cpu
+	}
+	return sum, nil
+}
+
+// machineCPU is the idle and the total CPU time of all CPUs since boot.
+func machineCPU() (idle, total time.Duration, err error) {
+	data, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0, err
+	}
+	return parseMachineCPU(string(data))
+}
+
+// parseMachineCPU reads /proc/stat's "cpu" line: idle plus iowait is idle
+// time; steal (time the hypervisor gave to other machines) is left out of
+// both, since nobody here could use it.
+func parseMachineCPU(s string) (idle, total time.Duration, err error) {
+	line, _, _ := strings.Cut(s, "\n")
+	fields := strings.Fields(line)
+	if len(fields) < 9 || fields[0] != "cpu" {
+		return 0, 0, fmt.Errorf("unexpected /proc/stat line %q", line)
+	}
+	var ticks [8]int64 // user nice system idle iowait irq softirq steal
+	for i := range ticks {
+		if ticks[i], err = strconv.ParseInt(fields[i+1], 10, 64); err != nil {
+			return 0, 0, fmt.Errorf("unexpected /proc/stat line %q: %w", line, err)
+		}
+	}
+	var sum int64
+	for _, t := range ticks[:7] {
+		sum += t
+	}
+	return time.Duration(ticks[3]+ticks[4]) * time.Second / clkTck, time.Duration(sum) * time.Second / clkTck, nil
+}
+
+// clkTck is USER_HZ, the unit of /proc's CPU times on Linux.
+const clkTck = 100
+
 // parseStatCPU reads utime and stime (fields 14 and 15) of /proc/PID/stat.
 func parseStatCPU(s string) (time.Duration, error) {
 	// Fields after the command name, which is in parentheses and may hold spaces.
@@ -340,7 +412,6 @@ func parseStatCPU(s string) (time.Duration, error) {
 	if err := errors.Join(err1, err2); err != nil {
 		return 0, err
 	}
-	const clkTck = 100 // USER_HZ on Linux
 	return time.Duration(utime+stime) * time.Second / clkTck, nil
 }
 
