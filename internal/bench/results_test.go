@@ -126,17 +126,17 @@ type runResult struct {
 	proxy  bool  // a proxy process whose CPU was measured
 	err    error // the run failed: no figures
 
-	queries   int64   // sysbench "queries:" total
-	events    int64   // sysbench events (transactions)
-	errors    int64   // sysbench "ignored errors" (deadlocks and the like)
-	seconds   float64 // sysbench "total time"
-	hist      histogram
-	cpu       time.Duration // proxy user+system CPU during the run
+	queries int64   // sysbench "queries:" total
+	events  int64   // sysbench events (transactions)
+	errors  int64   // sysbench "ignored errors" (deadlocks and the like)
+	seconds float64 // sysbench "total time"
+	hist    histogram
+	cpu     time.Duration // proxy user+system CPU during the run
 	// The rest of the machine during the run, to show where a query's CPU
 	// goes: every mariadbd, sysbench itself, and the CPU time nobody used.
 	serverCPU, clientCPU, idle, machine time.Duration
-	onPrimary int64 // statements the primary was sent (Questions)
-	onServers int64         // statements all servers were sent
+	onPrimary                           int64 // statements the primary was sent (Questions)
+	onServers                           int64 // statements all servers were sent
 
 	sysbenchP99 float64 // sysbench's own p99 line, to check the histogram parse
 }
