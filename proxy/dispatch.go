@@ -104,16 +104,9 @@ func (s *Session) query(ctx context.Context, pkt []byte) error {
 		}
 		return err
 	}
-	text := string(pkt[1:])
-	st := s.lexer.Lex(text)
-	cl, hit := s.srv.classifier.Classify(&st, text)
-	s.srv.metrics.classified(hit)
-	filtered, denied := s.filterStatement(text, &st, &cl)
-	if denied != nil {
+	text, pkt, st, cl, denied := s.statement(pkt)
+	if denied {
 		return nil
-	}
-	if filtered != text {
-		text, pkt = filtered, commandPacket(mysql.COM_QUERY, filtered)
 	}
 	if rcr {
 		b, err := s.primaryConn(ctx)

@@ -14,6 +14,25 @@ const errFilterDenied = mysql.ER_TABLEACCESS_DENIED_ERROR
 // SetFilters sets the chain of filters that run before routing (nil: none).
 func (s *Server) SetFilters(c *filter.Chain) { s.filters.Store(c) }
 
+// statement reads the SQL of a COM_QUERY or COM_STMT_PREPARE packet: its
+// fingerprint and class, then the filters. A filter's rewrite comes back as
+// the text and the packet to send; denied means a filter has answered the
+// client and the statement goes nowhere.
+func (s *Session) statement(pkt []byte) (text string, out []byte, st router.Statement, cl *router.Class, denied bool) {
+	text = string(pkt[1:])
+	st = s.lexer.Lex(text)
+	cl, hit := s.srv.classifier.Classify(&st, text)
+	s.srv.metrics.classified(hit)
+	filtered, d := s.filterStatement(text, &st, &cl)
+	switch {
+	case d != nil:
+		return "", nil, st, nil, true
+	case filtered != text:
+		return filtered, commandPacket(pkt[0], filtered), st, cl, false
+	}
+	return text, pkt, st, cl, false
+}
+
 // filterStatement runs the filter chain over a statement before routing. On
 // a rewrite it returns the new text with st and cl describing it; on a
 // refusal it has answered the client and returns the refusal.

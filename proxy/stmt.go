@@ -101,16 +101,9 @@ func (s *Session) prepareStmt(ctx context.Context, pkt []byte) error {
 	if err != nil {
 		return err
 	}
-	query := string(pkt[1:])
-	st := s.lexer.Lex(query)
-	cl, hit := s.srv.classifier.Classify(&st, query)
-	s.srv.metrics.classified(hit)
-	filtered, denied := s.filterStatement(query, &st, &cl)
-	if denied != nil {
+	query, pkt, st, cl, denied := s.statement(pkt)
+	if denied {
 		return nil
-	}
-	if filtered != query {
-		query, pkt = filtered, commandPacket(mysql.COM_STMT_PREPARE, filtered)
 	}
 	s.nextStmtID++
 	id := s.nextStmtID
