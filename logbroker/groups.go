@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"os"
 	"path/filepath"
 	"sort"
 	"sync"
@@ -107,28 +106,31 @@ type persistedOffset struct {
 
 func newGroupCoordinator(b *Broker, dir string) (*groupCoordinator, error) {
 	c := &groupCoordinator{b: b, dir: dir, groups: make(map[string]*group)}
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return nil, err
-	}
-	for _, e := range entries {
-		if filepath.Ext(e.Name()) != ".json" {
-			continue
-		}
-		data, err := os.ReadFile(filepath.Join(dir, e.Name()))
-		if err != nil {
-			return nil, err
-		}
+	err := readJSONFiles(dir, func(name string, data []byte) error {
 		var pg persistedGroup
 		if err := json.Unmarshal(data, &pg); err != nil {
-			return nil, errors.New("committed offsets file " + e.Name() + " is unreadable: " + err.Error())
+			return errors.New("committed offsets file " + name + " is unreadable: " + err.Error())
 		}
 		g := c.group(pg.Group)
 		for _, o := range pg.Offsets {
 			g.offsets[topicPartition{o.Topic, o.Partition}] = committedOffset{o.Offset, o.Metadata}
 		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return c, nil
+}
+
+// member finds a group and one of its members; either may be nil. Called
+// with mu held.
+func (c *groupCoordinator) member(group, id string) (*group, *member) {
+	g := c.groups[group]
+	if g == nil {
+		return nil, nil
+	}
+	return g, g.members[id]
 }
 
 // group returns the named group, creating it empty. Called with mu held.
@@ -424,11 +426,7 @@ func (c *groupCoordinator) handleSync(ctx context.Context, req *kmsg.SyncGroupRe
 	resp := req.ResponseKind().(*kmsg.SyncGroupResponse)
 	resp.MemberAssignment = []byte{}
 	c.mu.Lock()
-	g := c.groups[req.Group]
-	var m *member
-	if g != nil {
-		m = g.members[req.MemberID]
-	}
+	g, m := c.member(req.Group, req.MemberID)
 	switch {
 	case m == nil:
 		resp.ErrorCode = kerr.UnknownMemberID.Code
@@ -487,11 +485,7 @@ func (c *groupCoordinator) handleHeartbeat(req *kmsg.HeartbeatRequest) kmsg.Resp
 	resp := req.ResponseKind().(*kmsg.HeartbeatResponse)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	g := c.groups[req.Group]
-	var m *member
-	if g != nil {
-		m = g.members[req.MemberID]
-	}
+	g, m := c.member(req.Group, req.MemberID)
 	switch {
 	case m == nil:
 		resp.ErrorCode = kerr.UnknownMemberID.Code

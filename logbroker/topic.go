@@ -161,12 +161,29 @@ func writeFileAtomic(path string, data []byte, durable bool) error {
 
 func readTopicMetas(dir string) (map[string]topicMeta, error) {
 	out := make(map[string]topicMeta)
-	entries, err := os.ReadDir(dir)
-	if errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
 		return out, nil
 	}
+	err := readJSONFiles(dir, func(name string, data []byte) error {
+		var m topicMeta
+		if err := json.Unmarshal(data, &m); err != nil || !validTopicName(m.Name) {
+			return fmt.Errorf("topic metadata %s is unreadable: %v", name, err)
+		}
+		out[m.Name] = m
+		return nil
+	})
 	if err != nil {
 		return nil, err
+	}
+	return out, nil
+}
+
+// readJSONFiles calls read with the name and contents of each .json file in
+// dir, stopping at the first error.
+func readJSONFiles(dir string, read func(name string, data []byte) error) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return err
 	}
 	for _, e := range entries {
 		if filepath.Ext(e.Name()) != ".json" {
@@ -174,13 +191,11 @@ func readTopicMetas(dir string) (map[string]topicMeta, error) {
 		}
 		data, err := os.ReadFile(filepath.Join(dir, e.Name()))
 		if err != nil {
-			return nil, err
+			return err
 		}
-		var m topicMeta
-		if err := json.Unmarshal(data, &m); err != nil || !validTopicName(m.Name) {
-			return nil, fmt.Errorf("topic metadata %s is unreadable: %v", e.Name(), err)
+		if err := read(e.Name(), data); err != nil {
+			return err
 		}
-		out[m.Name] = m
 	}
-	return out, nil
+	return nil
 }
