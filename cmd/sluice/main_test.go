@@ -39,13 +39,11 @@ func TestMain(m *testing.M) {
 
 // instance is a running bin/sluice process.
 type instance struct {
-	cmd    *exec.Cmd
+	*lab.Process
 	config string
 	listen string
 	admin  string
 	broker string
-	stderr *bytes.Buffer
-	done   chan error
 }
 
 // writeConfig writes a config for the shared topology; extra is appended.
@@ -81,25 +79,9 @@ func startInstance(t *testing.T, extra string) *instance {
 func startInstanceOn(t *testing.T, listen, extra string) *instance {
 	t.Helper()
 	dir := t.TempDir()
-	in := &instance{config: filepath.Join(dir, "sluice.yaml"), listen: listen, admin: lab.FreeAddr(t), broker: lab.FreeAddr(t),
-		stderr: &bytes.Buffer{}, done: make(chan error, 1)}
+	in := &instance{config: filepath.Join(dir, "sluice.yaml"), listen: listen, admin: lab.FreeAddr(t), broker: lab.FreeAddr(t)}
 	writeConfig(t, in.config, in.listen, in.admin, in.broker, extra)
-	in.cmd = exec.Command(binary, "serve", "--config", in.config)
-	in.cmd.Stderr = in.stderr
-	if err := in.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { in.done <- in.cmd.Wait() }()
-	t.Cleanup(func() {
-		if in.cmd.ProcessState == nil {
-			in.cmd.Process.Kill()
-			<-in.done
-		}
-		if t.Failed() {
-			t.Logf("sluice stderr:\n%s", in.stderr.String())
-		}
-	})
-	lab.WaitFor(t, "/health to turn green", 20*time.Second, func() bool { return in.healthy() })
+	in.Process = lab.StartProcess(t, "sluice", in.healthy, binary, "serve", "--config", in.config)
 	return in
 }
 
@@ -110,17 +92,6 @@ func (in *instance) dsn(user, pass, db string) string {
 	cfg.User, cfg.Passwd, cfg.Net, cfg.Addr, cfg.DBName = user, pass, "tcp", in.listen, db
 	cfg.Timeout = 5 * time.Second
 	return cfg.FormatDSN()
-}
-
-func (in *instance) wait(t *testing.T, timeout time.Duration) error {
-	t.Helper()
-	select {
-	case err := <-in.done:
-		return err
-	case <-time.After(timeout):
-		t.Fatalf("sluice did not exit within %v", timeout)
-		return nil
-	}
 }
 
 func TestVersion(t *testing.T) {
@@ -179,17 +150,17 @@ func TestServeReloadAndDrain(t *testing.T) {
 	// A broken config on SIGHUP is refused and the running one kept.
 	good, _ := os.ReadFile(in.config)
 	os.WriteFile(in.config, []byte("listen: [\n"), 0o600)
-	in.cmd.Process.Signal(syscall.SIGHUP)
+	in.Signal(syscall.SIGHUP)
 	lab.WaitFor(t, "the refused reload to be logged", 10*time.Second, func() bool {
-		return strings.Contains(in.stderr.String(), "config reload refused")
+		return strings.Contains(in.Stderr.String(), "config reload refused")
 	})
 	if err := db.QueryRow("SELECT 1").Scan(&one); err != nil {
 		t.Fatalf("after a refused reload: %v", err)
 	}
 	// A good one applies: max_connections 1 refuses a second session.
 	os.WriteFile(in.config, append(good, "max_connections: 1\n"...), 0o600)
-	in.cmd.Process.Signal(syscall.SIGHUP)
-	lab.WaitFor(t, "the reload", 10*time.Second, func() bool { return strings.Contains(in.stderr.String(), "config reloaded") })
+	in.Signal(syscall.SIGHUP)
+	lab.WaitFor(t, "the reload", 10*time.Second, func() bool { return strings.Contains(in.Stderr.String(), "config reloaded") })
 	db.SetMaxOpenConns(1)
 	conn, err := db.Conn(context.Background())
 	if err != nil {
@@ -212,8 +183,8 @@ func TestServeReloadAndDrain(t *testing.T) {
 	if _, err := conn.ExecContext(ctx, "REPLACE INTO drain VALUES (1)"); err != nil {
 		t.Fatal(err)
 	}
-	in.cmd.Process.Signal(syscall.SIGTERM)
-	lab.WaitFor(t, "draining to start", 10*time.Second, func() bool { return strings.Contains(in.stderr.String(), "draining") })
+	in.Signal(syscall.SIGTERM)
+	lab.WaitFor(t, "draining to start", 10*time.Second, func() bool { return strings.Contains(in.Stderr.String(), "draining") })
 	if _, err := net.DialTimeout("tcp", in.listen, time.Second); err == nil {
 		t.Fatal("listener still accepts while draining")
 	}
@@ -221,7 +192,7 @@ func TestServeReloadAndDrain(t *testing.T) {
 		t.Fatalf("commit while draining: %v", err)
 	}
 	conn.Close()
-	if err := in.wait(t, 20*time.Second); err != nil {
+	if err := in.Wait(20 * time.Second); err != nil {
 		t.Fatalf("exit after SIGTERM: %v, want status 0", err)
 	}
 }
@@ -342,10 +313,10 @@ func TestListenReusePort(t *testing.T) {
 			t.Fatalf("query through the shared port: %v", err)
 		}
 	}
-	if err := a.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+	if err := a.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	a.wait(t, 10*time.Second)
+	a.Wait(10 * time.Second)
 	// Every new connection now lands on b.
 	for range 10 {
 		if err := query(); err != nil {

@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -35,34 +34,6 @@ type cluster struct {
 	out  *os.File
 	once sync.Once
 }
-
-// spawn starts cmd from one goroutine locked to a thread that never exits:
-// Pdeathsig fires when the forking thread exits, and this one lives as long
-// as the process (as in internal/lab).
-func spawn(cmd *exec.Cmd) error {
-	spawnOnce.Do(func() {
-		spawnCh = make(chan spawnReq)
-		go func() {
-			runtime.LockOSThread() // never unlocked
-			for r := range spawnCh {
-				r.res <- r.cmd.Start()
-			}
-		}()
-	})
-	res := make(chan error, 1)
-	spawnCh <- spawnReq{cmd, res}
-	return <-res
-}
-
-type spawnReq struct {
-	cmd *exec.Cmd
-	res chan error
-}
-
-var (
-	spawnOnce sync.Once
-	spawnCh   chan spawnReq
-)
 
 // tool runs a Pacemaker command-line tool, bounded by 20s.
 func tool(t *testing.T, name string, args ...string) (string, error) {
@@ -161,7 +132,7 @@ func startCluster(t *testing.T, dir string) *cluster {
 	// test, whose cleanup stops the cluster in order; SIGTERM (the same
 	// orderly stop) if the test process dies without cleaning up.
 	c.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
-	if err := spawn(c.cmd); err != nil {
+	if err := lab.Spawn(c.cmd); err != nil {
 		t.Fatal(err)
 	}
 	go func() {

@@ -465,13 +465,8 @@ backend servers
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		b.Fatal(err)
 	}
-	cmd := exec.Command(hp, "-db", "-f", path)
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	waitListening(b, addr)
-	return target{name: name, addr: addr, pid: cmd.Process.Pid}
+	p := lab.StartProcess(b, "haproxy", lab.Listening(addr), hp, "-db", "-f", path)
+	return target{name: name, addr: addr, pid: p.Pid()}
 }
 
 // startSluice runs bin/sluice (one thread of Go code, the bundled broker)
@@ -495,19 +490,13 @@ max_procs: %s
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		b.Fatal(err)
 	}
-	cmd := exec.Command(binary, "serve", "--config", path)
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	waitListening(b, listen)
+	p := lab.StartProcess(b, "sluice", lab.Listening(listen), binary, "serve", "--config", path)
 	waitTopology(b, admin, len(topo.Replicas))
 	name := "sluice-" + router
 	if genlog {
 		name += "+genlog"
 	}
-	return target{name: name, addr: listen, pid: cmd.Process.Pid}
+	return target{name: name, addr: listen, pid: p.Pid()}
 }
 
 // waitTopology waits until Sluice's monitor reports a primary and the given
@@ -551,17 +540,6 @@ func benchMaxProcs() string {
 		return v
 	}
 	return "1"
-}
-
-func waitListening(b *testing.B, addr string) {
-	lab.WaitFor(b, addr+" to accept connections", 20*time.Second, func() bool {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err != nil {
-			return false
-		}
-		c.Close()
-		return true
-	})
 }
 
 func lastLines(s string, n int) string {

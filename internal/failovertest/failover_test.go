@@ -11,9 +11,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -39,14 +37,14 @@ func TestMain(m *testing.M) {
 }
 
 type instance struct {
+	*lab.Process
 	listen, admin, broker string
-	stderr                *bytes.Buffer
 }
 
 func startSluice(t *testing.T, autoFailover bool) *instance {
 	t.Helper()
 	dir := t.TempDir()
-	in := &instance{listen: lab.FreeAddr(t), admin: lab.FreeAddr(t), broker: lab.FreeAddr(t), stderr: &bytes.Buffer{}}
+	in := &instance{listen: lab.FreeAddr(t), admin: lab.FreeAddr(t), broker: lab.FreeAddr(t)}
 	cfg := fmt.Sprintf(`listen: %s
 admin_listen: %s
 servers:
@@ -66,31 +64,8 @@ broker: {enabled: true, listen: %s, data_dir: %s}
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(binary, "serve", "--config", path)
-	cmd.Stderr = &syncWriter{w: in.stderr}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-		if t.Failed() {
-			t.Logf("sluice stderr:\n%s", in.stderr.String())
-		}
-	})
-	lab.WaitFor(t, "sluice healthy", 20*time.Second, func() bool { return in.primary() != "" })
+	in.Process = lab.StartProcess(t, "sluice", func() bool { return in.primary() != "" }, binary, "serve", "--config", path)
 	return in
-}
-
-type syncWriter struct {
-	mu sync.Mutex
-	w  *bytes.Buffer
-}
-
-func (s *syncWriter) Write(b []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.w.Write(b)
 }
 
 // primary asks Sluice's admin API which server is the primary.

@@ -162,20 +162,20 @@ func TestSluiceKilledWithSpilledRecords(t *testing.T) {
 	lab.WaitFor(t, "records delivered while the broker is up", 20*time.Second, func() bool {
 		return s.metric("sluice_producer_records_sent_total") >= before
 	})
-	b.kill()
+	b.Kill()
 	numbered(t, s, "", before, before+during, "")
 	lab.WaitFor(t, "the records to spill", 30*time.Second, func() bool {
 		return s.metric("sluice_producer_records_spilled_total") >= during && s.metric("sluice_producer_queue_depth") == 0
 	})
-	s.kill()
+	s.Kill()
 	fi, err := os.Stat(spill)
 	if err != nil || fi.Size() == 0 {
 		t.Fatalf("spill file after SIGKILL: %v, %v", fi, err)
 	}
 	t.Logf("Sluice killed with %d bytes in the spill file", fi.Size())
 
-	b.start()
-	s.start()
+	b.Start()
+	s.Start()
 	numbered(t, s, "", before+during, before+during+after, "")
 	total := before + during + after
 	recs := consume(t, brokerAddr, "fault.spill", 60*time.Second, func(rs []auditRecord) bool { return queryCount(rs, "") >= total })
@@ -243,8 +243,8 @@ func TestBrokerDiskFull(t *testing.T) {
 	syscall.Statfs(mnt, &st)
 	t.Logf("disk full after %d queries: %d bytes free, %v records spilled, %v sent", n, st.Bavail*uint64(st.Bsize),
 		s.metric("sluice_producer_records_spilled_total"), s.metric("sluice_producer_records_sent_total"))
-	if !b.alive() || !s.alive() {
-		t.Fatalf("a process died on a full disk: broker alive %v, sluice alive %v", b.alive(), s.alive())
+	if !b.Alive() || !s.Alive() {
+		t.Fatalf("a process died on a full disk: broker alive %v, sluice alive %v", b.Alive(), s.Alive())
 	}
 
 	// A direct producer is refused.
@@ -273,7 +273,7 @@ func TestBrokerDiskFull(t *testing.T) {
 		t.Fatalf("500 direct produces of 2 KiB acknowledged on a full 8 MiB disk")
 	}
 	t.Logf("direct produce on the full disk: %d acknowledged, then refused: %v", acked, refused)
-	if !b.alive() {
+	if !b.Alive() {
 		t.Fatal("the broker died on a full disk")
 	}
 
@@ -291,8 +291,8 @@ func TestBrokerDiskFull(t *testing.T) {
 		defer cancel()
 		return prod.ProduceSync(ctx, &kgo.Record{Value: []byte("direct-after")}).FirstErr() == nil
 	})
-	if !b.alive() || !s.alive() {
-		t.Fatalf("broker alive %v, sluice alive %v after the disk filled and grew", b.alive(), s.alive())
+	if !b.Alive() || !s.Alive() {
+		t.Fatalf("broker alive %v, sluice alive %v after the disk filled and grew", b.Alive(), s.Alive())
 	}
 }
 
@@ -342,9 +342,9 @@ func TestBrokerKilledMidWrite(t *testing.T) {
 				defer mu.Unlock()
 				return len(acked) >= killAfter/2
 			})
-			b.kill()
+			b.Kill()
 			tearTail(t, data, topic)
-			b.start()
+			b.Start()
 		}
 	}
 	done := make(chan struct{})
@@ -357,8 +357,8 @@ func TestBrokerKilledMidWrite(t *testing.T) {
 	mu.Lock()
 	t.Logf("%d of %d records acknowledged; first error: %v", len(acked), total, produceErr)
 	mu.Unlock()
-	if !strings.Contains(b.stderr.String(), "truncated torn or corrupt tail") {
-		t.Fatalf("the broker did not report truncating the torn batch:\n%s", tail(b.stderr.String(), 4096))
+	if !strings.Contains(b.Stderr.String(), "truncated torn or corrupt tail") {
+		t.Fatalf("the broker did not report truncating the torn batch:\n%s", b.Stderr.Tail(4096))
 	}
 	recs := map[string]int{}
 	cons, err := kgo.NewClient(kgo.SeedBrokers(brokerAddr), kgo.ConsumeTopics(topic),

@@ -12,7 +12,6 @@ package faulttest
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"database/sql"
 	"fmt"
@@ -21,13 +20,10 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -53,24 +49,6 @@ func TestMain(m *testing.M) {
 	lab.RunTests(m, lab.Options{Replicas: 2}, func(t *lab.Topology) { topo = t })
 }
 
-// syncBuffer collects a child's stderr while tests read it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // options shape a Sluice config.
 type options struct {
 	// addr overrides a server's address (a relay in front of it).
@@ -86,17 +64,15 @@ type options struct {
 
 // sluice is a running bin/sluice serve process.
 type sluice struct {
+	*lab.Process
 	t                     *testing.T
 	dir, config           string
 	listen, admin, broker string
-	stderr                *syncBuffer
-	cmd                   *exec.Cmd
-	done                  chan struct{}
 }
 
 func startSluice(t *testing.T, o options) *sluice {
 	t.Helper()
-	s := &sluice{t: t, dir: t.TempDir(), listen: lab.FreeAddr(t), admin: lab.FreeAddr(t), broker: lab.FreeAddr(t), stderr: &syncBuffer{}}
+	s := &sluice{t: t, dir: t.TempDir(), listen: lab.FreeAddr(t), admin: lab.FreeAddr(t), broker: lab.FreeAddr(t)}
 	s.config = filepath.Join(s.dir, "sluice.yaml")
 	servers := lab.ServersYAML(topo.Servers(), o.addr)
 	level := o.logLevel
@@ -126,64 +102,9 @@ broker:
 	if err := os.WriteFile(s.config, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	s.start()
-	t.Cleanup(func() {
-		s.kill()
-		if t.Failed() {
-			t.Logf("sluice stderr (last 8 KiB):\n%s", tail(s.stderr.String(), 8<<10))
-		}
-	})
+	s.Process = lab.StartProcess(t, "sluice", func() bool { return lab.Healthy(s.admin) }, binary, "serve", "--config", s.config)
 	return s
 }
-
-// start runs the process on the existing config and waits for /health.
-func (s *sluice) start() {
-	s.t.Helper()
-	s.cmd = exec.Command(binary, "serve", "--config", s.config)
-	s.cmd.Stderr = s.stderr
-	s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := spawn(s.cmd); err != nil {
-		s.t.Fatal(err)
-	}
-	done := make(chan struct{})
-	s.done = done
-	cmd := s.cmd
-	go func() { cmd.Wait(); close(done) }()
-	lab.WaitFor(s.t, "sluice /health to turn green", 30*time.Second, func() bool {
-		select {
-		case <-done:
-			s.t.Fatalf("sluice exited at start: %v\n%s", cmd.ProcessState, tail(s.stderr.String(), 4<<10))
-		default:
-		}
-		return lab.Healthy(s.admin)
-	})
-}
-
-// kill sends SIGKILL and waits for the process to be gone.
-func (s *sluice) kill() {
-	if s.cmd == nil || s.cmd.Process == nil {
-		return
-	}
-	select {
-	case <-s.done:
-		return
-	default:
-	}
-	s.cmd.Process.Kill()
-	<-s.done
-}
-
-// alive reports whether the process still runs.
-func (s *sluice) alive() bool {
-	select {
-	case <-s.done:
-		return false
-	default:
-		return true
-	}
-}
-
-func (s *sluice) pid() int { return s.cmd.Process.Pid }
 
 func (s *sluice) dsn(user, pass, db string) string {
 	cfg := mysql.NewConfig()
@@ -250,18 +171,11 @@ func (s *sluice) metric(name string) float64 {
 
 // fds counts the process's open file descriptors.
 func (s *sluice) fds() int {
-	entries, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", s.pid()))
+	entries, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", s.Pid()))
 	if err != nil {
 		return -1
 	}
 	return len(entries)
-}
-
-func tail(s string, n int) string {
-	if len(s) > n {
-		return s[len(s)-n:]
-	}
-	return s
 }
 
 // restoreTopology makes sure every server runs (SIGCONT, restart) and the
@@ -397,102 +311,18 @@ func (r *relay) close() {
 
 // brokerProc is a `bin/sluice broker` process.
 type brokerProc struct {
-	t      *testing.T
-	config string
-	addr   string
-	stderr *syncBuffer
-	cmd    *exec.Cmd
-	done   chan struct{}
+	*lab.Process
+	addr string
 }
 
 // startBrokerProc runs the broker alone on addr with data in dataDir;
 // extra is appended to the broker section.
 func startBrokerProc(t *testing.T, addr, dataDir, extra string) *brokerProc {
 	t.Helper()
-	b := &brokerProc{t: t, addr: addr, stderr: &syncBuffer{}, config: filepath.Join(t.TempDir(), "broker.yaml")}
+	config := filepath.Join(t.TempDir(), "broker.yaml")
 	cfg := fmt.Sprintf("broker:\n  listen: %s\n  data_dir: %s\n%s", addr, dataDir, extra)
-	if err := os.WriteFile(b.config, []byte(cfg), 0o600); err != nil {
+	if err := os.WriteFile(config, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	b.start()
-	t.Cleanup(func() {
-		b.kill()
-		if t.Failed() {
-			t.Logf("broker stderr (last 4 KiB):\n%s", tail(b.stderr.String(), 4<<10))
-		}
-	})
-	return b
-}
-
-func (b *brokerProc) start() {
-	b.t.Helper()
-	b.cmd = exec.Command(binary, "broker", "--config", b.config)
-	b.cmd.Stderr = b.stderr
-	b.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := spawn(b.cmd); err != nil {
-		b.t.Fatal(err)
-	}
-	done := make(chan struct{})
-	b.done = done
-	cmd := b.cmd
-	go func() { cmd.Wait(); close(done) }()
-	lab.WaitFor(b.t, "the broker listening on "+b.addr, 30*time.Second, func() bool {
-		select {
-		case <-done:
-			b.t.Fatalf("broker exited at start: %v\n%s", cmd.ProcessState, tail(b.stderr.String(), 4<<10))
-		default:
-		}
-		c, err := net.DialTimeout("tcp", b.addr, time.Second)
-		if err == nil {
-			c.Close()
-		}
-		return err == nil
-	})
-}
-
-func (b *brokerProc) kill() {
-	if b.cmd == nil || b.cmd.Process == nil {
-		return
-	}
-	select {
-	case <-b.done:
-		return
-	default:
-	}
-	b.cmd.Process.Kill()
-	<-b.done
-}
-
-func (b *brokerProc) alive() bool {
-	select {
-	case <-b.done:
-		return false
-	default:
-		return true
-	}
-}
-
-// spawn starts every child from one goroutine locked to a thread that never
-// exits: Pdeathsig fires when the forking thread ends, so this way the
-// children die with the test binary (a panic, a -timeout) and only then.
-var spawnCh = func() chan spawnReq {
-	ch := make(chan spawnReq)
-	go func() {
-		runtime.LockOSThread() // never unlocked
-		for r := range ch {
-			r.res <- r.cmd.Start()
-		}
-	}()
-	return ch
-}()
-
-type spawnReq struct {
-	cmd *exec.Cmd
-	res chan error
-}
-
-func spawn(cmd *exec.Cmd) error {
-	res := make(chan error, 1)
-	spawnCh <- spawnReq{cmd, res}
-	return <-res
+	return &brokerProc{Process: lab.StartProcess(t, "broker", lab.Listening(addr), binary, "broker", "--config", config), addr: addr}
 }

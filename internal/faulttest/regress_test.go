@@ -24,8 +24,8 @@ func TestUnparsableStatementIsNotFatal(t *testing.T) {
 	if _, err := db.Exec("SELECT " + strings.Repeat("9", 82) + " +"); err == nil {
 		t.Fatal("a statement that does not parse on the server succeeded")
 	}
-	if err := other.QueryRow("SELECT 1").Scan(&one); err != nil || !s.alive() {
-		t.Fatalf("other session after the statement: %v\n%s", err, tail(s.stderr.String(), 3000))
+	if err := other.QueryRow("SELECT 1").Scan(&one); err != nil || !s.Alive() {
+		t.Fatalf("other session after the statement: %v\n%s", err, s.Stderr.Tail(3000))
 	}
 }
 

@@ -150,9 +150,9 @@ func TestSecretsNeverLogged(t *testing.T) {
 	}
 
 	// Sluice's own log, at debug level.
-	logs := s.stderr.String()
+	logs := s.Stderr.String()
 	if !strings.Contains(logs, "level=DEBUG") {
-		t.Fatalf("no debug output from Sluice; the check would prove nothing:\n%s", tail(logs, 2048))
+		t.Fatalf("no debug output from Sluice; the check would prove nothing:\n%s", s.Stderr.Tail(2048))
 	}
 	for _, sec := range secrets {
 		if strings.Contains(logs, sec) {

@@ -41,7 +41,7 @@ func TestSlowClientDoesNotGrowMemory(t *testing.T) {
 	if err := other.QueryRow("SELECT 1").Scan(&one); err != nil {
 		t.Fatal(err)
 	}
-	before := vmRSS(t, s.pid())
+	before := vmRSS(t, s.Pid())
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	// 400 MB of rows; the client reads the first and then nothing.
@@ -56,7 +56,7 @@ func TestSlowClientDoesNotGrowMemory(t *testing.T) {
 	deadline := time.Now().Add(3 * time.Second)
 	peak := before
 	for time.Now().Before(deadline) {
-		peak = max(peak, vmRSS(t, s.pid()))
+		peak = max(peak, vmRSS(t, s.Pid()))
 		if err := other.QueryRow("SELECT 1").Scan(&one); err != nil {
 			t.Fatalf("another session while one client stalls: %v", err)
 		}
@@ -66,5 +66,5 @@ func TestSlowClientDoesNotGrowMemory(t *testing.T) {
 	}
 	cancel()
 	rows.Close()
-	lab.WaitFor(t, "the stalled session to end", 30*time.Second, func() bool { return s.alive() })
+	lab.WaitFor(t, "the stalled session to end", 30*time.Second, func() bool { return s.Alive() })
 }

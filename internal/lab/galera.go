@@ -153,31 +153,10 @@ func StartGalera(ctx context.Context, opts GaleraOptions) (_ *Galera, err error)
 			g.Close()
 		}
 	}()
-	if opts.Dir == "" {
-		dir, err := os.MkdirTemp("", "sluice-galera-")
-		if err != nil {
-			return nil, err
-		}
-		g.Dir = dir
-		g.removeDirs = append(g.removeDirs, dir)
-	} else {
-		dir, err := filepath.Abs(opts.Dir)
-		if err != nil {
-			return nil, err
-		}
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return nil, err
-		}
-		g.Dir = dir
-	}
-	sockDir := g.Dir
-	if len(filepath.Join(sockDir, "node99.sock")) > 100 {
-		d, err := os.MkdirTemp("", "lab")
-		if err != nil {
-			return nil, err
-		}
-		sockDir = d
-		g.removeDirs = append(g.removeDirs, d)
+	var sockDir string
+	g.Dir, sockDir, g.removeDirs, err = makeDirs(opts.Dir, "sluice-galera-", "node99.sock")
+	if err != nil {
+		return nil, err
 	}
 
 	names := make([]string, opts.Nodes)

@@ -22,7 +22,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"sync"
 	"syscall"
@@ -223,7 +222,7 @@ func (s *Server) Start(ctx context.Context) error {
 		cmd.Stderr = s.log
 	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
-	if err := spawn(cmd); err != nil {
+	if err := Spawn(cmd); err != nil {
 		return fmt.Errorf("%s: start mariadbd: %w", s.Name, err)
 	}
 	done := make(chan struct{})
@@ -353,33 +352,6 @@ func (s *Server) Pid() int {
 		return 0
 	}
 	return cmd.Process.Pid
-}
-
-// spawn starts every child from one goroutine locked to a thread that never
-// exits, so Pdeathsig fires only when the whole process dies.
-type spawnReq struct {
-	cmd *exec.Cmd
-	res chan error
-}
-
-var (
-	spawnOnce sync.Once
-	spawnCh   chan spawnReq
-)
-
-func spawn(cmd *exec.Cmd) error {
-	spawnOnce.Do(func() {
-		spawnCh = make(chan spawnReq)
-		go func() {
-			runtime.LockOSThread() // never unlocked: the thread lives as long as the process
-			for r := range spawnCh {
-				r.res <- r.cmd.Start()
-			}
-		}()
-	})
-	res := make(chan error, 1)
-	spawnCh <- spawnReq{cmd, res}
-	return <-res
 }
 
 // FreePort returns a TCP port that was free on 127.0.0.1 a moment ago.

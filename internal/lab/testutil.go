@@ -2,6 +2,7 @@ package lab
 
 import (
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -38,6 +39,19 @@ func FreeAddr(tb testing.TB) string {
 		tb.Fatal(err)
 	}
 	return "127.0.0.1:" + strconv.Itoa(port)
+}
+
+// Listening is a condition for WaitFor and StartProcess: addr accepts TCP
+// connections.
+func Listening(addr string) func() bool {
+	return func() bool {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err != nil {
+			return false
+		}
+		c.Close()
+		return true
+	}
 }
 
 // BuildSluice builds bin/sluice from this checkout into a temporary

@@ -149,33 +149,10 @@ func Start(ctx context.Context, opts Options) (_ *Topology, err error) {
 			t.Close()
 		}
 	}()
-	if opts.Dir == "" {
-		dir, err := os.MkdirTemp("", "sluice-lab-")
-		if err != nil {
-			return nil, err
-		}
-		t.Dir = dir
-		t.removeDirs = append(t.removeDirs, dir)
-	} else {
-		dir, err := filepath.Abs(opts.Dir)
-		if err != nil {
-			return nil, err
-		}
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return nil, err
-		}
-		t.Dir = dir
-	}
-
-	// unix socket paths are limited to ~108 bytes
-	sockDir := t.Dir
-	if len(filepath.Join(sockDir, "replica99.sock")) > 100 {
-		d, err := os.MkdirTemp("", "lab")
-		if err != nil {
-			return nil, err
-		}
-		sockDir = d
-		t.removeDirs = append(t.removeDirs, d)
+	var sockDir string
+	t.Dir, sockDir, t.removeDirs, err = makeDirs(opts.Dir, "sluice-lab-", "replica99.sock")
+	if err != nil {
+		return nil, err
 	}
 
 	names := []string{"primary"}
@@ -522,4 +499,33 @@ func (t *Topology) GlobalStatusAll(tb testing.TB, name string) map[string]int64 
 		out[s.Name] = n
 	}
 	return out
+}
+
+// makeDirs is a lab's directory (dir, or a new temporary one named after
+// prefix) and the directory for its unix sockets: the same one, unless a
+// socket path as long as longestSocket would pass the ~108 bytes a unix
+// socket path may have. remove lists the directories made here, which the
+// lab removes when it closes.
+func makeDirs(dir, prefix, longestSocket string) (labDir, sockDir string, remove []string, err error) {
+	if dir == "" {
+		if labDir, err = os.MkdirTemp("", prefix); err != nil {
+			return "", "", nil, err
+		}
+		remove = append(remove, labDir)
+	} else {
+		if labDir, err = filepath.Abs(dir); err != nil {
+			return "", "", nil, err
+		}
+		if err := os.MkdirAll(labDir, 0o755); err != nil {
+			return "", "", nil, err
+		}
+	}
+	sockDir = labDir
+	if len(filepath.Join(sockDir, longestSocket)) > 100 {
+		if sockDir, err = os.MkdirTemp("", "lab"); err != nil {
+			return "", "", remove, err
+		}
+		remove = append(remove, sockDir)
+	}
+	return labDir, sockDir, remove, nil
 }

@@ -3,7 +3,6 @@
 package tlstest
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -108,14 +107,14 @@ func writePKI(dir string) error {
 }
 
 type instance struct {
+	*lab.Process
 	listen, admin, broker string
-	stderr                *bytes.Buffer
 }
 
 func start(t *testing.T, tlsSection string) *instance {
 	t.Helper()
 	dir := t.TempDir()
-	in := &instance{listen: lab.FreeAddr(t), admin: lab.FreeAddr(t), broker: lab.FreeAddr(t), stderr: &bytes.Buffer{}}
+	in := &instance{listen: lab.FreeAddr(t), admin: lab.FreeAddr(t), broker: lab.FreeAddr(t)}
 	cfg := fmt.Sprintf("listen: %s\nadmin_listen: %s\nservers:\n%sservice_user: {user: monitor, password: monpass}\n"+
 		"monitor: {interval: 200ms}\nbroker: {enabled: true, listen: %s, data_dir: %s}\ngenlog: {enabled: true, topic: tls.audit}\n%s",
 		in.listen, in.admin, lab.ServersYAML(topo.Servers(), nil), in.broker, filepath.Join(dir, "broker"), tlsSection)
@@ -123,19 +122,7 @@ func start(t *testing.T, tlsSection string) *instance {
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(binary, "serve", "--config", path)
-	cmd.Stderr = in.stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-		if t.Failed() {
-			t.Logf("sluice stderr:\n%s", in.stderr)
-		}
-	})
-	lab.WaitFor(t, "/health", 20*time.Second, func() bool { return lab.Healthy(in.admin) })
+	in.Process = lab.StartProcess(t, "sluice", func() bool { return lab.Healthy(in.admin) }, binary, "serve", "--config", path)
 	return in
 }
 
