@@ -53,6 +53,8 @@ type Session struct {
 	// lastReplica names the replica the previous read went to; the router
 	// keeps reads there while it is not busier than the others.
 	lastReplica string
+	// lastRoute caches the route label of the last logged command.
+	lastRoute routeLabelCache
 	// broken names servers whose connection failed for this session.
 	broken map[string]bool
 	// pinned, when set, says why every statement now goes to the primary.
@@ -527,11 +529,23 @@ func newScramble() []byte {
 }
 
 // routeLabel is the query log's route field.
-func (c *commandInfo) routeLabel() string {
+func (s *Session) routeLabel(c *commandInfo) string {
 	if c.route != "" || !c.routed {
 		return c.route
 	}
-	return routeLabel(c.routePrimary, c.reason)
+	// Most commands of a session go the same way for the same reason:
+	// keep the last label rather than build it again per log record.
+	l := &s.lastRoute
+	if l.label == "" || l.primary != c.routePrimary || l.reason != c.reason {
+		*l = routeLabelCache{routeLabel(c.routePrimary, c.reason), c.reason, c.routePrimary}
+	}
+	return l.label
+}
+
+// routeLabelCache is the last route label a session logged.
+type routeLabelCache struct {
+	label, reason string
+	primary       bool
 }
 
 // setRoute records where the statement went and why.
@@ -558,7 +572,7 @@ func (s *Session) logCommand(g *filter.Genlog, cmd byte, pkt []byte, start time.
 	c := &s.cur
 	q := filter.Query{
 		Start: start, Duration: time.Since(start), Command: commandName(cmd),
-		Server: c.server, Route: c.routeLabel(), Rows: c.res.Rows, Affected: c.res.OK.Affected,
+		Server: c.server, Route: s.routeLabel(c), Rows: c.res.Rows, Affected: c.res.OK.Affected,
 		LastInsertID: c.res.OK.LastInsertID, Warnings: c.res.OK.Warnings,
 		InTx: s.status&mysql.SERVER_STATUS_IN_TRANS != 0,
 	}
