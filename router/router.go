@@ -7,6 +7,7 @@ import (
 	"errors"
 	"maps"
 	"math"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -61,6 +62,10 @@ type Router struct {
 func New(topo Topology, cfg Config) *Router {
 	r := &Router{topo: topo}
 	r.cfg.Store(&cfg)
+	// Start the rotation anywhere: several instances on one port
+	// (listen_reuseport) would otherwise all send their first sessions to
+	// the first replica.
+	r.rr.Store(rand.Uint64())
 	return r
 }
 
