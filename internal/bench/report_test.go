@@ -60,7 +60,13 @@ func describeMachine() machine {
 		}
 	}
 	m.sysbench = strings.TrimPrefix(firstLine(command("sysbench", "--version")), "sysbench ")
-	m.sluice = strings.TrimSpace(command("git", "-C", repoRoot(), "describe", "--tags", "--always", "--dirty"))
+	m.sluice = strings.TrimSpace(command("git", "-C", repoRoot(), "describe", "--tags", "--always"))
+	// -dirty when code differs from the commit: BENCHMARKS.md itself is
+	// rewritten by the run and does not count.
+	changed := command("git", "-C", repoRoot(), "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)BENCHMARKS.md")
+	if m.sluice != "" && strings.TrimSpace(changed) != "" {
+		m.sluice += "-dirty"
+	}
 	return m
 }
 
