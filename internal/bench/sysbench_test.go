@@ -534,12 +534,13 @@ func waitTopology(b *testing.B, admin string, replicas int) {
 }
 
 // benchMaxProcs is Sluice's max_procs in the benchmark (SLUICE_BENCH_MAX_PROCS,
-// default 1: on a 2-core machine shared with the servers and sysbench).
+// default 0: Sluice's own default, one thread per CPU, as HAProxy runs with
+// its default of one thread per CPU).
 func benchMaxProcs() string {
 	if v := os.Getenv("SLUICE_BENCH_MAX_PROCS"); v != "" {
 		return v
 	}
-	return "1"
+	return "0"
 }
 
 func lastLines(s string, n int) string {
