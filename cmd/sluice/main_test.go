@@ -29,12 +29,7 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	var err error
-	if binary, err = lab.BuildSluice(); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	lab.RunTests(m, lab.Options{Replicas: 2}, func(t *lab.Topology) { topo = t })
+	os.Exit(lab.MainWithSluice(m, lab.Options{Replicas: 2}, func(t *lab.Topology, bin string) { topo, binary = t, bin }))
 }
 
 // instance is a running bin/sluice process.

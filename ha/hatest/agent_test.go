@@ -6,7 +6,6 @@ import (
 	"database/sql"
 	"encoding/xml"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -37,22 +36,12 @@ const (
 )
 
 func TestMain(m *testing.M) {
-	flag.Parse()
-	// go test -list (make fuzz looks for fuzz targets): nothing to start.
-	if f := flag.Lookup("test.list"); f != nil && f.Value.String() != "" {
-		os.Exit(m.Run())
-	}
 	var err error
 	if agentPath, err = filepath.Abs(filepath.Join("..", "sluice")); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	if sluiceBin, err = lab.BuildSluice(); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	defer os.RemoveAll(filepath.Dir(sluiceBin))
-	lab.RunTests(m, lab.Options{Replicas: 1}, func(t *lab.Topology) { topo = t })
+	os.Exit(lab.MainWithSluice(m, lab.Options{Replicas: 1}, func(t *lab.Topology, bin string) { topo, sluiceBin = t, bin }))
 }
 
 // onCI reports whether CI=true: there, a missing tool fails a test.

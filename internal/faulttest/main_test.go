@@ -38,15 +38,10 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	var err error
-	if binary, err = lab.BuildSluice(); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
 	// Killed backends make the driver log "unexpected EOF"; the tests
 	// assert what the client sees instead.
 	mysql.SetLogger(log.New(io.Discard, "", 0))
-	lab.RunTests(m, lab.Options{Replicas: 2}, func(t *lab.Topology) { topo = t })
+	os.Exit(lab.MainWithSluice(m, lab.Options{Replicas: 2}, func(t *lab.Topology, bin string) { topo, binary = t, bin }))
 }
 
 // options shape a Sluice config.

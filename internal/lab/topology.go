@@ -431,28 +431,60 @@ func (t *Topology) Close() error {
 }
 
 // RunTests is for TestMain: it starts a topology, hands it to setTopology,
-// runs m, closes the topology and exits with m's code.
-//
-// When MariaDB is not installed: with CI=true it prints why and exits 1 (a
-// failure, never a skip); otherwise it prints a note and exits 0 without
-// running any test.
+// runs m, closes the topology and exits with m's code (see Main).
 func RunTests(m *testing.M, opts Options, setTopology func(*Topology)) {
+	os.Exit(Main(m, opts, setTopology))
+}
+
+// MainWithSluice is Main for packages that also run bin/sluice: it builds
+// it from this checkout and removes it when the tests end. Listing and
+// fuzzing build and start nothing.
+func MainWithSluice(m *testing.M, opts Options, setup func(t *Topology, sluice string)) int {
+	if !ServersNeeded() {
+		return m.Run()
+	}
+	bin, err := BuildSluice()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(filepath.Dir(bin))
+	return Main(m, opts, func(t *Topology) { setup(t, bin) })
+}
+
+// ServersNeeded reports whether this test binary runs tests, rather than
+// listing them (go test -list, which make fuzz uses to find fuzz targets)
+// or fuzzing, which runs only fuzz targets in many worker processes.
+func ServersNeeded() bool {
 	if !flag.Parsed() {
 		flag.Parse()
 	}
-	// Fuzzing runs only fuzz targets, in many worker processes: no servers.
-	for _, name := range []string{"test.fuzz", "test.fuzzworker"} {
+	for _, name := range []string{"test.list", "test.fuzz", "test.fuzzworker"} {
 		if f := flag.Lookup(name); f != nil && f.Value.String() != "" && f.Value.String() != "false" {
-			os.Exit(m.Run())
+			return false
 		}
+	}
+	return true
+}
+
+// Main is the body of a TestMain that returns instead of exiting, so the
+// caller's deferred clean-ups run: it starts a topology, hands it to
+// setTopology, runs m, closes the topology and returns m's code.
+//
+// When MariaDB is not installed: with CI=true it prints why and returns 1
+// (a failure, never a skip); otherwise it prints a note and returns 0
+// without running any test.
+func Main(m *testing.M, opts Options, setTopology func(*Topology)) int {
+	if !ServersNeeded() {
+		return m.Run()
 	}
 	if _, _, err := Binaries(); err != nil {
 		if ci := os.Getenv("CI"); strings.EqualFold(ci, "true") || ci == "1" {
 			fmt.Fprintf(os.Stderr, "lab: MariaDB is required on CI: %v\n", err)
-			os.Exit(1)
+			return 1
 		}
 		fmt.Fprintf(os.Stderr, "lab: %v; skipping MariaDB integration tests (install mariadb-server to run them)\n", err)
-		os.Exit(0)
+		return 0
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	began := time.Now()
@@ -460,7 +492,7 @@ func RunTests(m *testing.M, opts Options, setTopology func(*Topology)) {
 	cancel()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "lab: start topology: %v\n", err)
-		os.Exit(1)
+		return 1
 	}
 	if testing.Verbose() {
 		fmt.Fprintf(os.Stderr, "lab: topology of %d servers ready in %s (%s)\n",
@@ -484,7 +516,7 @@ func RunTests(m *testing.M, opts Options, setTopology func(*Topology)) {
 	if err := t.Close(); err != nil {
 		fmt.Fprintf(os.Stderr, "lab: close: %v\n", err)
 	}
-	os.Exit(code)
+	return code
 }
 
 // GlobalStatusAll reads a status counter on every server of t, by name.

@@ -34,26 +34,24 @@ var (
 	pki    string // directory of ca.pem, server.pem, server-key.pem, other-ca.pem
 )
 
-func TestMain(m *testing.M) {
+func TestMain(m *testing.M) { os.Exit(testMain(m)) }
+
+func testMain(m *testing.M) int {
 	var err error
 	if pki, err = os.MkdirTemp("", "sluice-pki-"); err != nil {
 		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
+		return 1
 	}
+	defer os.RemoveAll(pki)
 	if err := writePKI(pki); err != nil {
 		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
+		return 1
 	}
-	if binary, err = lab.BuildSluice(); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	lab.RunTests(m, lab.Options{Replicas: 1, ExtraArgs: []string{
+	return lab.MainWithSluice(m, lab.Options{Replicas: 1, ExtraArgs: []string{
 		"--ssl-ca=" + filepath.Join(pki, "ca.pem"),
 		"--ssl-cert=" + filepath.Join(pki, "server.pem"),
 		"--ssl-key=" + filepath.Join(pki, "server-key.pem"),
-	}}, func(t *lab.Topology) { topo = t })
-	os.RemoveAll(pki)
+	}}, func(t *lab.Topology, bin string) { topo, binary = t, bin })
 }
 
 // writePKI makes a CA, a certificate for 127.0.0.1 signed by it (used by the
