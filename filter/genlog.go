@@ -103,6 +103,20 @@ type Session struct {
 	// Seq numbers the session's records 1, 2, 3...: a gap in a session's
 	// sequence in the trail means a record is missing.
 	Seq uint64
+
+	// who caches the record fields naming the session (user, client, db,
+	// proxy): they change rarely (USE, COM_CHANGE_USER, a reload), and
+	// escaping them for every record was a tenth of a record's cost.
+	who sessionFields
+	// key is the records' message key, the session id: made once, shared
+	// by every record of the session (nobody writes to a queued key).
+	key   []byte
+	keyID uint32
+}
+
+type sessionFields struct {
+	user, client, db, proxy string
+	json                    []byte
 }
 
 // Query is one statement as it was answered.
@@ -269,16 +283,22 @@ func (g *Genlog) head(b []byte, typ string, ts time.Time, s *Session, cfg *Genlo
 	s.Seq++
 	b = appendUint(b, "session", uint64(s.ID))
 	b = appendUint(b, "seq", s.Seq)
-	b = appendField(b, "user", s.User)
-	b = appendField(b, "client", s.Client)
-	b = appendField(b, "db", s.DB)
-	b = appendField(b, "proxy", cfg.Proxy)
-	return b
+	w := &s.who
+	if w.json == nil || w.user != s.User || w.client != s.Client || w.db != s.DB || w.proxy != cfg.Proxy {
+		w.user, w.client, w.db, w.proxy = s.User, s.Client, s.DB, cfg.Proxy
+		j := appendField(w.json[:0], "user", s.User)
+		j = appendField(j, "client", s.Client)
+		j = appendField(j, "db", s.DB)
+		w.json = appendField(j, "proxy", cfg.Proxy)
+	}
+	return append(b, w.json...)
 }
 
 func (g *Genlog) send(s *Session, rec []byte, cfg *GenlogConfig) {
-	var key [10]byte
-	g.sink.Send(cfg.Topic, strconv.AppendUint(key[:0], uint64(s.ID), 10), rec)
+	if s.key == nil || s.keyID != s.ID {
+		s.key, s.keyID = strconv.AppendUint(nil, uint64(s.ID), 10), s.ID
+	}
+	g.sink.Send(cfg.Topic, s.key, rec)
 }
 
 // IsSensitive reports statements whose text may hold a password: CREATE

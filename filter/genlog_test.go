@@ -181,3 +181,39 @@ func TestTimestampsAcrossSeconds(t *testing.T) {
 		}
 	}
 }
+
+// The fields naming the session are cached in it: a record after USE,
+// COM_CHANGE_USER or a reload that renamed the proxy must show the new
+// values, and records of two sessions their own.
+func TestSessionFieldsFollowChanges(t *testing.T) {
+	sink := &memSink{}
+	g := NewGenlog(GenlogConfig{Topic: "t", Proxy: "p1"}, sink)
+	a := &Session{ID: 1, User: "app", Client: "127.0.0.1:1", DB: "one"}
+	b := &Session{ID: 2, User: "other", Client: "127.0.0.1:2", DB: "x"}
+	q := &Query{Text: "SELECT 1", Fingerprint: "SELECT ?"}
+	g.LogQuery(a, q)
+	g.LogQuery(b, q)
+	a.DB = "two"
+	g.LogQuery(a, q)
+	a.User = "renamed"
+	g.LogQuery(a, q)
+	g.SetConfig(GenlogConfig{Topic: "t", Proxy: "p2"})
+	g.LogQuery(a, q)
+	want := []struct{ user, client, db, proxy string }{
+		{"app", "127.0.0.1:1", "one", "p1"},
+		{"other", "127.0.0.1:2", "x", "p1"},
+		{"app", "127.0.0.1:1", "two", "p1"},
+		{"renamed", "127.0.0.1:1", "two", "p1"},
+		{"renamed", "127.0.0.1:1", "two", "p2"},
+	}
+	for i, v := range sink.values {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(v), &m); err != nil {
+			t.Fatalf("record %d: %v", i, err)
+		}
+		w := want[i]
+		if m["user"] != w.user || m["client"] != w.client || m["db"] != w.db || m["proxy"] != w.proxy {
+			t.Errorf("record %d: user %v client %v db %v proxy %v; want %+v", i, m["user"], m["client"], m["db"], m["proxy"], w)
+		}
+	}
+}
