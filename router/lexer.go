@@ -39,6 +39,10 @@ type Lexer struct {
 	// is an ordinary character. Getting this wrong would misplace where a
 	// string ends, and with it the statement boundaries.
 	NoBackslashEscapes bool
+	// recent holds fingerprints this lexer made, by digest: a session runs
+	// the same few statement shapes again and again, and reusing the string
+	// saves an allocation per statement.
+	recent [8]string
 }
 
 const fnvOffset, fnvPrime = 14695981039346656037, 1099511628211
@@ -178,7 +182,11 @@ func (l *Lexer) Lex(query string) Statement {
 		h = (h ^ uint64(b)) * fnvPrime
 	}
 	st.Digest = h
-	st.Fingerprint = string(out)
+	slot := &l.recent[h%uint64(len(l.recent))]
+	if *slot != string(out) { // compared without a copy
+		*slot = string(out)
+	}
+	st.Fingerprint = *slot
 	return st
 }
 
