@@ -89,9 +89,6 @@ func (p *Process) Alive() bool {
 	}
 }
 
-// Exited is closed when the process has exited.
-func (p *Process) Exited() <-chan struct{} { return p.done }
-
 // Wait waits up to timeout for the process to exit by itself and returns
 // how it ended (nil: exit status 0); it fails the test on the timeout.
 func (p *Process) Wait(timeout time.Duration) error {
