@@ -319,16 +319,22 @@ func (s *Session) forward(b *BackendConn, pkt []byte) (Result, error) {
 	defer rt.Finished(b.Server)
 	bio := b.PacketIO()
 	bio.ResetSequence()
-	if err := bio.WritePacket(pkt); err != nil {
-		return Result{}, s.backendFailed(b, err, 0)
-	}
-	if err := bio.Flush(); err != nil {
-		return Result{}, s.backendFailed(b, err, 0)
-	}
 	if t := s.srv.cfg.Load().BackendReadTimeout; t > 0 {
 		// The connection is closed if this fires: its stream is lost.
 		_ = bio.Conn().SetReadDeadline(time.Now().Add(t))
 		defer bio.Conn().SetReadDeadline(time.Time{})
+	}
+	kind := responseKindOf(pkt[0])
+	err := bio.WritePacket(pkt)
+	switch {
+	case err != nil:
+	case kind == respNone:
+		err = bio.Flush()
+	default:
+		err = bio.FlushAwait()
+	}
+	if err != nil {
+		return Result{}, s.backendFailed(b, err, 0)
 	}
 	r := relay{
 		backend:      bio,
@@ -336,7 +342,7 @@ func (s *Session) forward(b *BackendConn, pkt []byte) (Result, error) {
 		deprecateEOF: s.caps&mysql.CLIENT_DEPRECATE_EOF != 0,
 		localInfile:  s.caps&mysql.CLIENT_LOCAL_FILES != 0,
 	}
-	res, err := r.run(responseKindOf(pkt[0]))
+	res, err := r.run(kind)
 	s.cur.server, s.cur.res = b.Server, res
 	if err != nil {
 		return res, s.backendFailed(b, err, r.forwarded)

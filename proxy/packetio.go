@@ -39,6 +39,9 @@ var (
 // them. It is not safe for concurrent use.
 type PacketIO struct {
 	conn net.Conn
+	// sock is conn's raw reader and writer, nil when conn is not a socket
+	// or runs TLS.
+	sock *sockIO
 	r    *bufio.Reader
 	w    *bufio.Writer
 	seq  uint8
@@ -61,7 +64,8 @@ func NewPacketIO(conn net.Conn) *PacketIO {
 	r.Reset(rw)
 	w := writerPool.Get().(*bufio.Writer)
 	w.Reset(rw)
-	return &PacketIO{conn: conn, r: r, w: w}
+	sock, _ := rw.(*sockIO)
+	return &PacketIO{conn: conn, sock: sock, r: r, w: w}
 }
 
 // StartTLS moves the connection onto TLS: handshake gets the connection
@@ -80,7 +84,7 @@ func (p *PacketIO) StartTLS(handshake func(net.Conn) (net.Conn, error)) error {
 	if err != nil {
 		return err
 	}
-	p.conn = conn
+	p.conn, p.sock = conn, nil
 	p.r.Reset(conn)
 	p.w.Reset(conn)
 	return nil
@@ -175,6 +179,21 @@ func (p *PacketIO) WritePacket(payload []byte) error {
 
 // Flush sends buffered packets.
 func (p *PacketIO) Flush() error { return p.w.Flush() }
+
+// FlushAwait sends buffered packets, a command whose answer the caller
+// reads next, and returns once that answer starts to arrive (or the
+// connection fails, or its read deadline passes). Only for a peer that
+// sends nothing unasked, a server: a client may pipeline its next command,
+// and bytes that came before the send would not end the wait.
+func (p *PacketIO) FlushAwait() error {
+	if p.sock == nil || p.r.Buffered() > 0 {
+		return p.w.Flush()
+	}
+	p.sock.awaitAnswer = true
+	err := p.w.Flush()
+	p.sock.awaitAnswer = false // when there was nothing to send
+	return err
+}
 
 // Buffered reports whether more received bytes wait in the read buffer;
 // callers flush their writes only when it is false, to coalesce writes.

@@ -21,12 +21,15 @@ import (
 // with net.Conn, since waiting goes through the same poller.
 type sockIO struct {
 	rc syscall.RawConn
-	// The poller calls readFn and writeFn, bound once, with the buffer and
-	// results in these fields: no closure is allocated per call.
-	readFn, writeFn func(fd uintptr) bool
-	rbuf, wbuf      []byte
-	rn, wn          int
-	rerr, werr      syscall.Errno
+	// The poller calls readFn, writeFn and awaitFn, bound once, with the
+	// buffer and results in these fields: no closure is allocated per call.
+	readFn, writeFn, awaitFn func(fd uintptr) bool
+	rbuf, wbuf               []byte
+	rn, wn                   int
+	rerr, werr               syscall.Errno
+	// awaitAnswer makes the next Write return only once the socket is
+	// readable (see PacketIO.FlushAwait); sent marks that Write's send done.
+	awaitAnswer, sent bool
 }
 
 // newSockIO is conn's raw reader and writer, or conn itself when it is not
@@ -42,7 +45,7 @@ func newSockIO(conn net.Conn) io.ReadWriter {
 		return conn
 	}
 	s := &sockIO{rc: rc}
-	s.readFn, s.writeFn = s.read, s.write
+	s.readFn, s.writeFn, s.awaitFn = s.read, s.write, s.writeThenAwait
 	return s
 }
 
@@ -93,9 +96,30 @@ func (s *sockIO) write(fd uintptr) bool {
 	return true
 }
 
+// writeThenAwait sends inside the poller's read wait. The wait begins by
+// clearing the socket's readiness, so it must begin before the send: then
+// the answer, which can only come after the send, wakes it, and the read
+// that follows finds data instead of a speculative read finding none (one
+// system call fewer per command). A send the socket cannot take whole
+// ends the wait; Write finishes it the usual way.
+func (s *sockIO) writeThenAwait(fd uintptr) bool {
+	if s.sent {
+		return true // readable, or the poller reports an error or deadline
+	}
+	s.sent = true
+	return !s.write(fd) || s.werr != 0
+}
+
 func (s *sockIO) Write(p []byte) (int, error) {
 	s.wbuf, s.wn, s.werr = p, 0, 0
-	err := s.rc.Write(s.writeFn)
+	var err error
+	if s.awaitAnswer {
+		s.awaitAnswer, s.sent = false, false
+		err = s.rc.Read(s.awaitFn)
+	}
+	if err == nil && s.werr == 0 && s.wn < len(p) {
+		err = s.rc.Write(s.writeFn)
+	}
 	s.wbuf = nil
 	switch {
 	case err != nil:

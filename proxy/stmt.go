@@ -132,7 +132,7 @@ func (s *Session) forwardPrepare(b *BackendConn, pkt []byte, id uint32) (Result,
 	if err := bio.WritePacket(pkt); err != nil {
 		return Result{}, s.backendFailed(b, err, 0)
 	}
-	if err := bio.Flush(); err != nil {
+	if err := bio.FlushAwait(); err != nil {
 		return Result{}, s.backendFailed(b, err, 0)
 	}
 	first, err := bio.ReadPacket()
