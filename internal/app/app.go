@@ -54,6 +54,7 @@ func Serve(cfgFile string) error {
 	var level slog.LevelVar
 	log := NewLogger(cfg.Log, &level).With("proxy", cfg.Name)
 	setMaxProcs(cfg.MaxProcs)
+	applySchedSlice(cfg.SchedSlice, log)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -189,6 +190,7 @@ func Serve(cfgFile string) error {
 		}
 		_ = level.UnmarshalText([]byte(next.Log.Level))
 		setMaxProcs(next.MaxProcs)
+		applySchedSlice(next.SchedSlice, log)
 		srv.SetConfig(proxyConfig(next))
 		if genlog != nil {
 			genlog.SetConfig(genlogConfig(next))
@@ -247,6 +249,8 @@ func Serve(cfgFile string) error {
 	defer proxyCancel()
 	serveErr := make(chan error, 1)
 	wg.Go(func() { serveErr <- srv.Serve(proxyCtx, ln) })
+	// Again for the threads started meanwhile from one not yet done.
+	applySchedSlice(cfg.SchedSlice, log)
 	log.Info("sluice serving", "listen", ln.Addr().String(), "admin", adminLn.Addr().String(), "router", cfg.Router.Type)
 
 	sigs := make(chan os.Signal, 1)
@@ -308,6 +312,24 @@ func configView(cfg *config.Config) any {
 		return map[string]string{"error": err.Error()}
 	}
 	return v
+}
+
+// applySchedSlice applies sched_slice (nil: the default) and says what came
+// of it.
+func applySchedSlice(d *time.Duration, log *slog.Logger) {
+	slice := config.DefaultSchedSlice
+	if d != nil {
+		slice = *d
+	}
+	n, err := setSchedSlice(slice)
+	switch {
+	case err != nil:
+		log.Warn("sched_slice not applied; threads keep the kernel's default slice (set sched_slice: 0s to stop trying)", "err", err)
+	case slice > 0 && n == 0:
+		log.Info("sched_slice has no effect: this kernel has no per-task slices (Linux 6.12 and later)", "sched_slice", slice)
+	case slice > 0:
+		log.Debug("sched_slice applied", "sched_slice", slice, "threads", n)
+	}
 }
 
 // setMaxProcs applies max_procs; 0 restores Go's default.

@@ -58,6 +58,11 @@ type Config struct {
 	// MaxProcs caps the threads running Go code (GOMAXPROCS); 0 leaves
 	// Go's default, one per CPU.
 	MaxProcs int `yaml:"max_procs"`
+	// SchedSlice is the scheduler slice Sluice's threads ask the kernel
+	// for (Linux 6.12 and later): a proxy runs in short bursts that queries
+	// wait on, and a short slice lets it run sooner after a wake-up. Unset:
+	// 100µs; 0s leaves the kernel's default.
+	SchedSlice *time.Duration `yaml:"sched_slice"`
 
 	Servers     []Server    `yaml:"servers"`
 	ServiceUser Credentials `yaml:"service_user"`
@@ -374,6 +379,14 @@ func yamlError(file string, err error) error {
 	return &Error{File: file, Line: line, Msg: msg}
 }
 
+// DefaultSchedSlice is sched_slice when unset; the kernel takes slices
+// from MinSchedSlice to MaxSchedSlice.
+const (
+	DefaultSchedSlice = 100 * time.Microsecond
+	MinSchedSlice     = 100 * time.Microsecond
+	MaxSchedSlice     = 100 * time.Millisecond
+)
+
 func (c *Config) setDefaults() {
 	if c.Name == "" {
 		c.Name, _ = os.Hostname()
@@ -395,6 +408,10 @@ func (c *Config) setDefaults() {
 	}
 	if c.DrainTimeout == 0 {
 		c.DrainTimeout = 30 * time.Second
+	}
+	if c.SchedSlice == nil {
+		d := DefaultSchedSlice
+		c.SchedSlice = &d
 	}
 	if c.Router.Type == "" {
 		c.Router.Type = "readwritesplit"
@@ -562,6 +579,9 @@ func (c *Config) validate() error {
 	}
 	if c.MaxProcs < 0 {
 		return &Error{Key: "max_procs", Msg: "must be >= 0 (0 means one per CPU)"}
+	}
+	if d := c.SchedSlice; d != nil && *d != 0 && (*d < MinSchedSlice || *d > MaxSchedSlice) {
+		return &Error{Key: "sched_slice", Msg: fmt.Sprintf("%v is outside the kernel's range: use %v to %v, or 0s for the kernel's default", *d, MinSchedSlice, MaxSchedSlice)}
 	}
 	if c.MaxConnections < 0 {
 		return &Error{Key: "max_connections", Msg: "must be >= 0 (0 means unlimited)"}

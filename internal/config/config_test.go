@@ -31,6 +31,8 @@ func TestErrorsNameFileKeyAndLine(t *testing.T) {
 		{"listen: 127.0.0.1:4006\nservers: [{name: a, address: '127.0.0.1:1'}]\nservice_user: {user: m}\nbroker:\n  enabled: true\n  partitions: -3\n",
 			"x.yaml:6: broker.partitions: must be >= 1"},
 		{"", "x.yaml: config is empty"},
+		{"listen: 127.0.0.1:4006\nservers: [{name: a, address: '127.0.0.1:1'}]\nservice_user: {user: m}\nsched_slice: 10us\n",
+			"x.yaml:4: sched_slice: 10µs is outside the kernel's range: use 100µs to 100ms, or 0s for the kernel's default"},
 		{"listen: 127.0.0.1:4006\nservers: [{name: a, address: '127.0.0.1:1'}]\nservice_user: {user: m}\nfilters:\n  - type: regex\n    match: x\n  - type: regex\n    match: '(bad'\n",
 			"x.yaml:8: filters[1].match: not an RE2 pattern"},
 	}
@@ -50,7 +52,16 @@ func TestDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	if cfg.Router.Type != "readwritesplit" || cfg.Monitor.Interval != time.Second || cfg.UsersRefreshInterval != 30*time.Second ||
-		cfg.Servers[0].Weight != 1 || cfg.AdminListen != "127.0.0.1:8989" || cfg.Genlog.Topic != "sluice.genlog" {
+		cfg.Servers[0].Weight != 1 || cfg.AdminListen != "127.0.0.1:8989" || cfg.Genlog.Topic != "sluice.genlog" ||
+		*cfg.SchedSlice != 100*time.Microsecond {
 		t.Fatalf("defaults: %+v", cfg)
+	}
+	// 0 is kept: the kernel's own slice.
+	os.WriteFile(path, []byte("listen: 127.0.0.1:4006\nservers: [{name: a, address: '127.0.0.1:1'}]\nservice_user: {user: m}\nsched_slice: 0s\n"), 0o600)
+	if cfg, err = Load(path); err != nil {
+		t.Fatal(err)
+	}
+	if *cfg.SchedSlice != 0 {
+		t.Fatalf("sched_slice: 0s loaded as %v", *cfg.SchedSlice)
 	}
 }
