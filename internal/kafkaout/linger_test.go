@@ -1,6 +1,9 @@
 package kafkaout
 
 import (
+	"io"
+	"log/slog"
+	"runtime"
 	"testing"
 	"time"
 
@@ -12,7 +15,7 @@ import (
 // drop or spill records, while the producer sleeps.
 func TestLingerEndsWhenTheQueueFills(t *testing.T) {
 	p := &Producer{
-		queue:       make(chan kafka.Message, 10),
+		queue:       make(chan queued, 10),
 		linger:      time.Hour,
 		lingerTimer: time.NewTimer(time.Hour),
 		full:        make(chan struct{}, 1),
@@ -41,5 +44,24 @@ func TestLingerEndsWhenTheQueueFills(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("the batch still lingers with half the queue full")
+	}
+}
+
+// An idle producer's memory is its queue's buffer, allocated whole: for
+// Genlog's default 100,000 records it must stay well under the 15 MB that
+// queueing whole kafka.Messages took, and no batch is allocated before
+// records come.
+func TestIdleProducerMemory(t *testing.T) {
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	p, err := New(Config{Brokers: []string{"127.0.0.1:1"}, QueueSize: 100000, Name: "memory"}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	runtime.ReadMemStats(&after)
+	if grew := after.TotalAlloc - before.TotalAlloc; grew > 8<<20 {
+		t.Fatalf("a producer with a 100,000-record queue allocated %.1f MB before any record", float64(grew)/(1<<20))
 	}
 }

@@ -21,7 +21,7 @@ import (
 // Producer batches records to a Kafka cluster in the background.
 type Producer struct {
 	w     messageWriter
-	queue chan kafka.Message
+	queue chan queued
 	log   *slog.Logger
 	block bool
 	spill *spill
@@ -101,7 +101,7 @@ func New(cfg Config, log *slog.Logger) (*Producer, error) {
 	}
 	p := &Producer{
 		w:       kw,
-		queue:   make(chan kafka.Message, cfg.QueueSize),
+		queue:   make(chan queued, cfg.QueueSize),
 		log:     log,
 		block:   cfg.Block,
 		brokers: cfg.Brokers,
@@ -156,14 +156,26 @@ func (p *Producer) Collectors() []prometheus.Collector {
 	return []prometheus.Collector{p.sent, p.dropped, p.failed, p.spilled, p.depth, p.spillBytes}
 }
 
+// queued is a record waiting in the queue: only what Send is given, since
+// the queue's buffer is allocated whole (a kafka.Message is 2.4 times the
+// size: 15 MB instead of 6.4 for Genlog's default 100,000 records).
+type queued struct {
+	topic      string
+	key, value []byte
+}
+
+func (q queued) message() kafka.Message {
+	return kafka.Message{Topic: q.topic, Key: q.key, Value: q.value}
+}
+
 // Send queues a record. When the queue is full it waits (Block) or drops
 // the record, counts it and reports false.
 func (p *Producer) Send(topic string, key, value []byte) bool {
 	if p.block {
-		p.queue <- kafka.Message{Topic: topic, Key: key, Value: value}
+		p.queue <- queued{topic, key, value}
 	} else {
 		select {
-		case p.queue <- kafka.Message{Topic: topic, Key: key, Value: value}:
+		case p.queue <- queued{topic, key, value}:
 		default:
 			p.dropped.Inc()
 			return false
@@ -180,7 +192,7 @@ func (p *Producer) Send(topic string, key, value []byte) bool {
 
 func (p *Producer) run() {
 	defer p.wg.Done()
-	batch := make([]kafka.Message, 0, maxBatch)
+	var batch []kafka.Message // grows to what the traffic needs, at most maxBatch
 	retry := time.NewTimer(0)
 	defer retry.Stop()
 	backoff := 100 * time.Millisecond
@@ -189,12 +201,12 @@ func (p *Producer) run() {
 			// Spilling: new records join the file behind the older ones, so
 			// order holds; the file is replayed while the broker takes it.
 			select {
-			case m, ok := <-p.queue:
+			case q, ok := <-p.queue:
 				if !ok {
 					p.drainSpill()
 					return
 				}
-				batch = p.gather(append(batch[:0], m))
+				batch = p.gather(append(batch[:0], q.message()))
 				p.toSpill(batch)
 			case <-retry.C:
 				if p.replay() {
@@ -207,11 +219,11 @@ func (p *Producer) run() {
 			}
 			continue
 		}
-		m, ok := <-p.queue
+		q, ok := <-p.queue
 		if !ok {
 			return
 		}
-		batch = p.gather(append(batch[:0], m))
+		batch = p.gather(append(batch[:0], q.message()))
 		if err := p.write(batch); err != nil {
 			if p.spill == nil {
 				p.failed.Add(float64(len(batch)))
@@ -267,13 +279,13 @@ func (p *Producer) gather(batch []kafka.Message) []kafka.Message {
 			p.lingerTimer.Stop()
 		}
 	}
-	for len(batch) < cap(batch) {
+	for len(batch) < maxBatch {
 		select {
-		case m, ok := <-p.queue:
+		case q, ok := <-p.queue:
 			if !ok {
 				return batch
 			}
-			batch = append(batch, m)
+			batch = append(batch, q.message())
 		default:
 			return batch
 		}
