@@ -203,8 +203,9 @@ func (s *Server) running() (*exec.Cmd, chan struct{}) {
 var errPortInUse = errors.New("port already in use")
 
 // Start starts mariadbd (again) with the same datadir and port and waits
-// until it accepts connections or ctx ends.
-func (s *Server) Start(ctx context.Context) error {
+// until it accepts connections or ctx ends. once holds options for this start
+// only (an old primary restarting as a replica: --init-rpl-role=SLAVE).
+func (s *Server) Start(ctx context.Context, once ...string) error {
 	if cmd, _ := s.running(); cmd != nil {
 		return fmt.Errorf("%s: already running (pid %d)", s.Name, cmd.Process.Pid)
 	}
@@ -212,7 +213,7 @@ func (s *Server) Start(ctx context.Context) error {
 	if err := os.MkdirAll(s.tmpDir(), 0o700); err != nil {
 		return err
 	}
-	cmd := exec.Command(s.bin, s.args()...)
+	cmd := exec.Command(s.bin, append(s.args(), once...)...)
 	cmd.Dir = s.DataDir
 	if s.galera != nil {
 		cmd.Env = s.galera.env()
