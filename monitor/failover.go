@@ -230,6 +230,13 @@ func (m *Monitor) Switchover(ctx context.Context, target string) error {
 	if err != nil {
 		return err
 	}
+	// Withdraw the primary before it turns read only: sessions then wait
+	// for the new one (router.primary_wait) instead of writing into
+	// read_only errors. The next poll publishes what the servers say,
+	// whether the switchover succeeded or not.
+	withdrawn := *snap
+	withdrawn.Primary = -1
+	m.publish(&withdrawn)
 	if err := m.exec(oldConn, "SET GLOBAL read_only = 1"); err != nil {
 		return fmt.Errorf("switchover: make %s read only: %w", old.Name, err)
 	}

@@ -308,11 +308,7 @@ func (m *Monitor) Poll(ctx context.Context) {
 	if p, ok := snap.PrimaryServer(); ok && m.cfg.HeartbeatTable != "" && m.cfg.Type != "galera" {
 		m.beat(ctx, p)
 	}
-	m.current.Store(snap)
-	m.mu.Lock()
-	close(m.changed)
-	m.changed = make(chan struct{})
-	m.mu.Unlock()
+	m.publish(snap)
 	if m.cfg.Type != "galera" {
 		m.afterPoll(ctx, snap)
 	}
@@ -403,12 +399,28 @@ func (m *Monitor) judgeLag(s *Server, prev *Snapshot) {
 	s.Lagging = s.ReplicaLag > limit || (wasLagging && s.ReplicaLag >= limit)
 }
 
+// publish makes snap the current snapshot and wakes whoever waits on
+// Changed.
+func (m *Monitor) publish(snap *Snapshot) {
+	m.current.Store(snap)
+	m.mu.Lock()
+	close(m.changed)
+	m.changed = make(chan struct{})
+	m.mu.Unlock()
+}
+
+// Changed is closed at the monitor's next publish of a snapshot (every
+// poll).
+func (m *Monitor) Changed() <-chan struct{} {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.changed
+}
+
 // WaitPrimary waits until a primary is known or ctx ends.
 func (m *Monitor) WaitPrimary(ctx context.Context) (Server, error) {
 	for {
-		m.mu.Lock()
-		ch := m.changed
-		m.mu.Unlock()
+		ch := m.Changed()
 		if p, ok := m.Snapshot().PrimaryServer(); ok {
 			return p, nil
 		}

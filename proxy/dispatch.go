@@ -367,31 +367,86 @@ func (s *Session) primaryConn(ctx context.Context) (*BackendConn, error) {
 		return s.primary, nil
 	}
 	t, err := s.srv.router.Primary()
-	if s.primary != nil && (err != nil || t.Server == s.primary.Server) {
-		return s.primary, nil
-	}
-	if err != nil {
-		s.writeErr(newSQLError(mysql.ER_UNKNOWN_ERROR, "Sluice: %v; retry when a primary is back", err))
-		return nil, errReported
-	}
 	if s.primary != nil {
-		s.log.Info("primary moved; the session follows", "from", s.primary.Server, "to", t.Server)
+		if err == nil && t.Server == s.primary.Server {
+			return s.primary, nil
+		}
+		if err != nil && len(s.temps) > 0 {
+			// The session's temporary tables live there: it stays, and
+			// learns from its next statement whether the server is gone.
+			return s.primary, nil
+		}
+		if err == nil {
+			s.log.Info("primary moved; the session follows", "from", s.primary.Server, "to", t.Server)
+		}
+		// Moved, or down or turned read only (a switchover) with no other
+		// known yet: dialPrimary waits for the next primary rather than the
+		// session failing on a dead or read-only connection.
 		s.dropPrimary()
 	}
-	b, err := s.dial(ctx, t)
+	b, err := s.dialPrimary(ctx)
 	if err != nil {
-		s.writeErr(toSQLError(err))
+		if errors.Is(err, router.ErrNoPrimary) {
+			s.writeErr(newSQLError(mysql.ER_UNKNOWN_ERROR, "Sluice: %v; retry when a primary is back", err))
+		} else {
+			s.writeErr(toSQLError(err))
+		}
 		return nil, errReported
 	}
 	if err := s.sync(b); err != nil {
 		b.QuitAndClose()
 		s.srv.metrics.backendConns.Dec()
-		s.writeErr(newSQLError(mysql.ER_UNKNOWN_ERROR, "Sluice: restoring session state on %s failed: %v", t.Server, err))
+		s.writeErr(newSQLError(mysql.ER_UNKNOWN_ERROR, "Sluice: restoring session state on %s failed: %v", b.Server, err))
 		return nil, err
 	}
 	s.primary = b
 	s.status = b.Status
 	return b, nil
+}
+
+// dialPrimary connects to the primary. With router.primary_wait, a primary
+// not known yet (a failover under way) or refusing connections (down, and the
+// monitor has not seen it yet) is waited for: Sluice tries again each time the
+// monitor has looked at the servers, until primary_wait is over. An error the
+// server sends (access denied, too many connections) is returned at once.
+func (s *Session) dialPrimary(ctx context.Context) (*BackendConn, error) {
+	r, m := s.srv.router, s.srv.metrics
+	wait := r.Config().PrimaryWait
+	var deadline time.Time // set at the first wait
+	defer func() {
+		if !deadline.IsZero() {
+			m.primaryWaiting.Dec()
+		}
+	}()
+	for {
+		changed := r.Changed() // before the snapshot is read: no publish is missed
+		t, err := r.Primary()
+		if err == nil {
+			var b *BackendConn
+			if b, err = s.dial(ctx, t); err == nil {
+				return b, nil
+			}
+		}
+		var se *SQLError
+		if wait <= 0 || errors.As(err, &se) {
+			return nil, err
+		}
+		if deadline.IsZero() {
+			deadline = time.Now().Add(wait)
+			m.primaryWaiting.Inc()
+		}
+		timer := time.NewTimer(time.Until(deadline))
+		select {
+		case <-changed:
+			timer.Stop()
+			continue
+		case <-timer.C:
+		case <-ctx.Done():
+			timer.Stop()
+		}
+		m.primaryWaitTimeouts.Inc()
+		return nil, fmt.Errorf("%w (waited router.primary_wait, %v)", err, wait)
+	}
 }
 
 // dropPrimary closes the session's primary connection.

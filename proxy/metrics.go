@@ -11,6 +11,10 @@ type Metrics struct {
 	refused      prometheus.Counter
 	authFailures prometheus.Counter
 	backendConns prometheus.Gauge
+	// primaryWaiting counts sessions waiting for a primary now
+	// (router.primary_wait); primaryWaitTimeouts those that gave up.
+	primaryWaiting      prometheus.Gauge
+	primaryWaitTimeouts prometheus.Counter
 	// commands holds one counter per command byte, resolved once so the
 	// per-command path does no label lookup.
 	commands [256]prometheus.Counter
@@ -54,6 +58,12 @@ func newMetrics(reg prometheus.Registerer) *Metrics {
 		backendConns: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "sluice_backend_connections", Help: "Connections from Sluice to the servers, for client sessions.",
 		}),
+		primaryWaiting: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "sluice_sessions_waiting_for_primary", Help: "Sessions whose statement waits for a primary to be known (router.primary_wait).",
+		}),
+		primaryWaitTimeouts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sluice_primary_wait_timeouts_total", Help: "Statements and logins that waited router.primary_wait for a primary and failed.",
+		}),
 	}
 	m.cacheHits = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "sluice_classifier_cache_hits_total", Help: "Statements whose class came from the cache.",
@@ -77,7 +87,7 @@ func newMetrics(reg prometheus.Registerer) *Metrics {
 		m.commands[i] = commands.WithLabelValues(commandName(byte(i)))
 	}
 	if reg != nil {
-		reg.MustRegister(m.sessions, m.refused, m.authFailures, m.backendConns, commands, m.cacheHits, m.cacheMisses, routes, filtered)
+		reg.MustRegister(m.sessions, m.refused, m.authFailures, m.backendConns, m.primaryWaiting, m.primaryWaitTimeouts, commands, m.cacheHits, m.cacheMisses, routes, filtered)
 	}
 	return m
 }

@@ -325,15 +325,16 @@ func (s *Session) authSwitch() ([]byte, error) {
 // connectPrimary opens the session's primary connection at login, so a
 // bad schema or a refused account fails the login as it would directly.
 func (s *Session) connectPrimary(ctx context.Context) error {
-	t, err := s.srv.router.Primary()
+	var b *BackendConn
+	var err error
 	if s.srv.router.Config().Type == "readconnroute" {
-		t, err = s.srv.router.ConnTarget()
+		var t router.Target
+		if t, err = s.srv.router.ConnTarget(); err == nil {
+			b, err = s.dial(ctx, t)
+		}
+	} else {
+		b, err = s.dialPrimary(ctx)
 	}
-	if err != nil {
-		s.writeErr(newSQLError(mysql.ER_UNKNOWN_ERROR, "Sluice: %v", err))
-		return err
-	}
-	b, err := s.dial(ctx, t)
 	if err != nil {
 		s.writeErr(toSQLError(err))
 		return err

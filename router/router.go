@@ -25,9 +25,11 @@ type Target struct {
 // ErrNoPrimary means no writable server is known now.
 var ErrNoPrimary = errors.New("no primary server is available")
 
-// Topology is what the router reads: the monitor's latest snapshot.
+// Topology is what the router reads: the monitor's latest snapshot, and
+// when the next one is out.
 type Topology interface {
 	Snapshot() *monitor.Snapshot
+	Changed() <-chan struct{}
 }
 
 // Config is the router section.
@@ -44,6 +46,9 @@ type Config struct {
 	// write's GTID, up to CausalReadsTimeout, then fall back to the primary.
 	CausalReads        bool
 	CausalReadsTimeout time.Duration
+	// PrimaryWait is how long a statement for the primary waits for one
+	// to be known and to accept connections; 0 does not wait.
+	PrimaryWait time.Duration
 }
 
 // Router chooses backends for sessions. It is safe for concurrent use.
@@ -83,6 +88,10 @@ func (r *Router) Primary() (Target, error) {
 	}
 	return Target{Server: p.Name, Address: p.Address, Reason: "primary"}, nil
 }
+
+// Changed is closed when the monitor next publishes what it saw of the
+// servers: a session waiting for a primary tries again then.
+func (r *Router) Changed() <-chan struct{} { return r.topo.Changed() }
 
 // Server finds a server by name, if it is up.
 func (r *Router) Server(name string) (Target, bool) {

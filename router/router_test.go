@@ -10,6 +10,7 @@ import (
 type fixedTopology struct{ snap *monitor.Snapshot }
 
 func (f fixedTopology) Snapshot() *monitor.Snapshot { return f.snap }
+func (f fixedTopology) Changed() <-chan struct{}    { return nil }
 
 func TestReplicaHonoursLagAndHealth(t *testing.T) {
 	snap := &monitor.Snapshot{Primary: 0, Servers: []monitor.Server{

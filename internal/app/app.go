@@ -413,7 +413,8 @@ func proxyConfig(cfg *config.Config) proxy.Config {
 func routerConfig(cfg *config.Config) router.Config {
 	return router.Config{Type: cfg.Router.Type, MaxReplicationLag: cfg.Router.MaxReplicationLag,
 		Balance: cfg.Router.Balance, Target: cfg.Router.Target,
-		CausalReads: cfg.Router.CausalReads, CausalReadsTimeout: cfg.Router.CausalReadsTimeout}
+		CausalReads: cfg.Router.CausalReads, CausalReadsTimeout: cfg.Router.CausalReadsTimeout,
+		PrimaryWait: cfg.Router.PrimaryWait}
 }
 
 func configAccounts(cfg *config.Config) []proxy.Account {

@@ -208,6 +208,10 @@ type Router struct {
 	// CausalReads: a read after a write waits on the replica for the write.
 	CausalReads        bool          `yaml:"causal_reads"`
 	CausalReadsTimeout time.Duration `yaml:"causal_reads_timeout"`
+	// PrimaryWait: a statement for the primary while none is known (a
+	// failover under way) waits this long for one before it fails; 0 fails
+	// at once. MaxScale's delayed_retry, ProxySQL's wait for a writer.
+	PrimaryWait time.Duration `yaml:"primary_wait"`
 }
 
 // Monitor polls the servers.
@@ -542,6 +546,9 @@ func (c *Config) validate() error {
 	case "least_outstanding", "round_robin":
 	default:
 		return &Error{Key: "router.balance", Msg: fmt.Sprintf("unknown balance %q; use least_outstanding or round_robin", c.Router.Balance)}
+	}
+	if c.Router.PrimaryWait < 0 || c.Router.PrimaryWait > 5*time.Minute {
+		return &Error{Key: "router.primary_wait", Msg: fmt.Sprintf("%v is out of range; use 0s (fail at once) up to 5m, e.g. 10s", c.Router.PrimaryWait)}
 	}
 	if c.Router.ClassifierCacheSize < 0 {
 		return &Error{Key: "router.classifier_cache_size", Msg: "must be > 0"}

@@ -61,10 +61,17 @@ type instance struct {
 	listen, admin, broker string
 }
 
+// startSluice runs Sluice over the lab topology. With autoFailover the
+// monitor fails over and rejoins, and statements for the primary wait up to
+// 4s for one (router.primary_wait), within the load's 5s deadline.
 func startSluice(t *testing.T, autoFailover bool) *instance {
 	t.Helper()
 	dir := t.TempDir()
 	in := &instance{listen: lab.FreeAddr(t), admin: lab.FreeAddr(t), broker: lab.FreeAddr(t)}
+	primaryWait := "0s"
+	if autoFailover {
+		primaryWait = "4s"
+	}
 	cfg := fmt.Sprintf(`listen: %s
 admin_listen: %s
 servers:
@@ -76,16 +83,24 @@ monitor:
   failover_timeout: 1s
   auto_rejoin: %v
   replication_user: {user: repl, password: replpass}
+router: {primary_wait: %s}
 connect_timeout: 2s
 genlog: {enabled: false}
 broker: {enabled: true, listen: %s, data_dir: %s}
-`, in.listen, in.admin, lab.ServersYAML(topo.Servers(), nil), autoFailover, autoFailover, in.broker, filepath.Join(dir, "broker"))
+`, in.listen, in.admin, lab.ServersYAML(topo.Servers(), nil), autoFailover, autoFailover, primaryWait, in.broker, filepath.Join(dir, "broker"))
 	path := filepath.Join(dir, "sluice.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	in.Process = lab.StartProcess(t, "sluice", func() bool { return in.primary() != "" }, binary, "serve", "--config", path)
 	return in
+}
+
+// appConfig is the DSN of the app account through Sluice.
+func (in *instance) appConfig() *mysql.Config {
+	cfg := mysql.NewConfig()
+	cfg.User, cfg.Passwd, cfg.Net, cfg.Addr, cfg.DBName = "app", "apppass", "tcp", in.listen, "app"
+	return cfg
 }
 
 // primary asks Sluice's admin API which server is the primary.
@@ -135,14 +150,13 @@ func (in *instance) server(name string) (role string, broken bool) {
 type load struct {
 	writesOK, writesFailed, readsOK, readsFailed atomic.Int64
 	hung                                         atomic.Int64
-	lastReadErr                                  atomic.Value
+	lastReadErr, lastWriteErr                    atomic.Value
 	stop                                         chan struct{}
 	done                                         chan struct{}
 }
 
 func startLoad(t *testing.T, in *instance, table string) *load {
-	cfg := mysql.NewConfig()
-	cfg.User, cfg.Passwd, cfg.Net, cfg.Addr, cfg.DBName = "app", "apppass", "tcp", in.listen, "app"
+	cfg := in.appConfig()
 	cfg.Timeout = 2 * time.Second
 	db, err := sql.Open("mysql", cfg.FormatDSN())
 	if err != nil {
@@ -175,6 +189,7 @@ func startLoad(t *testing.T, in *instance, table string) *load {
 				l.hung.Add(1)
 			case err != nil:
 				l.writesFailed.Add(1)
+				l.lastWriteErr.Store(err.Error())
 			default:
 				l.writesOK.Add(1)
 			}
@@ -264,8 +279,7 @@ func TestPrimaryDownWithoutFailover(t *testing.T) {
 	l := startLoad(t, in, "nofailover")
 	l.progress(t, "writes before the kill", &l.writesOK)
 	// A session with a transaction open on the primary.
-	cfg := mysql.NewConfig()
-	cfg.User, cfg.Passwd, cfg.Net, cfg.Addr, cfg.DBName = "app", "apppass", "tcp", in.listen, "app"
+	cfg := in.appConfig()
 	txdb, err := sql.Open("mysql", cfg.FormatDSN())
 	if err != nil {
 		t.Fatal(err)
@@ -321,9 +335,26 @@ func TestFailoverRejoinAndSwitchover(t *testing.T) {
 	l := startLoad(t, in, "failover")
 	l.progress(t, "writes before the kill", &l.writesOK)
 	lab.WaitFor(t, "semi-sync replication on the primary", 10*time.Second, func() bool { return semiSyncActive(topo.Primary) })
+	failedBefore := l.writesFailed.Load()
 	if err := topo.Primary.Kill(); err != nil {
 		t.Fatal(err)
 	}
+	// A client logging in now, before any replica is promoted, gets in
+	// once one is: its login waits for the primary too.
+	loginDone := make(chan error, 1)
+	go func() {
+		cfg := in.appConfig()
+		cfg.Timeout, cfg.ReadTimeout = 2*time.Second, 5*time.Second
+		c, err := mysql.NewConnector(cfg)
+		if err != nil {
+			loginDone <- err
+			return
+		}
+		db := sql.OpenDB(c)
+		defer db.Close()
+		_, err = db.Exec("INSERT INTO failover VALUES (-2)")
+		loginDone <- err
+	}()
 	lab.WaitFor(t, "a replica promoted", 20*time.Second, func() bool {
 		p := in.primary()
 		return p != "" && p != "primary"
@@ -333,6 +364,20 @@ func TestFailoverRejoinAndSwitchover(t *testing.T) {
 	// The session that was not in a transaction carries on writing.
 	l.progress(t, "writes after failover", &l.writesOK)
 	l.progress(t, "reads after failover", &l.readsOK)
+	// With router.primary_wait the writes waited for the new primary: only
+	// the one in flight on the killed server may have failed (it may have
+	// run, so it is never retried).
+	select {
+	case err := <-loginDone:
+		if err != nil {
+			t.Fatalf("a login during the failover failed: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a login during the failover hung")
+	}
+	if failed := l.writesFailed.Load() - failedBefore; failed > 1 {
+		t.Fatalf("%d writes failed during the failover (last: %v); with primary_wait at most the one in flight may", failed, l.lastWriteErr.Load())
+	}
 
 	// The old primary comes back and is rejoined as a replica. It restarts
 	// as one (--init-rpl-role=SLAVE): crash recovery then rolls back the
@@ -348,7 +393,9 @@ func TestFailoverRejoinAndSwitchover(t *testing.T) {
 	})
 	l.progress(t, "writes after rejoin", &l.writesOK)
 
-	// Switch back through the admin API.
+	// Switch back through the admin API. The monitor withdraws the primary
+	// before turning it read only, so writes wait for the new one.
+	failedBefore = l.writesFailed.Load()
 	resp, err := http.Post("http://"+in.admin+"/v1/switchover?to=primary", "application/json", nil)
 	if err != nil {
 		t.Fatal(err)
@@ -365,6 +412,9 @@ func TestFailoverRejoinAndSwitchover(t *testing.T) {
 		return role == "replica" && !broken
 	})
 	l.progress(t, "writes after switchover", &l.writesOK)
+	if failed := l.writesFailed.Load() - failedBefore; failed > 1 {
+		t.Fatalf("%d writes failed during the switchover (last: %v)", failed, l.lastWriteErr.Load())
+	}
 	l.finish()
 	if l.hung.Load() != 0 {
 		t.Fatalf("%d statements hung", l.hung.Load())
