@@ -637,7 +637,7 @@ func (s *Session) genlogWantsGTID() bool {
 // false when the read must go to the primary instead.
 func (s *Session) waitCausal(b *BackendConn) bool {
 	cfg := s.srv.router.Config()
-	if !cfg.CausalReads || s.lastGTID == "" || b.gtidSeen == s.lastGTID {
+	if !cfg.CausalReads || s.lastGTID == "" || b.gtidSeen == s.lastGTID || b == s.primary {
 		return true
 	}
 	if s.lastGTID == "unknown" {

@@ -27,6 +27,14 @@ func serverIDs() map[int]string {
 func startSplit(t *testing.T) *sluice {
 	t.Helper()
 	s := startRouted(t, router.Config{Type: "readwritesplit", MaxReplicationLag: 10 * time.Second}, proxy.Config{})
+	waitReplicasUsable(t, s)
+	return s
+}
+
+// waitReplicasUsable waits until the proxy's monitor sees both replicas
+// replicating with a known lag, so reads may go to them.
+func waitReplicasUsable(t *testing.T, s *sluice) {
+	t.Helper()
 	lab.WaitFor(t, "both replicas usable", 10*time.Second, func() bool {
 		n := 0
 		for _, srv := range s.mon.Snapshot().Servers {
@@ -36,7 +44,6 @@ func startSplit(t *testing.T) *sluice {
 		}
 		return n == 2
 	})
-	return s
 }
 
 // oneConn returns a single connection, so session state is one session's.
@@ -400,15 +407,7 @@ func TestCausalReadsNeverStale(t *testing.T) {
 	if _, err := conn.ExecContext(ctx, "DELETE FROM causal"); err != nil {
 		t.Fatal(err)
 	}
-	lab.WaitFor(t, "both replicas usable", 10*time.Second, func() bool {
-		n := 0
-		for _, srv := range s.mon.Snapshot().Servers {
-			if srv.Role == "replica" && srv.ReplicaLag >= 0 {
-				n++
-			}
-		}
-		return n == 2
-	})
+	waitReplicasUsable(t, s)
 	for i := range 4 {
 		if _, err := conn.ExecContext(ctx, "INSERT INTO causal VALUES (?)", i); err != nil {
 			t.Fatal(err)
@@ -476,4 +475,50 @@ func TestResetAndMultiStatementWithSplit(t *testing.T) {
 			t.Fatalf("after a session-changing multi-statement a read ran on %s", serverIDs()[int(id)])
 		}
 	}
+}
+
+func TestPrimaryReads(t *testing.T) {
+	s := startRouted(t, router.Config{Type: "readwritesplit", MaxReplicationLag: 10 * time.Second, PrimaryReads: true,
+		CausalReads: true, CausalReadsTimeout: 5 * time.Second}, proxy.Config{})
+	waitReplicasUsable(t, s)
+	// New sessions spread over all three servers, the primary included.
+	seen := map[string]int{}
+	for range 6 {
+		seen[ranOn(t, oneConn(t, s, "app"), "SELECT @@server_id")]++
+	}
+	if seen["primary"] == 0 || seen["replica1"] == 0 || seen["replica2"] == 0 {
+		t.Fatalf("first reads of 6 sessions ran on %v; want every server", seen)
+	}
+	// A session reading from the primary after its own write reads it,
+	// without a GTID wait there (MASTER_GTID_WAIT on a primary would time out).
+	ctx := context.Background()
+	for range 6 {
+		conn := oneConn(t, s, "app")
+		if _, err := conn.ExecContext(ctx, "CREATE TABLE IF NOT EXISTS primary_reads (id INT PRIMARY KEY)"); err != nil {
+			t.Fatal(err)
+		}
+		if ranOn(t, conn, "SELECT @@server_id") != "primary" {
+			continue
+		}
+		if _, err := conn.ExecContext(ctx, "REPLACE INTO primary_reads VALUES (1)"); err != nil {
+			t.Fatal(err)
+		}
+		waits, err := topo.Primary.GlobalStatus("Master_gtid_wait_count")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var n, id int
+		if err := conn.QueryRowContext(ctx, "SELECT COUNT(*), @@server_id FROM primary_reads WHERE id = 1").Scan(&n, &id); err != nil || n != 1 {
+			t.Fatalf("read after write: %d rows, %v", n, err)
+		}
+		after, err := topo.Primary.GlobalStatus("Master_gtid_wait_count")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if serverIDs()[id] == "primary" && after != waits {
+			t.Fatalf("a causal read on the primary waited for its own write's GTID (MASTER_GTID_WAIT %d -> %d)", waits, after)
+		}
+		return
+	}
+	t.Fatal("no session of 6 read from the primary")
 }

@@ -46,6 +46,10 @@ type Config struct {
 	// write's GTID, up to CausalReadsTimeout, then fall back to the primary.
 	CausalReads        bool
 	CausalReadsTimeout time.Duration
+	// PrimaryReads puts the primary in the read pool beside the replicas,
+	// balanced like them (MaxScale's master_accept_reads, ProxySQL's
+	// writer_is_also_reader).
+	PrimaryReads bool
 	// PrimaryWait is how long a statement for the primary waits for one
 	// to be known and to accept connections; 0 does not wait.
 	PrimaryWait time.Duration
@@ -133,7 +137,8 @@ func (r *Router) Replica(maxLag time.Duration, skip func(name string) bool, pref
 	preferred := -1
 	for i := range snap.Servers {
 		s := &snap.Servers[i]
-		if n == len(candidates) || !usable(s, maxLag) || (skip != nil && skip(s.Name)) {
+		readable := usable(s, maxLag) || (cfg.PrimaryReads && i == snap.Primary && !s.Maintenance)
+		if n == len(candidates) || !readable || (skip != nil && skip(s.Name)) {
 			continue
 		}
 		candidates[n] = i

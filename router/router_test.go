@@ -100,3 +100,31 @@ func TestReplicaKeepsTheSessionsReplica(t *testing.T) {
 		t.Fatalf("every replica skipped or drained, got %s", tg.Server)
 	}
 }
+
+func TestPrimaryReads(t *testing.T) {
+	snap := &monitor.Snapshot{Primary: 0, Servers: []monitor.Server{
+		{Name: "p", Up: true, Role: monitor.RolePrimary, ReplicaLag: -1, Weight: 1},
+		{Name: "r1", Up: true, Role: monitor.RoleReplica, Weight: 1},
+		{Name: "r2", Up: true, Role: monitor.RoleReplica, Broken: true, Weight: 1},
+	}}
+	for _, primaryReads := range []bool{false, true} {
+		r := New(fixedTopology{snap}, Config{Type: "readwritesplit", MaxReplicationLag: 10 * time.Second,
+			Balance: "round_robin", PrimaryReads: primaryReads})
+		seen := map[string]int{}
+		for range 100 {
+			tg, ok := r.Replica(0, nil, "")
+			if !ok {
+				t.Fatal("no server for a read")
+			}
+			seen[tg.Server]++
+		}
+		if seen["r2"] != 0 || seen["r1"] == 0 || (seen["p"] != 0) != primaryReads {
+			t.Fatalf("primary_reads %v: reads went to %v", primaryReads, seen)
+		}
+	}
+	// With the replicas unusable, primary_reads still finds the primary.
+	r := New(fixedTopology{snap}, Config{Type: "readwritesplit", MaxReplicationLag: 10 * time.Second, PrimaryReads: true})
+	if tg, ok := r.Replica(0, func(name string) bool { return name == "r1" }, ""); !ok || tg.Server != "p" {
+		t.Fatalf("only the primary readable: %+v %v", tg, ok)
+	}
+}

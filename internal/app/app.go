@@ -414,7 +414,7 @@ func routerConfig(cfg *config.Config) router.Config {
 	return router.Config{Type: cfg.Router.Type, MaxReplicationLag: cfg.Router.MaxReplicationLag,
 		Balance: cfg.Router.Balance, Target: cfg.Router.Target,
 		CausalReads: cfg.Router.CausalReads, CausalReadsTimeout: cfg.Router.CausalReadsTimeout,
-		PrimaryWait: cfg.Router.PrimaryWait}
+		PrimaryReads: cfg.Router.PrimaryReads, PrimaryWait: cfg.Router.PrimaryWait}
 }
 
 func configAccounts(cfg *config.Config) []proxy.Account {

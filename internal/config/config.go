@@ -208,6 +208,9 @@ type Router struct {
 	// CausalReads: a read after a write waits on the replica for the write.
 	CausalReads        bool          `yaml:"causal_reads"`
 	CausalReadsTimeout time.Duration `yaml:"causal_reads_timeout"`
+	// PrimaryReads: the primary serves reads too, balanced with the
+	// replicas.
+	PrimaryReads bool `yaml:"primary_reads"`
 	// PrimaryWait: a statement for the primary while none is known (a
 	// failover under way) waits this long for one before it fails; 0 fails
 	// at once. MaxScale's delayed_retry, ProxySQL's wait for a writer.
