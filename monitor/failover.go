@@ -32,6 +32,9 @@ type FailoverConfig struct {
 type topologyOps struct {
 	lastPrimary      string
 	primaryDownSince time.Time
+	// refused holds, per standalone server not rejoined because it has
+	// diverged, the transaction the primary lacks: reported once.
+	refused map[string]string
 }
 
 // afterPoll acts on a fresh snapshot: fails over or rejoins.
@@ -92,10 +95,8 @@ func mostAdvancedReplica(snap *Snapshot) *Server {
 func gtidSeq(pos string) uint64 {
 	var total uint64
 	for _, g := range strings.Split(pos, ",") {
-		parts := strings.Split(strings.TrimSpace(g), "-")
-		if len(parts) == 3 {
-			n, _ := strconv.ParseUint(parts[2], 10, 64)
-			total += n
+		if _, _, seq, ok := parseGTID(g); ok {
+			total += seq
 		}
 	}
 	return total
@@ -194,6 +195,23 @@ func (m *Monitor) waitRelayApplied(ctx context.Context, conn *client.Conn) error
 func (m *Monitor) rejoin(ctx context.Context, snap *Snapshot, primary Server) {
 	for _, s := range snap.Servers {
 		if !s.Up || s.Replicating || s.Name == primary.Name {
+			delete(m.ops.refused, s.Name)
+			continue
+		}
+		extra, err := m.notOnPrimary(ctx, s, primary)
+		if err != nil {
+			m.log.Error("rejoin check failed", "server", s.Name, "primary", primary.Name, "err", err)
+			continue
+		}
+		if extra != "" {
+			if m.ops.refused[s.Name] != extra {
+				if m.ops.refused == nil {
+					m.ops.refused = map[string]string{}
+				}
+				m.ops.refused[s.Name] = extra
+				m.event("rejoin_refused", s.Name, fmt.Sprintf("diverged: it holds transaction %s, which primary %s never had; "+
+					"rebuild it from a backup of %s (mariadb-backup), or with semi-sync restart it with --init-rpl-role=SLAVE", extra, primary.Name, primary.Name), snap)
+			}
 			continue
 		}
 		if err := m.pointAt(ctx, s, primary, "current_pos"); err != nil {
@@ -202,6 +220,55 @@ func (m *Monitor) rejoin(ctx context.Context, snap *Snapshot, primary Server) {
 		}
 		m.event("rejoin", s.Name, "standalone server pointed at primary "+primary.Name, snap)
 	}
+}
+
+// notOnPrimary returns a MariaDB GTID of s's history that primary's binlog
+// does not hold ("" when there is none): a server with such a transaction
+// (an old primary that committed what no replica received) has diverged,
+// and replicating from primary would fail or lose it. primary's
+// gtid_binlog_state holds the last sequence number of each domain and
+// server id it logged; s's last GTID of a (domain, server id) beyond that
+// is not there.
+func (m *Monitor) notOnPrimary(ctx context.Context, s, primary Server) (string, error) {
+	if s.GTIDPosition == "" || strings.Contains(s.GTIDPosition, ":") {
+		return "", nil // nothing written, or MySQL's GTIDs: MariaDB's check does not apply
+	}
+	conn, err := m.conn(ctx, primary.Address)
+	if err != nil {
+		return "", err
+	}
+	_ = conn.SetDeadline(time.Now().Add(m.cfg.Timeout))
+	res, err := conn.Execute("SELECT @@GLOBAL.gtid_binlog_state")
+	if err != nil {
+		return "", fmt.Errorf("read gtid_binlog_state of %s: %w", primary.Name, err)
+	}
+	state, _ := res.GetString(0, 0)
+	logged := map[[2]uint64]uint64{} // (domain, server id) -> last seq
+	for _, g := range strings.Split(state, ",") {
+		if d, srv, seq, ok := parseGTID(g); ok {
+			logged[[2]uint64{d, srv}] = max(logged[[2]uint64{d, srv}], seq)
+		}
+	}
+	res.Close()
+	for _, g := range strings.Split(s.GTIDPosition, ",") {
+		if d, srv, seq, ok := parseGTID(g); ok && logged[[2]uint64{d, srv}] < seq {
+			return strings.TrimSpace(g), nil
+		}
+	}
+	return "", nil
+}
+
+// parseGTID splits a MariaDB GTID, domain-server_id-seq.
+func parseGTID(g string) (domain, server, seq uint64, ok bool) {
+	parts := strings.Split(strings.TrimSpace(g), "-")
+	if len(parts) != 3 {
+		return 0, 0, 0, false
+	}
+	var errs [3]error
+	domain, errs[0] = strconv.ParseUint(parts[0], 10, 32)
+	server, errs[1] = strconv.ParseUint(parts[1], 10, 32)
+	seq, errs[2] = strconv.ParseUint(parts[2], 10, 64)
+	return domain, server, seq, errs[0] == nil && errs[1] == nil && errs[2] == nil
 }
 
 // Switchover moves the primary role to target: the old primary turns read

@@ -2,9 +2,11 @@ package monitor
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -17,7 +19,11 @@ func TestMain(m *testing.M) {
 	lab.RunTests(m, lab.Options{Replicas: 2}, func(t *lab.Topology) { topo = t })
 }
 
-func newMonitor(t *testing.T, cfg Config) *Monitor {
+func newMonitor(t *testing.T, cfg Config) *Monitor { return startMonitor(t, cfg, nil) }
+
+// startMonitor runs a monitor over the lab topology until the test ends;
+// onEvent, if not nil, hears its topology events.
+func startMonitor(t *testing.T, cfg Config, onEvent func(Event)) *Monitor {
 	t.Helper()
 	for _, s := range topo.Servers() {
 		cfg.Servers = append(cfg.Servers, ServerConfig{Name: s.Name, Address: s.Addr(), Weight: 1})
@@ -28,6 +34,7 @@ func newMonitor(t *testing.T, cfg Config) *Monitor {
 	}
 	cfg.Timeout = 2 * time.Second
 	m := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	m.OnEvent = onEvent
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); m.Run(ctx) }()
@@ -288,4 +295,83 @@ func TestGaleraCluster(t *testing.T) {
 		p, ok := m.Snapshot().PrimaryServer()
 		return ok && p.Name != writer.Name && readers() == 1
 	})
+}
+
+// A standalone server holding a transaction the primary never had (an old
+// primary that committed what no replica received) is not rejoined: the
+// monitor says why and what to do, once, and leaves the server alone.
+func TestRejoinRefusesDivergedServer(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	r2 := topo.Replicas[1]
+	if err := topo.WaitReplicasCaughtUp(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		// Forget the divergent transactions (RESET MASTER empties the
+		// binlog) and follow the primary again from gtid_slave_pos.
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		for _, q := range []string{"DROP DATABASE IF EXISTS diverged", "RESET MASTER"} {
+			if err := r2.Exec(ctx, q); err != nil {
+				t.Error(err)
+			}
+		}
+		if err := topo.PointReplica(ctx, r2, topo.Primary); err != nil {
+			t.Error(err)
+		}
+		if err := r2.Exec(ctx, "SET GLOBAL read_only = 1"); err != nil {
+			t.Error(err)
+		}
+		if err := topo.WaitReplicasCaughtUp(ctx); err != nil {
+			t.Error(err)
+		}
+	})
+	// The divergent write happens while replica2 still has a source, so
+	// the monitor never sees it standalone without it.
+	for _, q := range []string{"STOP SLAVE", "SET GLOBAL read_only = 0", "CREATE DATABASE diverged", "RESET SLAVE ALL"} {
+		if err := r2.Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	events := make(chan Event, 16)
+	m := startMonitor(t, Config{Failover: FailoverConfig{AutoRejoin: true, ReplicationUser: lab.ReplUser, ReplicationPassword: lab.ReplPassword}},
+		func(e Event) {
+			if e.Kind == "rejoin_refused" || e.Kind == "rejoin" {
+				events <- e
+			}
+		})
+	var refused Event
+	select {
+	case refused = <-events:
+	case <-ctx.Done():
+		t.Fatal("no rejoin event for the diverged replica2")
+	}
+	if refused.Kind != "rejoin_refused" || refused.Server != r2.Name || !strings.Contains(refused.Reason, fmt.Sprintf("0-%d-", r2.ServerID)) ||
+		!strings.Contains(refused.Reason, "rebuild it from a backup") {
+		t.Fatalf("event %+v; want rejoin_refused naming replica2's own transaction and the fix", refused)
+	}
+	// Reported once, and replica2 left standalone, through three more polls.
+	for range 3 {
+		select {
+		case <-m.Changed():
+		case <-ctx.Done():
+			t.Fatal("the monitor stopped polling")
+		}
+	}
+	if len(events) > 0 {
+		t.Fatalf("another event: %+v", <-events)
+	}
+	db, err := r2.RootDB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows, err := db.QueryContext(ctx, "SHOW SLAVE STATUS")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	if rows.Next() {
+		t.Fatal("replica2 was pointed at the primary although it diverged")
+	}
 }
