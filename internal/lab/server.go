@@ -18,11 +18,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -355,14 +357,50 @@ func (s *Server) Pid() int {
 	return cmd.Process.Pid
 }
 
-// FreePort returns a TCP port that was free on 127.0.0.1 a moment ago.
+// FreePort returns a TCP port that was free on 127.0.0.1 a moment ago. It
+// is drawn below the kernel's ephemeral range: a port from that range (what
+// listening on port 0 gives) can become the local port of any outgoing
+// connection on the machine, tests running in parallel make thousands, and
+// one took a port between its pick and the process binding it ("address
+// already in use").
 func FreePort() (int, error) {
+	if lo := ephemeralLow(); lo > portsFrom+1000 {
+		for range 100 {
+			p := portsFrom + rand.IntN(lo-portsFrom)
+			if l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p)); err == nil {
+				l.Close()
+				return p, nil
+			}
+		}
+	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, err
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// portsFrom is the lowest port FreePort draws: above the well-known and
+// most registered services' ports.
+const portsFrom = 20000
+
+// ephemeralLow is the first port of the kernel's ephemeral range (Linux's
+// default 32768 when it cannot be read).
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 32768
+	}
+	f := strings.Fields(string(b))
+	if len(f) != 2 {
+		return 32768
+	}
+	lo, err := strconv.Atoi(f[0])
+	if err != nil {
+		return 32768
+	}
+	return lo
 }
 
 func fileSize(path string) int64 {
