@@ -69,7 +69,7 @@ func configFromEnv() (benchConfig, error) {
 	positive("SLUICE_BENCH_SESSIONS", &c.sessions)
 	list("SLUICE_BENCH_TESTS", &c.tests, knownTests)
 	list("SLUICE_BENCH_PS_MODES", &c.psModes, []string{"disable", "auto"})
-	list("SLUICE_BENCH_TARGETS", &c.targets, append(slices.Clone(allTargets), tDirectReplica))
+	list("SLUICE_BENCH_TARGETS", &c.targets, append(slices.Clone(allTargets), tDirectReplica, tGoRelay))
 	if v := os.Getenv("SLUICE_BENCH_THREADS"); v != "" {
 		c.threads = nil
 		for _, s := range strings.Split(v, ",") {

@@ -61,7 +61,10 @@ const (
 const (
 	tDirect        = "direct"
 	tDirectReplica = "direct-replica" // opt-in: what one replica answers alone
-	tHAProxy       = "haproxy"
+	// opt-in: a bare Go TCP relay to the primary (internal/bench/gorelay),
+	// the floor for any proxy in Go as HAProxy is for any proxy.
+	tGoRelay = "go-relay"
+	tHAProxy = "haproxy"
 	// HAProxy spreading connections over the replicas (leastconn): the
 	// same servers doing the same work as readwritesplit's reads, so the
 	// floor to compare a read/write split with on the read-only tests.
@@ -106,6 +109,8 @@ func BenchmarkSysbench(b *testing.B) {
 			targets = append(targets, target{name: name, addr: topo.Primary.Addr()})
 		case tDirectReplica:
 			targets = append(targets, target{name: name, addr: topo.Replicas[0].Addr()})
+		case tGoRelay:
+			targets = append(targets, startGoRelay(b))
 		case tHAProxy, tHAProxyReplicas:
 			hp, err := exec.LookPath("haproxy")
 			if err != nil {
@@ -467,6 +472,19 @@ backend servers
 	}
 	p := lab.StartProcess(b, "haproxy", lab.Listening(addr), hp, "-db", "-f", path)
 	return target{name: name, addr: addr, pid: p.Pid()}
+}
+
+// startGoRelay builds and runs internal/bench/gorelay in front of the
+// primary.
+func startGoRelay(b *testing.B) target {
+	bin := filepath.Join(b.TempDir(), "gorelay")
+	build := exec.Command("go", "build", "-o", bin, "./gorelay")
+	if out, err := build.CombinedOutput(); err != nil {
+		b.Fatalf("build gorelay: %v\n%s", err, out)
+	}
+	addr := lab.FreeAddr(b)
+	p := lab.StartProcess(b, "gorelay", lab.Listening(addr), bin, "-listen", addr, "-backend", topo.Primary.Addr())
+	return target{name: tGoRelay, addr: addr, pid: p.Pid()}
 }
 
 // startSluice runs bin/sluice (one thread of Go code, the bundled broker)
