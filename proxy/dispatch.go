@@ -466,8 +466,23 @@ func (s *Session) dropPrimary() {
 // replicaConn returns an up-to-date connection to a usable replica, or nil
 // when there is none: then the primary serves the read.
 func (s *Session) replicaConn(ctx context.Context, maxLag time.Duration) *BackendConn {
+	rt := s.srv.router
+	limit := rt.Config().MaxReplicaConnections
 	for range 3 {
-		t, ok := s.srv.router.Replica(maxLag, func(name string) bool { return s.broken[name] }, s.lastReplica)
+		atLimit := limit > 0 && len(s.replicas) >= limit
+		t, ok := rt.Replica(maxLag, func(name string) bool {
+			// At router.max_replica_connections, only servers already open.
+			return s.broken[name] || (atLimit && s.replicas[name] == nil && !s.isPrimary(name))
+		}, s.lastReplica)
+		if !ok && atLimit {
+			// None of those is usable now (drained, lagging): close them to
+			// make room for one that is.
+			if t, ok = rt.Replica(maxLag, func(name string) bool { return s.broken[name] }, ""); ok {
+				for _, b := range s.replicas {
+					s.dropReplica(b)
+				}
+			}
+		}
 		if !ok {
 			return nil
 		}
@@ -480,9 +495,12 @@ func (s *Session) replicaConn(ctx context.Context, maxLag time.Duration) *Backen
 	return nil
 }
 
+// isPrimary reports whether the session's primary connection is to name.
+func (s *Session) isPrimary(name string) bool { return s.primary != nil && s.primary.Server == name }
+
 // conn returns the session's connection to t, opening and syncing it.
 func (s *Session) conn(ctx context.Context, t router.Target) (*BackendConn, error) {
-	if s.primary != nil && s.primary.Server == t.Server {
+	if s.isPrimary(t.Server) {
 		return s.primary, nil
 	}
 	b := s.replicas[t.Server]

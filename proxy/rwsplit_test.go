@@ -522,3 +522,66 @@ func TestPrimaryReads(t *testing.T) {
 	}
 	t.Fatal("no session of 6 read from the primary")
 }
+
+func TestMaxReplicaConnections(t *testing.T) {
+	// Round robin sends each read to the next replica, so a session would
+	// read from both; with one replica connection allowed it reads from one.
+	rcfg := router.Config{Type: "readwritesplit", MaxReplicationLag: 10 * time.Second, Balance: "round_robin"}
+	for _, limit := range []int{0, 1} {
+		rcfg.MaxReplicaConnections = limit
+		s := startRouted(t, rcfg, proxy.Config{})
+		waitReplicasUsable(t, s)
+		conn := oneConn(t, s, "app")
+		seen := map[string]int{}
+		for range 10 {
+			seen[ranOn(t, conn, "SELECT @@server_id")]++
+		}
+		if want := map[int]int{0: 2, 1: 1}[limit]; len(seen) != want || seen["primary"] != 0 {
+			t.Fatalf("max_replica_connections %d: reads ran on %v; want %d replica(s)", limit, seen, want)
+		}
+		if limit == 0 {
+			continue
+		}
+		// Its replica drained, the session closes that connection and reads
+		// from the other: still one replica connection.
+		var home string
+		for name := range seen {
+			home = name
+		}
+		var homeID int64
+		var ranOnID int
+		if err := conn.QueryRowContext(context.Background(), "/* sluice: route=replica */ SELECT CONNECTION_ID(), @@server_id").Scan(&homeID, &ranOnID); err != nil {
+			t.Fatal(err)
+		}
+		if serverIDs()[ranOnID] != home {
+			t.Fatalf("CONNECTION_ID() ran on %s, not on %s", serverIDs()[ranOnID], home)
+		}
+		ctx := context.Background()
+		if err := s.mon.SetMaintenance(ctx, home, true); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.mon.SetMaintenance(ctx, home, false) })
+		moved := map[string]int{}
+		for range 10 {
+			moved[ranOn(t, conn, "SELECT @@server_id")]++
+		}
+		if len(moved) != 1 || moved[home] != 0 || moved["primary"] != 0 {
+			t.Fatalf("with %s drained, reads ran on %v; want the other replica alone", home, moved)
+		}
+		var server *lab.Server
+		for _, r := range topo.Replicas {
+			if r.Name == home {
+				server = r
+			}
+		}
+		db, err := server.RootDB()
+		if err != nil {
+			t.Fatal(err)
+		}
+		lab.WaitFor(t, "the session's connection to "+home+" closed", 10*time.Second, func() bool {
+			var n int
+			err := db.QueryRow("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = ?", homeID).Scan(&n)
+			return err == nil && n == 0
+		})
+	}
+}

@@ -46,6 +46,9 @@ type Config struct {
 	// write's GTID, up to CausalReadsTimeout, then fall back to the primary.
 	CausalReads        bool
 	CausalReadsTimeout time.Duration
+	// MaxReplicaConnections bounds the replica connections one session
+	// holds (MaxScale's max_slave_connections); 0: one per replica.
+	MaxReplicaConnections int
 	// PrimaryReads puts the primary in the read pool beside the replicas,
 	// balanced like them (MaxScale's master_accept_reads, ProxySQL's
 	// writer_is_also_reader).

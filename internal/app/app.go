@@ -414,7 +414,8 @@ func routerConfig(cfg *config.Config) router.Config {
 	return router.Config{Type: cfg.Router.Type, MaxReplicationLag: cfg.Router.MaxReplicationLag,
 		Balance: cfg.Router.Balance, Target: cfg.Router.Target,
 		CausalReads: cfg.Router.CausalReads, CausalReadsTimeout: cfg.Router.CausalReadsTimeout,
-		PrimaryReads: cfg.Router.PrimaryReads, PrimaryWait: cfg.Router.PrimaryWait}
+		MaxReplicaConnections: cfg.Router.MaxReplicaConnections, PrimaryReads: cfg.Router.PrimaryReads,
+		PrimaryWait: cfg.Router.PrimaryWait}
 }
 
 func configAccounts(cfg *config.Config) []proxy.Account {

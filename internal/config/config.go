@@ -208,6 +208,9 @@ type Router struct {
 	// CausalReads: a read after a write waits on the replica for the write.
 	CausalReads        bool          `yaml:"causal_reads"`
 	CausalReadsTimeout time.Duration `yaml:"causal_reads_timeout"`
+	// MaxReplicaConnections: at most this many replica connections per
+	// session; 0 means one per replica.
+	MaxReplicaConnections int `yaml:"max_replica_connections"`
 	// PrimaryReads: the primary serves reads too, balanced with the
 	// replicas.
 	PrimaryReads bool `yaml:"primary_reads"`
@@ -549,6 +552,9 @@ func (c *Config) validate() error {
 	case "least_outstanding", "round_robin":
 	default:
 		return &Error{Key: "router.balance", Msg: fmt.Sprintf("unknown balance %q; use least_outstanding or round_robin", c.Router.Balance)}
+	}
+	if c.Router.MaxReplicaConnections < 0 {
+		return &Error{Key: "router.max_replica_connections", Msg: "must be >= 0 (0: one per replica)"}
 	}
 	if c.Router.PrimaryWait < 0 || c.Router.PrimaryWait > 5*time.Minute {
 		return &Error{Key: "router.primary_wait", Msg: fmt.Sprintf("%v is out of range; use 0s (fail at once) up to 5m, e.g. 10s", c.Router.PrimaryWait)}
