@@ -71,8 +71,10 @@ func (m *Monitor) afterPoll(ctx context.Context, snap *Snapshot) {
 	m.ops.lastPrimary, m.ops.primaryDownSince = candidate.Name, time.Time{}
 }
 
-// mostAdvancedReplica is the up replica with the highest GTID position; a
-// server in maintenance is never promoted.
+// mostAdvancedReplica is the up replica holding the most of the old
+// primary's history, received if not yet applied (promote applies its relay
+// log first): with semi-sync, the replica that acknowledged the last commit
+// may not have applied it yet. A server in maintenance is never promoted.
 func mostAdvancedReplica(snap *Snapshot) *Server {
 	var best *Server
 	var bestSeq uint64
@@ -81,7 +83,7 @@ func mostAdvancedReplica(snap *Snapshot) *Server {
 		if !s.Up || !s.Replicating || s.Maintenance {
 			continue
 		}
-		seq := gtidSeq(s.GTIDPosition)
+		seq := max(gtidSeq(s.GTIDPosition), gtidSeq(s.GTIDReceived))
 		if best == nil || seq > bestSeq {
 			best, bestSeq = s, seq
 		}

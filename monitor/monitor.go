@@ -49,6 +49,9 @@ type Server struct {
 	Version  string
 	// GTIDPosition is gtid_current_pos (MariaDB) or gtid_executed (MySQL).
 	GTIDPosition string
+	// GTIDReceived is what a MariaDB replica's IO thread has received
+	// (Gtid_IO_Pos), applied or not: failover ranks candidates by it.
+	GTIDReceived string
 
 	// Replicating is true when the server has a replication source.
 	Replicating bool
@@ -506,6 +509,9 @@ func (m *Monitor) query(conn *client.Conn, s *Server) error {
 	io, _ := col("Slave_IO_Running", "Replica_IO_Running")
 	sql, _ := col("Slave_SQL_Running", "Replica_SQL_Running")
 	s.IORunning, s.SQLRunning = io == "Yes", sql == "Yes"
+	if v, ok := col("Gtid_IO_Pos"); ok {
+		s.GTIDReceived = strings.Clone(v)
+	}
 	host, _ := col("Master_Host", "Source_Host")
 	port, _ := col("Master_Port", "Source_Port")
 	s.SourceAddress = net.JoinHostPort(host, port)

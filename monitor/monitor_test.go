@@ -375,3 +375,68 @@ func TestRejoinRefusesDivergedServer(t *testing.T) {
 		t.Fatal("replica2 was pointed at the primary although it diverged")
 	}
 }
+
+// Failover promotes the replica that received the most, applied or not: a
+// replica whose SQL thread is behind but whose relay log holds the last
+// commit beats one that applied less and received no more.
+func TestFailoverCandidateByReceivedGTID(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	r1, r2 := topo.Replicas[0], topo.Replicas[1]
+	if err := topo.WaitReplicasCaughtUp(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		for _, r := range topo.Replicas {
+			if err := r.Exec(ctx, "START SLAVE"); err != nil {
+				t.Error(err)
+			}
+		}
+		if err := topo.WaitReplicasCaughtUp(ctx); err != nil {
+			t.Error(err)
+		}
+	})
+	primaryPos := func() string {
+		db, err := topo.Primary.RootDB()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var pos string
+		if err := db.QueryRowContext(ctx, "SELECT @@gtid_binlog_pos").Scan(&pos); err != nil {
+			t.Fatal(err)
+		}
+		return pos
+	}
+	// replica1 receives but applies nothing; replica2 applies the first
+	// write, then stops.
+	if err := r1.Exec(ctx, "STOP SLAVE SQL_THREAD"); err != nil {
+		t.Fatal(err)
+	}
+	if err := topo.Primary.Exec(ctx, "CREATE DATABASE IF NOT EXISTS candidate"); err != nil {
+		t.Fatal(err)
+	}
+	if err := r2.Exec(ctx, "SELECT MASTER_GTID_WAIT(?, 20)", primaryPos()); err != nil {
+		t.Fatal(err)
+	}
+	if err := r2.Exec(ctx, "STOP SLAVE"); err != nil {
+		t.Fatal(err)
+	}
+	if err := topo.Primary.Exec(ctx, "DROP DATABASE candidate"); err != nil {
+		t.Fatal(err)
+	}
+	last := primaryPos()
+	m := newMonitor(t, Config{})
+	lab.WaitFor(t, "replica1 to have received "+last, 20*time.Second, func() bool {
+		return server(m, r1.Name).GTIDReceived == last
+	})
+	snap := m.Snapshot()
+	s1, s2 := server(m, r1.Name), server(m, r2.Name)
+	if gtidSeq(s2.GTIDPosition) <= gtidSeq(s1.GTIDPosition) {
+		t.Fatalf("setup: replica2 applied %s, replica1 %s; want replica2 ahead by applied position", s2.GTIDPosition, s1.GTIDPosition)
+	}
+	if c := mostAdvancedReplica(snap); c == nil || c.Name != r1.Name {
+		t.Fatalf("candidate %+v; want replica1, which received %s (replica2: %s)", c, s1.GTIDReceived, s2.GTIDReceived)
+	}
+}
