@@ -30,8 +30,10 @@ type FailoverConfig struct {
 // topologyOps is the monitor's failover state, used only from the goroutine
 // that runs Poll (and from Switchover, which holds opMu like Poll).
 type topologyOps struct {
-	lastPrimary      string
-	primaryDownSince time.Time
+	lastPrimary string
+	// lastPrimarySemiSync: the last primary seen up had semi-sync active.
+	lastPrimarySemiSync bool
+	primaryDownSince    time.Time
 	// refused holds, per standalone server not rejoined because it has
 	// diverged, the transaction the primary lacks: reported once.
 	refused map[string]string
@@ -42,6 +44,7 @@ func (m *Monitor) afterPoll(ctx context.Context, snap *Snapshot) {
 	fc := m.cfg.Failover
 	if p, ok := snap.PrimaryServer(); ok {
 		m.ops.lastPrimary, m.ops.primaryDownSince = p.Name, time.Time{}
+		m.ops.lastPrimarySemiSync = p.SemiSync
 		if fc.AutoRejoin {
 			m.rejoin(ctx, snap, p)
 		}
@@ -67,7 +70,12 @@ func (m *Monitor) afterPoll(ctx context.Context, snap *Snapshot) {
 		m.log.Error("failover failed", "candidate", candidate.Name, "err", err)
 		return
 	}
-	m.event("failover", candidate.Name, "primary "+m.ops.lastPrimary+" down for "+fc.Timeout.String(), snap)
+	reason := "primary " + m.ops.lastPrimary + " down for " + fc.Timeout.String()
+	if !m.ops.lastPrimarySemiSync {
+		reason += "; its replication was asynchronous, so commits it made just before going down may be missing on " +
+			candidate.Name + " (semi-sync replication prevents that)"
+	}
+	m.event("failover", candidate.Name, reason, snap)
 	m.ops.lastPrimary, m.ops.primaryDownSince = candidate.Name, time.Time{}
 }
 

@@ -49,6 +49,10 @@ type Server struct {
 	Version  string
 	// GTIDPosition is gtid_current_pos (MariaDB) or gtid_executed (MySQL).
 	GTIDPosition string
+	// SemiSync: semi-synchronous replication is active on the server. On
+	// a primary its commits wait for a replica's acknowledgement, so a
+	// failover loses none of them; on a replica, it acknowledges.
+	SemiSync bool
 	// GTIDReceived is what a MariaDB replica's IO thread has received
 	// (Gtid_IO_Pos), applied or not: failover ranks candidates by it.
 	GTIDReceived string
@@ -476,13 +480,23 @@ func (m *Monitor) query(conn *client.Conn, s *Server) error {
 	if m.cfg.Type == "galera" {
 		return m.queryGalera(conn, s)
 	}
-	gtidVar := "@@gtid_executed"
+	// The GTID position, and whether semi-sync replication is active, in
+	// one round trip: MariaDB's names, then MySQL's (8.0.26+ and before).
+	gtidQuery := "SELECT @@gtid_executed, (SELECT GROUP_CONCAT(VARIABLE_VALUE) FROM performance_schema.global_status " +
+		"WHERE VARIABLE_NAME IN ('Rpl_semi_sync_source_status', 'Rpl_semi_sync_replica_status', " +
+		"'Rpl_semi_sync_master_status', 'Rpl_semi_sync_slave_status'))"
 	if strings.Contains(s.Version, "MariaDB") {
-		gtidVar = "@@gtid_current_pos"
+		gtidQuery = "SELECT @@gtid_current_pos, (SELECT GROUP_CONCAT(VARIABLE_VALUE) FROM information_schema.GLOBAL_STATUS " +
+			"WHERE VARIABLE_NAME IN ('RPL_SEMI_SYNC_MASTER_STATUS', 'RPL_SEMI_SYNC_SLAVE_STATUS'))"
 	}
-	if res, err = conn.Execute("SELECT " + gtidVar); err == nil {
+	if res, err = conn.Execute(gtidQuery); err != nil {
+		// MySQL without performance_schema: the position alone.
+		res, err = conn.Execute("SELECT @@gtid_executed, ''")
+	}
+	if err == nil {
 		pos, _ := res.GetString(0, 0)
-		s.GTIDPosition = strings.Clone(pos)
+		semi, _ := res.GetString(0, 1)
+		s.GTIDPosition, s.SemiSync = strings.Clone(pos), strings.Contains(semi, "ON")
 		res.Close()
 	}
 	// SHOW REPLICA STATUS on MySQL 8.0.22+ and MariaDB 10.5+; SHOW SLAVE

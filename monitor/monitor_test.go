@@ -79,6 +79,12 @@ func TestRolesAndReplication(t *testing.T) {
 			t.Fatalf("%s: gtid %q server_id %d", r.Name, s.GTIDPosition, s.ServerID)
 		}
 	}
+	// The lab replicates asynchronously (failovertest runs semi-sync).
+	for _, s := range m.Snapshot().Servers {
+		if s.SemiSync {
+			t.Fatalf("%s reported semi-sync on an asynchronous topology", s.Name)
+		}
+	}
 }
 
 func TestBrokenAndDownReplicas(t *testing.T) {

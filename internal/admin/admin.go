@@ -225,6 +225,7 @@ type ServerView struct {
 	ReadOnly      bool    `json:"read_only"`
 	LagSeconds    float64 `json:"lag_seconds"`
 	GTIDPosition  string  `json:"gtid_position"`
+	SemiSync      bool    `json:"semi_sync"`
 	SourceAddress string  `json:"source_address,omitempty"`
 	Maintenance   bool    `json:"maintenance"`
 	Version       string  `json:"version"`
@@ -240,7 +241,7 @@ func serverViews(snap *monitor.Snapshot) []ServerView {
 			lag = s.ReplicaLag.Seconds()
 		}
 		out = append(out, ServerView{Name: s.Name, Address: s.Address, State: s.State(), Role: string(s.Role), Up: s.Up,
-			ReadOnly: s.ReadOnly, LagSeconds: lag, GTIDPosition: s.GTIDPosition, SourceAddress: s.SourceAddress,
+			ReadOnly: s.ReadOnly, LagSeconds: lag, GTIDPosition: s.GTIDPosition, SemiSync: s.SemiSync, SourceAddress: s.SourceAddress,
 			Maintenance: s.Maintenance, Version: s.Version, LastError: s.LastError, Weight: s.Weight})
 	}
 	return out

@@ -126,23 +126,32 @@ func (in *instance) primary() string {
 }
 
 func (in *instance) server(name string) (role string, broken bool) {
+	s := in.serverView(name)
+	return s.Role, s.State == "broken"
+}
+
+// serverView is what Sluice's admin API says of one server.
+type serverView struct {
+	Name     string
+	Role     string
+	State    string
+	SemiSync bool `json:"semi_sync"`
+}
+
+func (in *instance) serverView(name string) serverView {
 	resp, err := http.Get("http://" + in.admin + "/v1/servers")
 	if err != nil {
-		return "", false
+		return serverView{}
 	}
 	defer resp.Body.Close()
-	var servers []struct {
-		Name  string
-		Role  string
-		State string
-	}
+	var servers []serverView
 	json.NewDecoder(resp.Body).Decode(&servers)
 	for _, s := range servers {
 		if s.Name == name {
-			return s.Role, s.State == "broken"
+			return s
 		}
 	}
-	return "", false
+	return serverView{}
 }
 
 // load writes and reads through Sluice on one connection until stopped,
@@ -335,6 +344,9 @@ func TestFailoverRejoinAndSwitchover(t *testing.T) {
 	l := startLoad(t, in, "failover")
 	l.progress(t, "writes before the kill", &l.writesOK)
 	lab.WaitFor(t, "semi-sync replication on the primary", 10*time.Second, func() bool { return semiSyncActive(topo.Primary) })
+	lab.WaitFor(t, "Sluice to report semi-sync on the primary and a replica", 10*time.Second, func() bool {
+		return in.serverView("primary").SemiSync && in.serverView("replica1").SemiSync
+	})
 	failedBefore := l.writesFailed.Load()
 	if err := topo.Primary.Kill(); err != nil {
 		t.Fatal(err)
