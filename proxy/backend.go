@@ -257,27 +257,34 @@ type Value struct {
 // command sends a command Sluice issues for itself (replaying state) and
 // reads its single OK or ERR answer.
 func (b *BackendConn) command(payload []byte) error {
+	_, err := b.commandOK(payload)
+	return err
+}
+
+// commandOK is command, with what the OK packet said.
+func (b *BackendConn) commandOK(payload []byte) (OKInfo, error) {
 	b.pio.ResetSequence()
 	if err := b.pio.WritePacket(payload); err != nil {
-		return err
+		return OKInfo{}, err
 	}
 	if err := b.pio.Flush(); err != nil {
-		return err
+		return OKInfo{}, err
 	}
 	pkt, err := b.pio.ReadPacket()
 	if err != nil {
-		return err
+		return OKInfo{}, err
 	}
 	switch {
 	case len(pkt) > 0 && pkt[0] == mysql.ERR_HEADER:
-		return parseErr(pkt)
+		return OKInfo{}, parseErr(pkt)
 	case len(pkt) > 0 && (pkt[0] == mysql.OK_HEADER || pkt[0] == mysql.EOF_HEADER):
-		if ok, valid := parseOK(pkt); valid && pkt[0] == mysql.OK_HEADER {
+		ok, valid := parseOK(pkt)
+		if valid && pkt[0] == mysql.OK_HEADER {
 			b.Status = ok.Status
 		}
-		return nil
+		return ok, nil
 	}
-	return fmt.Errorf("%w: unexpected answer 0x%02x", errMalformed, pkt[0])
+	return OKInfo{}, fmt.Errorf("%w: unexpected answer 0x%02x", errMalformed, pkt[0])
 }
 
 // queryRow runs a text query Sluice issues for itself and returns its first

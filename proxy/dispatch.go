@@ -32,6 +32,11 @@ func (s *Session) inTransaction() bool {
 // dispatch routes one command and relays its answer.
 func (s *Session) dispatch(ctx context.Context, pkt []byte) error {
 	cmd := pkt[0]
+	if s.status&mysql.SERVER_STATUS_IN_TRANS == 0 {
+		s.trx.reset() // no transaction open: nothing to replay
+	} else if cmd != mysql.COM_QUERY {
+		s.trx = trxLog{unreplayable: true} // only text statements are replayed
+	}
 	switch cmd {
 	case mysql.COM_QUERY:
 		return s.query(ctx, pkt)
@@ -122,6 +127,7 @@ func (s *Session) query(ctx context.Context, pkt []byte) error {
 		return err
 	}
 	s.cur.retryRead = cl.Route == router.RouteReplica && !st.Multi
+	s.cur.replayOnLoss = replayableKeyword(st.Keyword) && !st.Multi
 	res, err := s.forward(d.backend, pkt)
 	if errors.Is(err, errReplicaLost) {
 		s.cur.retryRead = false // once
@@ -131,12 +137,22 @@ func (s *Session) query(ctx context.Context, pkt []byte) error {
 		d.reason = "retried after a lost connection"
 		res, err = s.forward(d.backend, pkt)
 	}
+	if errors.Is(err, errTransactionLost) {
+		s.cur.replayOnLoss = false // once
+		if err := s.replayTransaction(ctx); err != nil {
+			s.writeErr(newSQLError(mysql.ER_LOCK_DEADLOCK, "Sluice: the transaction was lost with its primary and could not be replayed: %v; retry the transaction", err))
+			return errReported
+		}
+		d.backend, d.reason = s.primary, "transaction replayed on a new primary"
+		res, err = s.forward(d.backend, pkt)
+	}
 	if err != nil {
 		return err
 	}
 	s.srv.metrics.routed(d.backend == s.primary)
 	s.cur.setStmt(&st, text)
 	s.cur.setRoute(d.backend == s.primary, d.reason)
+	s.recordTrx(&st, text, d.backend, res)
 	return s.after(ctx, &st, cl, d.backend, res)
 }
 
@@ -201,6 +217,18 @@ func (s *Session) route(ctx context.Context, st *router.Statement, cl *router.Cl
 		}
 	}
 	return primary(cl.Reason)
+}
+
+// replayableKeyword: a statement that, when its primary is lost before it
+// answers, may run again on the next primary after its transaction is
+// replayed. COMMIT, ROLLBACK and statements that commit implicitly (DDL)
+// may have taken effect before the loss, so they are not.
+func replayableKeyword(keyword string) bool {
+	switch strings.ToUpper(keyword) {
+	case "SELECT", "INSERT", "UPDATE", "DELETE", "REPLACE", "SET", "DO", "SAVEPOINT":
+		return true
+	}
+	return false
 }
 
 // mayChangeSession is a conservative test of a multi-statement's text.

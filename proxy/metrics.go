@@ -15,6 +15,9 @@ type Metrics struct {
 	// (router.primary_wait); primaryWaitTimeouts those that gave up.
 	primaryWaiting      prometheus.Gauge
 	primaryWaitTimeouts prometheus.Counter
+	// replayed and replayFailed count transactions replayed on a new
+	// primary (router.transaction_replay), and those that could not be.
+	replayed, replayFailed prometheus.Counter
 	// commands holds one counter per command byte, resolved once so the
 	// per-command path does no label lookup.
 	commands [256]prometheus.Counter
@@ -65,6 +68,10 @@ func newMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "sluice_primary_wait_timeouts_total", Help: "Statements and logins that waited router.primary_wait for a primary and failed.",
 		}),
 	}
+	replays := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sluice_transaction_replays_total", Help: "Transactions replayed on a new primary after theirs was lost (router.transaction_replay), by outcome.",
+	}, []string{"outcome"})
+	m.replayed, m.replayFailed = replays.WithLabelValues("replayed"), replays.WithLabelValues("failed")
 	m.cacheHits = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "sluice_classifier_cache_hits_total", Help: "Statements whose class came from the cache.",
 	})
@@ -87,7 +94,7 @@ func newMetrics(reg prometheus.Registerer) *Metrics {
 		m.commands[i] = commands.WithLabelValues(commandName(byte(i)))
 	}
 	if reg != nil {
-		reg.MustRegister(m.sessions, m.refused, m.authFailures, m.backendConns, m.primaryWaiting, m.primaryWaitTimeouts, commands, m.cacheHits, m.cacheMisses, routes, filtered)
+		reg.MustRegister(m.sessions, m.refused, m.authFailures, m.backendConns, m.primaryWaiting, m.primaryWaitTimeouts, replays, commands, m.cacheHits, m.cacheMisses, routes, filtered)
 	}
 	return m
 }

@@ -17,6 +17,8 @@ type Result struct {
 	StatusKnown bool
 	Err         *SQLError
 	Rows        int64
+	// ResultSet: the answer held a result set (columns and rows).
+	ResultSet bool
 	// Prepare holds COM_STMT_PREPARE's answer.
 	Prepare PrepareOK
 }
@@ -183,6 +185,7 @@ func (r *relay) resultSets(res *Result) error {
 			if !ok {
 				return fmt.Errorf("%w: bad column count", errMalformed)
 			}
+			res.ResultSet = true
 			done, err := r.resultSet(columns, res)
 			if err != nil {
 				return err

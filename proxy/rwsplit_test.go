@@ -3,11 +3,14 @@ package proxy_test
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
 	mysqlconst "github.com/go-mysql-org/go-mysql/mysql"
+	mysqldriver "github.com/go-sql-driver/mysql"
 
 	"github.com/sluice-proxy/sluice/internal/lab"
 	"github.com/sluice-proxy/sluice/proxy"
@@ -583,5 +586,91 @@ func TestMaxReplicaConnections(t *testing.T) {
 			err := db.QueryRow("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = ?", homeID).Scan(&n)
 			return err == nil && n == 0
 		})
+	}
+}
+
+func TestTransactionReplay(t *testing.T) {
+	s := startRouted(t, router.Config{Type: "readwritesplit", MaxReplicationLag: 10 * time.Second,
+		TransactionReplay: true, TransactionReplayMaxSize: 1 << 20}, proxy.Config{})
+	ctx := context.Background()
+	conn := oneConn(t, s, "app")
+	exec := func(q string) error {
+		_, err := conn.ExecContext(ctx, q)
+		return err
+	}
+	must := func(q string) {
+		t.Helper()
+		if err := exec(q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	primaryConnID := func() int64 {
+		t.Helper()
+		var id int64
+		if err := conn.QueryRowContext(ctx, "SELECT CONNECTION_ID()").Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+	// kill ends the session's primary connection on the server, as a
+	// primary's crash would.
+	kill := func(id int64) {
+		t.Helper()
+		if err := topo.Primary.Exec(ctx, fmt.Sprintf("KILL CONNECTION %d", id)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	must("CREATE TABLE IF NOT EXISTS replay (id INT PRIMARY KEY, v INT)")
+	must("DELETE FROM replay")
+	must("INSERT INTO replay VALUES (1, 0), (2, 0)")
+
+	// The connection dies inside a transaction: the transaction is
+	// replayed on a new connection and goes on.
+	id := primaryConnID()
+	must("BEGIN")
+	must("UPDATE replay SET v = v + 1 WHERE id = 1")
+	kill(id)
+	must("UPDATE replay SET v = v + 1 WHERE id = 2")
+	must("COMMIT")
+	if now := primaryConnID(); now == id {
+		t.Fatalf("still on connection %d after it was killed", id)
+	}
+	var v1, v2 int
+	if err := conn.QueryRowContext(ctx, "/* sluice: route=primary */ SELECT (SELECT v FROM replay WHERE id = 1), (SELECT v FROM replay WHERE id = 2)").Scan(&v1, &v2); err != nil || v1 != 1 || v2 != 1 {
+		t.Fatalf("after the replayed transaction: v = %d, %d (%v); want 1, 1", v1, v2, err)
+	}
+
+	// A statement answers differently on replay (another session inserted
+	// the row it found missing): the client is told to retry, and nothing
+	// of the transaction is applied.
+	must("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED") // no gap lock on the missing row
+	id = primaryConnID()
+	must("BEGIN")
+	must("UPDATE replay SET v = v + 1 WHERE id = 1")
+	must("DELETE FROM replay WHERE id = 5")
+	if err := topo.Primary.Exec(ctx, "INSERT INTO app.replay VALUES (5, 0)"); err != nil {
+		t.Fatal(err)
+	}
+	kill(id)
+	err := exec("UPDATE replay SET v = v + 1 WHERE id = 2")
+	var me *mysqldriver.MySQLError
+	if !errors.As(err, &me) || me.Number != 1213 || !strings.Contains(me.Message, "answered differently") {
+		t.Fatalf("replay with a different answer: %v; want error 1213 saying the statement answered differently", err)
+	}
+	must("ROLLBACK")
+	if err := conn.QueryRowContext(ctx, "/* sluice: route=primary */ SELECT (SELECT v FROM replay WHERE id = 1), (SELECT v FROM replay WHERE id = 2)").Scan(&v1, &v2); err != nil || v1 != 1 || v2 != 1 {
+		t.Fatalf("after the failed replay: v = %d, %d (%v); want 1, 1 (nothing applied)", v1, v2, err)
+	}
+
+	// A transaction that read rows is not replayed (their checksum is not
+	// kept): the lost connection is an error, as without replay.
+	id = primaryConnID()
+	must("BEGIN")
+	if err := conn.QueryRowContext(ctx, "SELECT v FROM replay WHERE id = 1").Scan(&v1); err != nil {
+		t.Fatal(err)
+	}
+	kill(id)
+	if err := exec("UPDATE replay SET v = v + 1 WHERE id = 1"); !errors.As(err, &me) || me.Number != 2013 {
+		t.Fatalf("lost connection in a transaction that read rows: %v; want error 2013", err)
 	}
 }

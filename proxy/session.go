@@ -55,6 +55,8 @@ type Session struct {
 	lastReplica string
 	// lastRoute caches the route label of the last logged command.
 	lastRoute routeLabelCache
+	// trx is the open transaction, for router.transaction_replay.
+	trx trxLog
 	// broken names servers whose connection failed for this session.
 	broken map[string]bool
 	// pinned, when set, says why every statement now goes to the primary.
@@ -112,6 +114,9 @@ type commandInfo struct {
 	// retryRead: the command is a read, safe to run again on a new
 	// primary connection when the old one fails before answering.
 	retryRead bool
+	// replayOnLoss: a statement inside a transaction that may run again,
+	// after the transaction is replayed, on a new primary.
+	replayOnLoss bool
 }
 
 func newSession(srv *Server, conn net.Conn) *Session {
@@ -445,6 +450,11 @@ func (s *Session) backendFailed(b *BackendConn, err error, forwarded int) error 
 		s.broken[b.Server] = true
 		s.dropReplica(b)
 		return errReplicaLost
+	}
+	if b == s.primary && forwarded == 0 && !errors.Is(err, errPartialPacket) && s.trxReplayable() {
+		s.log.Warn("primary connection lost in a transaction; replaying it on the primary", "server", b.Server, "err", err)
+		s.dropPrimary()
+		return errTransactionLost
 	}
 	if b == s.primary && forwarded == 0 && !errors.Is(err, errPartialPacket) && s.cur.retryRead &&
 		!s.inTransaction() && len(s.temps) == 0 && s.srv.router.Config().Type == "readwritesplit" {

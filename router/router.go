@@ -53,6 +53,12 @@ type Config struct {
 	// balanced like them (MaxScale's master_accept_reads, ProxySQL's
 	// writer_is_also_reader).
 	PrimaryReads bool
+	// TransactionReplay: a transaction whose primary is lost is replayed on
+	// the next one, and goes on if every statement answers as before
+	// (MaxScale's transaction_replay). TransactionReplayMaxSize bounds the
+	// statement text kept per session.
+	TransactionReplay        bool
+	TransactionReplayMaxSize int
 	// PrimaryWait is how long a statement for the primary waits for one
 	// to be known and to accept connections; 0 does not wait.
 	PrimaryWait time.Duration

@@ -415,7 +415,8 @@ func routerConfig(cfg *config.Config) router.Config {
 		Balance: cfg.Router.Balance, Target: cfg.Router.Target,
 		CausalReads: cfg.Router.CausalReads, CausalReadsTimeout: cfg.Router.CausalReadsTimeout,
 		MaxReplicaConnections: cfg.Router.MaxReplicaConnections, PrimaryReads: cfg.Router.PrimaryReads,
-		PrimaryWait: cfg.Router.PrimaryWait}
+		PrimaryWait: cfg.Router.PrimaryWait, TransactionReplay: cfg.Router.TransactionReplay,
+		TransactionReplayMaxSize: cfg.Router.TransactionReplayMaxSize}
 }
 
 func configAccounts(cfg *config.Config) []proxy.Account {

@@ -214,6 +214,11 @@ type Router struct {
 	// PrimaryReads: the primary serves reads too, balanced with the
 	// replicas.
 	PrimaryReads bool `yaml:"primary_reads"`
+	// TransactionReplay: replay an open transaction on the next primary
+	// when its primary is lost; TransactionReplayMaxSize bounds the
+	// statement text kept per session (bytes).
+	TransactionReplay        bool `yaml:"transaction_replay"`
+	TransactionReplayMaxSize int  `yaml:"transaction_replay_max_size"`
 	// PrimaryWait: a statement for the primary while none is known (a
 	// failover under way) waits this long for one before it fails; 0 fails
 	// at once. MaxScale's delayed_retry, ProxySQL's wait for a writer.
@@ -441,6 +446,9 @@ func (c *Config) setDefaults() {
 	if c.Router.ClassifierCacheSize == 0 {
 		c.Router.ClassifierCacheSize = 10000
 	}
+	if c.Router.TransactionReplayMaxSize == 0 {
+		c.Router.TransactionReplayMaxSize = 1 << 20
+	}
 	if c.Monitor.Interval == 0 {
 		c.Monitor.Interval = time.Second
 	}
@@ -552,6 +560,9 @@ func (c *Config) validate() error {
 	case "least_outstanding", "round_robin":
 	default:
 		return &Error{Key: "router.balance", Msg: fmt.Sprintf("unknown balance %q; use least_outstanding or round_robin", c.Router.Balance)}
+	}
+	if c.Router.TransactionReplayMaxSize < 0 || c.Router.TransactionReplayMaxSize > 64<<20 {
+		return &Error{Key: "router.transaction_replay_max_size", Msg: fmt.Sprintf("%d is out of range; use 1 to 67108864 bytes, e.g. 1048576", c.Router.TransactionReplayMaxSize)}
 	}
 	if c.Router.MaxReplicaConnections < 0 {
 		return &Error{Key: "router.max_replica_connections", Msg: "must be >= 0 (0: one per replica)"}

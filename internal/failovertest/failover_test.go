@@ -62,8 +62,9 @@ type instance struct {
 }
 
 // startSluice runs Sluice over the lab topology. With autoFailover the
-// monitor fails over and rejoins, and statements for the primary wait up to
-// 4s for one (router.primary_wait), within the load's 5s deadline.
+// monitor fails over and rejoins, statements for the primary wait up to 4s
+// for one (router.primary_wait), within the load's 5s deadline, and a
+// transaction that loses its primary is replayed on the next.
 func startSluice(t *testing.T, autoFailover bool) *instance {
 	t.Helper()
 	dir := t.TempDir()
@@ -83,11 +84,11 @@ monitor:
   failover_timeout: 1s
   auto_rejoin: %v
   replication_user: {user: repl, password: replpass}
-router: {primary_wait: %s}
+router: {primary_wait: %s, transaction_replay: %v}
 connect_timeout: 2s
 genlog: {enabled: false}
 broker: {enabled: true, listen: %s, data_dir: %s}
-`, in.listen, in.admin, lab.ServersYAML(topo.Servers(), nil), autoFailover, autoFailover, primaryWait, in.broker, filepath.Join(dir, "broker"))
+`, in.listen, in.admin, lab.ServersYAML(topo.Servers(), nil), autoFailover, autoFailover, primaryWait, autoFailover, in.broker, filepath.Join(dir, "broker"))
 	path := filepath.Join(dir, "sluice.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -347,9 +348,32 @@ func TestFailoverRejoinAndSwitchover(t *testing.T) {
 	lab.WaitFor(t, "Sluice to report semi-sync on the primary and a replica", 10*time.Second, func() bool {
 		return in.serverView("primary").SemiSync && in.serverView("replica1").SemiSync
 	})
+	// A transaction open on the primary when it dies.
+	c, err := mysql.NewConnector(in.appConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	txDB := sql.OpenDB(c)
+	defer txDB.Close()
+	tctx, tcancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer tcancel()
+	tx, err := txDB.BeginTx(tctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.ExecContext(tctx, "INSERT INTO failover VALUES (-10)"); err != nil {
+		t.Fatal(err)
+	}
 	failedBefore := l.writesFailed.Load()
 	if err := topo.Primary.Kill(); err != nil {
 		t.Fatal(err)
+	}
+	// It goes on: Sluice replays it on the new primary (router.transaction_replay).
+	if _, err := tx.ExecContext(tctx, "INSERT INTO failover VALUES (-11)"); err != nil {
+		t.Fatalf("a statement of the transaction open across the failover: %v", err)
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatalf("COMMIT of the transaction open across the failover: %v", err)
 	}
 	// A client logging in now, before any replica is promoted, gets in
 	// once one is: its login waits for the primary too.
@@ -373,6 +397,19 @@ func TestFailoverRejoinAndSwitchover(t *testing.T) {
 	})
 	newPrimary := in.primary()
 	t.Logf("failover promoted %s", newPrimary)
+	for _, r := range topo.Replicas {
+		if r.Name != newPrimary {
+			continue
+		}
+		db, err := r.RootDB()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var n int
+		if err := db.QueryRowContext(tctx, "SELECT COUNT(*) FROM app.failover WHERE id IN (-10, -11)").Scan(&n); err != nil || n != 2 {
+			t.Fatalf("the replayed transaction's rows on %s: %d of 2 (%v)", newPrimary, n, err)
+		}
+	}
 	// The session that was not in a transaction carries on writing.
 	l.progress(t, "writes after failover", &l.writesOK)
 	l.progress(t, "reads after failover", &l.readsOK)
