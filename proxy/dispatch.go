@@ -35,7 +35,7 @@ func (s *Session) dispatch(ctx context.Context, pkt []byte) error {
 	if s.status&mysql.SERVER_STATUS_IN_TRANS == 0 {
 		s.trx.reset() // no transaction open: nothing to replay
 	} else if cmd != mysql.COM_QUERY {
-		s.trx = trxLog{unreplayable: true} // only text statements are replayed
+		s.trx.setUnreplayable() // only text statements are replayed
 	}
 	switch cmd {
 	case mysql.COM_QUERY:
@@ -370,7 +370,14 @@ func (s *Session) forward(b *BackendConn, pkt []byte) (Result, error) {
 		deprecateEOF: s.caps&mysql.CLIENT_DEPRECATE_EOF != 0,
 		localInfile:  s.caps&mysql.CLIENT_LOCAL_FILES != 0,
 	}
+	summed := b == s.primary && s.inTransaction() && !s.trx.unreplayable && s.srv.router.Config().TransactionReplay
+	if summed {
+		r.sum = s.trx.startSum()
+	}
 	res, err := r.run(kind)
+	if summed && res.ResultSet {
+		res.RowsSum = s.trx.sum.Sum64()
+	}
 	s.cur.server, s.cur.res = b.Server, res
 	if err != nil {
 		return res, s.backendFailed(b, err, r.forwarded)

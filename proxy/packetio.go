@@ -51,6 +51,9 @@ type PacketIO struct {
 	head [headBytes]byte
 	// maxPayload bounds ReadPacket; 0 means no bound.
 	maxPayload int
+	// tee, when set, also receives every byte ForwardPacket moves (a
+	// checksum of the rows a transaction read, for transaction replay).
+	tee io.Writer
 	// rhdr and whdr hold the header of a packet being read or written: in
 	// a local, a header escapes through the reader and writer interfaces,
 	// an allocation per packet.
@@ -227,7 +230,7 @@ func (p *PacketIO) ForwardPacket(dst *PacketIO) (Packet, error) {
 		return Packet{}, unexpectedEOF(err)
 	}
 	copy(p.head[:headLen], b[4:])
-	if err := copyN(dst.w, p.r, 4+n); err != nil {
+	if err := copyN(dst.w, p.r, 4+n, p.tee); err != nil {
 		return Packet{}, fmt.Errorf("%w: %w", errPartialPacket, err)
 	}
 	p.seq = seq + 1
@@ -235,8 +238,19 @@ func (p *PacketIO) ForwardPacket(dst *PacketIO) (Packet, error) {
 	return Packet{Length: n, Head: p.head[:headLen]}, nil
 }
 
-// copyN copies n bytes from r to w through r's buffer, without allocating.
-func copyN(w *bufio.Writer, r *bufio.Reader, n int) error {
+// peekNext returns the payload length and first byte of the next packet
+// without consuming it.
+func (p *PacketIO) peekNext() (length int, first byte, err error) {
+	b, err := p.r.Peek(5)
+	if err != nil {
+		return 0, 0, unexpectedEOF(err)
+	}
+	return int(uint32(b[0]) | uint32(b[1])<<8 | uint32(b[2])<<16), b[4], nil
+}
+
+// copyN copies n bytes from r to w (and tee, if not nil) through r's
+// buffer, without allocating.
+func copyN(w *bufio.Writer, r *bufio.Reader, n int, tee io.Writer) error {
 	for n > 0 {
 		b, err := r.Peek(min(n, r.Size()))
 		if len(b) == 0 && err != nil {
@@ -244,6 +258,9 @@ func copyN(w *bufio.Writer, r *bufio.Reader, n int) error {
 		}
 		if _, err := w.Write(b); err != nil {
 			return err
+		}
+		if tee != nil {
+			_, _ = tee.Write(b)
 		}
 		_, _ = r.Discard(len(b))
 		n -= len(b)

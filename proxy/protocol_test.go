@@ -229,7 +229,3 @@ func BenchmarkRelayPointSelect(b *testing.B) {
 		}
 	}
 }
-
-type discardConn struct{ streamConn }
-
-func (discardConn) Write(b []byte) (int, error) { return len(b), nil }

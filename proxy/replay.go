@@ -4,7 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/maphash"
+	"io"
+	"net"
 	"strings"
+	"time"
 
 	"github.com/go-mysql-org/go-mysql/mysql"
 
@@ -16,22 +20,40 @@ import (
 var errTransactionLost = errors.New("primary lost inside a replayable transaction")
 
 // trxLog is the open transaction as the client saw it: each statement and
-// the answer it got. Transaction replay runs them again on a new primary
-// and goes on only if every answer is the same. Only statements answered by
-// OK or ERR are kept; anything else (a result set, a prepared statement, a
-// multi-statement, XA, more than router.transaction_replay_max_size of
-// text) makes the transaction one that is not replayed.
+// the answer it got (error code, affected rows, insert id, and a checksum of
+// the columns and rows it read). Transaction replay runs them again on a new
+// primary and goes on only if every answer is the same. A prepared
+// statement, a multi-statement, XA, LOAD DATA or more than
+// router.transaction_replay_max_size of text makes the transaction one that
+// is not replayed.
 type trxLog struct {
 	entries      []trxEntry
 	size         int
 	unreplayable bool
+	// sum checksums the rows of the statement being relayed.
+	sum maphash.Hash
+}
+
+// trxSeed seeds every rows checksum: the answers replayed are compared
+// with those relayed earlier by the same process.
+var trxSeed = maphash.MakeSeed()
+
+// startSum makes the rows checksum ready for a statement.
+func (t *trxLog) startSum() *maphash.Hash {
+	t.sum.SetSeed(trxSeed) // also resets it
+	return &t.sum
 }
 
 // reset forgets the log; it costs nothing when there is none.
 func (t *trxLog) reset() {
 	if t.entries != nil || t.size != 0 || t.unreplayable {
-		*t = trxLog{}
+		t.entries, t.size, t.unreplayable = nil, 0, false
 	}
+}
+
+// setUnreplayable forgets the log: the transaction will not be replayed.
+func (t *trxLog) setUnreplayable() {
+	t.entries, t.size, t.unreplayable = nil, 0, true
 }
 
 type trxEntry struct {
@@ -39,6 +61,8 @@ type trxEntry struct {
 	errCode      uint16
 	affected     uint64
 	lastInsertID uint64
+	rows         int64
+	rowsSum      uint64
 }
 
 // recordTrx adds a statement the primary answered to the open transaction's
@@ -56,11 +80,12 @@ func (s *Session) recordTrx(st *router.Statement, text string, b *BackendConn, r
 	if !cfg.TransactionReplay {
 		return
 	}
-	if res.ResultSet || st.Multi || strings.EqualFold(st.Keyword, "XA") || t.size+len(text) > cfg.TransactionReplayMaxSize {
-		*t = trxLog{unreplayable: true}
+	if st.Multi || strings.EqualFold(st.Keyword, "XA") || strings.EqualFold(st.Keyword, "LOAD") ||
+		t.size+len(text) > cfg.TransactionReplayMaxSize {
+		t.setUnreplayable()
 		return
 	}
-	e := trxEntry{query: text, affected: res.OK.Affected, lastInsertID: res.OK.LastInsertID}
+	e := trxEntry{query: text, affected: res.OK.Affected, lastInsertID: res.OK.LastInsertID, rows: res.Rows, rowsSum: res.RowsSum}
 	if res.Err != nil {
 		e.errCode = res.Err.Code
 	}
@@ -95,20 +120,23 @@ func (s *Session) replayTransaction(ctx context.Context) error {
 	if err := s.sync(b); err != nil {
 		return fail(fmt.Errorf("restoring session state on %s: %w", b.Server, err))
 	}
+	discard := NewPacketIO(discardConn{})
+	defer discard.Close()
 	for i, e := range s.trx.entries {
-		ok, err := b.commandOK(commandPacket(mysql.COM_QUERY, e.query))
-		var code uint16
-		var se *SQLError
-		if errors.As(err, &se) {
-			code, err = se.Code, nil
-		}
+		res, err := s.replayStatement(b, discard, e.query)
 		if err != nil {
 			return fail(fmt.Errorf("replaying on %s: %w", b.Server, err))
 		}
-		if code != e.errCode || ok.Affected != e.affected || ok.LastInsertID != e.lastInsertID {
+		var code uint16
+		if res.Err != nil {
+			code = res.Err.Code
+		}
+		if code != e.errCode || res.OK.Affected != e.affected || res.OK.LastInsertID != e.lastInsertID ||
+			res.Rows != e.rows || res.RowsSum != e.rowsSum {
 			// The statement's text stays out of the message: it may hold secrets.
-			return fail(fmt.Errorf("statement %d of %d answered differently on %s (error %d, %d rows, insert id %d; the client saw error %d, %d rows, insert id %d)",
-				i+1, len(s.trx.entries), b.Server, code, ok.Affected, ok.LastInsertID, e.errCode, e.affected, e.lastInsertID))
+			return fail(fmt.Errorf("statement %d of %d answered differently on %s (error %d, %d affected, insert id %d, %d rows; the client saw error %d, %d affected, insert id %d, %d rows%s)",
+				i+1, len(s.trx.entries), b.Server, code, res.OK.Affected, res.OK.LastInsertID, res.Rows,
+				e.errCode, e.affected, e.lastInsertID, e.rows, map[bool]string{true: ", other values"}[res.RowsSum != e.rowsSum]))
 		}
 	}
 	s.primary, s.status = b, b.Status
@@ -116,3 +144,42 @@ func (s *Session) replayTransaction(ctx context.Context) error {
 	s.log.Info("transaction replayed on the new primary", "server", b.Server, "statements", len(s.trx.entries))
 	return nil
 }
+
+// replayStatement runs a statement of the transaction on b, its answer
+// relayed to discard with the rows checksummed as they were the first time.
+func (s *Session) replayStatement(b *BackendConn, discard *PacketIO, query string) (Result, error) {
+	bio := b.PacketIO()
+	bio.ResetSequence()
+	if t := s.srv.cfg.Load().BackendReadTimeout; t > 0 {
+		_ = bio.Conn().SetReadDeadline(time.Now().Add(t))
+		defer bio.Conn().SetReadDeadline(time.Time{})
+	}
+	if err := bio.WritePacket(commandPacket(mysql.COM_QUERY, query)); err != nil {
+		return Result{}, err
+	}
+	if err := bio.Flush(); err != nil {
+		return Result{}, err
+	}
+	r := relay{backend: bio, client: discard, deprecateEOF: s.caps&mysql.CLIENT_DEPRECATE_EOF != 0, sum: s.trx.startSum()}
+	res, err := r.run(respResultSets)
+	if res.ResultSet {
+		res.RowsSum = s.trx.sum.Sum64()
+	}
+	if res.StatusKnown {
+		b.Status = res.OK.Status
+	}
+	return res, err
+}
+
+// discardConn is the client of a replayed statement: what is written to it
+// is dropped.
+type discardConn struct{}
+
+func (discardConn) Read([]byte) (int, error)         { return 0, io.EOF }
+func (discardConn) Write(b []byte) (int, error)      { return len(b), nil }
+func (discardConn) Close() error                     { return nil }
+func (discardConn) LocalAddr() net.Addr              { return nil }
+func (discardConn) RemoteAddr() net.Addr             { return nil }
+func (discardConn) SetDeadline(time.Time) error      { return nil }
+func (discardConn) SetReadDeadline(time.Time) error  { return nil }
+func (discardConn) SetWriteDeadline(time.Time) error { return nil }

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 
 	"github.com/go-mysql-org/go-mysql/mysql"
 )
@@ -19,6 +20,9 @@ type Result struct {
 	Rows        int64
 	// ResultSet: the answer held a result set (columns and rows).
 	ResultSet bool
+	// RowsSum is a checksum of the result sets' columns and rows, when
+	// the relay was asked for one (transaction replay).
+	RowsSum uint64
 	// Prepare holds COM_STMT_PREPARE's answer.
 	Prepare PrepareOK
 }
@@ -75,6 +79,11 @@ type relay struct {
 	localInfile bool
 	// forwarded counts packets relayed to the client.
 	forwarded int
+	// sum, when set, receives the column definitions and rows of every
+	// result set relayed: what transaction replay compares.
+	sum io.Writer
+	// inResultSet is true between a result set's column count and its end.
+	inResultSet bool
 }
 
 func (r *relay) run(kind responseKind) (Result, error) {
@@ -107,6 +116,26 @@ func (r *relay) next() (Packet, error) {
 			return Packet{}, err
 		}
 	}
+	if r.sum != nil && r.inResultSet {
+		length, first, err := r.backend.peekNext()
+		if err != nil {
+			return Packet{}, err
+		}
+		// Column definitions and rows, not the EOF or ERR that ends them:
+		// their status flags differ from server to server.
+		if !isEOFPacket(Packet{Length: length, Head: []byte{first}}, r.deprecateEOF) && first != mysql.ERR_HEADER {
+			r.backend.tee = r.sum
+			pk, err := r.forward()
+			r.backend.tee = nil
+			return pk, err
+		}
+	}
+	return r.forward()
+}
+
+// forward moves one logical packet: its first physical packet, returned,
+// and any continuations.
+func (r *relay) forward() (Packet, error) {
 	pk, err := r.backend.ForwardPacket(r.client)
 	if err != nil {
 		return pk, err
@@ -203,6 +232,8 @@ func (r *relay) resultSets(res *Result) error {
 // resultSet relays column definitions and rows. done means the response
 // ended (an error, or a cursor was opened instead of sending rows).
 func (r *relay) resultSet(columns uint64, res *Result) (done bool, err error) {
+	r.inResultSet = true
+	defer func() { r.inResultSet = false }()
 	for range columns {
 		if _, err := r.next(); err != nil {
 			return false, err

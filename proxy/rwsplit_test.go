@@ -662,15 +662,42 @@ func TestTransactionReplay(t *testing.T) {
 		t.Fatalf("after the failed replay: v = %d, %d (%v); want 1, 1 (nothing applied)", v1, v2, err)
 	}
 
-	// A transaction that read rows is not replayed (their checksum is not
-	// kept): the lost connection is an error, as without replay.
+	// Rows a transaction read are compared too: the same rows replay, and
+	// a row another session changed since is a difference.
 	id = primaryConnID()
 	must("BEGIN")
-	if err := conn.QueryRowContext(ctx, "SELECT v FROM replay WHERE id = 1").Scan(&v1); err != nil {
+	if err := conn.QueryRowContext(ctx, "SELECT v FROM replay WHERE id = 1").Scan(&v1); err != nil || v1 != 1 {
+		t.Fatalf("read in a transaction: %d, %v", v1, err)
+	}
+	kill(id)
+	must("UPDATE replay SET v = v + 1 WHERE id = 1")
+	must("COMMIT")
+	id = primaryConnID()
+	must("BEGIN")
+	if err := conn.QueryRowContext(ctx, "SELECT v FROM replay WHERE id = 2").Scan(&v2); err != nil || v2 != 1 {
+		t.Fatalf("read in a transaction: %d, %v", v2, err)
+	}
+	if err := topo.Primary.Exec(ctx, "UPDATE app.replay SET v = 100 WHERE id = 2"); err != nil {
+		t.Fatal(err)
+	}
+	kill(id)
+	if err := exec("UPDATE replay SET v = v + 1 WHERE id = 1"); !errors.As(err, &me) || me.Number != 1213 || !strings.Contains(me.Message, "other values") {
+		t.Fatalf("replay of a read whose row changed: %v; want error 1213 saying the values differ", err)
+	}
+	must("ROLLBACK")
+
+	// A transaction that used a prepared statement is not replayed: the
+	// lost connection is an error and ends the session, as without replay.
+	id = primaryConnID()
+	must("BEGIN")
+	if _, err := conn.ExecContext(ctx, "UPDATE replay SET v = v WHERE id = ?", 1); err != nil {
 		t.Fatal(err)
 	}
 	kill(id)
 	if err := exec("UPDATE replay SET v = v + 1 WHERE id = 1"); !errors.As(err, &me) || me.Number != 2013 {
-		t.Fatalf("lost connection in a transaction that read rows: %v; want error 2013", err)
+		t.Fatalf("lost connection in a transaction with a prepared statement: %v; want error 2013", err)
+	}
+	if err := oneConn(t, s, "app").QueryRowContext(ctx, "/* sluice: route=primary */ SELECT (SELECT v FROM replay WHERE id = 1), (SELECT v FROM replay WHERE id = 2)").Scan(&v1, &v2); err != nil || v1 != 2 || v2 != 100 {
+		t.Fatalf("at the end: v = %d, %d (%v); want 2, 100", v1, v2, err)
 	}
 }
