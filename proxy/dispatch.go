@@ -127,7 +127,7 @@ func (s *Session) query(ctx context.Context, pkt []byte) error {
 		return err
 	}
 	s.cur.retryRead = cl.Route == router.RouteReplica && !st.Multi
-	s.cur.replayOnLoss = replayableKeyword(st.Keyword) && !st.Multi
+	s.cur.replayOnLoss = s.status&mysql.SERVER_STATUS_IN_TRANS != 0 && !st.Multi && replayableKeyword(st.Keyword)
 	res, err := s.forward(d.backend, pkt)
 	if errors.Is(err, errReplicaLost) {
 		s.cur.retryRead = false // once
@@ -224,7 +224,7 @@ func (s *Session) route(ctx context.Context, st *router.Statement, cl *router.Cl
 // replayed. COMMIT, ROLLBACK and statements that commit implicitly (DDL)
 // may have taken effect before the loss, so they are not.
 func replayableKeyword(keyword string) bool {
-	switch strings.ToUpper(keyword) {
+	switch keyword { // upper-cased by the lexer
 	case "SELECT", "INSERT", "UPDATE", "DELETE", "REPLACE", "SET", "DO", "SAVEPOINT":
 		return true
 	}

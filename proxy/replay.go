@@ -7,7 +7,6 @@ import (
 	"hash/maphash"
 	"io"
 	"net"
-	"strings"
 	"time"
 
 	"github.com/go-mysql-org/go-mysql/mysql"
@@ -80,7 +79,7 @@ func (s *Session) recordTrx(st *router.Statement, text string, b *BackendConn, r
 	if !cfg.TransactionReplay {
 		return
 	}
-	if st.Multi || strings.EqualFold(st.Keyword, "XA") || strings.EqualFold(st.Keyword, "LOAD") ||
+	if st.Multi || st.Keyword == "XA" || st.Keyword == "LOAD" ||
 		t.size+len(text) > cfg.TransactionReplayMaxSize {
 		t.setUnreplayable()
 		return
