@@ -257,34 +257,27 @@ type Value struct {
 // command sends a command Sluice issues for itself (replaying state) and
 // reads its single OK or ERR answer.
 func (b *BackendConn) command(payload []byte) error {
-	_, err := b.commandOK(payload)
-	return err
-}
-
-// commandOK is command, with what the OK packet said.
-func (b *BackendConn) commandOK(payload []byte) (OKInfo, error) {
 	b.pio.ResetSequence()
 	if err := b.pio.WritePacket(payload); err != nil {
-		return OKInfo{}, err
+		return err
 	}
 	if err := b.pio.Flush(); err != nil {
-		return OKInfo{}, err
+		return err
 	}
 	pkt, err := b.pio.ReadPacket()
 	if err != nil {
-		return OKInfo{}, err
+		return err
 	}
 	switch {
 	case len(pkt) > 0 && pkt[0] == mysql.ERR_HEADER:
-		return OKInfo{}, parseErr(pkt)
+		return parseErr(pkt)
 	case len(pkt) > 0 && (pkt[0] == mysql.OK_HEADER || pkt[0] == mysql.EOF_HEADER):
-		ok, valid := parseOK(pkt)
-		if valid && pkt[0] == mysql.OK_HEADER {
+		if ok, valid := parseOK(pkt); valid && pkt[0] == mysql.OK_HEADER {
 			b.Status = ok.Status
 		}
-		return ok, nil
+		return nil
 	}
-	return OKInfo{}, fmt.Errorf("%w: unexpected answer 0x%02x", errMalformed, pkt[0])
+	return fmt.Errorf("%w: unexpected answer 0x%02x", errMalformed, pkt[0])
 }
 
 // queryRow runs a text query Sluice issues for itself and returns its first

@@ -113,7 +113,7 @@ func (s *Session) replayTransaction(ctx context.Context) error {
 		b.QuitAndClose() // the server rolls back what was replayed
 		m.backendConns.Dec()
 		m.replayFailed.Inc()
-		s.trx = trxLog{}
+		s.trx.reset()
 		return err
 	}
 	if err := s.sync(b); err != nil {
