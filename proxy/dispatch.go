@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"net"
 	"strings"
 	"time"
@@ -34,8 +35,12 @@ func (s *Session) dispatch(ctx context.Context, pkt []byte) error {
 	cmd := pkt[0]
 	if s.status&mysql.SERVER_STATUS_IN_TRANS == 0 {
 		s.trx.reset() // no transaction open: nothing to replay
-	} else if cmd != mysql.COM_QUERY {
-		s.trx.setUnreplayable() // only text statements are replayed
+	} else {
+		switch cmd {
+		case mysql.COM_QUERY, mysql.COM_STMT_PREPARE, mysql.COM_STMT_EXECUTE, mysql.COM_STMT_CLOSE:
+		default: // the log holds statements and executes, nothing else
+			s.trx.setUnreplayable()
+		}
 	}
 	switch cmd {
 	case mysql.COM_QUERY:
@@ -138,10 +143,8 @@ func (s *Session) query(ctx context.Context, pkt []byte) error {
 		res, err = s.forward(d.backend, pkt)
 	}
 	if errors.Is(err, errTransactionLost) {
-		s.cur.replayOnLoss = false // once
-		if err := s.replayTransaction(ctx); err != nil {
-			s.writeErr(newSQLError(mysql.ER_LOCK_DEADLOCK, "Sluice: the transaction was lost with its primary and could not be replayed: %v; retry the transaction", err))
-			return errReported
+		if err := s.replayLost(ctx); err != nil {
+			return err
 		}
 		d.backend, d.reason = s.primary, "transaction replayed on a new primary"
 		res, err = s.forward(d.backend, pkt)
@@ -152,7 +155,7 @@ func (s *Session) query(ctx context.Context, pkt []byte) error {
 	s.srv.metrics.routed(d.backend == s.primary)
 	s.cur.setStmt(&st, text)
 	s.cur.setRoute(d.backend == s.primary, d.reason)
-	s.recordTrx(&st, text, d.backend, res)
+	s.recordTrx(&st, text, nil, d.backend, res)
 	return s.after(ctx, &st, cl, d.backend, res)
 }
 
@@ -217,6 +220,18 @@ func (s *Session) route(ctx context.Context, st *router.Statement, cl *router.Cl
 		}
 	}
 	return primary(cl.Reason)
+}
+
+// replayLost replays the transaction whose primary connection was lost
+// before the current command answered; when it cannot be, the client is
+// told to retry the transaction.
+func (s *Session) replayLost(ctx context.Context) error {
+	s.cur.replayOnLoss = false // once
+	if err := s.replayTransaction(ctx); err != nil {
+		s.writeErr(newSQLError(mysql.ER_LOCK_DEADLOCK, "Sluice: the transaction was lost with its primary and could not be replayed: %v; retry the transaction", err))
+		return errReported
+	}
+	return nil
 }
 
 // replayableKeyword: a statement that, when its primary is lost before it
@@ -345,6 +360,28 @@ func (s *Session) forward(b *BackendConn, pkt []byte) (Result, error) {
 	rt := s.srv.router
 	rt.Started(b.Server)
 	defer rt.Finished(b.Server)
+	// Inside a transaction that may be replayed, the rows are checksummed
+	// as they are relayed, for the replay to compare.
+	var sum *maphash.Hash
+	if b == s.primary && s.inTransaction() && !s.trx.unreplayable && s.srv.router.Config().TransactionReplay {
+		sum = s.trx.startSum()
+	}
+	res, forwarded, err := s.exchange(b, pkt, s.client, sum)
+	s.cur.server, s.cur.res = b.Server, res
+	if err != nil {
+		return res, s.backendFailed(b, err, forwarded)
+	}
+	if res.StatusKnown {
+		s.status = res.OK.Status
+	}
+	return res, nil
+}
+
+// exchange sends one command to b and relays its answer to client (the
+// session's, or one that discards it when a transaction is replayed),
+// checksumming result set rows into sum when it is set. forwarded counts
+// the packets relayed before an error.
+func (s *Session) exchange(b *BackendConn, pkt []byte, client *PacketIO, sum *maphash.Hash) (res Result, forwarded int, err error) {
 	bio := b.PacketIO()
 	bio.ResetSequence()
 	if t := s.srv.cfg.Load().BackendReadTimeout; t > 0 {
@@ -353,7 +390,7 @@ func (s *Session) forward(b *BackendConn, pkt []byte) (Result, error) {
 		defer bio.Conn().SetReadDeadline(time.Time{})
 	}
 	kind := responseKindOf(pkt[0])
-	err := bio.WritePacket(pkt)
+	err = bio.WritePacket(pkt)
 	switch {
 	case err != nil:
 	case kind == respNone:
@@ -362,31 +399,28 @@ func (s *Session) forward(b *BackendConn, pkt []byte) (Result, error) {
 		err = bio.FlushAwait()
 	}
 	if err != nil {
-		return Result{}, s.backendFailed(b, err, 0)
+		return Result{}, 0, err
 	}
 	r := relay{
 		backend:      bio,
-		client:       s.client,
+		client:       client,
 		deprecateEOF: s.caps&mysql.CLIENT_DEPRECATE_EOF != 0,
 		localInfile:  s.caps&mysql.CLIENT_LOCAL_FILES != 0,
 	}
-	summed := b == s.primary && s.inTransaction() && !s.trx.unreplayable && s.srv.router.Config().TransactionReplay
-	if summed {
-		r.sum = s.trx.startSum()
+	if sum != nil {
+		r.sum = sum // a nil *maphash.Hash would be a non-nil io.Writer
 	}
-	res, err := r.run(kind)
-	if summed && res.ResultSet {
-		res.RowsSum = s.trx.sum.Sum64()
+	res, err = r.run(kind)
+	if sum != nil && res.ResultSet {
+		res.RowsSum = sum.Sum64()
 	}
-	s.cur.server, s.cur.res = b.Server, res
 	if err != nil {
-		return res, s.backendFailed(b, err, r.forwarded)
+		return res, r.forwarded, err
 	}
 	if res.StatusKnown {
 		b.Status = res.OK.Status
-		s.status = res.OK.Status
 	}
-	return res, nil
+	return res, r.forwarded, nil
 }
 
 // errReported means the client was already told of a failure in its own

@@ -21,10 +21,10 @@ var errTransactionLost = errors.New("primary lost inside a replayable transactio
 // trxLog is the open transaction as the client saw it: each statement and
 // the answer it got (error code, affected rows, insert id, and a checksum of
 // the columns and rows it read). Transaction replay runs them again on a new
-// primary and goes on only if every answer is the same. A prepared
-// statement, a multi-statement, XA, LOAD DATA or more than
-// router.transaction_replay_max_size of text makes the transaction one that
-// is not replayed.
+// primary and goes on only if every answer is the same. A multi-statement,
+// XA, LOAD DATA, a prepared statement's long data or cursor, or more than
+// router.transaction_replay_max_size of statements makes the transaction
+// one that is not replayed.
 type trxLog struct {
 	entries      []trxEntry
 	size         int
@@ -56,7 +56,11 @@ func (t *trxLog) setUnreplayable() {
 }
 
 type trxEntry struct {
-	query        string
+	// query is the statement's text, or the prepared statement's for exec.
+	query string
+	// exec is a COM_STMT_EXECUTE packet with its parameter types, for a
+	// prepared statement (its id is the server's, replaced on replay).
+	exec         []byte
 	errCode      uint16
 	affected     uint64
 	lastInsertID uint64
@@ -65,8 +69,9 @@ type trxEntry struct {
 }
 
 // recordTrx adds a statement the primary answered to the open transaction's
-// log, or forgets the log when no transaction is open after it.
-func (s *Session) recordTrx(st *router.Statement, text string, b *BackendConn, res Result) {
+// log, or forgets the log when no transaction is open after it. exec is the
+// execute packet when the statement ran prepared.
+func (s *Session) recordTrx(st *router.Statement, text string, exec []byte, b *BackendConn, res Result) {
 	t := &s.trx
 	if s.status&mysql.SERVER_STATUS_IN_TRANS == 0 {
 		t.reset() // the transaction ended
@@ -79,17 +84,21 @@ func (s *Session) recordTrx(st *router.Statement, text string, b *BackendConn, r
 	if !cfg.TransactionReplay {
 		return
 	}
+	size := len(text) + len(exec)
 	if st.Multi || st.Keyword == "XA" || st.Keyword == "LOAD" ||
-		t.size+len(text) > cfg.TransactionReplayMaxSize {
+		t.size+size > cfg.TransactionReplayMaxSize {
 		t.setUnreplayable()
 		return
 	}
 	e := trxEntry{query: text, affected: res.OK.Affected, lastInsertID: res.OK.LastInsertID, rows: res.Rows, rowsSum: res.RowsSum}
+	if exec != nil {
+		e.exec = append([]byte(nil), exec...) // the packet's buffer is reused
+	}
 	if res.Err != nil {
 		e.errCode = res.Err.Code
 	}
 	t.entries = append(t.entries, e)
-	t.size += len(text)
+	t.size += size
 }
 
 // trxReplayable reports whether a primary connection lost before answering
@@ -121,8 +130,23 @@ func (s *Session) replayTransaction(ctx context.Context) error {
 	}
 	discard := NewPacketIO(discardConn{})
 	defer discard.Close()
+	// Statements prepared for the replay are closed after it: the session's
+	// own are prepared again on first use, under its ids.
+	prepared := map[string]uint32{}
 	for i, e := range s.trx.entries {
-		res, err := s.replayStatement(b, discard, e.query)
+		pkt := commandPacket(mysql.COM_QUERY, e.query)
+		if e.exec != nil {
+			id, ok := prepared[e.query]
+			if !ok {
+				if id, err = b.prepare(e.query); err != nil {
+					return fail(fmt.Errorf("preparing statement %d of %d on %s: %w", i+1, len(s.trx.entries), b.Server, err))
+				}
+				prepared[e.query] = id
+			}
+			pkt = append([]byte(nil), e.exec...)
+			setStmtID(pkt, id)
+		}
+		res, _, err := s.exchange(b, pkt, discard, s.trx.startSum())
 		if err != nil {
 			return fail(fmt.Errorf("replaying on %s: %w", b.Server, err))
 		}
@@ -138,36 +162,13 @@ func (s *Session) replayTransaction(ctx context.Context) error {
 				e.errCode, e.affected, e.lastInsertID, e.rows, map[bool]string{true: ", other values"}[res.RowsSum != e.rowsSum]))
 		}
 	}
+	for _, id := range prepared {
+		closeStatement(b, id)
+	}
 	s.primary, s.status = b, b.Status
 	m.replayed.Inc()
 	s.log.Info("transaction replayed on the new primary", "server", b.Server, "statements", len(s.trx.entries))
 	return nil
-}
-
-// replayStatement runs a statement of the transaction on b, its answer
-// relayed to discard with the rows checksummed as they were the first time.
-func (s *Session) replayStatement(b *BackendConn, discard *PacketIO, query string) (Result, error) {
-	bio := b.PacketIO()
-	bio.ResetSequence()
-	if t := s.srv.cfg.Load().BackendReadTimeout; t > 0 {
-		_ = bio.Conn().SetReadDeadline(time.Now().Add(t))
-		defer bio.Conn().SetReadDeadline(time.Time{})
-	}
-	if err := bio.WritePacket(commandPacket(mysql.COM_QUERY, query)); err != nil {
-		return Result{}, err
-	}
-	if err := bio.Flush(); err != nil {
-		return Result{}, err
-	}
-	r := relay{backend: bio, client: discard, deprecateEOF: s.caps&mysql.CLIENT_DEPRECATE_EOF != 0, sum: s.trx.startSum()}
-	res, err := r.run(respResultSets)
-	if res.ResultSet {
-		res.RowsSum = s.trx.sum.Sum64()
-	}
-	if res.StatusKnown {
-		b.Status = res.OK.Status
-	}
-	return res, err
 }
 
 // discardConn is the client of a replayed statement: what is written to it

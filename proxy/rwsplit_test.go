@@ -686,18 +686,51 @@ func TestTransactionReplay(t *testing.T) {
 	}
 	must("ROLLBACK")
 
-	// A transaction that used a prepared statement is not replayed: the
-	// lost connection is an error and ends the session, as without replay.
+	// Prepared statements replay too, the lost command among them: the
+	// driver prepares, executes and closes each (no interpolateParams).
 	id = primaryConnID()
 	must("BEGIN")
-	if _, err := conn.ExecContext(ctx, "UPDATE replay SET v = v WHERE id = ?", 1); err != nil {
+	if _, err := conn.ExecContext(ctx, "UPDATE replay SET v = v + ? WHERE id = ?", 10, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.QueryRowContext(ctx, "SELECT v FROM replay WHERE id = ?", 2).Scan(&v2); err != nil || v2 != 100 {
+		t.Fatalf("prepared read in a transaction: %d, %v", v2, err)
+	}
+	kill(id)
+	if _, err := conn.ExecContext(ctx, "UPDATE replay SET v = v + ? WHERE id = ?", 5, 2); err != nil {
+		t.Fatalf("prepared write after the primary connection was lost: %v; want the transaction replayed", err)
+	}
+	must("COMMIT")
+	if err := conn.QueryRowContext(ctx, "/* sluice: route=primary */ SELECT (SELECT v FROM replay WHERE id = 1), (SELECT v FROM replay WHERE id = 2)").Scan(&v1, &v2); err != nil || v1 != 12 || v2 != 105 {
+		t.Fatalf("after the replayed prepared statements: v = %d, %d (%v); want 12, 105", v1, v2, err)
+	}
+	// A prepared read whose row another session changed is a difference.
+	id = primaryConnID()
+	must("BEGIN")
+	if err := conn.QueryRowContext(ctx, "SELECT v FROM replay WHERE id = ?", 2).Scan(&v2); err != nil || v2 != 105 {
+		t.Fatalf("prepared read in a transaction: %d, %v", v2, err)
+	}
+	if err := topo.Primary.Exec(ctx, "UPDATE app.replay SET v = 200 WHERE id = 2"); err != nil {
 		t.Fatal(err)
 	}
 	kill(id)
-	if err := exec("UPDATE replay SET v = v + 1 WHERE id = 1"); !errors.As(err, &me) || me.Number != 2013 {
-		t.Fatalf("lost connection in a transaction with a prepared statement: %v; want error 2013", err)
+	if _, err := conn.ExecContext(ctx, "UPDATE replay SET v = v + ? WHERE id = ?", 1, 1); !errors.As(err, &me) || me.Number != 1213 || !strings.Contains(me.Message, "other values") {
+		t.Fatalf("replay of a prepared read whose row changed: %v; want error 1213 saying the values differ", err)
 	}
-	if err := oneConn(t, s, "app").QueryRowContext(ctx, "/* sluice: route=primary */ SELECT (SELECT v FROM replay WHERE id = 1), (SELECT v FROM replay WHERE id = 2)").Scan(&v1, &v2); err != nil || v1 != 2 || v2 != 100 {
-		t.Fatalf("at the end: v = %d, %d (%v); want 2, 100", v1, v2, err)
+	must("ROLLBACK")
+
+	// A transaction of a session with a temporary table is not replayed:
+	// the table lived on the lost connection. The loss is an error and ends
+	// the session, as without replay.
+	id = primaryConnID()
+	must("CREATE TEMPORARY TABLE scratch (a INT)")
+	must("BEGIN")
+	must("UPDATE replay SET v = v + 1 WHERE id = 1")
+	kill(id)
+	if err := exec("UPDATE replay SET v = v + 1 WHERE id = 1"); !errors.As(err, &me) || me.Number != 2013 {
+		t.Fatalf("lost connection in a transaction of a session with a temporary table: %v; want error 2013", err)
+	}
+	if err := oneConn(t, s, "app").QueryRowContext(ctx, "/* sluice: route=primary */ SELECT (SELECT v FROM replay WHERE id = 1), (SELECT v FROM replay WHERE id = 2)").Scan(&v1, &v2); err != nil || v1 != 12 || v2 != 200 {
+		t.Fatalf("at the end: v = %d, %d (%v); want 12, 200", v1, v2, err)
 	}
 }

@@ -11,6 +11,10 @@ import (
 	"github.com/sluice-proxy/sluice/router"
 )
 
+// cursorFlags are COM_STMT_EXECUTE's flags that open a cursor
+// (CURSOR_TYPE_READ_ONLY, _FOR_UPDATE, _SCROLLABLE).
+const cursorFlags = 0x07
+
 // maxStatementsPerSession bounds prepared statements per session, as
 // max_prepared_stmt_count bounds them per server.
 const maxStatementsPerSession = 1024
@@ -61,11 +65,33 @@ func setStmtID(pkt []byte, id uint32) { binary.LittleEndian.PutUint32(pkt[1:], i
 // first execute, and that may have run on another server. It returns the
 // packet to send (maybe a new one).
 func (ps *preparedStmt) bindTypes(pkt []byte, b *BackendConn) []byte {
+	if ps.typesBound[b] && !ps.sendsTypes(pkt) {
+		return pkt
+	}
+	out := ps.withTypes(pkt)
+	if ps.sendsTypes(out) {
+		ps.typesBound[b] = true
+	}
+	return out
+}
+
+// typesFlagAt is where an execute packet says whether parameter types follow.
+func (ps *preparedStmt) typesFlagAt() int { return 10 + (int(ps.params)+7)/8 }
+
+// sendsTypes reports whether an execute packet carries parameter types.
+func (ps *preparedStmt) sendsTypes(pkt []byte) bool {
+	at := ps.typesFlagAt()
+	return ps.params > 0 && len(pkt) > at && pkt[at] == 1
+}
+
+// withTypes returns the execute packet carrying the parameter types: as it
+// is when it does (the types are remembered), or with the last types the
+// client sent added.
+func (ps *preparedStmt) withTypes(pkt []byte) []byte {
 	if ps.params == 0 {
 		return pkt
 	}
-	nullBitmap := (int(ps.params) + 7) / 8
-	flagAt := 10 + nullBitmap
+	flagAt := ps.typesFlagAt()
 	if len(pkt) <= flagAt {
 		return pkt
 	}
@@ -74,10 +100,9 @@ func (ps *preparedStmt) bindTypes(pkt []byte, b *BackendConn) []byte {
 		if len(pkt) >= flagAt+1+typesLen {
 			ps.types = append(ps.types[:0], pkt[flagAt+1:flagAt+1+typesLen]...)
 		}
-		ps.typesBound[b] = true
 		return pkt
 	}
-	if ps.typesBound[b] || len(ps.types) != typesLen {
+	if len(ps.types) != typesLen {
 		return pkt
 	}
 	out := make([]byte, 0, len(pkt)+typesLen)
@@ -85,7 +110,6 @@ func (ps *preparedStmt) bindTypes(pkt []byte, b *BackendConn) []byte {
 	out = append(out, 1)
 	out = append(out, ps.types...)
 	out = append(out, pkt[flagAt+1:]...)
-	ps.typesBound[b] = true
 	return out
 }
 
@@ -107,7 +131,17 @@ func (s *Session) prepareStmt(ctx context.Context, pkt []byte) error {
 	}
 	s.nextStmtID++
 	id := s.nextStmtID
+	// A prepare is harmless to send again: inside a transaction, losing the
+	// primary before it answers replays the transaction.
+	s.cur.replayOnLoss = s.status&mysql.SERVER_STATUS_IN_TRANS != 0
 	res, err := s.forwardPrepare(b, pkt, id)
+	if errors.Is(err, errTransactionLost) {
+		if err := s.replayLost(ctx); err != nil {
+			return err
+		}
+		b = s.primary
+		res, err = s.forwardPrepare(b, pkt, id)
+	}
 	s.cur.server, s.cur.res, s.cur.route = b.Server, res, "primary: prepare"
 	s.cur.setStmt(&st, query)
 	if err != nil || res.Err != nil {
@@ -227,6 +261,13 @@ func (s *Session) stmtCommand(ctx context.Context, pkt []byte) error {
 	if cmd == mysql.COM_STMT_EXECUTE {
 		pkt = ps.bindTypes(pkt, b)
 		ps.last = b
+		if s.status&mysql.SERVER_STATUS_IN_TRANS != 0 {
+			if longData || len(pkt) > 5 && pkt[5]&cursorFlags != 0 {
+				s.trx.setUnreplayable() // long data and cursors are not kept
+			} else {
+				s.cur.replayOnLoss = replayableKeyword(ps.stmt.Keyword)
+			}
+		}
 		if g := s.srv.genlog.Load(); g != nil && g.WantsParams() {
 			params, err := executeParams(pkt, int(ps.params), ps.types, longData)
 			if err != nil {
@@ -242,9 +283,21 @@ func (s *Session) stmtCommand(ctx context.Context, pkt []byte) error {
 		ps.longData = true // forces the primary
 		return s.stmtCommand(ctx, pkt)
 	}
+	if errors.Is(err, errTransactionLost) {
+		if err := s.replayLost(ctx); err != nil {
+			return err
+		}
+		setStmtID(pkt, id)
+		return s.stmtCommand(ctx, pkt) // on the new primary
+	}
 	if err != nil || cmd != mysql.COM_STMT_EXECUTE {
 		return err
 	}
+	var exec []byte
+	if s.status&mysql.SERVER_STATUS_IN_TRANS != 0 && s.srv.router.Config().TransactionReplay {
+		exec = ps.withTypes(pkt)
+	}
+	s.recordTrx(&ps.stmt, ps.query, exec, b, res)
 	s.srv.metrics.routed(b == s.primary)
 	s.cur.setStmt(&ps.stmt, ps.query)
 	s.cur.setRoute(b == s.primary, ps.class.Reason)
@@ -274,12 +327,18 @@ func (s *Session) closeStmt(pkt []byte) {
 	}
 	delete(s.stmts, id)
 	for b, backendID := range ps.ids {
-		out := []byte{mysql.COM_STMT_CLOSE, 0, 0, 0, 0}
-		setStmtID(out, backendID)
-		bio := b.PacketIO()
-		bio.ResetSequence()
-		if bio.WritePacket(out) == nil {
-			_ = bio.Flush()
-		}
+		closeStatement(b, backendID)
+	}
+}
+
+// closeStatement closes a statement on b; COM_STMT_CLOSE has no answer, and
+// a connection that fails here fails at its next command.
+func closeStatement(b *BackendConn, id uint32) {
+	out := []byte{mysql.COM_STMT_CLOSE, 0, 0, 0, 0}
+	setStmtID(out, id)
+	bio := b.PacketIO()
+	bio.ResetSequence()
+	if bio.WritePacket(out) == nil {
+		_ = bio.Flush()
 	}
 }

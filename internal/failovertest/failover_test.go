@@ -348,7 +348,8 @@ func TestFailoverRejoinAndSwitchover(t *testing.T) {
 	lab.WaitFor(t, "Sluice to report semi-sync on the primary and a replica", 10*time.Second, func() bool {
 		return in.serverView("primary").SemiSync && in.serverView("replica1").SemiSync
 	})
-	// A transaction open on the primary when it dies.
+	// A transaction open on the primary when it dies, with prepared
+	// statements (the driver prepares each statement with arguments).
 	c, err := mysql.NewConnector(in.appConfig())
 	if err != nil {
 		t.Fatal(err)
@@ -361,7 +362,7 @@ func TestFailoverRejoinAndSwitchover(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := tx.ExecContext(tctx, "INSERT INTO failover VALUES (-10)"); err != nil {
+	if _, err := tx.ExecContext(tctx, "INSERT INTO failover VALUES (?)", -10); err != nil {
 		t.Fatal(err)
 	}
 	failedBefore := l.writesFailed.Load()
@@ -369,7 +370,7 @@ func TestFailoverRejoinAndSwitchover(t *testing.T) {
 		t.Fatal(err)
 	}
 	// It goes on: Sluice replays it on the new primary (router.transaction_replay).
-	if _, err := tx.ExecContext(tctx, "INSERT INTO failover VALUES (-11)"); err != nil {
+	if _, err := tx.ExecContext(tctx, "INSERT INTO failover VALUES (?)", -11); err != nil {
 		t.Fatalf("a statement of the transaction open across the failover: %v", err)
 	}
 	if err := tx.Commit(); err != nil {
