@@ -133,6 +133,7 @@ func (s *Session) query(ctx context.Context, pkt []byte) error {
 	}
 	s.cur.retryRead = cl.Route == router.RouteReplica && !st.Multi
 	s.cur.replayOnLoss = s.status&mysql.SERVER_STATUS_IN_TRANS != 0 && !st.Multi && replayableKeyword(st.Keyword)
+	s.cur.holdDeadlock = !st.Multi && s.deadlockRetryable(st.Keyword)
 	res, err := s.forward(d.backend, pkt)
 	if errors.Is(err, errReplicaLost) {
 		s.cur.retryRead = false // once
@@ -148,6 +149,10 @@ func (s *Session) query(ctx context.Context, pkt []byte) error {
 		}
 		d.backend, d.reason = s.primary, "transaction replayed on a new primary"
 		res, err = s.forward(d.backend, pkt)
+	}
+	if err == nil && res.Held {
+		d.reason = "transaction replayed after a deadlock"
+		res, err = s.retryDeadlock(d.backend, pkt, res.Err)
 	}
 	if err != nil {
 		return err
@@ -366,7 +371,11 @@ func (s *Session) forward(b *BackendConn, pkt []byte) (Result, error) {
 	if b == s.primary && s.inTransaction() && !s.trx.unreplayable && s.srv.router.Config().TransactionReplay {
 		sum = s.trx.startSum()
 	}
-	res, forwarded, err := s.exchange(b, pkt, s.client, sum)
+	var hold uint16
+	if s.cur.holdDeadlock && b == s.primary {
+		hold = mysql.ER_LOCK_DEADLOCK
+	}
+	res, forwarded, err := s.exchange(b, pkt, s.client, sum, hold)
 	s.cur.server, s.cur.res = b.Server, res
 	if err != nil {
 		return res, s.backendFailed(b, err, forwarded)
@@ -379,9 +388,10 @@ func (s *Session) forward(b *BackendConn, pkt []byte) (Result, error) {
 
 // exchange sends one command to b and relays its answer to client (the
 // session's, or one that discards it when a transaction is replayed),
-// checksumming result set rows into sum when it is set. forwarded counts
-// the packets relayed before an error.
-func (s *Session) exchange(b *BackendConn, pkt []byte, client *PacketIO, sum *maphash.Hash) (res Result, forwarded int, err error) {
+// checksumming result set rows into sum when it is set, and holding back an
+// answer that is error hold alone. forwarded counts the packets relayed
+// before an error.
+func (s *Session) exchange(b *BackendConn, pkt []byte, client *PacketIO, sum *maphash.Hash, hold uint16) (res Result, forwarded int, err error) {
 	bio := b.PacketIO()
 	bio.ResetSequence()
 	if t := s.srv.cfg.Load().BackendReadTimeout; t > 0 {
@@ -406,6 +416,7 @@ func (s *Session) exchange(b *BackendConn, pkt []byte, client *PacketIO, sum *ma
 		client:       client,
 		deprecateEOF: s.caps&mysql.CLIENT_DEPRECATE_EOF != 0,
 		localInfile:  s.caps&mysql.CLIENT_LOCAL_FILES != 0,
+		holdErr:      hold,
 	}
 	if sum != nil {
 		r.sum = sum // a nil *maphash.Hash would be a non-nil io.Writer

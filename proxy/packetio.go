@@ -248,6 +248,21 @@ func (p *PacketIO) peekNext() (length int, first byte, err error) {
 	return int(uint32(b[0]) | uint32(b[1])<<8 | uint32(b[2])<<16), b[4], nil
 }
 
+// peekErrCode returns the error code of the next packet when it is an ERR
+// packet, without consuming it.
+func (p *PacketIO) peekErrCode() (code uint16, ok bool, err error) {
+	if _, first, err := p.peekNext(); err != nil || first != 0xff { // not an ERR packet
+		return 0, false, err
+	}
+	// An ERR payload holds at least its header byte and the code; only then
+	// are 7 bytes sure to come without the peer waiting for us.
+	b, err := p.r.Peek(7)
+	if err != nil {
+		return 0, false, unexpectedEOF(err)
+	}
+	return uint16(b[5]) | uint16(b[6])<<8, true, nil
+}
+
 // copyN copies n bytes from r to w (and tee, if not nil) through r's
 // buffer, without allocating.
 func copyN(w *bufio.Writer, r *bufio.Reader, n int, tee io.Writer) error {

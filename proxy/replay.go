@@ -73,8 +73,8 @@ type trxEntry struct {
 // execute packet when the statement ran prepared.
 func (s *Session) recordTrx(st *router.Statement, text string, exec []byte, b *BackendConn, res Result) {
 	t := &s.trx
-	if s.status&mysql.SERVER_STATUS_IN_TRANS == 0 {
-		t.reset() // the transaction ended
+	if s.status&mysql.SERVER_STATUS_IN_TRANS == 0 || res.Err != nil && res.Err.Code == mysql.ER_LOCK_DEADLOCK {
+		t.reset() // the transaction ended; a deadlock rolled it back
 		return
 	}
 	if t.unreplayable || b != s.primary {
@@ -128,47 +128,115 @@ func (s *Session) replayTransaction(ctx context.Context) error {
 	if err := s.sync(b); err != nil {
 		return fail(fmt.Errorf("restoring session state on %s: %w", b.Server, err))
 	}
+	if err := s.replayLog(b); err != nil {
+		return fail(err)
+	}
+	s.primary, s.status = b, b.Status
+	m.replayed.Inc()
+	s.log.Info("transaction replayed on the new primary", "server", b.Server, "statements", len(s.trx.entries))
+	return nil
+}
+
+// errDeadlocked: a replayed statement was a deadlock's victim.
+var errDeadlocked = errors.New("deadlocked again")
+
+// replayLog runs the transaction's statements on b, each answer relayed to
+// nowhere and compared with what the client saw.
+func (s *Session) replayLog(b *BackendConn) error {
 	discard := NewPacketIO(discardConn{})
 	defer discard.Close()
 	// Statements prepared for the replay are closed after it: the session's
 	// own are prepared again on first use, under its ids.
 	prepared := map[string]uint32{}
+	defer func() {
+		for _, id := range prepared {
+			closeStatement(b, id)
+		}
+	}()
 	for i, e := range s.trx.entries {
 		pkt := commandPacket(mysql.COM_QUERY, e.query)
 		if e.exec != nil {
 			id, ok := prepared[e.query]
 			if !ok {
+				var err error
 				if id, err = b.prepare(e.query); err != nil {
-					return fail(fmt.Errorf("preparing statement %d of %d on %s: %w", i+1, len(s.trx.entries), b.Server, err))
+					return fmt.Errorf("preparing statement %d of %d on %s: %w", i+1, len(s.trx.entries), b.Server, err)
 				}
 				prepared[e.query] = id
 			}
 			pkt = append([]byte(nil), e.exec...)
 			setStmtID(pkt, id)
 		}
-		res, _, err := s.exchange(b, pkt, discard, s.trx.startSum())
+		res, _, err := s.exchange(b, pkt, discard, s.trx.startSum(), 0)
 		if err != nil {
-			return fail(fmt.Errorf("replaying on %s: %w", b.Server, err))
+			return fmt.Errorf("replaying on %s: %w", b.Server, err)
 		}
 		var code uint16
 		if res.Err != nil {
 			code = res.Err.Code
 		}
+		if code == mysql.ER_LOCK_DEADLOCK && e.errCode != code {
+			return errDeadlocked
+		}
 		if code != e.errCode || res.OK.Affected != e.affected || res.OK.LastInsertID != e.lastInsertID ||
 			res.Rows != e.rows || res.RowsSum != e.rowsSum {
 			// The statement's text stays out of the message: it may hold secrets.
-			return fail(fmt.Errorf("statement %d of %d answered differently on %s (error %d, %d affected, insert id %d, %d rows; the client saw error %d, %d affected, insert id %d, %d rows%s)",
+			return fmt.Errorf("statement %d of %d answered differently on %s (error %d, %d affected, insert id %d, %d rows; the client saw error %d, %d affected, insert id %d, %d rows%s)",
 				i+1, len(s.trx.entries), b.Server, code, res.OK.Affected, res.OK.LastInsertID, res.Rows,
-				e.errCode, e.affected, e.lastInsertID, e.rows, map[bool]string{true: ", other values"}[res.RowsSum != e.rowsSum]))
+				e.errCode, e.affected, e.lastInsertID, e.rows, map[bool]string{true: ", other values"}[res.RowsSum != e.rowsSum])
 		}
 	}
-	for _, id := range prepared {
-		closeStatement(b, id)
-	}
-	s.primary, s.status = b, b.Status
-	m.replayed.Inc()
-	s.log.Info("transaction replayed on the new primary", "server", b.Server, "statements", len(s.trx.entries))
 	return nil
+}
+
+// deadlockRetryable reports whether a deadlock answer to a statement may be
+// held back from the client and the transaction replayed
+// (router.transaction_replay_retry_on_deadlock). A deadlock rolls the whole
+// transaction back, so even a COMMIT (a Galera certification failure) is
+// safe to run again.
+func (s *Session) deadlockRetryable(keyword string) bool {
+	cfg := s.srv.router.Config()
+	return cfg.TransactionReplayRetryOnDeadlock && !s.trx.unreplayable &&
+		(replayableKeyword(keyword) || keyword == "COMMIT")
+}
+
+// retryDeadlock replays, on the same connection b, the transaction the
+// server rolled back when it answered the current command pkt with the
+// deadlock, and runs the command again, up to
+// router.transaction_replay_attempts times. When the attempts run out, or
+// an answer differs, the client gets the deadlock.
+func (s *Session) retryDeadlock(b *BackendConn, pkt []byte, deadlock *SQLError) (Result, error) {
+	m := s.srv.metrics
+	attempts := s.srv.router.Config().TransactionReplayAttempts
+	for attempt := 1; attempt <= attempts; attempt++ {
+		err := s.replayLog(b)
+		if errors.Is(err, errDeadlocked) {
+			continue // rolled back again
+		}
+		if err != nil {
+			s.log.Info("transaction not replayed after a deadlock", "server", b.Server, "err", err)
+			// The replay may have opened a transaction and changed rows.
+			discard := NewPacketIO(discardConn{})
+			_, _, _ = s.exchange(b, commandPacket(mysql.COM_QUERY, "ROLLBACK"), discard, nil, 0)
+			discard.Close()
+			break
+		}
+		s.cur.holdDeadlock = attempt < attempts // the last answer goes to the client as it is
+		res, err := s.forward(b, pkt)
+		if err != nil || !res.Held {
+			if err == nil {
+				m.replayed.Inc()
+				s.log.Info("transaction replayed after a deadlock", "server", b.Server, "statements", len(s.trx.entries), "attempt", attempt)
+			}
+			return res, err
+		}
+	}
+	m.replayFailed.Inc()
+	s.trx.reset()
+	s.writeErr(deadlock)
+	res := Result{Err: deadlock}
+	s.cur.res = res
+	return res, nil
 }
 
 // discardConn is the client of a replayed statement: what is written to it

@@ -25,6 +25,9 @@ type Result struct {
 	RowsSum uint64
 	// Prepare holds COM_STMT_PREPARE's answer.
 	Prepare PrepareOK
+	// Held: the answer was the error the relay was asked to hold (Err),
+	// read but not relayed to the client.
+	Held bool
 }
 
 // PrepareOK is the first packet of a successful COM_STMT_PREPARE response.
@@ -84,10 +87,25 @@ type relay struct {
 	sum io.Writer
 	// inResultSet is true between a result set's column count and its end.
 	inResultSet bool
+	// holdErr, when set, is an error code that is not relayed when it is
+	// the whole answer: the session may rather retry the statement.
+	holdErr uint16
 }
 
 func (r *relay) run(kind responseKind) (Result, error) {
 	var res Result
+	if r.holdErr != 0 && kind == respResultSets {
+		if code, ok, err := r.backend.peekErrCode(); err != nil {
+			return res, err
+		} else if ok && code == r.holdErr {
+			pkt, err := r.backend.ReadPacket()
+			if err != nil {
+				return res, err
+			}
+			res.Err, res.Held = parseErr(pkt), true
+			return res, nil
+		}
+	}
 	switch kind {
 	case respNone:
 		return res, nil

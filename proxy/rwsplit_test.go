@@ -734,3 +734,169 @@ func TestTransactionReplay(t *testing.T) {
 		t.Fatalf("at the end: v = %d, %d (%v); want 12, 200", v1, v2, err)
 	}
 }
+
+// deadlock makes sessions a and b deadlock on the primary: each updates one
+// row of app.deadlock in a transaction, then the other's. It returns the
+// errors of the two second updates and of each COMMIT, once both ended.
+func deadlock(t *testing.T, a, b *sql.Conn, prepared bool) (aErr, bErr error) {
+	t.Helper()
+	ctx := context.Background()
+	update := func(c *sql.Conn, add, id int) error {
+		if prepared {
+			_, err := c.ExecContext(ctx, "UPDATE deadlock SET v = v + ? WHERE id = ?", add, id)
+			return err
+		}
+		_, err := c.ExecContext(ctx, fmt.Sprintf("UPDATE deadlock SET v = v + %d WHERE id = %d", add, id))
+		return err
+	}
+	for _, step := range []struct {
+		c       *sql.Conn
+		add, id int
+	}{{a, 1, 1}, {b, 10, 2}} {
+		if _, err := step.c.ExecContext(ctx, "BEGIN"); err != nil {
+			t.Fatal(err)
+		}
+		if err := update(step.c, step.add, step.id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	second := func(c *sql.Conn, add, id int, done chan<- error) {
+		err := update(c, add, id)
+		if err == nil {
+			_, err = c.ExecContext(ctx, "COMMIT")
+		} else {
+			_, _ = c.ExecContext(ctx, "ROLLBACK")
+		}
+		done <- err
+	}
+	aDone, bDone := make(chan error, 1), make(chan error, 1)
+	go second(a, 1, 2, aDone)
+	waitRowLock(t, "a waiting for b's row lock")
+	go second(b, 10, 1, bDone)
+	return <-aDone, <-bDone
+}
+
+// waitRowLock waits until one transaction on the primary waits for a row
+// lock. (information_schema.INNODB_TRX would not do: it is a cache that
+// frequent reads keep from being refreshed.)
+func waitRowLock(t *testing.T, what string) {
+	t.Helper()
+	lab.WaitFor(t, what, 10*time.Second, func() bool {
+		n, err := topo.Primary.GlobalStatus("Innodb_row_lock_current_waits")
+		return err == nil && n == 1
+	})
+}
+
+func TestDeadlockRetry(t *testing.T) {
+	ctx := context.Background()
+	setup := func(s *sluice) (a, b *sql.Conn) {
+		a, b = oneConn(t, s, "app"), oneConn(t, s, "app")
+		for _, q := range []string{"CREATE TABLE IF NOT EXISTS deadlock (id INT PRIMARY KEY, v INT)",
+			"DELETE FROM deadlock", "INSERT INTO deadlock VALUES (1, 0), (2, 0)"} {
+			if _, err := a.ExecContext(ctx, q); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return a, b
+	}
+	values := func(c *sql.Conn) (v1, v2 int) {
+		t.Helper()
+		if err := c.QueryRowContext(ctx, "/* sluice: route=primary */ SELECT (SELECT v FROM deadlock WHERE id = 1), (SELECT v FROM deadlock WHERE id = 2)").Scan(&v1, &v2); err != nil {
+			t.Fatal(err)
+		}
+		return v1, v2
+	}
+	deadlocks := func() int64 {
+		n, err := topo.Primary.GlobalStatus("Innodb_deadlocks")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+
+	// Without the retry, the victim's client gets the deadlock.
+	s := startRouted(t, router.Config{Type: "readwritesplit", MaxReplicationLag: 10 * time.Second,
+		TransactionReplay: true, TransactionReplayMaxSize: 1 << 20}, proxy.Config{})
+	a, b := setup(s)
+	before := deadlocks()
+	aErr, bErr := deadlock(t, a, b, false)
+	var me *mysqldriver.MySQLError
+	if victim := errors.Join(aErr, bErr); !errors.As(victim, &me) || me.Number != 1213 || aErr != nil && bErr != nil {
+		t.Fatalf("without retry_on_deadlock: errors %v and %v; want one deadlock (1213)", aErr, bErr)
+	}
+	if deadlocks() == before {
+		t.Fatal("the primary counted no deadlock: the test did not make one")
+	}
+
+	// With it, both transactions commit, text and prepared alike: the
+	// victim's is replayed once the other's ends.
+	s = startRouted(t, router.Config{Type: "readwritesplit", MaxReplicationLag: 10 * time.Second,
+		TransactionReplay: true, TransactionReplayMaxSize: 1 << 20,
+		TransactionReplayRetryOnDeadlock: true, TransactionReplayAttempts: 5}, proxy.Config{})
+	for _, prepared := range []bool{false, true} {
+		a, b = setup(s)
+		before = deadlocks()
+		if aErr, bErr := deadlock(t, a, b, prepared); aErr != nil || bErr != nil {
+			t.Fatalf("with retry_on_deadlock (prepared %v): errors %v and %v; want both transactions committed", prepared, aErr, bErr)
+		}
+		if deadlocks() == before {
+			t.Fatal("the primary counted no deadlock: the test did not make one")
+		}
+		if v1, v2 := values(a); v1 != 11 || v2 != 11 {
+			t.Fatalf("after both transactions (prepared %v): v = %d, %d; want 11, 11", prepared, v1, v2)
+		}
+	}
+
+	// A victim whose replay answers differently gets the deadlock, and is
+	// not left inside what was replayed. The winner is a heavier
+	// transaction on the primary itself, so the victim is known: it is
+	// Sluice's session, whose first UPDATE matches no row on replay.
+	a = oneConn(t, s, "app")
+	root, err := topo.Primary.RootDB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := root.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	for _, q := range []string{"CREATE TABLE IF NOT EXISTS app.deadlock_weight (id INT PRIMARY KEY)",
+		"DELETE FROM app.deadlock_weight", "INSERT INTO app.deadlock_weight SELECT seq FROM app.seq_1_to_100"} {
+		if _, err := w.ExecContext(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, q := range []string{"BEGIN", "UPDATE deadlock SET v = 0 WHERE id = 1 AND v = 11"} {
+		if _, err := a.ExecContext(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, q := range []string{"BEGIN", "DELETE FROM app.deadlock_weight", "UPDATE app.deadlock SET v = 100 WHERE id = 2"} {
+		if _, err := w.ExecContext(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	aDone := make(chan error, 1)
+	go func() {
+		_, err := a.ExecContext(ctx, "UPDATE deadlock SET v = 0 WHERE id = 2")
+		aDone <- err
+	}()
+	waitRowLock(t, "Sluice's session waiting for the row lock")
+	if _, err := w.ExecContext(ctx, "UPDATE app.deadlock SET v = 100 WHERE id = 1"); err != nil {
+		t.Fatalf("the heavier transaction was the deadlock's victim: %v", err)
+	}
+	if _, err := w.ExecContext(ctx, "COMMIT"); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-aDone; !errors.As(err, &me) || me.Number != 1213 {
+		t.Fatalf("victim whose replay answered differently: %v; want the deadlock (1213)", err)
+	}
+	var inTrx int
+	if err := a.QueryRowContext(ctx, "/* sluice: route=primary */ SELECT @@in_transaction").Scan(&inTrx); err != nil || inTrx != 0 {
+		t.Fatalf("after the failed replay: @@in_transaction = %d (%v); want 0", inTrx, err)
+	}
+	if v1, v2 := values(a); v1 != 100 || v2 != 100 {
+		t.Fatalf("after the failed replay: v = %d, %d; want 100, 100 (only the winner's)", v1, v2)
+	}
+}

@@ -117,6 +117,9 @@ type commandInfo struct {
 	// replayOnLoss: a statement inside a transaction that may run again,
 	// after the transaction is replayed, on a new primary.
 	replayOnLoss bool
+	// holdDeadlock: a deadlock answer is held back from the client, for
+	// the transaction to be replayed and the statement to run again.
+	holdDeadlock bool
 }
 
 func newSession(srv *Server, conn net.Conn) *Session {

@@ -268,6 +268,7 @@ func (s *Session) stmtCommand(ctx context.Context, pkt []byte) error {
 				s.cur.replayOnLoss = replayableKeyword(ps.stmt.Keyword)
 			}
 		}
+		s.cur.holdDeadlock = !longData && (len(pkt) <= 5 || pkt[5]&cursorFlags == 0) && s.deadlockRetryable(ps.stmt.Keyword)
 		if g := s.srv.genlog.Load(); g != nil && g.WantsParams() {
 			params, err := executeParams(pkt, int(ps.params), ps.types, longData)
 			if err != nil {
@@ -289,6 +290,9 @@ func (s *Session) stmtCommand(ctx context.Context, pkt []byte) error {
 		}
 		setStmtID(pkt, id)
 		return s.stmtCommand(ctx, pkt) // on the new primary
+	}
+	if err == nil && res.Held {
+		res, err = s.retryDeadlock(b, pkt, res.Err)
 	}
 	if err != nil || cmd != mysql.COM_STMT_EXECUTE {
 		return err

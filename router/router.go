@@ -59,6 +59,13 @@ type Config struct {
 	// statement text kept per session.
 	TransactionReplay        bool
 	TransactionReplayMaxSize int
+	// TransactionReplayRetryOnDeadlock: a statement answered with a
+	// deadlock (1213: the server rolled the transaction back) is not
+	// relayed; the transaction is replayed on the same connection and the
+	// statement runs again, up to TransactionReplayAttempts times (MaxScale's
+	// transaction_replay_retry_on_deadlock and transaction_replay_attempts).
+	TransactionReplayRetryOnDeadlock bool
+	TransactionReplayAttempts        int
 	// PrimaryWait is how long a statement for the primary waits for one
 	// to be known and to accept connections; 0 does not wait.
 	PrimaryWait time.Duration

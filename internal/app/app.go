@@ -416,7 +416,9 @@ func routerConfig(cfg *config.Config) router.Config {
 		CausalReads: cfg.Router.CausalReads, CausalReadsTimeout: cfg.Router.CausalReadsTimeout,
 		MaxReplicaConnections: cfg.Router.MaxReplicaConnections, PrimaryReads: cfg.Router.PrimaryReads,
 		PrimaryWait: cfg.Router.PrimaryWait, TransactionReplay: cfg.Router.TransactionReplay,
-		TransactionReplayMaxSize: cfg.Router.TransactionReplayMaxSize}
+		TransactionReplayMaxSize:         cfg.Router.TransactionReplayMaxSize,
+		TransactionReplayRetryOnDeadlock: cfg.Router.TransactionReplayRetryOnDeadlock,
+		TransactionReplayAttempts:        cfg.Router.TransactionReplayAttempts}
 }
 
 func configAccounts(cfg *config.Config) []proxy.Account {

@@ -219,6 +219,11 @@ type Router struct {
 	// statement text kept per session (bytes).
 	TransactionReplay        bool `yaml:"transaction_replay"`
 	TransactionReplayMaxSize int  `yaml:"transaction_replay_max_size"`
+	// TransactionReplayRetryOnDeadlock: a transaction the server rolled
+	// back as a deadlock victim is replayed on the same connection, up to
+	// TransactionReplayAttempts times, instead of the client seeing 1213.
+	TransactionReplayRetryOnDeadlock bool `yaml:"transaction_replay_retry_on_deadlock"`
+	TransactionReplayAttempts        int  `yaml:"transaction_replay_attempts"`
 	// PrimaryWait: a statement for the primary while none is known (a
 	// failover under way) waits this long for one before it fails; 0 fails
 	// at once. MaxScale's delayed_retry, ProxySQL's wait for a writer.
@@ -449,6 +454,9 @@ func (c *Config) setDefaults() {
 	if c.Router.TransactionReplayMaxSize == 0 {
 		c.Router.TransactionReplayMaxSize = 1 << 20
 	}
+	if c.Router.TransactionReplayAttempts == 0 {
+		c.Router.TransactionReplayAttempts = 5
+	}
 	if c.Monitor.Interval == 0 {
 		c.Monitor.Interval = time.Second
 	}
@@ -563,6 +571,12 @@ func (c *Config) validate() error {
 	}
 	if c.Router.TransactionReplayMaxSize < 0 || c.Router.TransactionReplayMaxSize > 64<<20 {
 		return &Error{Key: "router.transaction_replay_max_size", Msg: fmt.Sprintf("%d is out of range; use 1 to 67108864 bytes, e.g. 1048576", c.Router.TransactionReplayMaxSize)}
+	}
+	if c.Router.TransactionReplayAttempts < 0 || c.Router.TransactionReplayAttempts > 100 {
+		return &Error{Key: "router.transaction_replay_attempts", Msg: fmt.Sprintf("%d is out of range; use 1 to 100, e.g. 5", c.Router.TransactionReplayAttempts)}
+	}
+	if c.Router.TransactionReplayRetryOnDeadlock && !c.Router.TransactionReplay {
+		return &Error{Key: "router.transaction_replay_retry_on_deadlock", Msg: "needs the transaction's statements, which only router.transaction_replay keeps; set transaction_replay: true too, or remove this key"}
 	}
 	if c.Router.MaxReplicaConnections < 0 {
 		return &Error{Key: "router.max_replica_connections", Msg: "must be >= 0 (0: one per replica)"}

@@ -39,6 +39,10 @@ func TestErrorsNameFileKeyAndLine(t *testing.T) {
 			"x.yaml:5: router.max_replica_connections: must be >= 0 (0: one per replica)"},
 		{"listen: 127.0.0.1:4006\nservers: [{name: a, address: '127.0.0.1:1'}]\nservice_user: {user: m}\nrouter:\n  transaction_replay_max_size: -5\n",
 			"x.yaml:5: router.transaction_replay_max_size: -5 is out of range; use 1 to 67108864 bytes, e.g. 1048576"},
+		{"listen: 127.0.0.1:4006\nservers: [{name: a, address: '127.0.0.1:1'}]\nservice_user: {user: m}\nrouter:\n  transaction_replay_attempts: 1000\n",
+			"x.yaml:5: router.transaction_replay_attempts: 1000 is out of range; use 1 to 100, e.g. 5"},
+		{"listen: 127.0.0.1:4006\nservers: [{name: a, address: '127.0.0.1:1'}]\nservice_user: {user: m}\nrouter:\n  transaction_replay_retry_on_deadlock: true\n",
+			"x.yaml:5: router.transaction_replay_retry_on_deadlock: needs the transaction's statements, which only router.transaction_replay keeps; set transaction_replay: true too"},
 		{"listen: 127.0.0.1:4006\nservers: [{name: a, address: '127.0.0.1:1'}]\nservice_user: {user: m}\nfilters:\n  - type: regex\n    match: x\n  - type: regex\n    match: '(bad'\n",
 			"x.yaml:8: filters[1].match: not an RE2 pattern"},
 	}
