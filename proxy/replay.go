@@ -223,13 +223,20 @@ func (s *Session) retryDeadlock(b *BackendConn, pkt []byte, deadlock *SQLError) 
 		}
 		s.cur.holdDeadlock = attempt < attempts // the last answer goes to the client as it is
 		res, err := s.forward(b, pkt)
-		if err != nil || !res.Held {
-			if err == nil {
-				m.replayed.Inc()
-				s.log.Info("transaction replayed after a deadlock", "server", b.Server, "statements", len(s.trx.entries), "attempt", attempt)
-			}
+		if err != nil {
 			return res, err
 		}
+		if res.Err != nil && res.Err.Code == mysql.ER_LOCK_DEADLOCK {
+			if res.Held {
+				continue
+			}
+			m.replayFailed.Inc() // the last attempt's deadlock went to the client
+			s.trx.reset()
+			return res, nil
+		}
+		m.replayed.Inc()
+		s.log.Info("transaction replayed after a deadlock", "server", b.Server, "statements", len(s.trx.entries), "attempt", attempt)
+		return res, nil
 	}
 	m.replayFailed.Inc()
 	s.trx.reset()
