@@ -340,7 +340,10 @@ func (s *Session) readback(b *BackendConn, cl *router.Class) error {
 			s.pin(fmt.Sprintf("cannot read back session state: %v", se))
 			return nil
 		}
-		return s.backendFailed(b, err, 0)
+		// The client has its answer; the state it set is unknown, so no
+		// other connection can take this one's place.
+		s.log.Warn("backend connection failed reading back session state; closing the session", "server", b.Server, "err", err)
+		return fmt.Errorf("backend %s: %w", b.Server, err)
 	}
 	for i, name := range names {
 		if !s.state.set(name, literal(row[i])) {
@@ -713,7 +716,15 @@ func (s *Session) readGTID(b *BackendConn) error {
 			s.lastGTID = "unknown"
 			return nil
 		}
-		return s.backendFailed(b, err, 0)
+		// The client has its answer: nothing may be written to it now.
+		s.lastGTID = "unknown"
+		if !s.inTransaction() && len(s.temps) == 0 && s.srv.router.Config().Type == "readwritesplit" {
+			s.log.Warn("primary connection failed reading the last GTID; the session reconnects at its next command", "server", b.Server, "err", err)
+			s.dropPrimary()
+			return nil
+		}
+		s.log.Warn("backend connection failed reading the last GTID; closing the session", "server", b.Server, "err", err)
+		return fmt.Errorf("backend %s: %w", b.Server, err)
 	}
 	if !row[0].Null && row[0].Text != "" {
 		// An unchanged value means the statement wrote nothing (an UPDATE

@@ -29,6 +29,11 @@ type trxLog struct {
 	entries      []trxEntry
 	size         int
 	unreplayable bool
+	// stateVersion is the session state's version when the first entry was
+	// logged. A replay restores the session's current state, so a
+	// transaction that changed it (SET, USE, a user variable) is not
+	// replayed: its earlier statements would run in the later state.
+	stateVersion uint64
 	// sum checksums the rows of the statement being relayed.
 	sum maphash.Hash
 }
@@ -48,6 +53,12 @@ func (t *trxLog) reset() {
 	if t.entries != nil || t.size != 0 || t.unreplayable {
 		t.entries, t.size, t.unreplayable = nil, 0, false
 	}
+}
+
+// replayable reports whether the log can be replayed in the session state
+// at version.
+func (t *trxLog) replayable(version uint64) bool {
+	return !t.unreplayable && (len(t.entries) == 0 || t.stateVersion == version)
 }
 
 // setUnreplayable forgets the log: the transaction will not be replayed.
@@ -80,6 +91,10 @@ func (s *Session) recordTrx(st *router.Statement, text string, exec []byte, b *B
 	if t.unreplayable || b != s.primary {
 		return
 	}
+	if !t.replayable(s.state.version) {
+		t.setUnreplayable()
+		return
+	}
 	cfg := s.srv.router.Config()
 	if !cfg.TransactionReplay {
 		return
@@ -97,6 +112,9 @@ func (s *Session) recordTrx(st *router.Statement, text string, exec []byte, b *B
 	if res.Err != nil {
 		e.errCode = res.Err.Code
 	}
+	if len(t.entries) == 0 {
+		t.stateVersion = s.state.version
+	}
 	t.entries = append(t.entries, e)
 	t.size += size
 }
@@ -104,7 +122,7 @@ func (s *Session) recordTrx(st *router.Statement, text string, exec []byte, b *B
 // trxReplayable reports whether a primary connection lost before answering
 // the current command can be replaced, its transaction replayed.
 func (s *Session) trxReplayable() bool {
-	return s.cur.replayOnLoss && s.status&mysql.SERVER_STATUS_IN_TRANS != 0 && !s.trx.unreplayable &&
+	return s.cur.replayOnLoss && s.status&mysql.SERVER_STATUS_IN_TRANS != 0 && s.trx.replayable(s.state.version) &&
 		len(s.temps) == 0 && s.srv.router.Config().TransactionReplay
 }
 
@@ -196,7 +214,7 @@ func (s *Session) replayLog(b *BackendConn) error {
 // safe to run again.
 func (s *Session) deadlockRetryable(keyword string) bool {
 	cfg := s.srv.router.Config()
-	return cfg.TransactionReplayRetryOnDeadlock && !s.trx.unreplayable &&
+	return cfg.TransactionReplayRetryOnDeadlock && s.trx.replayable(s.state.version) &&
 		(replayableKeyword(keyword) || keyword == "COMMIT")
 }
 

@@ -733,6 +733,24 @@ func TestTransactionReplay(t *testing.T) {
 	if err := oneConn(t, s, "app").QueryRowContext(ctx, "/* sluice: route=primary */ SELECT (SELECT v FROM replay WHERE id = 1), (SELECT v FROM replay WHERE id = 2)").Scan(&v1, &v2); err != nil || v1 != 12 || v2 != 200 {
 		t.Fatalf("at the end: v = %d, %d (%v); want 12, 200", v1, v2, err)
 	}
+
+	// Nor is a transaction that changed the session's state: the replay
+	// restores the current state, in which its earlier statements would
+	// run. Here it would write 5, not 13, and answer alike.
+	conn = oneConn(t, s, "app")
+	id = primaryConnID()
+	must("SET @x = 13")
+	must("BEGIN")
+	must("UPDATE replay SET v = @x WHERE id = 1")
+	must("SET @x = 5")
+	must("SELECT 1") // Sluice has read @x back once this answers
+	kill(id)
+	if err := exec("UPDATE replay SET v = v + 1 WHERE id = 2"); !errors.As(err, &me) || me.Number != 2013 {
+		t.Fatalf("lost connection in a transaction that changed a user variable: %v; want error 2013", err)
+	}
+	if err := oneConn(t, s, "app").QueryRowContext(ctx, "/* sluice: route=primary */ SELECT v FROM replay WHERE id = 1").Scan(&v1); err != nil || v1 != 12 {
+		t.Fatalf("after the transaction that was not replayed: v = %d (%v); want 12", v1, err)
+	}
 }
 
 // deadlock makes sessions a and b deadlock on the primary: each updates one
