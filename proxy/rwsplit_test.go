@@ -184,6 +184,35 @@ func TestReadOnlyTransactionOnOneReplica(t *testing.T) {
 	if got := ranOn(t, conn, "SELECT @@server_id"); got == first || got == "primary" {
 		t.Fatalf("after COMMIT and with %s drained, a read ran on %s", first, got)
 	}
+	// The replica's connection is lost inside the transaction: the client
+	// is told (its snapshot is gone), rather than the rest of the
+	// transaction running on another server, and the session goes on.
+	conn = oneConn(t, s, "app")
+	if _, err := conn.ExecContext(ctx, "START TRANSACTION READ ONLY"); err != nil {
+		t.Fatal(err)
+	}
+	var id int64
+	if err := conn.QueryRowContext(ctx, "SELECT CONNECTION_ID()").Scan(&id); err != nil {
+		t.Fatal(err)
+	}
+	home := ranOn(t, conn, "SELECT @@server_id")
+	for _, r := range topo.Replicas {
+		if r.Name == home {
+			if err := r.Exec(ctx, fmt.Sprintf("KILL CONNECTION %d", id)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	var me *mysqldriver.MySQLError
+	if _, err := conn.ExecContext(ctx, "SELECT 1"); !errors.As(err, &me) || me.Number != 2013 {
+		t.Fatalf("a read after the read-only transaction's replica connection was lost: %v; want error 2013", err)
+	}
+	if _, err := conn.ExecContext(ctx, "ROLLBACK"); err != nil {
+		t.Fatal(err)
+	}
+	if got := ranOn(t, conn, "SELECT @@server_id"); got == "" {
+		t.Fatal("no read after the lost read-only transaction")
+	}
 }
 
 func TestSessionStateReplayedOnReplicas(t *testing.T) {
