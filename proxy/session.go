@@ -447,14 +447,12 @@ func (s *Session) backendFailed(b *BackendConn, err error, forwarded int) error 
 		return err
 	}
 	if b != s.primary && b == s.txBackend && forwarded == 0 && !errors.Is(err, errPartialPacket) {
-		// The read-only transaction it held is gone with it: running the
-		// rest elsewhere would silently lose the transaction's snapshot.
-		s.log.Warn("replica connection failed inside a read-only transaction; the transaction is lost", "server", b.Server, "err", err)
-		s.broken[b.Server] = true
-		s.dropReplica(b)
-		s.status &^= mysql.SERVER_STATUS_IN_TRANS
-		s.writeErr(newSQLError(2013, "Lost connection to backend server '%s' (%s) inside a read-only transaction: %v; the transaction is over, retry it", b.Server, b.Addr, err))
-		return errReported
+		// The read-only transaction it held is gone with it. Running the
+		// rest elsewhere would silently lose the transaction's snapshot, so
+		// the session ends, as for a transaction on a lost primary.
+		s.writeErr(newSQLError(2013, "Lost connection to backend server '%s' (%s) inside a read-only transaction: %v", b.Server, b.Addr, err))
+		s.log.Warn("replica connection failed inside a read-only transaction; closing the session", "server", b.Server, "err", err)
+		return fmt.Errorf("backend %s: %w", b.Server, err)
 	}
 	if b != s.primary && forwarded == 0 && !errors.Is(err, errPartialPacket) {
 		// A replica failed before answering: nothing of the session lives
