@@ -147,7 +147,10 @@ func (s *Session) query(ctx context.Context, pkt []byte) error {
 		if err := s.replayLost(ctx); err != nil {
 			return err
 		}
-		d.backend, d.reason = s.primary, "transaction replayed on a new primary"
+		if d, err = s.route(ctx, &st, cl); err != nil {
+			return err
+		}
+		d.reason = "transaction replayed on another server"
 		res, err = s.forward(d.backend, pkt)
 	}
 	if err == nil && res.Held {
@@ -160,7 +163,7 @@ func (s *Session) query(ctx context.Context, pkt []byte) error {
 	s.srv.metrics.routed(d.backend == s.primary)
 	s.cur.setStmt(&st, text)
 	s.cur.setRoute(d.backend == s.primary, d.reason)
-	s.recordTrx(&st, text, nil, d.backend, res)
+	s.recordTrx(&st, cl, text, nil, d.backend, res)
 	return s.after(ctx, &st, cl, d.backend, res)
 }
 
@@ -233,7 +236,7 @@ func (s *Session) route(ctx context.Context, st *router.Statement, cl *router.Cl
 func (s *Session) replayLost(ctx context.Context) error {
 	s.cur.replayOnLoss = false // once
 	if err := s.replayTransaction(ctx); err != nil {
-		s.writeErr(newSQLError(mysql.ER_LOCK_DEADLOCK, "Sluice: the transaction was lost with its primary and could not be replayed: %v; retry the transaction", err))
+		s.writeErr(newSQLError(mysql.ER_LOCK_DEADLOCK, "Sluice: the transaction was lost with its server connection and could not be replayed: %v; retry the transaction", err))
 		return errReported
 	}
 	return nil
@@ -371,7 +374,7 @@ func (s *Session) forward(b *BackendConn, pkt []byte) (Result, error) {
 	// Inside a transaction that may be replayed, the rows are checksummed
 	// as they are relayed, for the replay to compare.
 	var sum *maphash.Hash
-	if b == s.primary && s.inTransaction() && !s.trx.unreplayable && s.srv.router.Config().TransactionReplay {
+	if (b == s.primary || b == s.txBackend) && s.inTransaction() && !s.trx.unreplayable && s.srv.router.Config().TransactionReplay {
 		sum = s.trx.startSum()
 	}
 	var hold uint16

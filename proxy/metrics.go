@@ -69,7 +69,7 @@ func newMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 	}
 	replays := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "sluice_transaction_replays_total", Help: "Transactions replayed (router.transaction_replay): on a new primary after theirs was lost, or after a deadlock rolled them back (transaction_replay_retry_on_deadlock), by outcome.",
+		Name: "sluice_transaction_replays_total", Help: "Transactions replayed (router.transaction_replay): on another server after theirs was lost, or after a deadlock rolled them back (transaction_replay_retry_on_deadlock), by outcome.",
 	}, []string{"outcome"})
 	m.replayed, m.replayFailed = replays.WithLabelValues("replayed"), replays.WithLabelValues("failed")
 	m.cacheHits = prometheus.NewCounter(prometheus.CounterOpts{

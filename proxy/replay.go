@@ -29,6 +29,9 @@ type trxLog struct {
 	entries      []trxEntry
 	size         int
 	unreplayable bool
+	// readOnly: the transaction runs on a replica (START TRANSACTION READ
+	// ONLY); it is replayed on another replica.
+	readOnly bool
 	// stateVersion is the session state's version when the first entry was
 	// logged. A replay restores the session's current state, so a
 	// transaction that changed it (SET, USE, a user variable) is not
@@ -50,8 +53,8 @@ func (t *trxLog) startSum() *maphash.Hash {
 
 // reset forgets the log; it costs nothing when there is none.
 func (t *trxLog) reset() {
-	if t.entries != nil || t.size != 0 || t.unreplayable {
-		t.entries, t.size, t.unreplayable = nil, 0, false
+	if t.entries != nil || t.size != 0 || t.unreplayable || t.readOnly {
+		t.entries, t.size, t.unreplayable, t.readOnly = nil, 0, false, false
 	}
 }
 
@@ -79,16 +82,20 @@ type trxEntry struct {
 	rowsSum      uint64
 }
 
-// recordTrx adds a statement the primary answered to the open transaction's
-// log, or forgets the log when no transaction is open after it. exec is the
-// execute packet when the statement ran prepared.
-func (s *Session) recordTrx(st *router.Statement, text string, exec []byte, b *BackendConn, res Result) {
+// recordTrx adds a statement the primary, or the replica holding a
+// read-only transaction, answered to the open transaction's log, or forgets
+// the log when no transaction is open after it. exec is the execute packet
+// when the statement ran prepared.
+func (s *Session) recordTrx(st *router.Statement, cl *router.Class, text string, exec []byte, b *BackendConn, res Result) {
 	t := &s.trx
 	if s.status&mysql.SERVER_STATUS_IN_TRANS == 0 || res.Err != nil && res.Err.Code == mysql.ER_LOCK_DEADLOCK {
 		t.reset() // the transaction ended; a deadlock rolled it back
 		return
 	}
-	if t.unreplayable || b != s.primary {
+	// The START of a read-only transaction is answered before the session
+	// knows the replica holds it.
+	onReplica := b != s.primary && (b == s.txBackend || cl.Begin && cl.ReadOnly)
+	if t.unreplayable || b != s.primary && !onReplica {
 		return
 	}
 	if !t.replayable(s.state.version) {
@@ -113,7 +120,10 @@ func (s *Session) recordTrx(st *router.Statement, text string, exec []byte, b *B
 		e.errCode = res.Err.Code
 	}
 	if len(t.entries) == 0 {
-		t.stateVersion = s.state.version
+		t.stateVersion, t.readOnly = s.state.version, onReplica
+	} else if t.readOnly != onReplica {
+		t.setUnreplayable()
+		return
 	}
 	t.entries = append(t.entries, e)
 	t.size += size
@@ -126,11 +136,37 @@ func (s *Session) trxReplayable() bool {
 		len(s.temps) == 0 && s.srv.router.Config().TransactionReplay
 }
 
-// replayTransaction opens a connection to the (next) primary, brings it to
-// the session's state and runs the transaction's statements again. It
-// fails, leaving no transaction open, when an answer differs.
+// replayTransaction opens a connection to the (next) primary, or for a
+// read-only transaction takes another replica, brings it to the session's
+// state and runs the transaction's statements again. It fails, leaving no
+// transaction open, when an answer differs.
 func (s *Session) replayTransaction(ctx context.Context) error {
 	m := s.srv.metrics
+	if s.trx.readOnly {
+		b := s.replicaConn(ctx, 0)
+		if b == nil {
+			m.replayFailed.Inc()
+			s.trx.reset()
+			return errors.New("no other server to replay the read-only transaction on")
+		}
+		if err := s.replayLog(b); err != nil {
+			// The connection is the session's for other reads: end what
+			// the replay opened rather than close it.
+			discard := NewPacketIO(discardConn{})
+			_, _, _ = s.exchange(b, commandPacket(mysql.COM_QUERY, "ROLLBACK"), discard, nil, 0)
+			discard.Close()
+			m.replayFailed.Inc()
+			s.trx.reset()
+			return err
+		}
+		if b != s.primary {
+			s.txBackend = b
+		}
+		s.status = b.Status
+		m.replayed.Inc()
+		s.log.Info("read-only transaction replayed on another server", "server", b.Server, "statements", len(s.trx.entries))
+		return nil
+	}
 	b, err := s.dialPrimary(ctx)
 	if err != nil {
 		m.replayFailed.Inc()

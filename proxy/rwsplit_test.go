@@ -945,3 +945,105 @@ func TestDeadlockRetry(t *testing.T) {
 		t.Fatalf("after the failed replay: v = %d, %d; want 100, 100 (only the winner's)", v1, v2)
 	}
 }
+
+func TestReadOnlyTransactionReplay(t *testing.T) {
+	s := startRouted(t, router.Config{Type: "readwritesplit", MaxReplicationLag: 10 * time.Second,
+		TransactionReplay: true, TransactionReplayMaxSize: 1 << 20}, proxy.Config{})
+	ctx := context.Background()
+	if err := topo.Primary.Exec(ctx, "CREATE TABLE IF NOT EXISTS app.ro (id INT PRIMARY KEY, v INT)"); err != nil {
+		t.Fatal(err)
+	}
+	if err := topo.Primary.Exec(ctx, "REPLACE INTO app.ro VALUES (1, 1)"); err != nil {
+		t.Fatal(err)
+	}
+	if err := topo.WaitReplicasCaughtUp(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var me *mysqldriver.MySQLError
+	// begin opens a read-only transaction as user, reads the row and
+	// returns the replica it runs on and the connection there, found from
+	// the replicas (asked in the transaction, CONNECTION_ID() and
+	// @@server_id would answer differently on replay): the session's one
+	// connection of that user there.
+	begin := func(user, password string) (conn *sql.Conn, home string, id int64) {
+		t.Helper()
+		pool := s.open(t, user, password, "app")
+		conn, err := pool.Conn(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		if _, err := conn.ExecContext(ctx, "START TRANSACTION READ ONLY"); err != nil {
+			t.Fatal(err)
+		}
+		var v int
+		if err := conn.QueryRowContext(ctx, "SELECT v FROM ro WHERE id = 1").Scan(&v); err != nil || v != 1 {
+			t.Fatalf("read in the read-only transaction: %d, %v", v, err)
+		}
+		lab.WaitFor(t, "one connection of "+user+" on the replicas", 10*time.Second, func() bool {
+			found := 0
+			for _, r := range topo.Replicas {
+				db, err := r.RootDB()
+				if err != nil {
+					return false
+				}
+				rows, err := db.QueryContext(ctx, "SELECT ID FROM information_schema.PROCESSLIST WHERE USER = ?", user)
+				if err != nil {
+					return false
+				}
+				for rows.Next() {
+					found++
+					home = r.Name
+					rows.Scan(&id)
+				}
+				rows.Close()
+			}
+			return found == 1
+		})
+		return conn, home, id
+	}
+	kill := func(home string, id int64) {
+		t.Helper()
+		for _, r := range topo.Replicas {
+			if r.Name == home {
+				if err := r.Exec(ctx, fmt.Sprintf("KILL CONNECTION %d", id)); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
+
+	// The replica's connection is lost: the transaction goes on on the
+	// other replica, where the same reads answer alike.
+	conn, home, id := begin("sbtest", "sbtest")
+	kill(home, id)
+	var v int
+	if err := conn.QueryRowContext(ctx, "SELECT v FROM ro WHERE id = 1").Scan(&v); err != nil || v != 1 {
+		t.Fatalf("read after the read-only transaction's replica connection was lost: %d, %v; want it replayed elsewhere", v, err)
+	}
+	if now := ranOn(t, conn, "SELECT @@server_id"); now == home || now == "primary" {
+		t.Fatalf("the replayed read-only transaction runs on %s; want the other replica", now)
+	}
+	if _, err := conn.ExecContext(ctx, "COMMIT"); err != nil {
+		t.Fatal(err)
+	}
+
+	// A row it read changed meanwhile: the client is told to retry.
+	conn, home, id = begin("local", "localpass")
+	if err := topo.Primary.Exec(ctx, "UPDATE app.ro SET v = 2 WHERE id = 1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := topo.WaitReplicasCaughtUp(ctx); err != nil {
+		t.Fatal(err)
+	}
+	kill(home, id)
+	if err := conn.QueryRowContext(ctx, "SELECT v FROM ro WHERE id = 1").Scan(&v); !errors.As(err, &me) || me.Number != 1213 || !strings.Contains(me.Message, "other values") {
+		t.Fatalf("replay of a read-only transaction whose row changed: %v; want error 1213 saying the values differ", err)
+	}
+	if _, err := conn.ExecContext(ctx, "ROLLBACK"); err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.QueryRowContext(ctx, "SELECT v FROM ro WHERE id = 1").Scan(&v); err != nil || v != 2 {
+		t.Fatalf("read after the failed replay: %d, %v; want 2", v, err)
+	}
+}

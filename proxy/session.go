@@ -446,6 +446,12 @@ func (s *Session) backendFailed(b *BackendConn, err error, forwarded int) error 
 	if errors.Is(err, errClientGone) {
 		return err
 	}
+	if b != s.primary && b == s.txBackend && forwarded == 0 && !errors.Is(err, errPartialPacket) && s.trx.readOnly && s.trxReplayable() {
+		s.log.Warn("replica connection lost in a read-only transaction; replaying it on another server", "server", b.Server, "err", err)
+		s.broken[b.Server] = true
+		s.dropReplica(b)
+		return errTransactionLost
+	}
 	if b != s.primary && b == s.txBackend && forwarded == 0 && !errors.Is(err, errPartialPacket) {
 		// The read-only transaction it held is gone with it. Running the
 		// rest elsewhere would silently lose the transaction's snapshot, so
@@ -462,7 +468,7 @@ func (s *Session) backendFailed(b *BackendConn, err error, forwarded int) error 
 		s.dropReplica(b)
 		return errReplicaLost
 	}
-	if b == s.primary && forwarded == 0 && !errors.Is(err, errPartialPacket) && s.trxReplayable() {
+	if b == s.primary && forwarded == 0 && !errors.Is(err, errPartialPacket) && !s.trx.readOnly && s.trxReplayable() {
 		s.log.Warn("primary connection lost in a transaction; replaying it on the primary", "server", b.Server, "err", err)
 		s.dropPrimary()
 		return errTransactionLost

@@ -301,7 +301,7 @@ func (s *Session) stmtCommand(ctx context.Context, pkt []byte) error {
 	if s.status&mysql.SERVER_STATUS_IN_TRANS != 0 && s.srv.router.Config().TransactionReplay {
 		exec = ps.withTypes(pkt)
 	}
-	s.recordTrx(&ps.stmt, ps.query, exec, b, res)
+	s.recordTrx(&ps.stmt, ps.class, ps.query, exec, b, res)
 	s.srv.metrics.routed(b == s.primary)
 	s.cur.setStmt(&ps.stmt, ps.query)
 	s.cur.setRoute(b == s.primary, ps.class.Reason)
