@@ -16,7 +16,7 @@ import (
 
 // errTransactionLost means the primary's connection failed inside a
 // transaction that can be replayed on the next primary (router.transaction_replay).
-var errTransactionLost = errors.New("primary lost inside a replayable transaction")
+var errTransactionLost = errors.New("connection lost inside a replayable transaction")
 
 // trxLog is the open transaction as the client saw it: each statement and
 // the answer it got (error code, affected rows, insert id, and a checksum of
@@ -112,6 +112,12 @@ func (s *Session) recordTrx(st *router.Statement, cl *router.Class, text string,
 		t.setUnreplayable()
 		return
 	}
+	if len(t.entries) == 0 {
+		t.stateVersion, t.readOnly = s.state.version, onReplica
+	} else if t.readOnly != onReplica {
+		t.setUnreplayable()
+		return
+	}
 	e := trxEntry{query: text, affected: res.OK.Affected, lastInsertID: res.OK.LastInsertID, rows: res.Rows, rowsSum: res.RowsSum}
 	if exec != nil {
 		e.exec = append([]byte(nil), exec...) // the packet's buffer is reused
@@ -119,18 +125,13 @@ func (s *Session) recordTrx(st *router.Statement, cl *router.Class, text string,
 	if res.Err != nil {
 		e.errCode = res.Err.Code
 	}
-	if len(t.entries) == 0 {
-		t.stateVersion, t.readOnly = s.state.version, onReplica
-	} else if t.readOnly != onReplica {
-		t.setUnreplayable()
-		return
-	}
 	t.entries = append(t.entries, e)
 	t.size += size
 }
 
-// trxReplayable reports whether a primary connection lost before answering
-// the current command can be replaced, its transaction replayed.
+// trxReplayable reports whether the connection holding the transaction,
+// lost before answering the current command, can be replaced, its
+// transaction replayed.
 func (s *Session) trxReplayable() bool {
 	return s.cur.replayOnLoss && s.status&mysql.SERVER_STATUS_IN_TRANS != 0 && s.trx.replayable(s.state.version) &&
 		len(s.temps) == 0 && s.srv.router.Config().TransactionReplay
@@ -152,9 +153,7 @@ func (s *Session) replayTransaction(ctx context.Context) error {
 		if err := s.replayLog(b); err != nil {
 			// The connection is the session's for other reads: end what
 			// the replay opened rather than close it.
-			discard := NewPacketIO(discardConn{})
-			_, _, _ = s.exchange(b, commandPacket(mysql.COM_QUERY, "ROLLBACK"), discard, nil, 0)
-			discard.Close()
+			s.rollbackReplay(b)
 			m.replayFailed.Inc()
 			s.trx.reset()
 			return err
@@ -243,6 +242,15 @@ func (s *Session) replayLog(b *BackendConn) error {
 	return nil
 }
 
+// rollbackReplay ends, on a connection that stays the session's, what a
+// replay that failed part-way opened; a failure here shows at the
+// connection's next command.
+func (s *Session) rollbackReplay(b *BackendConn) {
+	discard := NewPacketIO(discardConn{})
+	defer discard.Close()
+	_, _, _ = s.exchange(b, commandPacket(mysql.COM_QUERY, "ROLLBACK"), discard, nil, 0)
+}
+
 // deadlockRetryable reports whether a deadlock answer to a statement may be
 // held back from the client and the transaction replayed
 // (router.transaction_replay_retry_on_deadlock). A deadlock rolls the whole
@@ -269,10 +277,7 @@ func (s *Session) retryDeadlock(b *BackendConn, pkt []byte, deadlock *SQLError) 
 		}
 		if err != nil {
 			s.log.Info("transaction not replayed after a deadlock", "server", b.Server, "err", err)
-			// The replay may have opened a transaction and changed rows.
-			discard := NewPacketIO(discardConn{})
-			_, _, _ = s.exchange(b, commandPacket(mysql.COM_QUERY, "ROLLBACK"), discard, nil, 0)
-			discard.Close()
+			s.rollbackReplay(b) // it may have opened a transaction and changed rows
 			break
 		}
 		s.cur.holdDeadlock = attempt < attempts // the last answer goes to the client as it is

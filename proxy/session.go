@@ -446,13 +446,13 @@ func (s *Session) backendFailed(b *BackendConn, err error, forwarded int) error 
 	if errors.Is(err, errClientGone) {
 		return err
 	}
-	if b != s.primary && b == s.txBackend && forwarded == 0 && !errors.Is(err, errPartialPacket) && s.trx.readOnly && s.trxReplayable() {
-		s.log.Warn("replica connection lost in a read-only transaction; replaying it on another server", "server", b.Server, "err", err)
-		s.broken[b.Server] = true
-		s.dropReplica(b)
-		return errTransactionLost
-	}
 	if b != s.primary && b == s.txBackend && forwarded == 0 && !errors.Is(err, errPartialPacket) {
+		if s.trx.readOnly && s.trxReplayable() {
+			s.log.Warn("replica connection lost in a read-only transaction; replaying it on another server", "server", b.Server, "err", err)
+			s.broken[b.Server] = true
+			s.dropReplica(b)
+			return errTransactionLost
+		}
 		// The read-only transaction it held is gone with it. Running the
 		// rest elsewhere would silently lose the transaction's snapshot, so
 		// the session ends, as for a transaction on a lost primary.
