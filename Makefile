@@ -43,7 +43,7 @@ fuzz:
 # idle sessions, written to BENCHMARKS.md (SLUICE_BENCH_* narrow it: see there);
 # then the hot paths' micro-benchmarks with allocation counts.
 bench: deps
-	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./internal/bench/
+	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./internal/testenv/bench/
 	$(GO) test -run '^$$' -bench . -benchmem ./proxy/ ./router/ ./filter/
 
 bench-broker:
@@ -51,11 +51,11 @@ bench-broker:
 
 # A MariaDB primary with two GTID replicas on loopback, until Ctrl-C.
 lab: deps
-	$(GO) run ./internal/lab/cmd/lab -replicas 2 -dir .lab
+	$(GO) run ./internal/testenv/lab/cmd/lab -replicas 2 -dir .lab
 
 # The main job: MariaDB topology, Sluice with its bundled broker, sample traffic.
 demo: deps build
-	$(GO) run ./internal/lab/cmd/demo -sluice bin/sluice
+	$(GO) run ./internal/testenv/lab/cmd/demo -sluice bin/sluice
 
 clean:
 	rm -rf bin data .lab

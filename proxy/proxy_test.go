@@ -21,7 +21,7 @@ import (
 	gomysql "github.com/go-mysql-org/go-mysql/client"
 	mysqlconst "github.com/go-mysql-org/go-mysql/mysql"
 
-	"github.com/sluice-proxy/sluice/internal/lab"
+	"github.com/sluice-proxy/sluice/internal/testenv/lab"
 	"github.com/sluice-proxy/sluice/proxy"
 )
 

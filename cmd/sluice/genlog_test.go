@@ -12,7 +12,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
-	"github.com/sluice-proxy/sluice/internal/lab"
+	"github.com/sluice-proxy/sluice/internal/testenv/lab"
 )
 
 // record is a Genlog record as a compliance reader sees it.

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sluice-proxy/sluice/internal/lab"
+	"github.com/sluice-proxy/sluice/internal/testenv/lab"
 )
 
 // threadSlices reads each thread's scheduler slice (se.slice, in ns) from

@@ -1,5 +1,5 @@
 // Package hatest tests the Pacemaker resource agent ha/sluice against the
-// real sluice binary and a real MariaDB topology (internal/lab): every exit
+// real sluice binary and a real MariaDB topology (internal/testenv/lab): every exit
 // code the agent promises, ocf-tester from Debian's resource-agents, and,
 // where a single-node Corosync + Pacemaker cluster can run, Pacemaker
 // restarting a SIGKILLed clone instance while a virtual IP stays put.

@@ -16,7 +16,7 @@ import (
 
 	"github.com/go-sql-driver/mysql"
 
-	"github.com/sluice-proxy/sluice/internal/lab"
+	"github.com/sluice-proxy/sluice/internal/testenv/lab"
 )
 
 // idleResult is what SLUICE_BENCH_SESSIONS idle sessions cost one Sluice.

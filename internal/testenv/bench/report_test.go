@@ -125,7 +125,7 @@ func firstLine(s string) string {
 
 func repoRoot() string {
 	_, here, _, _ := runtime.Caller(0)
-	return filepath.Join(filepath.Dir(here), "..", "..")
+	return filepath.Join(filepath.Dir(here), "..", "..", "..")
 }
 
 func (m machine) render(w *bytes.Buffer) {
@@ -282,7 +282,7 @@ const (
 )
 
 func beginMarker(name string) string {
-	return "<!-- BEGIN GENERATED " + name + ": written by internal/bench (make bench); edits here are lost -->"
+	return "<!-- BEGIN GENERATED " + name + ": written by internal/testenv/bench (make bench); edits here are lost -->"
 }
 func endMarker(name string) string { return "<!-- END GENERATED " + name + " -->" }
 

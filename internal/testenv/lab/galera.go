@@ -63,7 +63,7 @@ const sstMethod = "labrsync"
 // destination "." (in rsync_sst): Permission denied"), and every state
 // transfer, even an IST, would fail; so the daemon keeps uid and gid 0.
 const sstScript = `#!/usr/bin/env bash
-# Written by sluice internal/lab: wsrep_sst_rsync whose rsync daemon stays root.
+# Written by sluice internal/testenv/lab: wsrep_sst_rsync whose rsync daemon stays root.
 if [ "$(id -u)" = 0 ]; then
 	rsync() {
 		local a

@@ -2,7 +2,7 @@
 // trying Sluice by hand, prints how to reach them and runs until SIGINT or
 // SIGTERM, then stops every server.
 //
-//	go run ./internal/lab/cmd/lab -replicas 2 -dir .lab
+//	go run ./internal/testenv/lab/cmd/lab -replicas 2 -dir .lab
 package main
 
 import (
@@ -15,7 +15,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/sluice-proxy/sluice/internal/lab"
+	"github.com/sluice-proxy/sluice/internal/testenv/lab"
 )
 
 func main() {

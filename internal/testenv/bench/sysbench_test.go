@@ -23,7 +23,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sluice-proxy/sluice/internal/lab"
+	"github.com/sluice-proxy/sluice/internal/testenv/lab"
 )
 
 var (
@@ -61,7 +61,7 @@ const (
 const (
 	tDirect        = "direct"
 	tDirectReplica = "direct-replica" // opt-in: what one replica answers alone
-	// opt-in: a bare Go TCP relay to the primary (internal/bench/gorelay),
+	// opt-in: a bare Go TCP relay to the primary (internal/testenv/bench/gorelay),
 	// the floor for any proxy in Go as HAProxy is for any proxy.
 	tGoRelay = "go-relay"
 	tHAProxy = "haproxy"
@@ -474,7 +474,7 @@ backend servers
 	return target{name: name, addr: addr, pid: p.Pid()}
 }
 
-// startGoRelay builds and runs internal/bench/gorelay in front of the
+// startGoRelay builds and runs internal/testenv/bench/gorelay in front of the
 // primary.
 func startGoRelay(b *testing.B) target {
 	bin := filepath.Join(b.TempDir(), "gorelay")

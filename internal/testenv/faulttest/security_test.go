@@ -16,7 +16,7 @@ import (
 
 	gmysql "github.com/go-mysql-org/go-mysql/mysql"
 
-	"github.com/sluice-proxy/sluice/internal/lab"
+	"github.com/sluice-proxy/sluice/internal/testenv/lab"
 )
 
 // loginOutcome sends one handshake response built by build(scramble) and
@@ -281,7 +281,7 @@ func TestHostPatternIsEnforced(t *testing.T) {
 // TestAdminAPIRequiresToken: with admin_token set, every admin endpoint
 // but /health refuses requests without the token (or with a wrong one).
 func TestAdminAPIRequiresToken(t *testing.T) {
-	cfgSrc, _ := os.ReadFile(filepath.Join("..", "..", "configs", "sluice.yaml"))
+	cfgSrc, _ := os.ReadFile(filepath.Join("..", "..", "..", "configs", "sluice.yaml"))
 	if !bytes.Contains(cfgSrc, []byte("\nadmin_token:")) {
 		t.Skip("Sluice has no admin_token setting yet (configs/sluice.yaml): nothing to enforce")
 	}

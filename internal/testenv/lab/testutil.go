@@ -58,7 +58,7 @@ func Listening(addr string) func() bool {
 // directory, for tests that run the real process.
 func BuildSluice() (string, error) {
 	_, here, _, _ := runtime.Caller(0)
-	root := filepath.Join(filepath.Dir(here), "..", "..")
+	root := filepath.Join(filepath.Dir(here), "..", "..", "..")
 	dir, err := os.MkdirTemp("", "sluice-bin-")
 	if err != nil {
 		return "", err

@@ -19,7 +19,7 @@ import (
 	"github.com/go-sql-driver/mysql"
 	"github.com/segmentio/kafka-go"
 
-	"github.com/sluice-proxy/sluice/internal/lab"
+	"github.com/sluice-proxy/sluice/internal/testenv/lab"
 )
 
 var (

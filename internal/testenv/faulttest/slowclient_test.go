@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sluice-proxy/sluice/internal/lab"
+	"github.com/sluice-proxy/sluice/internal/testenv/lab"
 )
 
 // vmRSS is a process's resident memory in bytes.
