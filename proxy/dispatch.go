@@ -374,7 +374,7 @@ func (s *Session) forward(b *BackendConn, pkt []byte) (Result, error) {
 	// Inside a transaction that may be replayed, the rows are checksummed
 	// as they are relayed, for the replay to compare.
 	var sum *maphash.Hash
-	if (b == s.primary || b == s.txBackend) && s.inTransaction() && !s.trx.unreplayable && s.srv.router.Config().TransactionReplay {
+	if (b == s.primary || b == s.txBackend) && s.inTransaction() && !s.trx.unreplayable && s.srv.cfg.Load().Recovery.TransactionReplay {
 		sum = s.trx.startSum()
 	}
 	var hold uint16
@@ -497,7 +497,7 @@ func (s *Session) primaryConn(ctx context.Context) (*BackendConn, error) {
 // server sends (access denied, too many connections) is returned at once.
 func (s *Session) dialPrimary(ctx context.Context) (*BackendConn, error) {
 	r, m := s.srv.router, s.srv.metrics
-	wait := r.Config().PrimaryWait
+	wait := s.srv.cfg.Load().Recovery.PrimaryWait
 	var deadline time.Time // set at the first wait
 	defer func() {
 		if !deadline.IsZero() {

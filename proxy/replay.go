@@ -102,7 +102,7 @@ func (s *Session) recordTrx(st *router.Statement, cl *router.Class, text string,
 		t.setUnreplayable()
 		return
 	}
-	cfg := s.srv.router.Config()
+	cfg := s.srv.cfg.Load().Recovery
 	if !cfg.TransactionReplay {
 		return
 	}
@@ -134,7 +134,7 @@ func (s *Session) recordTrx(st *router.Statement, cl *router.Class, text string,
 // transaction replayed.
 func (s *Session) trxReplayable() bool {
 	return s.cur.replayOnLoss && s.status&mysql.SERVER_STATUS_IN_TRANS != 0 && s.trx.replayable(s.state.version) &&
-		len(s.temps) == 0 && s.srv.router.Config().TransactionReplay
+		len(s.temps) == 0 && s.srv.cfg.Load().Recovery.TransactionReplay
 }
 
 // replayTransaction opens a connection to the (next) primary, or for a
@@ -257,7 +257,7 @@ func (s *Session) rollbackReplay(b *BackendConn) {
 // transaction back, so even a COMMIT (a Galera certification failure) is
 // safe to run again.
 func (s *Session) deadlockRetryable(keyword string) bool {
-	cfg := s.srv.router.Config()
+	cfg := s.srv.cfg.Load().Recovery
 	return cfg.TransactionReplayRetryOnDeadlock && s.trx.replayable(s.state.version) &&
 		(replayableKeyword(keyword) || keyword == "COMMIT")
 }
@@ -269,7 +269,7 @@ func (s *Session) deadlockRetryable(keyword string) bool {
 // an answer differs, the client gets the deadlock.
 func (s *Session) retryDeadlock(b *BackendConn, pkt []byte, deadlock *SQLError) (Result, error) {
 	m := s.srv.metrics
-	attempts := s.srv.router.Config().TransactionReplayAttempts
+	attempts := s.srv.cfg.Load().Recovery.TransactionReplayAttempts
 	for attempt := 1; attempt <= attempts; attempt++ {
 		err := s.replayLog(b)
 		if errors.Is(err, errDeadlocked) {

@@ -617,8 +617,8 @@ func TestMaxReplicaConnections(t *testing.T) {
 }
 
 func TestTransactionReplay(t *testing.T) {
-	s := startRouted(t, router.Config{Type: "readwritesplit", MaxReplicationLag: 10 * time.Second,
-		TransactionReplay: true, TransactionReplayMaxSize: 1 << 20}, proxy.Config{})
+	s := startRouted(t, router.Config{Type: "readwritesplit", MaxReplicationLag: 10 * time.Second},
+		proxy.Config{Recovery: proxy.RecoveryConfig{TransactionReplay: true, TransactionReplayMaxSize: 1 << 20}})
 	ctx := context.Background()
 	conn := oneConn(t, s, "app")
 	exec := func(q string) error {
@@ -860,8 +860,8 @@ func TestDeadlockRetry(t *testing.T) {
 	}
 
 	// Without the retry, the victim's client gets the deadlock.
-	s := startRouted(t, router.Config{Type: "readwritesplit", MaxReplicationLag: 10 * time.Second,
-		TransactionReplay: true, TransactionReplayMaxSize: 1 << 20}, proxy.Config{})
+	s := startRouted(t, router.Config{Type: "readwritesplit", MaxReplicationLag: 10 * time.Second},
+		proxy.Config{Recovery: proxy.RecoveryConfig{TransactionReplay: true, TransactionReplayMaxSize: 1 << 20}})
 	a, b := setup(s)
 	before := deadlocks()
 	aErr, bErr := deadlock(t, a, b, false)
@@ -875,9 +875,9 @@ func TestDeadlockRetry(t *testing.T) {
 
 	// With it, both transactions commit, text and prepared alike: the
 	// victim's is replayed once the other's ends.
-	s = startRouted(t, router.Config{Type: "readwritesplit", MaxReplicationLag: 10 * time.Second,
-		TransactionReplay: true, TransactionReplayMaxSize: 1 << 20,
-		TransactionReplayRetryOnDeadlock: true, TransactionReplayAttempts: 5}, proxy.Config{})
+	s = startRouted(t, router.Config{Type: "readwritesplit", MaxReplicationLag: 10 * time.Second},
+		proxy.Config{Recovery: proxy.RecoveryConfig{TransactionReplay: true, TransactionReplayMaxSize: 1 << 20,
+			TransactionReplayRetryOnDeadlock: true, TransactionReplayAttempts: 5}})
 	for _, prepared := range []bool{false, true} {
 		a, b = setup(s)
 		before = deadlocks()
@@ -947,8 +947,8 @@ func TestDeadlockRetry(t *testing.T) {
 }
 
 func TestReadOnlyTransactionReplay(t *testing.T) {
-	s := startRouted(t, router.Config{Type: "readwritesplit", MaxReplicationLag: 10 * time.Second,
-		TransactionReplay: true, TransactionReplayMaxSize: 1 << 20}, proxy.Config{})
+	s := startRouted(t, router.Config{Type: "readwritesplit", MaxReplicationLag: 10 * time.Second},
+		proxy.Config{Recovery: proxy.RecoveryConfig{TransactionReplay: true, TransactionReplayMaxSize: 1 << 20}})
 	ctx := context.Background()
 	if err := topo.Primary.Exec(ctx, "CREATE TABLE IF NOT EXISTS app.ro (id INT PRIMARY KEY, v INT)"); err != nil {
 		t.Fatal(err)

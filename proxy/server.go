@@ -48,6 +48,28 @@ type Config struct {
 	// BackendTLS, when set, is used on every backend connection; a server
 	// that does not offer TLS is refused.
 	BackendTLS *tls.Config
+	// Recovery is what a session does when a server is lost under it.
+	Recovery RecoveryConfig
+}
+
+// RecoveryConfig is how a session recovers when its server is lost.
+type RecoveryConfig struct {
+	// TransactionReplay: a transaction whose primary is lost is replayed on
+	// the next one, and goes on if every statement answers as before
+	// (MaxScale's transaction_replay). TransactionReplayMaxSize bounds the
+	// statement text kept per session.
+	TransactionReplay        bool
+	TransactionReplayMaxSize int
+	// TransactionReplayRetryOnDeadlock: a statement answered with a
+	// deadlock (1213: the server rolled the transaction back) is not
+	// relayed; the transaction is replayed on the same connection and the
+	// statement runs again, up to TransactionReplayAttempts times (MaxScale's
+	// transaction_replay_retry_on_deadlock and transaction_replay_attempts).
+	TransactionReplayRetryOnDeadlock bool
+	TransactionReplayAttempts        int
+	// PrimaryWait is how long a statement for the primary waits for one
+	// to be known and to accept connections; 0 does not wait.
+	PrimaryWait time.Duration
 }
 
 // Server accepts client connections and runs a session for each.

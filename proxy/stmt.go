@@ -298,7 +298,7 @@ func (s *Session) stmtCommand(ctx context.Context, pkt []byte) error {
 		return err
 	}
 	var exec []byte
-	if s.status&mysql.SERVER_STATUS_IN_TRANS != 0 && s.srv.router.Config().TransactionReplay {
+	if s.status&mysql.SERVER_STATUS_IN_TRANS != 0 && s.srv.cfg.Load().Recovery.TransactionReplay {
 		exec = ps.withTypes(pkt)
 	}
 	s.recordTrx(&ps.stmt, ps.class, ps.query, exec, b, res)

@@ -53,22 +53,6 @@ type Config struct {
 	// balanced like them (MaxScale's master_accept_reads, ProxySQL's
 	// writer_is_also_reader).
 	PrimaryReads bool
-	// TransactionReplay: a transaction whose primary is lost is replayed on
-	// the next one, and goes on if every statement answers as before
-	// (MaxScale's transaction_replay). TransactionReplayMaxSize bounds the
-	// statement text kept per session.
-	TransactionReplay        bool
-	TransactionReplayMaxSize int
-	// TransactionReplayRetryOnDeadlock: a statement answered with a
-	// deadlock (1213: the server rolled the transaction back) is not
-	// relayed; the transaction is replayed on the same connection and the
-	// statement runs again, up to TransactionReplayAttempts times (MaxScale's
-	// transaction_replay_retry_on_deadlock and transaction_replay_attempts).
-	TransactionReplayRetryOnDeadlock bool
-	TransactionReplayAttempts        int
-	// PrimaryWait is how long a statement for the primary waits for one
-	// to be known and to accept connections; 0 does not wait.
-	PrimaryWait time.Duration
 }
 
 // Router chooses backends for sessions. It is safe for concurrent use.

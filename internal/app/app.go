@@ -402,6 +402,10 @@ func proxyConfig(cfg *config.Config) proxy.Config {
 		ClassifierCacheSize: cfg.Router.ClassifierCacheSize, RequireTLS: cfg.TLS.Require,
 		MaxUserConnections: cfg.MaxUserConnections, UserMaxConnections: cfg.UserMaxConnections,
 		ClientIdleTimeout: cfg.ClientIdleTimeout, BackendReadTimeout: cfg.BackendReadTimeout,
+		Recovery: proxy.RecoveryConfig{PrimaryWait: cfg.Router.PrimaryWait, TransactionReplay: cfg.Router.TransactionReplay,
+			TransactionReplayMaxSize:         cfg.Router.TransactionReplayMaxSize,
+			TransactionReplayRetryOnDeadlock: cfg.Router.TransactionReplayRetryOnDeadlock,
+			TransactionReplayAttempts:        cfg.Router.TransactionReplayAttempts},
 	}
 	// Validated with the config; files that changed since are re-read at
 	// the next reload.
@@ -414,11 +418,7 @@ func routerConfig(cfg *config.Config) router.Config {
 	return router.Config{Type: cfg.Router.Type, MaxReplicationLag: cfg.Router.MaxReplicationLag,
 		Balance: cfg.Router.Balance, Target: cfg.Router.Target,
 		CausalReads: cfg.Router.CausalReads, CausalReadsTimeout: cfg.Router.CausalReadsTimeout,
-		MaxReplicaConnections: cfg.Router.MaxReplicaConnections, PrimaryReads: cfg.Router.PrimaryReads,
-		PrimaryWait: cfg.Router.PrimaryWait, TransactionReplay: cfg.Router.TransactionReplay,
-		TransactionReplayMaxSize:         cfg.Router.TransactionReplayMaxSize,
-		TransactionReplayRetryOnDeadlock: cfg.Router.TransactionReplayRetryOnDeadlock,
-		TransactionReplayAttempts:        cfg.Router.TransactionReplayAttempts}
+		MaxReplicaConnections: cfg.Router.MaxReplicaConnections, PrimaryReads: cfg.Router.PrimaryReads}
 }
 
 func configAccounts(cfg *config.Config) []proxy.Account {
