@@ -3,6 +3,8 @@ package filter
 import (
 	"fmt"
 	"strings"
+
+	"github.com/sluice-proxy/sluice/router"
 )
 
 // Statement is one statement on its way to a backend, as the filters that
@@ -19,7 +21,7 @@ type Statement struct {
 	// multi-statement query: select, insert, update, delete, replace, ddl,
 	// dcl, set, show, use, transaction, call, load, explain, other or
 	// unknown (not parsed).
-	Kinds []string
+	Kinds []router.Kind
 	// Tables are the tables the statement names, lower case.
 	Tables []string
 }

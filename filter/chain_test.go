@@ -51,16 +51,16 @@ func TestFirewallRules(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		text   string
-		kinds  []string
+		kinds  []router.Kind
 		tables []string
 		deny   bool
 	}{
-		{"DELETE FROM t WHERE id = 42", []string{"delete"}, []string{"t"}, true},
-		{"DELETE FROM t WHERE id = 1 OR id = 2", []string{"delete"}, []string{"t"}, false},
-		{"SELECT * FROM secrets", []string{"select"}, []string{"secrets"}, true},
-		{"UPDATE secrets SET x = 1", []string{"update"}, []string{"secrets"}, false},
-		{"SELECT 1; DROP TABLE x", []string{"select", "ddl"}, []string{"x"}, true},
-		{"SELECT * FROM old_name", []string{"select"}, []string{"old_name"}, false},
+		{"DELETE FROM t WHERE id = 42", []router.Kind{"delete"}, []string{"t"}, true},
+		{"DELETE FROM t WHERE id = 1 OR id = 2", []router.Kind{"delete"}, []string{"t"}, false},
+		{"SELECT * FROM secrets", []router.Kind{"select"}, []string{"secrets"}, true},
+		{"UPDATE secrets SET x = 1", []router.Kind{"update"}, []string{"secrets"}, false},
+		{"SELECT 1; DROP TABLE x", []router.Kind{"select", "ddl"}, []string{"x"}, true},
+		{"SELECT * FROM old_name", []router.Kind{"select"}, []string{"old_name"}, false},
 	} {
 		st := &Statement{Text: tc.text, Kinds: tc.kinds, Tables: tc.tables}
 		analyse(st)
@@ -69,7 +69,7 @@ func TestFirewallRules(t *testing.T) {
 			t.Errorf("%q: refused %v, want %v", tc.text, d, tc.deny)
 		}
 	}
-	st := &Statement{Text: "SELECT * FROM old_name", Kinds: []string{"select"}}
+	st := &Statement{Text: "SELECT * FROM old_name", Kinds: []router.Kind{router.KindSelect}}
 	analyse(st)
 	if rewritten, _ := chain.Before(st, analyse); !rewritten || st.Text != "SELECT * FROM new_name" || st.Fingerprint != "SELECT * FROM new_name" {
 		t.Errorf("rewrite: %v %+v", rewritten, st)
@@ -84,7 +84,7 @@ func TestFirewallAllowlistAndDetect(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	check := func(user string, kinds, tables []string, wantDeny, wantDetect bool) {
+	check := func(user string, kinds []router.Kind, tables []string, wantDeny, wantDetect bool) {
 		t.Helper()
 		st := &Statement{User: user, Text: "x", Kinds: kinds, Tables: tables}
 		_, d := chain.Before(st, analyse)
@@ -93,11 +93,11 @@ func TestFirewallAllowlistAndDetect(t *testing.T) {
 			t.Errorf("%s %v %v: %+v, want deny %v detect %v", user, kinds, tables, d, wantDeny, wantDetect)
 		}
 	}
-	check("report", []string{"select"}, nil, false, false)
-	check("report", []string{"insert"}, nil, true, false)
-	check("report", []string{"select", "select"}, nil, true, false) // multi needs kind multi
-	check("app", []string{"insert"}, nil, false, false)
-	check("app", []string{"select"}, []string{"audit"}, false, true)
+	check("report", []router.Kind{"select"}, nil, false, false)
+	check("report", []router.Kind{"insert"}, nil, true, false)
+	check("report", []router.Kind{"select", "select"}, nil, true, false) // multi needs kind multi
+	check("app", []router.Kind{"insert"}, nil, false, false)
+	check("app", []router.Kind{"select"}, []string{"audit"}, false, true)
 }
 
 func TestShape(t *testing.T) {

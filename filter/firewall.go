@@ -26,14 +26,10 @@ type FirewallRule struct {
 	Kind string `yaml:"kind"`
 }
 
-// Kinds of statement a firewall rule can name.
-var Kinds = []string{"select", "insert", "update", "delete", "replace", "ddl", "dcl", "set", "show",
-	"use", "transaction", "call", "load", "explain", "other", "unknown", "multi"}
-
 type firewallRule struct {
 	fingerprint string
 	table       string
-	kind        string
+	kind        router.Kind
 }
 
 // matches reports whether st matches the rule. In a denylist (anyPart) a
@@ -46,7 +42,7 @@ func (r *firewallRule) matches(st *Statement, anyPart bool) bool {
 	if r.kind != "" {
 		multi := len(st.Kinds) > 1
 		switch {
-		case r.kind == "multi":
+		case r.kind == router.KindMulti:
 			if !multi {
 				return false
 			}
@@ -69,7 +65,7 @@ func (r *firewallRule) String() string {
 		parts = append(parts, "table "+r.table)
 	}
 	if r.kind != "" {
-		parts = append(parts, "kind "+r.kind)
+		parts = append(parts, "kind "+string(r.kind))
 	}
 	return strings.Join(parts, ", ")
 }
@@ -132,12 +128,12 @@ func newFirewall(sp Spec) (*Firewall, *SpecError) {
 	}
 	var lx router.Lexer
 	for i, r := range sp.Rules {
-		fr := firewallRule{table: strings.ToLower(r.Table), kind: strings.ToLower(r.Kind)}
+		fr := firewallRule{table: strings.ToLower(r.Table), kind: router.Kind(strings.ToLower(r.Kind))}
 		if r.Fingerprint == "" && r.Table == "" && r.Kind == "" {
 			return nil, &SpecError{Key: fmt.Sprintf("rules[%d]", i), Msg: "empty rule; set fingerprint, table or kind"}
 		}
-		if fr.kind != "" && !slices.Contains(Kinds, fr.kind) {
-			return nil, &SpecError{Key: fmt.Sprintf("rules[%d].kind", i), Msg: fmt.Sprintf("unknown kind %q; use one of %s", r.Kind, strings.Join(Kinds, ", "))}
+		if fr.kind != "" && !slices.Contains(router.Kinds, fr.kind) {
+			return nil, &SpecError{Key: fmt.Sprintf("rules[%d].kind", i), Msg: fmt.Sprintf("unknown kind %q; use one of %s", r.Kind, kindList())}
 		}
 		if r.Fingerprint != "" {
 			st := lx.Lex(r.Fingerprint)
@@ -173,4 +169,13 @@ func (f *Firewall) Before(st *Statement) (bool, *Denied) {
 		return false, nil
 	}
 	return false, &Denied{Filter: f.name, Reason: reason, DetectOnly: f.detect}
+}
+
+// kindList names the kinds a rule can name, for an error message.
+func kindList() string {
+	names := make([]string, len(router.Kinds))
+	for i, k := range router.Kinds {
+		names[i] = string(k)
+	}
+	return strings.Join(names, ", ")
 }

@@ -50,7 +50,10 @@ type Class struct {
 	// query: select, insert, update, delete, replace, ddl, dcl, set, show,
 	// use, transaction, call, load, explain, other; unknown when the parser
 	// could not read it.
-	Kinds []string
+	Kinds []Kind
+	// Locks: a locking read or SELECT ... INTO runs where the writes are,
+	// whatever a hint says.
+	Locks bool
 	// Begin starts a transaction; ReadOnly makes it START TRANSACTION READ ONLY.
 	Begin, ReadOnly bool
 	// Tables are the tables the statement names (lower case), checked
@@ -67,6 +70,14 @@ type Class struct {
 	// UseDB is the schema a USE selects.
 	UseDB string
 }
+
+// IsWrite reports whether the statement was classified a write: one that may
+// change data (DML, DDL, CALL, ...), as opposed to a read, a session command
+// or a statement about the primary's state.
+func (c *Class) IsWrite() bool { return c.Reason == reasonWrite }
+
+// reasonWrite is the class reason of writes.
+const reasonWrite = "write"
 
 // primaryFunctions must run where the session's writes and locks are.
 var primaryFunctions = map[string]bool{
@@ -143,7 +154,7 @@ func (c *Classifier) parse(st *Statement, query string) (class *Class) {
 			if c.log != nil {
 				c.log.Warn("the SQL parser failed on a statement; it goes to the primary", "fingerprint", st.Fingerprint, "panic", fmt.Sprint(r))
 			}
-			class = &Class{Route: RoutePrimary, Reason: "unparsed", Kinds: []string{"unknown"}}
+			class = &Class{Route: RoutePrimary, Reason: "unparsed", Kinds: []Kind{KindUnknown}}
 			return
 		}
 		c.parsers.Put(p)
@@ -175,11 +186,11 @@ func (c *Classifier) parse(st *Statement, query string) (class *Class) {
 			if stmt, err := p.ParseOneStmt(piece, "", ""); err == nil {
 				add(stmt)
 			} else {
-				cl.Kinds = append(cl.Kinds, "unknown")
+				cl.Kinds = append(cl.Kinds, KindUnknown)
 			}
 		}
 		if len(cl.Kinds) < 2 {
-			cl.Kinds = append(cl.Kinds, "unknown")
+			cl.Kinds = append(cl.Kinds, KindUnknown)
 		}
 		return cl
 	}
@@ -190,12 +201,12 @@ func (c *Classifier) parse(st *Statement, query string) (class *Class) {
 		if stmt, err = p.ParseOneStmt(query, "", ""); err != nil {
 			if vars := intoUserVars(st); vars != nil {
 				// TiDB's grammar lacks SELECT ... INTO @var.
-				return &Class{Route: RouteSession, Reason: "user variable assignment", UserVars: vars, Kinds: []string{"select"}}
+				return &Class{Route: RouteSession, Reason: "user variable assignment", UserVars: vars, Kinds: []Kind{KindSelect}}
 			}
 			if c.log != nil {
 				c.log.Info("statement not parsed; it goes to the primary", "fingerprint", st.Fingerprint, "err", err)
 			}
-			return &Class{Route: RoutePrimary, Reason: "unparsed", Kinds: []string{"unknown"}}
+			return &Class{Route: RoutePrimary, Reason: "unparsed", Kinds: []Kind{KindUnknown}}
 		}
 	}
 	return classifyStmt(stmt)
@@ -222,7 +233,7 @@ func intoUserVars(st *Statement) []string {
 }
 
 func classifyStmt(stmt ast.StmtNode) *Class {
-	cl := &Class{Route: RoutePrimary, Reason: "write", Kinds: []string{stmtKind(stmt)}}
+	cl := &Class{Route: RoutePrimary, Reason: reasonWrite, Kinds: []Kind{stmtKind(stmt)}}
 	v := &visitor{}
 	stmt.Accept(v)
 	cl.Tables = v.tables
@@ -231,10 +242,10 @@ func classifyStmt(stmt ast.StmtNode) *Class {
 		cl.Route, cl.Reason = RouteReplica, "read"
 		if sel, ok := s.(*ast.SelectStmt); ok {
 			if sel.LockInfo != nil && sel.LockInfo.LockType != ast.SelectLockNone {
-				cl.Route, cl.Reason = RoutePrimary, "locking read"
+				cl.Route, cl.Reason, cl.Locks = RoutePrimary, "locking read", true
 			}
 			if sel.SelectIntoOpt != nil {
-				cl.Route, cl.Reason = RoutePrimary, "select into"
+				cl.Route, cl.Reason, cl.Locks = RoutePrimary, "select into", true
 			}
 		}
 		if v.intoVars != nil || v.assigns != nil {
@@ -303,40 +314,40 @@ func classifyStmt(stmt ast.StmtNode) *Class {
 }
 
 // stmtKind is the kind of statement a firewall rule can name.
-func stmtKind(stmt ast.StmtNode) string {
+func stmtKind(stmt ast.StmtNode) Kind {
 	switch s := stmt.(type) {
 	case *ast.SelectStmt, *ast.SetOprStmt:
-		return "select"
+		return KindSelect
 	case *ast.InsertStmt:
 		if s.IsReplace {
-			return "replace"
+			return KindReplace
 		}
-		return "insert"
+		return KindInsert
 	case *ast.UpdateStmt:
-		return "update"
+		return KindUpdate
 	case *ast.DeleteStmt:
-		return "delete"
+		return KindDelete
 	case *ast.GrantStmt, *ast.GrantRoleStmt, *ast.RevokeStmt, *ast.RevokeRoleStmt, *ast.CreateUserStmt,
 		*ast.AlterUserStmt, *ast.DropUserStmt, *ast.SetPwdStmt, *ast.RenameUserStmt, *ast.SetRoleStmt, *ast.SetDefaultRoleStmt:
-		return "dcl"
+		return KindDCL
 	case ast.DDLNode:
-		return "ddl"
+		return KindDDL
 	case *ast.SetStmt:
-		return "set"
+		return KindSet
 	case *ast.ShowStmt:
-		return "show"
+		return KindShow
 	case *ast.UseStmt:
-		return "use"
+		return KindUse
 	case *ast.BeginStmt, *ast.CommitStmt, *ast.RollbackStmt, *ast.SavepointStmt, *ast.ReleaseSavepointStmt:
-		return "transaction"
+		return KindTransaction
 	case *ast.CallStmt:
-		return "call"
+		return KindCall
 	case *ast.LoadDataStmt:
-		return "load"
+		return KindLoad
 	case *ast.ExplainStmt:
-		return "explain"
+		return KindExplain
 	}
-	return "other"
+	return KindOther
 }
 
 // visitor collects what decides routing from anywhere in a statement.

@@ -144,7 +144,7 @@ func quoteLiteral(s string, quote byte) string {
 }
 
 // writeKinds are statement kinds that must never run on a replica.
-var writeKinds = map[string]bool{"insert": true, "update": true, "delete": true, "replace": true, "ddl": true, "dcl": true, "load": true, "call": true}
+var writeKinds = map[Kind]bool{"insert": true, "update": true, "delete": true, "replace": true, "ddl": true, "dcl": true, "load": true, "call": true}
 
 // FuzzClassify classifies arbitrary text. It must not panic (a panic here
 // would take the whole proxy down: sessions do not recover), and:

@@ -15,11 +15,10 @@ import (
 	"github.com/sluice-proxy/sluice/monitor"
 )
 
-// Target is a server a statement is sent to, and why.
+// Target is a server a statement is sent to.
 type Target struct {
 	Server  string
 	Address string
-	Reason  string
 }
 
 // ErrNoPrimary means no writable server is known now.
@@ -57,9 +56,10 @@ type Config struct {
 
 // Router chooses backends for sessions. It is safe for concurrent use.
 type Router struct {
-	topo Topology
-	cfg  atomic.Pointer[Config]
-	rr   atomic.Uint64
+	topo   Topology
+	cfg    atomic.Pointer[Config]
+	policy atomic.Pointer[Policy]
+	rr     atomic.Uint64
 	// outstanding counts queries in flight per server name. Copied on
 	// write (servers are few and rarely added): a read is a plain map
 	// lookup, three per query, where sync.Map hashed an interface.
@@ -70,7 +70,7 @@ type Router struct {
 // New builds a router over topo.
 func New(topo Topology, cfg Config) *Router {
 	r := &Router{topo: topo}
-	r.cfg.Store(&cfg)
+	r.SetConfig(cfg)
 	// Start the rotation anywhere: several instances on one port
 	// (listen_reuseport) would otherwise all send their first sessions to
 	// the first replica.
@@ -79,10 +79,17 @@ func New(topo Topology, cfg Config) *Router {
 }
 
 // SetConfig applies a reloaded router section.
-func (r *Router) SetConfig(cfg Config) { r.cfg.Store(&cfg) }
+func (r *Router) SetConfig(cfg Config) {
+	p := NewPolicy(cfg.Type)
+	r.policy.Store(&p)
+	r.cfg.Store(&cfg)
+}
 
 // Config is the router section in force.
 func (r *Router) Config() Config { return *r.cfg.Load() }
+
+// Policy is the routing policy of the router type in force.
+func (r *Router) Policy() Policy { return *r.policy.Load() }
 
 // Primary is where writes go.
 func (r *Router) Primary() (Target, error) {
@@ -90,7 +97,7 @@ func (r *Router) Primary() (Target, error) {
 	if !ok {
 		return Target{}, ErrNoPrimary
 	}
-	return Target{Server: p.Name, Address: p.Address, Reason: "primary"}, nil
+	return Target{Server: p.Name, Address: p.Address}, nil
 }
 
 // Changed is closed when the monitor next publishes what it saw of the
@@ -101,7 +108,7 @@ func (r *Router) Changed() <-chan struct{} { return r.topo.Changed() }
 func (r *Router) Server(name string) (Target, bool) {
 	for _, s := range r.topo.Snapshot().Servers {
 		if s.Name == name && s.Up && !s.Maintenance {
-			return Target{Server: s.Name, Address: s.Address, Reason: "hint"}, true
+			return Target{Server: s.Name, Address: s.Address}, true
 		}
 	}
 	return Target{}, false
@@ -181,7 +188,7 @@ func (r *Router) Replica(maxLag time.Duration, skip func(name string) bool, pref
 		pick = ties[r.rr.Add(1)%uint64(t)]
 	}
 	s := snap.Servers[candidates[pick]]
-	return Target{Server: s.Name, Address: s.Address, Reason: "replica"}, true
+	return Target{Server: s.Name, Address: s.Address}, true
 }
 
 // ConnTarget is readconnroute's choice for a new session.
