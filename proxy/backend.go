@@ -95,10 +95,7 @@ func (b *BackendConn) login(login Login) error {
 			return errors.New("the server does not offer TLS, which tls.backend requires; enable TLS on the server (ssl_cert, ssl_key)")
 		}
 		caps |= mysql.CLIENT_SSL
-		if err := b.pio.WritePacket(buildSSLRequest(caps, login.Collation)); err != nil {
-			return err
-		}
-		if err := b.pio.Flush(); err != nil {
+		if err := b.pio.Send(buildSSLRequest(caps, login.Collation)); err != nil {
 			return err
 		}
 		err := b.pio.StartTLS(func(c net.Conn) (net.Conn, error) {
@@ -113,10 +110,7 @@ func (b *BackendConn) login(login Login) error {
 		}
 	}
 	auth := scrambleReply(hs.Scramble, login.Stage1)
-	if err := b.pio.WritePacket(buildHandshakeResponse(caps, login.Collation, login.User, auth, login.DB, login.Attrs)); err != nil {
-		return err
-	}
-	if err := b.pio.Flush(); err != nil {
+	if err := b.pio.Send(buildHandshakeResponse(caps, login.Collation, login.User, auth, login.DB, login.Attrs)); err != nil {
 		return err
 	}
 	for range 3 {
@@ -142,10 +136,7 @@ func (b *BackendConn) login(login Login) error {
 				return fmt.Errorf("server asks for auth plugin %q; Sluice relays only mysql_native_password", plugin)
 			}
 			data = trimNul(data)
-			if err := b.pio.WritePacket(scrambleReply(data, login.Stage1)); err != nil {
-				return err
-			}
-			if err := b.pio.Flush(); err != nil {
+			if err := b.pio.Send(scrambleReply(data, login.Stage1)); err != nil {
 				return err
 			}
 		default:
@@ -179,9 +170,7 @@ func (b *BackendConn) Close() error { return b.pio.Close() }
 
 // QuitAndClose sends COM_QUIT, so the server logs a clean disconnect, and closes.
 func (b *BackendConn) QuitAndClose() error {
-	b.pio.ResetSequence()
-	_ = b.pio.WritePacket([]byte{mysql.COM_QUIT})
-	_ = b.pio.Flush()
+	_ = b.pio.SendCommand([]byte{mysql.COM_QUIT})
 	return b.pio.Close()
 }
 
@@ -257,11 +246,7 @@ type Value struct {
 // command sends a command Sluice issues for itself (replaying state) and
 // reads its single OK or ERR answer.
 func (b *BackendConn) command(payload []byte) error {
-	b.pio.ResetSequence()
-	if err := b.pio.WritePacket(payload); err != nil {
-		return err
-	}
-	if err := b.pio.Flush(); err != nil {
+	if err := b.pio.SendCommand(payload); err != nil {
 		return err
 	}
 	pkt, err := b.pio.ReadPacket()
@@ -283,12 +268,7 @@ func (b *BackendConn) command(payload []byte) error {
 // queryRow runs a text query Sluice issues for itself and returns its first
 // row; the rest of the result is read and dropped.
 func (b *BackendConn) queryRow(query string) ([]Value, error) {
-	payload := commandPacket(mysql.COM_QUERY, query)
-	b.pio.ResetSequence()
-	if err := b.pio.WritePacket(payload); err != nil {
-		return nil, err
-	}
-	if err := b.pio.Flush(); err != nil {
+	if err := b.pio.SendCommand(commandPacket(mysql.COM_QUERY, query)); err != nil {
 		return nil, err
 	}
 	pkt, err := b.pio.ReadPacket()
@@ -376,36 +356,52 @@ func columnType(def []byte) (typ byte, binary bool) {
 // prepare prepares query on this connection for Sluice's own bookkeeping
 // and returns the server's statement id; the definitions are dropped.
 func (b *BackendConn) prepare(query string) (uint32, error) {
-	b.pio.ResetSequence()
-	if err := b.pio.WritePacket(commandPacket(mysql.COM_STMT_PREPARE, query)); err != nil {
+	discard := NewPacketIO(discardConn{})
+	defer discard.Close()
+	r := relay{client: discard, deprecateEOF: b.hs.Capabilities&mysql.CLIENT_DEPRECATE_EOF != 0}
+	res, _, err := b.exchange(commandPacket(mysql.COM_STMT_PREPARE, query), r, 0)
+	switch {
+	case err != nil:
 		return 0, err
+	case res.Err != nil:
+		return 0, res.Err
 	}
-	if err := b.pio.Flush(); err != nil {
-		return 0, err
+	return res.Prepare.StatementID, nil
+}
+
+// exchange sends one command and relays its answer through r (whose
+// backend it sets), waiting at most timeout (0: as long as the server
+// takes) for it. forwarded counts the packets relayed before an error.
+func (b *BackendConn) exchange(pkt []byte, r relay, timeout time.Duration) (res Result, forwarded int, err error) {
+	bio := b.pio
+	if timeout > 0 {
+		// The connection is closed if this fires: its stream is lost.
+		_ = bio.Conn().SetReadDeadline(time.Now().Add(timeout))
+		defer bio.Conn().SetReadDeadline(time.Time{})
 	}
-	pkt, err := b.pio.ReadPacket()
+	bio.ResetSequence()
+	kind := responseKindOf(pkt[0])
+	err = bio.WritePacket(pkt)
+	switch {
+	case err != nil:
+	case kind == respNone:
+		err = bio.Flush()
+	default:
+		err = bio.FlushAwait()
+	}
 	if err != nil {
-		return 0, err
+		return Result{}, 0, err
 	}
-	if len(pkt) > 0 && pkt[0] == mysql.ERR_HEADER {
-		return 0, parseErr(pkt)
+	r.backend = bio
+	res, err = r.run(kind)
+	if r.sum != nil && res.ResultSet {
+		res.RowsSum = r.sum.Sum64()
 	}
-	if len(pkt) < 12 || pkt[0] != mysql.OK_HEADER {
-		return 0, fmt.Errorf("%w: prepare answer", errMalformed)
+	if err != nil {
+		return res, r.forwarded, err
 	}
-	id := uint32(pkt[1]) | uint32(pkt[2])<<8 | uint32(pkt[3])<<16 | uint32(pkt[4])<<24
-	cols := int(pkt[5]) | int(pkt[6])<<8
-	params := int(pkt[7]) | int(pkt[8])<<8
-	deprecateEOF := b.hs.Capabilities&mysql.CLIENT_DEPRECATE_EOF != 0
-	for _, n := range []int{params, cols} {
-		if n > 0 && !deprecateEOF {
-			n++
-		}
-		for range n {
-			if _, err := b.pio.ReadPacket(); err != nil {
-				return 0, err
-			}
-		}
+	if res.StatusKnown {
+		b.Status = res.OK.Status
 	}
-	return id, nil
+	return res, r.forwarded, nil
 }

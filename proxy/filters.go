@@ -53,7 +53,7 @@ func (s *Session) filterStatement(text string, st *router.Statement, cl **router
 	if denied != nil && denied.DetectOnly {
 		s.srv.metrics.filterDetected.Inc()
 		s.log.Warn("a filter would refuse this statement (detect mode)", "filter", denied.Filter, "reason", denied.Reason, "fingerprint", st.Fingerprint)
-		s.cur.detected = denied.Filter + ": " + denied.Reason
+		s.rec.detected = denied.Filter + ": " + denied.Reason
 		denied = nil
 	}
 	if denied != nil {
@@ -61,14 +61,14 @@ func (s *Session) filterStatement(text string, st *router.Statement, cl **router
 		s.log.Warn("statement refused by a filter", "filter", denied.Filter, "reason", denied.Reason, "fingerprint", st.Fingerprint)
 		e := newSQLError(errFilterDenied, "%s", denied.Error())
 		s.writeErr(e)
-		s.cur.setStmt(st, text)
-		s.cur.route = "refused: filter " + denied.Filter
-		s.cur.res = Result{Err: e}
+		s.rec.setStmt(st, text)
+		s.rec.refused = "refused: filter " + denied.Filter
+		s.rec.res = Result{Err: e}
 		return text, denied
 	}
 	if rewritten {
 		s.srv.metrics.filterRewritten.Inc()
-		s.cur.original = text
+		s.rec.original = text
 		return fs.Text, nil
 	}
 	return text, nil

@@ -183,6 +183,20 @@ func (p *PacketIO) WritePacket(payload []byte) error {
 // Flush sends buffered packets.
 func (p *PacketIO) Flush() error { return p.w.Flush() }
 
+// Send writes payload as the next packet and flushes it.
+func (p *PacketIO) Send(payload []byte) error {
+	if err := p.WritePacket(payload); err != nil {
+		return err
+	}
+	return p.w.Flush()
+}
+
+// SendCommand sends payload as a new command: its sequence starts at 0.
+func (p *PacketIO) SendCommand(payload []byte) error {
+	p.seq = 0
+	return p.Send(payload)
+}
+
 // FlushAwait sends buffered packets, a command whose answer the caller
 // reads next, and returns once that answer starts to arrive (or the
 // connection fails, or its read deadline passes). Only for a peer that

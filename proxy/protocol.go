@@ -198,7 +198,6 @@ func parseServerHandshake(b []byte) (ServerHandshake, error) {
 	return h, nil
 }
 
-// buildHandshakeResponse writes the HandshakeResponse41 Sluice sends a backend.
 // commandPacket builds the command packet of cmd with text: a statement a
 // filter rewrote, or one Sluice sends itself.
 func commandPacket(cmd byte, text string) []byte {
@@ -217,6 +216,7 @@ func buildSSLRequest(caps uint32, collation byte) []byte {
 	return append(b, make([]byte, 23)...)
 }
 
+// buildHandshakeResponse is the HandshakeResponse41 Sluice sends a backend.
 func buildHandshakeResponse(caps uint32, collation byte, user string, auth []byte, db string, attrs []byte) []byte {
 	b := make([]byte, 0, 64+len(user)+len(auth)+len(db)+len(attrs))
 	b = binary.LittleEndian.AppendUint32(b, caps)

@@ -94,8 +94,9 @@ func (s *Session) recordTrx(st *router.Statement, cl *router.Class, text string,
 	}
 	// The START of a read-only transaction is answered before the session
 	// knows the replica holds it.
-	onReplica := b != s.primary && (b == s.txBackend || cl.Begin && cl.ReadOnly)
-	if t.unreplayable || b != s.primary && !onReplica {
+	primary := s.backends.primary
+	onReplica := b != primary && (b == s.backends.tx || cl.Begin && cl.ReadOnly)
+	if t.unreplayable || b != primary && !onReplica {
 		return
 	}
 	if !t.replayable(s.state.version) {
@@ -130,11 +131,22 @@ func (s *Session) recordTrx(st *router.Statement, cl *router.Class, text string,
 }
 
 // trxReplayable reports whether the connection holding the transaction,
-// lost before answering the current command, can be replaced, its
-// transaction replayed.
-func (s *Session) trxReplayable() bool {
-	return s.cur.replayOnLoss && s.status&mysql.SERVER_STATUS_IN_TRANS != 0 && s.trx.replayable(s.state.version) &&
+// lost before answering the command a, can be replaced, its transaction
+// replayed.
+func (s *Session) trxReplayable(a *attempt) bool {
+	return a.replayOnLoss && s.status&mysql.SERVER_STATUS_IN_TRANS != 0 && s.trx.replayable(s.state.version) &&
 		len(s.temps) == 0 && s.srv.cfg.Load().Recovery.TransactionReplay
+}
+
+// replayLost replays the transaction whose connection was lost before the
+// current command answered; when it cannot be, the client is told to retry
+// the transaction.
+func (s *Session) replayLost(ctx context.Context) error {
+	if err := s.replayTransaction(ctx); err != nil {
+		s.writeErr(newSQLError(mysql.ER_LOCK_DEADLOCK, "Sluice: the transaction was lost with its server connection and could not be replayed: %v; retry the transaction", err))
+		return errReported
+	}
+	return nil
 }
 
 // replayTransaction opens a connection to the (next) primary, or for a
@@ -142,9 +154,9 @@ func (s *Session) trxReplayable() bool {
 // state and runs the transaction's statements again. It fails, leaving no
 // transaction open, when an answer differs.
 func (s *Session) replayTransaction(ctx context.Context) error {
-	m := s.srv.metrics
+	m, bs := s.srv.metrics, &s.backends
 	if s.trx.readOnly {
-		b := s.replicaConn(ctx, 0)
+		b := bs.replicaConn(ctx, 0)
 		if b == nil {
 			m.replayFailed.Inc()
 			s.trx.reset()
@@ -158,33 +170,32 @@ func (s *Session) replayTransaction(ctx context.Context) error {
 			s.trx.reset()
 			return err
 		}
-		if b != s.primary {
-			s.txBackend = b
+		if b != bs.primary {
+			bs.tx = b
 		}
 		s.status = b.Status
 		m.replayed.Inc()
 		s.log.Info("read-only transaction replayed on another server", "server", b.Server, "statements", len(s.trx.entries))
 		return nil
 	}
-	b, err := s.dialPrimary(ctx)
+	b, err := bs.dialPrimary(ctx)
 	if err != nil {
 		m.replayFailed.Inc()
 		return err
 	}
 	fail := func(err error) error {
-		b.QuitAndClose() // the server rolls back what was replayed
-		m.backendConns.Dec()
+		bs.closeConn(b) // the server rolls back what was replayed
 		m.replayFailed.Inc()
 		s.trx.reset()
 		return err
 	}
-	if err := s.sync(b); err != nil {
+	if err := bs.sync(b); err != nil {
 		return fail(fmt.Errorf("restoring session state on %s: %w", b.Server, err))
 	}
 	if err := s.replayLog(b); err != nil {
 		return fail(err)
 	}
-	s.primary, s.status = b, b.Status
+	bs.primary, s.status = b, b.Status
 	m.replayed.Inc()
 	s.log.Info("transaction replayed on the new primary", "server", b.Server, "statements", len(s.trx.entries))
 	return nil
@@ -220,7 +231,7 @@ func (s *Session) replayLog(b *BackendConn) error {
 			pkt = append([]byte(nil), e.exec...)
 			setStmtID(pkt, id)
 		}
-		res, _, err := s.exchange(b, pkt, discard, s.trx.startSum(), 0)
+		res, _, err := s.exchange(b, pkt, relay{client: discard, sum: s.trx.startSum()})
 		if err != nil {
 			return fmt.Errorf("replaying on %s: %w", b.Server, err)
 		}
@@ -248,7 +259,7 @@ func (s *Session) replayLog(b *BackendConn) error {
 func (s *Session) rollbackReplay(b *BackendConn) {
 	discard := NewPacketIO(discardConn{})
 	defer discard.Close()
-	_, _, _ = s.exchange(b, commandPacket(mysql.COM_QUERY, "ROLLBACK"), discard, nil, 0)
+	_, _, _ = s.exchange(b, commandPacket(mysql.COM_QUERY, "ROLLBACK"), relay{client: discard})
 }
 
 // deadlockRetryable reports whether a deadlock answer to a statement may be
@@ -270,7 +281,7 @@ func (s *Session) deadlockRetryable(keyword string) bool {
 func (s *Session) retryDeadlock(b *BackendConn, pkt []byte, deadlock *SQLError) (Result, error) {
 	m := s.srv.metrics
 	attempts := s.srv.cfg.Load().Recovery.TransactionReplayAttempts
-	for attempt := 1; attempt <= attempts; attempt++ {
+	for n := 1; n <= attempts; n++ {
 		err := s.replayLog(b)
 		if errors.Is(err, errDeadlocked) {
 			continue // rolled back again
@@ -280,9 +291,13 @@ func (s *Session) retryDeadlock(b *BackendConn, pkt []byte, deadlock *SQLError) 
 			s.rollbackReplay(b) // it may have opened a transaction and changed rows
 			break
 		}
-		s.cur.holdDeadlock = attempt < attempts // the last answer goes to the client as it is
-		res, err := s.forward(b, pkt)
+		// The last answer goes to the client as it is.
+		a := attempt{holdDeadlock: n < attempts}
+		res, forwarded, err := s.forward(b, pkt, &a, 0)
 		if err != nil {
+			if _, err = s.recover(b, err, forwarded, &a); err == nil {
+				err = errReported // a retry or replay, which a nested attempt never asks for
+			}
 			return res, err
 		}
 		if res.Err != nil && res.Err.Code == mysql.ER_LOCK_DEADLOCK {
@@ -294,14 +309,14 @@ func (s *Session) retryDeadlock(b *BackendConn, pkt []byte, deadlock *SQLError) 
 			return res, nil
 		}
 		m.replayed.Inc()
-		s.log.Info("transaction replayed after a deadlock", "server", b.Server, "statements", len(s.trx.entries), "attempt", attempt)
+		s.log.Info("transaction replayed after a deadlock", "server", b.Server, "statements", len(s.trx.entries), "attempt", n)
 		return res, nil
 	}
 	m.replayFailed.Inc()
 	s.trx.reset()
 	s.writeErr(deadlock)
 	res := Result{Err: deadlock}
-	s.cur.res = res
+	s.rec.res = res
 	return res, nil
 }
 

@@ -1,6 +1,15 @@
 // Package proxy is Sluice's MySQL protocol front: the listener, the client
 // handshake and authentication, the session loop, backend connections and
 // the packet layer beneath them.
+//
+// A Session (session.go) owns the client connection, the login and the
+// command loop. Each command goes through command.go: dispatch by command,
+// then for COM_QUERY and COM_STMT_EXECUTE one pipeline: route (the
+// router.Policy decides, the session carries the decision out on its
+// backendSet, backends.go), forward (relay.go's relay streams the answer
+// packet by packet), recover from a lost connection (recovery.go decides,
+// as a table), record (querylog.go, replay.go's transaction log, the
+// session state in state.go).
 package proxy
 
 import (

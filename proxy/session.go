@@ -21,7 +21,9 @@ import (
 	"github.com/sluice-proxy/sluice/router"
 )
 
-// Session is one client connection and the backend connection it uses.
+// Session is one client connection: its login, its command loop, and what
+// it knows of its own state. Its connections to the servers are a
+// backendSet; the query log's view of each command is a queryRecord.
 type Session struct {
 	srv      *Server
 	id       uint32
@@ -34,38 +36,20 @@ type Session struct {
 	attrs     []byte
 	scramble  []byte
 	user      string
-	db        string
 	// admitted is the user counted against max_user_connections.
 	admitted string
 	// tls is true once the client connection is TLS.
 	tls bool
-	// stage1 is SHA1(password): the secret backend logins are made with. It
-	// is never logged.
-	stage1 []byte
 
-	// primary is the connection writes go to (with readconnroute, the
-	// session's one connection); replicas are opened as reads need them.
-	primary  *BackendConn
-	replicas map[string]*BackendConn
-	// last ran the previous statement; txBackend holds a read-only
-	// transaction open on a replica.
-	last, txBackend *BackendConn
-	// lastReplica names the replica the previous read went to; the router
-	// keeps reads there while it is not busier than the others.
-	lastReplica string
-	// lastRoute caches the route label of the last logged command.
-	lastRoute routeLabelCache
-	// trx is the open transaction, for router.transaction_replay.
+	backends backendSet
+	// trx is the open transaction, for transaction replay.
 	trx trxLog
-	// broken names servers whose connection failed for this session.
-	broken map[string]bool
 	// pinned, when set, says why every statement now goes to the primary.
 	pinned string
 
-	state      SessionState
-	lexer      router.Lexer
-	stmts      map[uint32]*preparedStmt
-	nextStmtID uint32
+	state SessionState
+	lexer router.Lexer
+	stmts preparedStmts
 	// temps are the session's temporary tables, which live on the primary.
 	temps map[string]struct{}
 	// lastGTID is the GTID of the session's last write, for causal reads.
@@ -78,48 +62,16 @@ type Session struct {
 	// transaction: a draining server may close it then.
 	idle atomic.Bool
 
-	// cur describes the command being answered, for the query log.
-	cur        commandInfo
+	// rec describes the command being answered, for the query log;
+	// lastRoute caches the route label of the last record.
+	rec        queryRecord
+	lastRoute  routeLabelCache
 	started    time.Time
 	statements int64
 	logSess    filter.Session
 	// view and statementCount are what the admin API reads.
 	view           atomic.Pointer[SessionInfo]
 	statementCount atomic.Int64
-}
-
-// commandInfo is what the query log needs of one command.
-type commandInfo struct {
-	server string
-	route  string
-	res    Result
-	// stmt is valid with hasStmt; held by value, so that recording it
-	// allocates nothing.
-	stmt    router.Statement
-	hasStmt bool
-	text    string
-	// routePrimary and reason make the route label, built only when the
-	// query log asks (route, when set, overrides).
-	routed       bool
-	routePrimary bool
-	reason       string
-	// original is the client's text when a filter rewrote it.
-	original string
-	// detected says which detect-only filter would have refused it, and why.
-	detected string
-	// params are an execute's parameters, when the query log wants them.
-	params []filter.Param
-	// gtid is the GTID the statement committed, when known.
-	gtid string
-	// retryRead: the command is a read, safe to run again on a new
-	// primary connection when the old one fails before answering.
-	retryRead bool
-	// replayOnLoss: a statement inside a transaction that may run again,
-	// after the transaction is replayed, on a new primary.
-	replayOnLoss bool
-	// holdDeadlock: a deadlock answer is held back from the client, for
-	// the transaction to be replayed and the statement to run again.
-	holdDeadlock bool
 }
 
 func newSession(srv *Server, conn net.Conn) *Session {
@@ -131,8 +83,8 @@ func newSession(srv *Server, conn net.Conn) *Session {
 		client:   NewPacketIO(conn),
 		clientIP: host,
 		log:      srv.log.With("session", id, "client", conn.RemoteAddr().String()),
-		broken:   map[string]bool{},
 	}
+	s.backends = backendSet{srv: srv, log: s.log, state: &s.state, broken: map[string]bool{}, closing: s.stmts.forget}
 	s.client.SetMaxPayload(srv.cfg.Load().MaxAllowedPacket)
 	return s
 }
@@ -141,8 +93,7 @@ func newSession(srv *Server, conn net.Conn) *Session {
 // handshake, as MySQL does for "Too many connections".
 func (s *Session) refuse(e *SQLError) {
 	defer s.client.Close()
-	_ = s.client.WritePacket(errPacket(e))
-	_ = s.client.Flush()
+	_ = s.client.Send(errPacket(e))
 	s.log.Warn("connection refused", "code", e.Code, "reason", e.Message)
 }
 
@@ -174,8 +125,8 @@ func (s *Session) run(ctx context.Context) {
 			g.LogQuit(s.logSession(), now, now.Sub(s.started), s.statements)
 		}
 	}()
-	s.log = s.log.With("user", s.user)
-	s.log.Debug("session started", "db", s.db)
+	s.setLog(s.log.With("user", s.user))
+	s.log.Debug("session started", "db", s.state.db)
 	s.publish()
 	err = s.loop(ctx)
 	s.logEnd("session ended", err)
@@ -195,8 +146,18 @@ func (s *Session) close() {
 		s.srv.releaseUser(s.admitted)
 		s.admitted = ""
 	}
-	s.closeBackends()
+	s.backends.closeAll()
 	s.client.Close()
+}
+
+// setLog replaces the session's logger (a new user).
+func (s *Session) setLog(l *slog.Logger) { s.log, s.backends.log = l, l }
+
+// setLogin records who the session is logged in as, for the connections
+// it opens to the servers: the client's own user and SHA1(password).
+func (s *Session) setLogin(user string, stage1 []byte) {
+	s.user = user
+	s.backends.login = Login{User: user, Stage1: stage1, Capabilities: s.caps, Collation: s.collation, Attrs: s.attrs}
 }
 
 // handshake greets the client, authenticates it and opens its backend.
@@ -214,10 +175,7 @@ func (s *Session) handshake(ctx context.Context) error {
 	if cfg.TLS != nil {
 		caps |= mysql.CLIENT_SSL
 	}
-	if err := s.client.WritePacket(buildHandshake(s.id, s.scramble, version, caps, defaultCollation)); err != nil {
-		return err
-	}
-	if err := s.client.Flush(); err != nil {
+	if err := s.client.Send(buildHandshake(s.id, s.scramble, version, caps, defaultCollation)); err != nil {
 		return err
 	}
 	pkt, err := s.client.ReadPacket()
@@ -241,7 +199,7 @@ func (s *Session) handshake(ctx context.Context) error {
 		s.writeErr(e)
 		return e
 	}
-	s.collation, s.attrs, s.user, s.db = hr.Collation, hr.Attrs, hr.User, hr.DB
+	s.collation, s.attrs, s.user = hr.Collation, hr.Attrs, hr.User
 	reply := hr.AuthResponse
 	if hr.Plugin != "" && hr.Plugin != mysql.AUTH_NATIVE_PASSWORD && s.caps&mysql.CLIENT_PLUGIN_AUTH != 0 {
 		// The client answered for another plugin: ask it to switch.
@@ -263,16 +221,13 @@ func (s *Session) handshake(ctx context.Context) error {
 		return e
 	}
 	s.admitted = hr.User
-	s.stage1 = stage1
+	s.setLogin(hr.User, stage1)
 	s.state.db = hr.DB
 	s.log.Debug("authenticated", "user", acct.User, "host", acct.Host)
-	if err := s.connectPrimary(ctx); err != nil {
+	if err := s.connect(ctx); err != nil {
 		return err
 	}
-	if err := s.client.WritePacket(okPacket(0, 0, s.status, 0)); err != nil {
-		return err
-	}
-	return s.client.Flush()
+	return s.client.Send(okPacket(0, 0, s.status, 0))
 }
 
 // errClientInactive is MySQL's ER_CLIENT_INTERACTION_TIMEOUT.
@@ -317,10 +272,7 @@ func (s *Session) authSwitch() ([]byte, error) {
 	req = append(req, 0)
 	req = append(req, s.scramble...)
 	req = append(req, 0)
-	if err := s.client.WritePacket(req); err != nil {
-		return nil, err
-	}
-	if err := s.client.Flush(); err != nil {
+	if err := s.client.Send(req); err != nil {
 		return nil, err
 	}
 	reply, err := s.client.ReadPacket()
@@ -330,27 +282,32 @@ func (s *Session) authSwitch() ([]byte, error) {
 	return bytes.Clone(reply), nil
 }
 
-// connectPrimary opens the session's primary connection at login, so a
-// bad schema or a refused account fails the login as it would directly.
-func (s *Session) connectPrimary(ctx context.Context) error {
-	var b *BackendConn
+// connect opens the session's connection at login (readwritesplit: the
+// primary; readconnroute: the server router.target chooses), so a bad schema
+// or a refused account fails the login as it would directly.
+func (s *Session) connect(ctx context.Context) error {
 	var err error
-	if s.srv.router.Config().Type == "readconnroute" {
-		var t router.Target
-		if t, err = s.srv.router.ConnTarget(); err == nil {
-			b, err = s.dial(ctx, t)
+	if s.policy().Movable() {
+		var b *BackendConn
+		if b, err = s.backends.dialPrimary(ctx); err == nil {
+			s.backends.primary = b
 		}
 	} else {
-		b, err = s.dialPrimary(ctx)
+		var t router.Target
+		if t, err = s.srv.router.ConnTarget(); err == nil {
+			err = s.backends.connectTo(ctx, t)
+		}
 	}
 	if err != nil {
 		s.writeErr(toSQLError(err))
 		return err
 	}
-	s.primary = b
-	s.status = b.Status
+	s.status = s.backends.primary.Status
 	return nil
 }
+
+// policy is the routing policy in force.
+func (s *Session) policy() router.Policy { return s.srv.router.Policy() }
 
 // toSQLError gives the client the server's own error when there is one,
 // and otherwise says which server failed and how.
@@ -363,8 +320,7 @@ func toSQLError(err error) *SQLError {
 }
 
 func (s *Session) writeErr(e *SQLError) {
-	_ = s.client.WritePacket(errPacket(e))
-	_ = s.client.Flush()
+	_ = s.client.Send(errPacket(e))
 }
 
 func (s *Session) loop(ctx context.Context) error {
@@ -404,7 +360,7 @@ func (s *Session) loop(ctx context.Context) error {
 		m.commands[cmd].Inc()
 		s.srv.commandsTotal.Add(1)
 		start := time.Now()
-		s.cur = commandInfo{}
+		s.rec = queryRecord{}
 		s.statements++
 		s.statementCount.Store(s.statements)
 		switch cmd {
@@ -424,8 +380,8 @@ func (s *Session) loop(ctx context.Context) error {
 		// Where a string literal ends depends on the session's sql_mode.
 		s.lexer.NoBackslashEscapes = s.status&mysql.SERVER_STATUS_NO_BACKSLASH_ESCAPED != 0
 		err = s.dispatch(ctx, pkt)
-		if d := s.srv.digests.Load(); d != nil && s.cur.hasStmt {
-			d.Record(s.cur.stmt.Digest, s.cur.stmt.Fingerprint, start, time.Since(start), s.cur.res.Rows, s.cur.res.Err != nil)
+		if d := s.srv.digests.Load(); d != nil && s.rec.hasStmt {
+			d.Record(s.rec.stmt.Digest, s.rec.stmt.Fingerprint, start, time.Since(start), s.rec.res.Rows, s.rec.res.Err != nil)
 		}
 		if g := s.srv.genlog.Load(); g != nil {
 			s.logCommand(g, cmd, pkt, start)
@@ -435,65 +391,6 @@ func (s *Session) loop(ctx context.Context) error {
 			return err
 		}
 	}
-}
-
-// backendFailed ends the session after its backend connection failed. A
-// client that has not yet seen part of the response gets an error naming the
-// server; one that has cannot be told anything in protocol, so its
-// connection is closed. The session's server-side state is gone either way,
-// so it must not continue silently.
-func (s *Session) backendFailed(b *BackendConn, err error, forwarded int) error {
-	if errors.Is(err, errClientGone) {
-		return err
-	}
-	if b != s.primary && b == s.txBackend && forwarded == 0 && !errors.Is(err, errPartialPacket) {
-		if s.trx.readOnly && s.trxReplayable() {
-			s.log.Warn("replica connection lost in a read-only transaction; replaying it on another server", "server", b.Server, "err", err)
-			s.broken[b.Server] = true
-			s.dropReplica(b)
-			return errTransactionLost
-		}
-		// The read-only transaction it held is gone with it. Running the
-		// rest elsewhere would silently lose the transaction's snapshot, so
-		// the session ends, as for a transaction on a lost primary.
-		s.writeErr(newSQLError(2013, "Lost connection to backend server '%s' (%s) inside a read-only transaction: %v", b.Server, b.Addr, err))
-		s.log.Warn("replica connection failed inside a read-only transaction; closing the session", "server", b.Server, "err", err)
-		return fmt.Errorf("backend %s: %w", b.Server, err)
-	}
-	if b != s.primary && forwarded == 0 && !errors.Is(err, errPartialPacket) {
-		// A replica failed before answering: nothing of the session lives
-		// only there, so the command can run on the primary instead.
-		s.log.Warn("replica connection failed; retrying on the primary", "server", b.Server, "err", err)
-		s.broken[b.Server] = true
-		s.dropReplica(b)
-		return errReplicaLost
-	}
-	if b == s.primary && forwarded == 0 && !errors.Is(err, errPartialPacket) && !s.trx.readOnly && s.trxReplayable() {
-		s.log.Warn("primary connection lost in a transaction; replaying it on the primary", "server", b.Server, "err", err)
-		s.dropPrimary()
-		return errTransactionLost
-	}
-	if b == s.primary && forwarded == 0 && !errors.Is(err, errPartialPacket) && s.cur.retryRead &&
-		!s.inTransaction() && len(s.temps) == 0 && s.srv.router.Config().Type == "readwritesplit" {
-		// A read the primary's connection lost before any answer (the
-		// server restarted under it) runs again on a new connection.
-		s.log.Warn("primary connection failed before answering a read; retrying on a new connection", "server", b.Server, "err", err)
-		s.cur.retryRead = false
-		s.dropPrimary()
-		return errReplicaLost
-	}
-	if forwarded == 0 && !errors.Is(err, errPartialPacket) {
-		s.writeErr(newSQLError(2013, "Lost connection to backend server '%s' (%s): %v", b.Server, b.Addr, err))
-		if !s.inTransaction() && len(s.temps) == 0 && s.srv.router.Config().Type == "readwritesplit" {
-			// Nothing of the session lives only on that connection: its
-			// state is replayed on the next primary connection.
-			s.log.Warn("primary connection failed; the session reconnects at its next command", "server", b.Server, "err", err)
-			s.dropPrimary()
-			return errReported
-		}
-	}
-	s.log.Warn("backend connection failed; closing the session", "server", b.Server, "err", err)
-	return fmt.Errorf("backend %s: %w", b.Server, err)
 }
 
 // changeUser handles COM_CHANGE_USER: Sluice checks the new credentials
@@ -524,23 +421,20 @@ func (s *Session) changeUser(ctx context.Context, pkt []byte) error {
 		s.srv.releaseUser(s.admitted)
 		s.admitted = cu.User
 	}
-	s.closeBackends()
+	s.backends.closeAll()
 	s.resetState(cu.DB)
-	s.user, s.db, s.stage1 = cu.User, cu.DB, stage1
 	if cu.Collation != 0 {
 		s.collation = cu.Collation
 	}
 	if cu.Attrs != nil {
 		s.attrs = cu.Attrs
 	}
-	s.log = s.log.With("user", s.user)
-	if err := s.connectPrimary(ctx); err != nil {
+	s.setLogin(cu.User, stage1)
+	s.setLog(s.log.With("user", s.user))
+	if err := s.connect(ctx); err != nil {
 		return err
 	}
-	if err := s.client.WritePacket(okPacket(0, 0, s.status, 0)); err != nil {
-		return err
-	}
-	return s.client.Flush()
+	return s.client.Send(okPacket(0, 0, s.status, 0))
 }
 
 func newScramble() []byte {
@@ -554,66 +448,4 @@ func newScramble() []byte {
 		}
 	}
 	return b
-}
-
-// routeLabel is the query log's route field.
-func (s *Session) routeLabel(c *commandInfo) string {
-	if c.route != "" || !c.routed {
-		return c.route
-	}
-	// Most commands of a session go the same way for the same reason:
-	// keep the last label rather than build it again per log record.
-	l := &s.lastRoute
-	if l.label == "" || l.primary != c.routePrimary || l.reason != c.reason {
-		*l = routeLabelCache{routeLabel(c.routePrimary, c.reason), c.reason, c.routePrimary}
-	}
-	return l.label
-}
-
-// routeLabelCache is the last route label a session logged.
-type routeLabelCache struct {
-	label, reason string
-	primary       bool
-}
-
-// setRoute records where the statement went and why.
-func (c *commandInfo) setRoute(primary bool, reason string) {
-	c.routed, c.routePrimary, c.reason = true, primary, reason
-}
-
-// setStmt records the statement being answered, for the query log.
-func (c *commandInfo) setStmt(st *router.Statement, text string) {
-	c.stmt, c.hasStmt, c.text = *st, true, text
-}
-
-// logSession is the session as the query log names it.
-func (s *Session) logSession() *filter.Session {
-	if s.logSess.ID == 0 {
-		s.logSess = filter.Session{ID: s.id, Client: s.client.Conn().RemoteAddr().String()}
-	}
-	s.logSess.User, s.logSess.DB = s.user, s.state.db
-	return &s.logSess
-}
-
-// logCommand writes the query log record of one answered command.
-func (s *Session) logCommand(g *filter.Genlog, cmd byte, pkt []byte, start time.Time) {
-	c := &s.cur
-	q := filter.Query{
-		Start: start, Duration: time.Since(start), Command: commandName(cmd),
-		Server: c.server, Route: s.routeLabel(c), Rows: c.res.Rows, Affected: c.res.OK.Affected,
-		LastInsertID: c.res.OK.LastInsertID, Warnings: c.res.OK.Warnings,
-		InTx: s.status&mysql.SERVER_STATUS_IN_TRANS != 0,
-	}
-	if e := c.res.Err; e != nil {
-		q.ErrorCode, q.Error = e.Code, e.Message
-	}
-	switch {
-	case c.hasStmt:
-		q.Text, q.Original, q.Fingerprint, q.Digest = c.text, c.original, c.stmt.Fingerprint, c.stmt.Digest
-		q.Detected, q.Params, q.GTID = c.detected, c.params, c.gtid
-		q.Sensitive = filter.IsSensitive(c.stmt.Keyword, c.stmt.Fingerprint, c.text, c.stmt.Multi)
-	case cmd == mysql.COM_INIT_DB || cmd == mysql.COM_FIELD_LIST:
-		q.Text = string(pkt[1:])
-	}
-	g.LogQuery(s.logSession(), &q)
 }

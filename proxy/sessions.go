@@ -65,20 +65,18 @@ func (s *Server) SessionList() []SessionInfo {
 // the session's own fields belong to its goroutine.
 func (s *Session) publish() {
 	inTx := s.status&mysql.SERVER_STATUS_IN_TRANS != 0
-	backends := len(s.replicas)
-	if s.primary != nil {
-		backends++
-	}
+	bs := &s.backends
+	backends := bs.count()
 	if v := s.view.Load(); v != nil && v.User == s.user && v.DB == s.state.db && v.InTransaction == inTx &&
 		len(v.Backends) == backends && v.Pinned == s.pinned {
 		return
 	}
 	info := &SessionInfo{ID: s.id, User: s.user, Client: s.client.Conn().RemoteAddr().String(), DB: s.state.db,
 		Started: s.started, InTransaction: inTx, Pinned: s.pinned, Backends: make([]string, 0, backends)}
-	if s.primary != nil {
-		info.Backends = append(info.Backends, s.primary.Server)
+	if bs.primary != nil {
+		info.Backends = append(info.Backends, bs.primary.Server)
 	}
-	for name := range s.replicas {
+	for name := range bs.replicas {
 		info.Backends = append(info.Backends, name)
 	}
 	slices.Sort(info.Backends[min(1, len(info.Backends)):])

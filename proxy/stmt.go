@@ -3,8 +3,6 @@ package proxy
 import (
 	"context"
 	"encoding/binary"
-	"errors"
-	"fmt"
 
 	"github.com/go-mysql-org/go-mysql/mysql"
 
@@ -38,15 +36,37 @@ type preparedStmt struct {
 	last *BackendConn
 }
 
-// forget drops a closed backend connection from every statement's maps.
-func (s *Session) forgetStatements(b *BackendConn) {
-	for _, ps := range s.stmts {
+// preparedStmts are a session's prepared statements by Sluice's ids.
+type preparedStmts struct {
+	byID   map[uint32]*preparedStmt
+	nextID uint32
+}
+
+// forget drops a closing backend connection from every statement's maps.
+func (p *preparedStmts) forget(b *BackendConn) {
+	for _, ps := range p.byID {
 		delete(ps.ids, b)
 		delete(ps.typesBound, b)
 		if ps.last == b {
 			ps.last = nil
 		}
 	}
+}
+
+// reset forgets every statement (COM_RESET_CONNECTION, COM_CHANGE_USER).
+func (p *preparedStmts) reset() { p.byID = nil }
+
+// idOn is the statement's id on b, where it is prepared on first use.
+func (ps *preparedStmt) idOn(b *BackendConn) (uint32, error) {
+	if id, ok := ps.ids[b]; ok {
+		return id, nil
+	}
+	id, err := b.prepare(ps.query)
+	if err != nil {
+		return 0, err
+	}
+	ps.ids[b] = id
+	return id, nil
 }
 
 // stmtID reads the statement id of COM_STMT_EXECUTE, _FETCH, _RESET,
@@ -117,7 +137,7 @@ func (ps *preparedStmt) withTypes(pkt []byte) []byte {
 // client needs, and writes can only run there) and hands the client
 // Sluice's own statement id.
 func (s *Session) prepareStmt(ctx context.Context, pkt []byte) error {
-	if len(s.stmts) >= maxStatementsPerSession {
+	if len(s.stmts.byID) >= maxStatementsPerSession {
 		s.writeErr(newSQLError(1461, "Can't create more than max_prepared_stmt_count statements (current value: %d)", maxStatementsPerSession))
 		return nil
 	}
@@ -129,28 +149,21 @@ func (s *Session) prepareStmt(ctx context.Context, pkt []byte) error {
 	if denied {
 		return nil
 	}
-	s.nextStmtID++
-	id := s.nextStmtID
+	s.stmts.nextID++
+	id := s.stmts.nextID
 	// A prepare is harmless to send again: inside a transaction, losing the
 	// primary before it answers replays the transaction.
-	s.cur.replayOnLoss = s.status&mysql.SERVER_STATUS_IN_TRANS != 0
-	res, err := s.forwardPrepare(b, pkt, id)
-	if errors.Is(err, errTransactionLost) {
-		if err := s.replayLost(ctx); err != nil {
-			return err
-		}
-		b = s.primary
-		res, err = s.forwardPrepare(b, pkt, id)
-	}
-	s.cur.server, s.cur.res, s.cur.route = b.Server, res, "primary: prepare"
-	s.cur.setStmt(&st, query)
+	c := &command{pkt: pkt, prepareAs: id, attempt: attempt{replayOnLoss: s.status&mysql.SERVER_STATUS_IN_TRANS != 0}}
+	res, b, err := s.forwardCommand(ctx, c, b, s.primaryConn)
+	s.rec.setStmt(&st, query)
+	s.rec.setRoute(true, router.ReasonPrepare, "")
 	if err != nil || res.Err != nil {
 		return err
 	}
-	if s.stmts == nil {
-		s.stmts = map[uint32]*preparedStmt{}
+	if s.stmts.byID == nil {
+		s.stmts.byID = map[uint32]*preparedStmt{}
 	}
-	s.stmts[id] = &preparedStmt{
+	s.stmts.byID[id] = &preparedStmt{
 		query: query, stmt: st, class: cl, params: res.Prepare.Params,
 		ids:        map[*BackendConn]uint32{b: res.Prepare.StatementID},
 		typesBound: map[*BackendConn]bool{},
@@ -158,178 +171,84 @@ func (s *Session) prepareStmt(ctx context.Context, pkt []byte) error {
 	return nil
 }
 
-// forwardPrepare relays COM_STMT_PREPARE's answer with the statement id
-// replaced by Sluice's.
-func (s *Session) forwardPrepare(b *BackendConn, pkt []byte, id uint32) (Result, error) {
-	bio := b.PacketIO()
-	bio.ResetSequence()
-	if err := bio.WritePacket(pkt); err != nil {
-		return Result{}, s.backendFailed(b, err, 0)
-	}
-	if err := bio.FlushAwait(); err != nil {
-		return Result{}, s.backendFailed(b, err, 0)
-	}
-	first, err := bio.ReadPacket()
-	if err != nil {
-		return Result{}, s.backendFailed(b, err, 0)
-	}
-	s.client.SetSequence(bio.Sequence() - 1)
-	if len(first) > 0 && first[0] == mysql.ERR_HEADER {
-		e := parseErr(first)
-		s.writeErr(e)
-		return Result{Err: e}, nil
-	}
-	if len(first) < 12 {
-		return Result{}, s.backendFailed(b, fmt.Errorf("%w: short prepare answer", errMalformed), 0)
-	}
-	res := Result{Prepare: PrepareOK{
-		StatementID: binary.LittleEndian.Uint32(first[1:]),
-		Columns:     binary.LittleEndian.Uint16(first[5:]),
-		Params:      binary.LittleEndian.Uint16(first[7:]),
-	}}
-	setStmtID(first, id)
-	if err := s.client.WritePacket(first); err != nil {
-		return res, err
-	}
-	r := relay{backend: bio, client: s.client, deprecateEOF: s.caps&mysql.CLIENT_DEPRECATE_EOF != 0}
-	for _, n := range []uint16{res.Prepare.Params, res.Prepare.Columns} {
-		count := int(n)
-		if n > 0 && !r.deprecateEOF {
-			count++
-		}
-		for range count {
-			if _, err := r.next(); err != nil {
-				return res, s.backendFailed(b, err, 1)
-			}
-		}
-	}
-	return res, r.flush()
-}
-
-// stmtCommand routes EXECUTE, FETCH, RESET and SEND_LONG_DATA.
-func (s *Session) stmtCommand(ctx context.Context, pkt []byte) error {
-	cmd := pkt[0]
-	id, ok := stmtID(pkt)
-	ps := s.stmts[id]
-	if !ok || ps == nil {
-		if cmd != mysql.COM_STMT_SEND_LONG_DATA {
-			s.writeErr(newSQLError(mysql.ER_UNKNOWN_STMT_HANDLER, "Unknown prepared statement handler (%d) given to %s", id, commandName(cmd)))
-		}
+// executeStmt runs COM_STMT_EXECUTE through the statement pipeline.
+func (s *Session) executeStmt(ctx context.Context, pkt []byte) error {
+	ps := s.stmtOf(pkt)
+	if ps == nil {
 		return nil
 	}
-	var b *BackendConn
 	longData := ps.longData
-	switch cmd {
-	case mysql.COM_STMT_EXECUTE:
-		d, err := s.routeStmt(ctx, ps)
+	cursor := len(pkt) > 5 && pkt[5]&cursorFlags != 0
+	inTrans := s.status&mysql.SERVER_STATUS_IN_TRANS != 0
+	if inTrans && (longData || cursor) {
+		s.trx.setUnreplayable() // long data and cursors are not kept
+	}
+	c := &statement{command: command{pkt: pkt, ps: ps, attempt: attempt{
+		retryRead:    ps.class.Route == router.RouteReplica && !ps.stmt.Multi,
+		replayOnLoss: inTrans && !longData && !cursor && replayableKeyword(ps.stmt.Keyword),
+		holdDeadlock: !longData && !cursor && s.deadlockRetryable(ps.stmt.Keyword),
+	}}, text: ps.query, st: ps.stmt, cl: ps.class}
+	if g := s.srv.genlog.Load(); g != nil && g.WantsParams() {
+		params, err := executeParams(pkt, int(ps.params), ps.types, longData)
 		if err != nil {
-			return err
+			s.log.Debug("parameters not logged", "err", err)
 		}
-		b = d.backend
+		s.rec.params = params
+	}
+	err := s.runStatement(ctx, c)
+	ps.longData = false
+	return err
+}
+
+// stmtFollowUp forwards FETCH and RESET where their statement last executed
+// (the primary when it is gone), and SEND_LONG_DATA to the primary, where
+// the execute it belongs to will then run.
+func (s *Session) stmtFollowUp(ctx context.Context, pkt []byte) error {
+	ps := s.stmtOf(pkt)
+	if ps == nil {
+		return nil
+	}
+	b := ps.last
+	switch cmd := pkt[0]; {
+	case cmd == mysql.COM_STMT_SEND_LONG_DATA:
+		ps.longData = true
+		b = nil
+	case cmd == mysql.COM_STMT_RESET:
 		ps.longData = false
-	case mysql.COM_STMT_SEND_LONG_DATA:
+	}
+	if b == nil {
 		var err error
 		if b, err = s.primaryConn(ctx); err != nil {
 			return err
 		}
-		ps.longData = true
-	default: // FETCH and RESET follow their execute
-		b = ps.last
-		if b == nil {
-			var err error
-			if b, err = s.primaryConn(ctx); err != nil {
-				return err
-			}
-		}
-		if cmd == mysql.COM_STMT_RESET {
-			ps.longData = false
-		}
 	}
-	backendID, ok := ps.ids[b]
-	if !ok {
-		var err error
-		if backendID, err = b.prepare(ps.query); err != nil {
-			var se *SQLError
-			if errors.As(err, &se) {
-				s.writeErr(se)
-				return nil
-			}
-			return s.backendFailed(b, err, 0)
-		}
-		ps.ids[b] = backendID
-	}
-	if cmd == mysql.COM_STMT_EXECUTE {
-		pkt = ps.bindTypes(pkt, b)
-		ps.last = b
-		if s.status&mysql.SERVER_STATUS_IN_TRANS != 0 {
-			if longData || len(pkt) > 5 && pkt[5]&cursorFlags != 0 {
-				s.trx.setUnreplayable() // long data and cursors are not kept
-			} else {
-				s.cur.replayOnLoss = replayableKeyword(ps.stmt.Keyword)
-			}
-		}
-		s.cur.holdDeadlock = !longData && (len(pkt) <= 5 || pkt[5]&cursorFlags == 0) && s.deadlockRetryable(ps.stmt.Keyword)
-		if g := s.srv.genlog.Load(); g != nil && g.WantsParams() {
-			params, err := executeParams(pkt, int(ps.params), ps.types, longData)
-			if err != nil {
-				s.log.Debug("parameters not logged", "err", err)
-			}
-			s.cur.params = params
-		}
-	}
-	setStmtID(pkt, backendID)
-	res, err := s.forward(b, pkt)
-	if errors.Is(err, errReplicaLost) {
-		setStmtID(pkt, id)
-		ps.longData = true // forces the primary
-		return s.stmtCommand(ctx, pkt)
-	}
-	if errors.Is(err, errTransactionLost) {
-		if err := s.replayLost(ctx); err != nil {
-			return err
-		}
-		setStmtID(pkt, id)
-		return s.stmtCommand(ctx, pkt) // on the new primary
-	}
-	if err == nil && res.Held {
-		res, err = s.retryDeadlock(b, pkt, res.Err)
-	}
-	if err != nil || cmd != mysql.COM_STMT_EXECUTE {
-		return err
-	}
-	var exec []byte
-	if s.status&mysql.SERVER_STATUS_IN_TRANS != 0 && s.srv.cfg.Load().Recovery.TransactionReplay {
-		exec = ps.withTypes(pkt)
-	}
-	s.recordTrx(&ps.stmt, ps.class, ps.query, exec, b, res)
-	s.srv.metrics.routed(b == s.primary)
-	s.cur.setStmt(&ps.stmt, ps.query)
-	s.cur.setRoute(b == s.primary, ps.class.Reason)
-	return s.after(ctx, &ps.stmt, ps.class, b, res)
+	_, _, err := s.forwardCommand(ctx, &command{pkt: pkt, ps: ps}, b, s.primaryConn)
+	return err
 }
 
-// routeStmt chooses the server for an execute.
-func (s *Session) routeStmt(ctx context.Context, ps *preparedStmt) (decision, error) {
-	if ps.longData {
-		b, err := s.primaryConn(ctx)
-		return decision{backend: b, reason: "long data"}, err
+// stmtOf is the statement a command names, or nil after telling the client
+// it is unknown (SEND_LONG_DATA has no answer).
+func (s *Session) stmtOf(pkt []byte) *preparedStmt {
+	id, ok := stmtID(pkt)
+	ps := s.stmts.byID[id]
+	if !ok || ps == nil {
+		if cmd := pkt[0]; cmd != mysql.COM_STMT_SEND_LONG_DATA {
+			s.writeErr(newSQLError(mysql.ER_UNKNOWN_STMT_HANDLER, "Unknown prepared statement handler (%d) given to %s", id, commandName(cmd)))
+		}
+		return nil
 	}
-	if s.srv.router.Config().Type == "readconnroute" {
-		b, err := s.primaryConn(ctx)
-		return decision{backend: b, reason: "connection"}, err
-	}
-	return s.route(ctx, &ps.stmt, ps.class)
+	return ps
 }
 
 // closeStmt closes a statement everywhere it was prepared; COM_STMT_CLOSE
 // has no answer.
 func (s *Session) closeStmt(pkt []byte) {
 	id, ok := stmtID(pkt)
-	ps := s.stmts[id]
+	ps := s.stmts.byID[id]
 	if !ok || ps == nil {
 		return
 	}
-	delete(s.stmts, id)
+	delete(s.stmts.byID, id)
 	for b, backendID := range ps.ids {
 		closeStatement(b, backendID)
 	}
@@ -340,9 +259,5 @@ func (s *Session) closeStmt(pkt []byte) {
 func closeStatement(b *BackendConn, id uint32) {
 	out := []byte{mysql.COM_STMT_CLOSE, 0, 0, 0, 0}
 	setStmtID(out, id)
-	bio := b.PacketIO()
-	bio.ResetSequence()
-	if bio.WritePacket(out) == nil {
-		_ = bio.Flush()
-	}
+	_ = b.PacketIO().SendCommand(out)
 }

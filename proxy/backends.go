@@ -1,0 +1,350 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/go-mysql-org/go-mysql/mysql"
+
+	"github.com/sluice-proxy/sluice/router"
+)
+
+// backendSet is a session's connections to the servers: the primary (with
+// readconnroute, the session's one connection), the replicas it has read
+// from, and what routing remembers of them. It logs in as the session's user
+// and brings each connection up to the session's state before handing it
+// out. It belongs to the session's goroutine.
+type backendSet struct {
+	srv *Server
+	log *slog.Logger
+	// login is what every connection logs in with; DB follows the state.
+	login Login
+	state *SessionState
+	// closing is told of a connection about to close, before it does:
+	// the session's prepared statements forget their ids on it.
+	closing func(*BackendConn)
+
+	primary  *BackendConn
+	replicas map[string]*BackendConn
+	// last ran the previous statement; tx holds a read-only transaction
+	// open on a replica.
+	last, tx *BackendConn
+	// lastReplica names the replica the previous read went to; the router
+	// keeps reads there while it is not busier than the others.
+	lastReplica string
+	// broken names servers whose connection failed for this session.
+	broken map[string]bool
+}
+
+// errStateRestore wraps a failure to bring a new primary connection up to
+// the session's state.
+type errStateRestore struct {
+	server string
+	err    error
+}
+
+func (e *errStateRestore) Error() string {
+	return fmt.Sprintf("restoring session state on %s failed: %v", e.server, e.err)
+}
+
+func (e *errStateRestore) Unwrap() error { return e.err }
+
+// primaryConn is the connection to the primary, opened if needed. With move
+// (a policy that moves sessions, outside a transaction), a session whose
+// primary role moved (failover, switchover) follows it, carrying its state
+// over; with keep (the session's temporary tables live there) it stays while
+// no other primary is known.
+func (bs *backendSet) primaryConn(ctx context.Context, move, keep bool) (*BackendConn, error) {
+	if bs.primary != nil && !move {
+		return bs.primary, nil
+	}
+	t, err := bs.srv.router.Primary()
+	if bs.primary != nil {
+		if err == nil && t.Server == bs.primary.Server {
+			return bs.primary, nil
+		}
+		if err != nil && keep {
+			// It learns from its next statement whether the server is gone.
+			return bs.primary, nil
+		}
+		if err == nil {
+			bs.log.Info("primary moved; the session follows", "from", bs.primary.Server, "to", t.Server)
+		}
+		// Moved, or down or turned read only (a switchover) with no other
+		// known yet: dialPrimary waits for the next primary rather than the
+		// session failing on a dead or read-only connection.
+		bs.dropPrimary()
+	}
+	b, err := bs.dialPrimary(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := bs.sync(b); err != nil {
+		bs.closeConn(b)
+		return nil, &errStateRestore{server: b.Server, err: err}
+	}
+	bs.primary = b
+	return b, nil
+}
+
+// dialPrimary connects to the primary. With router.primary_wait, a primary
+// not known yet (a failover under way) or refusing connections (down, and the
+// monitor has not seen it yet) is waited for: Sluice tries again each time the
+// monitor has looked at the servers, until primary_wait is over. An error the
+// server sends (access denied, too many connections) is returned at once.
+func (bs *backendSet) dialPrimary(ctx context.Context) (*BackendConn, error) {
+	r, m := bs.srv.router, bs.srv.metrics
+	wait := bs.srv.cfg.Load().Recovery.PrimaryWait
+	var deadline time.Time // set at the first wait
+	defer func() {
+		if !deadline.IsZero() {
+			m.primaryWaiting.Dec()
+		}
+	}()
+	for {
+		changed := r.Changed() // before the snapshot is read: no publish is missed
+		t, err := r.Primary()
+		if err == nil {
+			var b *BackendConn
+			if b, err = bs.dial(ctx, t); err == nil {
+				return b, nil
+			}
+		}
+		var se *SQLError
+		if wait <= 0 || errors.As(err, &se) {
+			return nil, err
+		}
+		if deadline.IsZero() {
+			deadline = time.Now().Add(wait)
+			m.primaryWaiting.Inc()
+		}
+		timer := time.NewTimer(time.Until(deadline))
+		select {
+		case <-changed:
+			timer.Stop()
+			continue
+		case <-timer.C:
+		case <-ctx.Done():
+			timer.Stop()
+		}
+		m.primaryWaitTimeouts.Inc()
+		return nil, fmt.Errorf("%w (waited router.primary_wait, %v)", err, wait)
+	}
+}
+
+// connectTo opens the session's first connection, to t, at login.
+func (bs *backendSet) connectTo(ctx context.Context, t router.Target) error {
+	b, err := bs.dial(ctx, t)
+	if err != nil {
+		return err
+	}
+	bs.primary = b
+	return nil
+}
+
+// replicaConn returns an up-to-date connection to a usable replica at most
+// maxLag behind (0: router.max_replication_lag), or nil when there is none:
+// then the primary serves the read.
+func (bs *backendSet) replicaConn(ctx context.Context, maxLag time.Duration) *BackendConn {
+	rt := bs.srv.router
+	limit := rt.Config().MaxReplicaConnections
+	for range 3 {
+		atLimit := limit > 0 && len(bs.replicas) >= limit
+		t, ok := rt.Replica(maxLag, func(name string) bool {
+			// At router.max_replica_connections, only servers already open.
+			return bs.broken[name] || (atLimit && bs.replicas[name] == nil && !bs.isPrimary(name))
+		}, bs.lastReplica)
+		if !ok && atLimit {
+			// None of those is usable now (drained, lagging): close them to
+			// make room for one that is.
+			if t, ok = rt.Replica(maxLag, func(name string) bool { return bs.broken[name] }, ""); ok {
+				for _, b := range bs.replicas {
+					bs.dropReplica(b)
+				}
+			}
+		}
+		if !ok {
+			return nil
+		}
+		b, err := bs.conn(ctx, t)
+		if err == nil {
+			bs.lastReplica = t.Server
+			return b
+		}
+	}
+	return nil
+}
+
+// isPrimary reports whether the session's primary connection is to name.
+func (bs *backendSet) isPrimary(name string) bool {
+	return bs.primary != nil && bs.primary.Server == name
+}
+
+// conn returns the session's connection to t, opening and syncing it.
+func (bs *backendSet) conn(ctx context.Context, t router.Target) (*BackendConn, error) {
+	if bs.isPrimary(t.Server) {
+		return bs.primary, nil
+	}
+	b := bs.replicas[t.Server]
+	if b == nil {
+		var err error
+		if b, err = bs.dial(ctx, t); err != nil {
+			bs.broken[t.Server] = true
+			bs.log.Warn("replica connection failed; reads go elsewhere", "server", t.Server, "err", err)
+			return nil, err
+		}
+		if bs.replicas == nil {
+			bs.replicas = map[string]*BackendConn{}
+		}
+		bs.replicas[t.Server] = b
+	}
+	if err := bs.sync(b); err != nil {
+		bs.lose(b)
+		bs.log.Warn("replaying session state on a replica failed; closed that connection for this session",
+			"server", t.Server, "err", err)
+		return nil, err
+	}
+	return b, nil
+}
+
+// sync brings a connection to the session's current state.
+func (bs *backendSet) sync(b *BackendConn) error {
+	st := bs.state
+	if b.synced == st.version {
+		return nil
+	}
+	if sql := st.replaySQL(b.synced); sql != "" {
+		if err := b.command(commandPacket(mysql.COM_QUERY, sql)); err != nil {
+			return fmt.Errorf("replay variables: %w", err)
+		}
+	}
+	if b.db != st.db && st.db != "" {
+		if err := b.command(commandPacket(mysql.COM_INIT_DB, st.db)); err != nil {
+			return fmt.Errorf("replay schema: %w", err)
+		}
+		b.db = st.db
+	}
+	if ms := st.multiStatements; ms != nil && (b.multiStatements == nil || *b.multiStatements != *ms) {
+		opt := byte(1)
+		if *ms {
+			opt = 0
+		}
+		if err := b.command([]byte{mysql.COM_SET_OPTION, opt, 0}); err != nil {
+			return fmt.Errorf("replay set option: %w", err)
+		}
+		b.multiStatements = ms
+	}
+	b.synced = st.version
+	return nil
+}
+
+// dial logs in to t as the session's user.
+func (bs *backendSet) dial(ctx context.Context, t router.Target) (*BackendConn, error) {
+	cfg := bs.srv.cfg.Load()
+	ctx, cancel := context.WithTimeout(ctx, cfg.ConnectTimeout)
+	defer cancel()
+	login := bs.login
+	login.DB = bs.state.db
+	if bt := cfg.BackendTLS; bt != nil {
+		login.TLS = bt
+		if bt.ServerName == "" {
+			// Verify the certificate against the host Sluice dials.
+			login.TLS = bt.Clone()
+			login.TLS.ServerName, _, _ = net.SplitHostPort(t.Address)
+		}
+	}
+	b, err := DialBackend(ctx, t.Server, t.Address, login)
+	if err != nil {
+		return nil, err
+	}
+	b.db = bs.state.db
+	bs.srv.metrics.backendConns.Inc()
+	return b, nil
+}
+
+// lose closes a connection that failed for this session, and keeps reads
+// off its server.
+func (bs *backendSet) lose(b *BackendConn) {
+	if b != bs.primary {
+		bs.broken[b.Server] = true
+	}
+	bs.drop(b)
+}
+
+// drop closes one of the session's connections.
+func (bs *backendSet) drop(b *BackendConn) {
+	if b == bs.primary {
+		bs.dropPrimary()
+	} else {
+		bs.dropReplica(b)
+	}
+}
+
+// dropPrimary closes the session's primary connection.
+func (bs *backendSet) dropPrimary() {
+	if bs.primary == nil {
+		return
+	}
+	if bs.last == bs.primary {
+		bs.last = nil
+	}
+	b := bs.primary
+	bs.primary = nil
+	bs.closeConn(b)
+}
+
+func (bs *backendSet) dropReplica(b *BackendConn) {
+	delete(bs.replicas, b.Server)
+	if bs.last == b {
+		bs.last = nil
+	}
+	if bs.tx == b {
+		bs.tx = nil
+	}
+	bs.closeConn(b)
+}
+
+// closeConn closes b, which no slot of the set holds (any more).
+func (bs *backendSet) closeConn(b *BackendConn) {
+	if bs.closing != nil {
+		bs.closing(b)
+	}
+	b.QuitAndClose()
+	bs.srv.metrics.backendConns.Dec()
+}
+
+// dropReplicas closes every replica connection, so they reopen clean.
+func (bs *backendSet) dropReplicas() {
+	for _, b := range bs.replicas {
+		bs.dropReplica(b)
+	}
+}
+
+// closeAll closes every connection of the session.
+func (bs *backendSet) closeAll() {
+	bs.dropReplicas()
+	bs.dropPrimary()
+	bs.last, bs.tx = nil, nil
+}
+
+// reset forgets what routing learned (COM_RESET_CONNECTION,
+// COM_CHANGE_USER): replica connections close, servers that failed may be
+// tried again.
+func (bs *backendSet) reset() {
+	bs.dropReplicas()
+	clear(bs.broken)
+	bs.tx = nil
+}
+
+// count is the number of connections open.
+func (bs *backendSet) count() int {
+	n := len(bs.replicas)
+	if bs.primary != nil {
+		n++
+	}
+	return n
+}

@@ -1,0 +1,622 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/go-mysql-org/go-mysql/mysql"
+
+	"github.com/sluice-proxy/sluice/router"
+)
+
+// This file is the path of one client command: dispatch by command, then
+// for statements (COM_QUERY, COM_STMT_EXECUTE) one pipeline: route, forward,
+// recover from a lost connection, record.
+
+// errReported means the client was already told of a failure in its own
+// command; the session goes on.
+var errReported = errors.New("error reported to the client")
+
+// command is one client command on its way to a server.
+type command struct {
+	pkt []byte
+	// ps is the prepared statement of an execute, fetch, reset or long
+	// data: Sluice's statement id in pkt is replaced by the server's.
+	ps *preparedStmt
+	// prepareAs, for COM_STMT_PREPARE, is Sluice's id for the statement,
+	// relayed in place of the server's.
+	prepareAs uint32
+	attempt
+	// sent is what went to the server last.
+	sent []byte
+	// recovered is how the command got its answer after its connection was
+	// lost (retryOnPrimary, retryOnNewPrimary or replayTransaction), when
+	// it was.
+	recovered    recovery
+	hasRecovered bool
+}
+
+// attempt steers how a command runs and recovers; it travels with the
+// command, not in the query log.
+type attempt struct {
+	// retryRead: the command is a read, safe to run again on a new
+	// primary connection when the old one fails before answering.
+	retryRead bool
+	// replayOnLoss: a statement inside a transaction that may run again,
+	// after the transaction is replayed, on another connection.
+	replayOnLoss bool
+	// holdDeadlock: a deadlock answer is held back from the client, for
+	// the transaction to be replayed and the statement to run again.
+	holdDeadlock bool
+}
+
+// statement is a COM_QUERY or COM_STMT_EXECUTE with what routing knows of it.
+type statement struct {
+	command
+	text string
+	st   router.Statement
+	cl   *router.Class
+}
+
+// inTransaction is true while the primary's status says a transaction is
+// open, or autocommit is off (the next statement opens one).
+func (s *Session) inTransaction() bool {
+	return s.status&mysql.SERVER_STATUS_IN_TRANS != 0 || s.status&mysql.SERVER_STATUS_AUTOCOMMIT == 0
+}
+
+// dispatch runs one client command.
+func (s *Session) dispatch(ctx context.Context, pkt []byte) error {
+	cmd := pkt[0]
+	if s.status&mysql.SERVER_STATUS_IN_TRANS == 0 {
+		s.trx.reset() // no transaction open: nothing to replay
+	} else {
+		switch cmd {
+		case mysql.COM_QUERY, mysql.COM_STMT_PREPARE, mysql.COM_STMT_EXECUTE, mysql.COM_STMT_CLOSE:
+		default: // the log holds statements and executes, nothing else
+			s.trx.setUnreplayable()
+		}
+	}
+	switch cmd {
+	case mysql.COM_QUERY:
+		return s.query(ctx, pkt)
+	case mysql.COM_STMT_PREPARE:
+		return s.prepareStmt(ctx, pkt)
+	case mysql.COM_STMT_EXECUTE:
+		return s.executeStmt(ctx, pkt)
+	case mysql.COM_STMT_FETCH, mysql.COM_STMT_RESET, mysql.COM_STMT_SEND_LONG_DATA:
+		return s.stmtFollowUp(ctx, pkt)
+	case mysql.COM_STMT_CLOSE:
+		s.closeStmt(pkt)
+		return nil
+	}
+	b, err := s.primaryConn(ctx)
+	if err != nil {
+		return err
+	}
+	res, b, err := s.forwardCommand(ctx, &command{pkt: pkt}, b, s.primaryConn)
+	if err != nil || res.Err != nil {
+		return err
+	}
+	switch cmd {
+	case mysql.COM_INIT_DB:
+		s.state.setDB(string(pkt[1:]))
+		b.db = s.state.db
+	case mysql.COM_RESET_CONNECTION:
+		s.resetState(s.state.db)
+		b.synced, b.db = s.state.version, s.state.db
+	case mysql.COM_SET_OPTION:
+		if len(pkt) >= 3 {
+			on := pkt[1] == 0 // MYSQL_OPTION_MULTI_STATEMENTS_ON
+			s.state.multiStatements = &on
+			s.state.version++
+			b.synced = s.state.version
+		}
+	}
+	return nil
+}
+
+// query runs a COM_QUERY.
+func (s *Session) query(ctx context.Context, pkt []byte) error {
+	if !s.policy().Classifies() && s.srv.filters.Load().Len() == 0 {
+		// No parsing on readconnroute's hot path; the query log and the
+		// digests need only the fingerprint.
+		b, err := s.primaryConn(ctx)
+		if err != nil {
+			return err
+		}
+		_, _, err = s.forwardCommand(ctx, &command{pkt: pkt}, b, s.primaryConn)
+		if s.srv.genlog.Load() != nil || s.srv.digests.Load() != nil {
+			text := string(pkt[1:])
+			st := s.lexer.Lex(text)
+			s.rec.setStmt(&st, text)
+		}
+		return err
+	}
+	text, pkt, st, cl, denied := s.statement(pkt)
+	if denied {
+		return nil
+	}
+	inTrans := s.status&mysql.SERVER_STATUS_IN_TRANS != 0
+	c := &statement{command: command{pkt: pkt, attempt: attempt{
+		retryRead:    cl.Route == router.RouteReplica && !st.Multi,
+		replayOnLoss: inTrans && !st.Multi && replayableKeyword(st.Keyword),
+		holdDeadlock: !st.Multi && s.deadlockRetryable(st.Keyword),
+	}}, text: text, st: st, cl: cl}
+	return s.runStatement(ctx, c)
+}
+
+// runStatement is the pipeline of a COM_QUERY or COM_STMT_EXECUTE: route,
+// forward, recover, record.
+func (s *Session) runStatement(ctx context.Context, c *statement) error {
+	d, b, err := s.route(ctx, c)
+	if err != nil {
+		return err
+	}
+	res, b, err := s.forwardCommand(ctx, &c.command, b, func(ctx context.Context) (*BackendConn, error) {
+		_, b, err := s.route(ctx, c)
+		return b, err
+	})
+	s.rec.setStmt(&c.st, c.text)
+	if err != nil {
+		return err
+	}
+	if c.hasRecovered {
+		d.Reason = router.ReasonRetried
+		if c.recovered == replayTransaction {
+			d.Reason = router.ReasonReplayed
+		}
+	}
+	if res.Held {
+		d.Reason = router.ReasonDeadlockReplayed
+		if res, err = s.retryDeadlock(b, c.sent, res.Err); err != nil {
+			return err
+		}
+	}
+	toPrimary := b == s.backends.primary
+	s.srv.metrics.routed(toPrimary)
+	detail := c.cl.Reason
+	if d.Reason == router.ReasonPinned {
+		detail = s.pinned
+	}
+	s.rec.setRoute(toPrimary, d.Reason, detail)
+	var exec []byte
+	if c.ps != nil && s.status&mysql.SERVER_STATUS_IN_TRANS != 0 && s.srv.cfg.Load().Recovery.TransactionReplay {
+		exec = c.ps.withTypes(c.sent)
+	}
+	s.recordTrx(&c.st, c.cl, c.text, exec, b, res)
+	return s.after(ctx, c.cl, b, res)
+}
+
+// route decides where a statement goes (the policy's decision, carried out)
+// and returns the connection it goes on.
+func (s *Session) route(ctx context.Context, c *statement) (router.Decision, *BackendConn, error) {
+	if c.ps != nil && c.ps.longData {
+		b, err := s.primaryConn(ctx)
+		return router.Decision{To: router.ToPrimary, Reason: router.ReasonLongData}, b, err
+	}
+	bs := &s.backends
+	sit := router.Situation{
+		InReadOnlyTransaction: bs.tx != nil,
+		InTransaction:         s.inTransaction(),
+		Pinned:                s.pinned != "",
+		UsesTemporary:         s.usesTemporary(c.cl),
+		HasLast:               bs.last != nil,
+	}
+	policy := s.policy()
+	for {
+		d := policy.Route(sit, c.st, c.cl)
+		if d.Pin != "" {
+			s.pin(d.Pin)
+		}
+		switch d.To {
+		case router.ToTransaction:
+			return d, bs.tx, nil
+		case router.ToLast:
+			return d, bs.last, nil
+		case router.ToServer:
+			if t, ok := s.srv.router.Server(d.Server); ok {
+				if b, err := bs.conn(ctx, t); err == nil {
+					return d, b, nil
+				}
+			}
+			sit.ServerHintFailed = true
+			continue
+		case router.ToReplica:
+			if b := bs.replicaConn(ctx, d.MaxLag); b != nil {
+				if s.waitCausal(b) {
+					return d, b, nil
+				}
+				d.Reason = router.ReasonCausalFellBack
+			} else {
+				d.Reason = router.ReasonNoUsableReplica
+			}
+			d.To = router.ToPrimary
+		}
+		b, err := s.primaryConn(ctx)
+		return d, b, err
+	}
+}
+
+// primaryConn is the session's connection to the primary, opened if needed
+// (and, with a policy that moves sessions and no transaction open,
+// following a primary that moved). The client is told when there is none.
+func (s *Session) primaryConn(ctx context.Context) (*BackendConn, error) {
+	bs := &s.backends
+	before := bs.primary
+	b, err := bs.primaryConn(ctx, s.policy().Movable() && !s.inTransaction(), len(s.temps) > 0)
+	if err == nil {
+		if b != before {
+			s.status = b.Status
+		}
+		return b, nil
+	}
+	var restore *errStateRestore
+	switch {
+	case errors.As(err, &restore):
+		s.writeErr(newSQLError(mysql.ER_UNKNOWN_ERROR, "Sluice: %v", restore))
+		return nil, err
+	case errors.Is(err, router.ErrNoPrimary):
+		s.writeErr(newSQLError(mysql.ER_UNKNOWN_ERROR, "Sluice: %v; retry when a primary is back", err))
+	default:
+		s.writeErr(toSQLError(err))
+	}
+	return nil, errReported
+}
+
+// forwardCommand sends c to b and relays the answer. When b is lost before
+// answering, the session recovers as decideRecovery says: a retry sends c
+// to the primary, a replay replays the transaction and sends c where
+// reroute says (each at most once). It returns the connection that answered.
+func (s *Session) forwardCommand(ctx context.Context, c *command, b *BackendConn,
+	reroute func(context.Context) (*BackendConn, error)) (Result, *BackendConn, error) {
+	for {
+		res, forwarded, err := s.forwardBound(b, c)
+		switch {
+		case err == nil:
+			return res, b, nil
+		case errors.Is(err, errReported):
+			return res, b, err
+		}
+		next, err := s.recover(b, err, forwarded, &c.attempt)
+		if err != nil {
+			return res, b, err
+		}
+		c.recovered, c.hasRecovered = next, true
+		if next == replayTransaction {
+			c.replayOnLoss = false
+			if err := s.replayLost(ctx); err != nil {
+				return res, b, err
+			}
+			b, err = reroute(ctx)
+		} else {
+			c.retryRead = false
+			b, err = s.primaryConn(ctx)
+		}
+		if err != nil {
+			return res, b, err
+		}
+	}
+}
+
+// forwardBound sends c to b, a prepared statement's command with b's own
+// statement id (prepared there first when needed).
+func (s *Session) forwardBound(b *BackendConn, c *command) (Result, int, error) {
+	c.sent = c.pkt
+	if ps := c.ps; ps != nil {
+		backendID, err := ps.idOn(b)
+		if err != nil {
+			return s.prepareFailed(b, err)
+		}
+		if c.pkt[0] == mysql.COM_STMT_EXECUTE {
+			c.sent = ps.bindTypes(c.pkt, b)
+			ps.last = b
+		}
+		setStmtID(c.sent, backendID)
+	}
+	return s.forward(b, c.sent, &c.attempt, c.prepareAs)
+}
+
+// prepareFailed ends a command whose statement could not be prepared on b:
+// the server's refusal is its answer; a lost connection is recovered from.
+func (s *Session) prepareFailed(b *BackendConn, err error) (Result, int, error) {
+	var se *SQLError
+	if !errors.As(err, &se) {
+		return Result{}, 0, err
+	}
+	s.writeErr(se)
+	res := Result{Err: se}
+	s.rec.server, s.rec.res = b.Server, res
+	return res, 0, errReported
+}
+
+// forward sends one command to b and relays the answer to the client (a
+// prepare's with the statement id prepareAs).
+func (s *Session) forward(b *BackendConn, pkt []byte, a *attempt, prepareAs uint32) (Result, int, error) {
+	rt := s.srv.router
+	rt.Started(b.Server)
+	defer rt.Finished(b.Server)
+	r := relay{client: s.client, stmtID: prepareAs}
+	// Inside a transaction that may be replayed, the rows are checksummed
+	// as they are relayed, for the replay to compare.
+	if (b == s.backends.primary || b == s.backends.tx) && s.inTransaction() && !s.trx.unreplayable && s.srv.cfg.Load().Recovery.TransactionReplay {
+		r.sum = s.trx.startSum()
+	}
+	if a.holdDeadlock && b == s.backends.primary {
+		r.holdErr = mysql.ER_LOCK_DEADLOCK
+	}
+	res, forwarded, err := s.exchange(b, pkt, r)
+	s.rec.server, s.rec.res = b.Server, res
+	if err == nil && res.StatusKnown {
+		s.status = res.OK.Status
+	}
+	return res, forwarded, err
+}
+
+// exchange sends one command to b and relays its answer through r, whose
+// client is the session's or one that discards (a replay); forwarded counts
+// the packets relayed before an error.
+func (s *Session) exchange(b *BackendConn, pkt []byte, r relay) (res Result, forwarded int, err error) {
+	r.deprecateEOF = s.caps&mysql.CLIENT_DEPRECATE_EOF != 0
+	r.localInfile = s.caps&mysql.CLIENT_LOCAL_FILES != 0
+	return b.exchange(pkt, r, s.srv.cfg.Load().BackendReadTimeout)
+}
+
+// recover carries out what decideRecovery says about b, lost under the
+// current command with forwarded packets of its answer relayed. It returns
+// the recovery when the command goes on (a retry or a replay), else the
+// error that ends the command: errReported when the session goes on.
+func (s *Session) recover(b *BackendConn, err error, forwarded int, a *attempt) (recovery, error) {
+	if errors.Is(err, errClientGone) {
+		return 0, err
+	}
+	f := s.lossFactsOf(b)
+	f.readOnly, f.retryRead, f.replayable = s.trx.readOnly, a.retryRead, s.trxReplayable(a)
+	if forwarded > 0 || errors.Is(err, errPartialPacket) {
+		f.phase = duringAnswer
+	}
+	return s.carryOut(b, err, f)
+}
+
+// lostAfterAnswer carries out what decideRecovery says about b, lost while
+// Sluice read something back after the client had its answer. stateLost:
+// what the command set is unknown. A nil error means the session goes on.
+func (s *Session) lostAfterAnswer(b *BackendConn, err error, stateLost bool) error {
+	f := s.lossFactsOf(b)
+	f.phase, f.stateLost = afterAnswer, stateLost
+	_, err = s.carryOut(b, err, f)
+	return err
+}
+
+// lossFactsOf is what the session knows of itself when b is lost.
+func (s *Session) lossFactsOf(b *BackendConn) lossFacts {
+	f := lossFacts{conn: lostReplica, inTransaction: s.inTransaction(), temporaryTables: len(s.temps) > 0,
+		movable: s.policy().Movable()}
+	switch b {
+	case s.backends.primary:
+		f.conn = lostPrimary
+	case s.backends.tx:
+		f.conn = lostTransactionReplica
+	}
+	return f
+}
+
+// carryOut does what decideRecovery says about the lost connection b.
+func (s *Session) carryOut(b *BackendConn, err error, f lossFacts) (recovery, error) {
+	r := decideRecovery(f)
+	act := recoveryActs[r]
+	s.log.Warn(act.log, "server", b.Server, "err", err)
+	if act.tell {
+		s.writeErr(newSQLError(2013, "Lost connection to backend server '%s' (%s)%s: %v", b.Server, b.Addr, act.where, err))
+	}
+	switch r {
+	case retryOnPrimary, retryOnNewPrimary, replayTransaction, reconnect:
+		s.backends.lose(b)
+		return r, nil
+	case reportAndReconnect:
+		s.backends.lose(b)
+		return r, errReported
+	}
+	return r, fmt.Errorf("backend %s: %w", b.Server, err)
+}
+
+// recoveryActs says what carryOut logs and tells the client for each
+// recovery.
+var recoveryActs = [...]struct {
+	log string
+	// tell: the client gets error 2013 for its command, where says more.
+	tell  bool
+	where string
+}{
+	endSession:              {log: "backend connection failed; closing the session"},
+	reportAndEnd:            {log: "backend connection failed; closing the session", tell: true},
+	reportTransactionAndEnd: {log: "replica connection failed inside a read-only transaction; closing the session", tell: true, where: " inside a read-only transaction"},
+	retryOnPrimary:          {log: "replica connection failed; retrying on the primary"},
+	retryOnNewPrimary:       {log: "primary connection failed before answering a read; retrying on a new connection"},
+	replayTransaction:       {log: "connection lost in a transaction; replaying it on another connection"},
+	reportAndReconnect:      {log: "primary connection failed; the session reconnects at its next command", tell: true},
+	reconnect:               {log: "primary connection failed after answering; the session reconnects at its next command"},
+}
+
+// replayableKeyword: a statement that, when its primary is lost before it
+// answers, may run again on the next primary after its transaction is
+// replayed. COMMIT, ROLLBACK and statements that commit implicitly (DDL)
+// may have taken effect before the loss, so they are not.
+func replayableKeyword(keyword string) bool {
+	switch keyword { // upper-cased by the lexer
+	case "SELECT", "INSERT", "UPDATE", "DELETE", "REPLACE", "SET", "DO", "SAVEPOINT":
+		return true
+	}
+	return false
+}
+
+// usesTemporary reports whether cl names one of the session's temporary tables.
+func (s *Session) usesTemporary(cl *router.Class) bool {
+	if len(s.temps) == 0 {
+		return false
+	}
+	for _, t := range cl.Tables {
+		if _, ok := s.temps[t]; ok {
+			return true
+		}
+	}
+	return false
+}
+
+// after updates the session from a statement's outcome on b.
+func (s *Session) after(ctx context.Context, cl *router.Class, b *BackendConn, res Result) error {
+	bs := &s.backends
+	bs.last = b
+	if b != bs.primary {
+		if cl.Begin && cl.ReadOnly && res.Err == nil {
+			bs.tx = b
+		}
+		if bs.tx == b && b.Status&mysql.SERVER_STATUS_IN_TRANS == 0 && !cl.Begin {
+			bs.tx = nil
+		}
+		return nil
+	}
+	if res.Err != nil {
+		return nil
+	}
+	if cl.IsWrite() && !s.inTransaction() && (s.srv.router.Config().CausalReads || s.genlogWantsGTID()) {
+		if err := s.readGTID(b); err != nil {
+			return err
+		}
+	}
+	if cl.CreatesTemporary != "" {
+		if s.temps == nil {
+			s.temps = map[string]struct{}{}
+		}
+		if len(s.temps) < maxSessionVars {
+			s.temps[cl.CreatesTemporary] = struct{}{}
+		} else {
+			s.pin("too many temporary tables")
+		}
+	}
+	for _, t := range cl.Drops {
+		delete(s.temps, t)
+	}
+	if cl.Route != router.RouteSession {
+		return nil
+	}
+	if cl.UseDB != "" {
+		s.state.setDB(cl.UseDB)
+		b.db = s.state.db
+	}
+	return s.readback(b, cl)
+}
+
+// readback reads the values a session command set from the primary, so the
+// replicas get exactly those values, whatever expression produced them.
+func (s *Session) readback(b *BackendConn, cl *router.Class) error {
+	names := make([]string, 0, len(cl.SysVars)+len(cl.UserVars))
+	for _, v := range cl.SysVars {
+		names = append(names, "@@"+v)
+	}
+	for _, v := range cl.UserVars {
+		names = append(names, "@"+v)
+	}
+	if len(names) == 0 {
+		return nil
+	}
+	row, err := b.queryRow(readbackSQL(names))
+	if err != nil {
+		var se *SQLError
+		if errors.As(err, &se) {
+			// A variable this server cannot read back: keep the session
+			// on the primary rather than replay a guess.
+			s.pin(fmt.Sprintf("cannot read back session state: %v", se))
+			return nil
+		}
+		return s.lostAfterAnswer(b, fmt.Errorf("reading back session state: %w", err), true)
+	}
+	for i, name := range names {
+		if !s.state.set(name, literal(row[i])) {
+			s.pin("too many session variables")
+			return nil
+		}
+	}
+	b.synced = s.state.version
+	return nil
+}
+
+// pin keeps the session on the primary from now on.
+func (s *Session) pin(reason string) {
+	if s.pinned == "" {
+		s.pinned = reason
+		s.log.Info("session pinned to the primary", "reason", reason)
+	}
+}
+
+// resetState forgets the session's state after COM_RESET_CONNECTION and
+// COM_CHANGE_USER: the primary was reset by the server; replica
+// connections are closed, so they reopen clean.
+func (s *Session) resetState(db string) {
+	s.backends.reset()
+	s.state.reset(db)
+	s.stmts.reset()
+	s.temps = nil
+	s.pinned = ""
+}
+
+// readGTID records the GTID of the session's last write, read from the
+// primary after the transaction ended.
+func (s *Session) readGTID(b *BackendConn) error {
+	query := "SELECT @@SESSION.last_gtid"
+	if !b.isMariaDB() {
+		query = "SELECT @@GLOBAL.gtid_executed"
+	}
+	row, err := b.queryRow(query)
+	if err != nil {
+		s.lastGTID = "unknown"
+		var se *SQLError
+		if errors.As(err, &se) {
+			s.log.Warn("reading the last GTID failed; causal reads go to the primary", "err", se)
+			return nil
+		}
+		// The client has its answer: nothing may be written to it now.
+		return s.lostAfterAnswer(b, fmt.Errorf("reading the last GTID: %w", err), false)
+	}
+	if !row[0].Null && row[0].Text != "" {
+		// An unchanged value means the statement wrote nothing (an UPDATE
+		// that matched no row); MySQL's answer is the whole executed set.
+		if row[0].Text != s.lastGTID && b.isMariaDB() {
+			s.rec.gtid = row[0].Text
+		}
+		s.lastGTID = row[0].Text
+	}
+	return nil
+}
+
+func (s *Session) genlogWantsGTID() bool {
+	g := s.srv.genlog.Load()
+	return g != nil && g.WantsGTID()
+}
+
+// waitCausal makes replica b wait for the session's last write. It reports
+// false when the read must go to the primary instead.
+func (s *Session) waitCausal(b *BackendConn) bool {
+	cfg := s.srv.router.Config()
+	if !cfg.CausalReads || s.lastGTID == "" || b.gtidSeen == s.lastGTID || b == s.backends.primary {
+		return true
+	}
+	if s.lastGTID == "unknown" {
+		return false
+	}
+	timeout := cfg.CausalReadsTimeout.Seconds()
+	query := fmt.Sprintf("SELECT MASTER_GTID_WAIT(%s, %g)", quoteString(s.lastGTID), timeout)
+	if !b.isMariaDB() {
+		query = fmt.Sprintf("SELECT WAIT_FOR_EXECUTED_GTID_SET(%s, %g)", quoteString(s.lastGTID), timeout)
+	}
+	row, err := b.queryRow(query)
+	if err != nil || row[0].Text != "0" {
+		if err != nil {
+			s.log.Warn("waiting for a GTID on a replica failed", "server", b.Server, "err", err)
+			s.backends.lose(b)
+		}
+		return false
+	}
+	b.gtidSeen = s.lastGTID
+	return true
+}
