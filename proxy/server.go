@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sluice-proxy/sluice/filter"
+	"github.com/sluice-proxy/sluice/internal/digest"
 	"github.com/sluice-proxy/sluice/router"
 )
 
@@ -83,7 +84,7 @@ type Server struct {
 
 	genlog  atomic.Pointer[filter.Genlog]
 	filters atomic.Pointer[filter.Chain]
-	digests atomic.Pointer[filter.Digests]
+	digests atomic.Pointer[digest.Table]
 	// commandsTotal counts client commands, for Stats.
 	commandsTotal atomic.Uint64
 

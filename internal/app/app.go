@@ -28,6 +28,7 @@ import (
 	"github.com/sluice-proxy/sluice/internal/admin"
 	"github.com/sluice-proxy/sluice/internal/audit"
 	"github.com/sluice-proxy/sluice/internal/config"
+	"github.com/sluice-proxy/sluice/internal/digest"
 	"github.com/sluice-proxy/sluice/internal/kafkaout"
 	"github.com/sluice-proxy/sluice/logbroker"
 	"github.com/sluice-proxy/sluice/monitor"
@@ -167,7 +168,7 @@ func Serve(cfgFile string) error {
 		}
 		return true, "serving"
 	}
-	srv.SetDigests(filter.NewDigests(cfg.QueryDigests))
+	srv.SetDigests(digest.New(cfg.QueryDigests))
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "sluice_query_digests", Help: "Statement shapes in the digest table (at most query_digests).",
 	}, func() float64 { return float64(srv.Digests().Len()) }),
@@ -206,7 +207,7 @@ func Serve(cfgFile string) error {
 			srv.SetFilters(chain)
 		}
 		if next.QueryDigests != running.Load().QueryDigests {
-			srv.SetDigests(filter.NewDigests(next.QueryDigests))
+			srv.SetDigests(digest.New(next.QueryDigests))
 		}
 		running.Store(next)
 		log.Info("config reloaded", "file", cfgFile)
