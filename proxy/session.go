@@ -17,7 +17,7 @@ import (
 
 	"github.com/go-mysql-org/go-mysql/mysql"
 
-	"github.com/sluice-proxy/sluice/filter"
+	"github.com/sluice-proxy/sluice/audit"
 	"github.com/sluice-proxy/sluice/router"
 )
 
@@ -82,7 +82,7 @@ type Session struct {
 	cur        commandInfo
 	started    time.Time
 	statements int64
-	logSess    filter.Session
+	logSess    audit.Session
 	// view and statementCount are what the admin API reads.
 	view           atomic.Pointer[SessionInfo]
 	statementCount atomic.Int64
@@ -108,7 +108,7 @@ type commandInfo struct {
 	// detected says which detect-only filter would have refused it, and why.
 	detected string
 	// params are an execute's parameters, when the query log wants them.
-	params []filter.Param
+	params []audit.Param
 	// gtid is the GTID the statement committed, when known.
 	gtid string
 	// retryRead: the command is a read, safe to run again on a new
@@ -157,7 +157,7 @@ func (s *Session) run(ctx context.Context) {
 	}
 	err := s.handshake(ctx)
 	if g := s.srv.genlog.Load(); g != nil && s.user != "" {
-		a := filter.Auth{Time: time.Now(), OK: err == nil, Plugin: mysql.AUTH_NATIVE_PASSWORD, TLS: s.tls}
+		a := audit.Auth{Time: time.Now(), OK: err == nil, Plugin: mysql.AUTH_NATIVE_PASSWORD, TLS: s.tls}
 		var se *SQLError
 		if errors.As(err, &se) {
 			a.ErrorCode = se.Code
@@ -587,18 +587,18 @@ func (c *commandInfo) setStmt(st *router.Statement, text string) {
 }
 
 // logSession is the session as the query log names it.
-func (s *Session) logSession() *filter.Session {
+func (s *Session) logSession() *audit.Session {
 	if s.logSess.ID == 0 {
-		s.logSess = filter.Session{ID: s.id, Client: s.client.Conn().RemoteAddr().String()}
+		s.logSess = audit.Session{ID: s.id, Client: s.client.Conn().RemoteAddr().String()}
 	}
 	s.logSess.User, s.logSess.DB = s.user, s.state.db
 	return &s.logSess
 }
 
 // logCommand writes the query log record of one answered command.
-func (s *Session) logCommand(g *filter.Genlog, cmd byte, pkt []byte, start time.Time) {
+func (s *Session) logCommand(g *audit.Genlog, cmd byte, pkt []byte, start time.Time) {
 	c := &s.cur
-	q := filter.Query{
+	q := audit.Query{
 		Start: start, Duration: time.Since(start), Command: commandName(cmd),
 		Server: c.server, Route: s.routeLabel(c), Rows: c.res.Rows, Affected: c.res.OK.Affected,
 		LastInsertID: c.res.OK.LastInsertID, Warnings: c.res.OK.Warnings,
@@ -611,7 +611,7 @@ func (s *Session) logCommand(g *filter.Genlog, cmd byte, pkt []byte, start time.
 	case c.hasStmt:
 		q.Text, q.Original, q.Fingerprint, q.Digest = c.text, c.original, c.stmt.Fingerprint, c.stmt.Digest
 		q.Detected, q.Params, q.GTID = c.detected, c.params, c.gtid
-		q.Sensitive = filter.IsSensitive(c.stmt.Keyword, c.stmt.Fingerprint, c.text, c.stmt.Multi)
+		q.Sensitive = audit.IsSensitive(c.stmt.Keyword, c.stmt.Fingerprint, c.text, c.stmt.Multi)
 	case cmd == mysql.COM_INIT_DB || cmd == mysql.COM_FIELD_LIST:
 		q.Text = string(pkt[1:])
 	}

@@ -24,12 +24,11 @@ import (
 	"golang.org/x/sys/unix"
 	"gopkg.in/yaml.v3"
 
+	"github.com/sluice-proxy/sluice/audit"
 	"github.com/sluice-proxy/sluice/filter"
 	"github.com/sluice-proxy/sluice/internal/admin"
-	"github.com/sluice-proxy/sluice/internal/audit"
 	"github.com/sluice-proxy/sluice/internal/config"
 	"github.com/sluice-proxy/sluice/internal/digest"
-	"github.com/sluice-proxy/sluice/internal/kafkaout"
 	"github.com/sluice-proxy/sluice/logbroker"
 	"github.com/sluice-proxy/sluice/monitor"
 	"github.com/sluice-proxy/sluice/proxy"
@@ -100,7 +99,7 @@ func Serve(cfgFile string) error {
 	mon := monitor.New(monitorConfig(cfg), log.With("component", "monitor"))
 	reg.MustRegister(mon)
 	if brokers := producerBrokers(cfg); len(brokers) > 0 {
-		events, err := kafkaout.New(kafkaout.Config{Brokers: brokers, Name: "events", QueueSize: 10000, Local: localBroker(cfg, broker)}, log.With("component", "events"))
+		events, err := audit.NewProducer(audit.ProducerConfig{Brokers: brokers, Name: "events", QueueSize: 10000, Local: localBroker(cfg, broker)}, log.With("component", "events"))
 		if err != nil {
 			return err
 		}
@@ -132,9 +131,9 @@ func Serve(cfgFile string) error {
 		return err // validated with the config: cannot happen
 	}
 	srv.SetFilters(chain)
-	var genlog *filter.Genlog
+	var genlog *audit.Genlog
 	if cfg.Genlog.Enabled {
-		pc := kafkaout.Config{Brokers: producerBrokers(cfg), Name: "genlog", Local: localBroker(cfg, broker),
+		pc := audit.ProducerConfig{Brokers: producerBrokers(cfg), Name: "genlog", Local: localBroker(cfg, broker),
 			QueueSize: cfg.Genlog.QueueSize, Block: cfg.Genlog.OnFull == "block", Chain: true, ChainOwner: cfg.Name}
 		if cfg.Genlog.OnFull == "spill" {
 			pc.SpillFile, pc.SpillMaxBytes = cfg.Genlog.SpillFile, cfg.Genlog.SpillMaxBytes
@@ -142,14 +141,14 @@ func Serve(cfgFile string) error {
 				return fmt.Errorf("genlog.spill_file %s: %w", pc.SpillFile, err)
 			}
 		}
-		producer, err := kafkaout.New(pc, log.With("component", "genlog"))
+		producer, err := audit.NewProducer(pc, log.With("component", "genlog"))
 		if err != nil {
 			return fmt.Errorf("genlog.spill_file: %w", err)
 		}
 		reg.MustRegister(producer.Collectors()...)
 		// Closed after the proxy drained, so the last sessions' records go out.
 		defer producer.Close()
-		genlog = filter.NewGenlog(genlogConfig(cfg), producer)
+		genlog = audit.NewGenlog(genlogConfig(cfg), producer)
 		srv.SetGenlog(genlog)
 	}
 
@@ -217,11 +216,11 @@ func Serve(cfgFile string) error {
 		Reload: reload, Token: cfg.AdminToken, Stats: srv.Stats, Config: func() any { return configView(running.Load().Redacted()) }}
 	if genlog != nil {
 		api.AuditTail = func(ctx context.Context, where string, since time.Duration, emit func([]byte)) error {
-			w, err := filter.ParseWhere(where)
+			w, err := audit.ParseWhere(where)
 			if err != nil {
 				return err
 			}
-			return audit.Read(ctx, audit.Options{Brokers: producerBrokers(cfg), Topic: cfg.Genlog.Topic,
+			return audit.Read(ctx, audit.ReadOptions{Brokers: producerBrokers(cfg), Topic: cfg.Genlog.Topic,
 				Since: since, Where: w, Follow: true}, emit)
 		}
 	}
@@ -341,8 +340,8 @@ func setMaxProcs(n int) {
 	runtime.GOMAXPROCS(n)
 }
 
-func genlogConfig(cfg *config.Config) filter.GenlogConfig {
-	return filter.GenlogConfig{Topic: cfg.Genlog.Topic, Proxy: cfg.Name, MaxQueryBytes: cfg.Genlog.MaxQueryBytes,
+func genlogConfig(cfg *config.Config) audit.GenlogConfig {
+	return audit.GenlogConfig{Topic: cfg.Genlog.Topic, Proxy: cfg.Name, MaxQueryBytes: cfg.Genlog.MaxQueryBytes,
 		RedactLiterals: cfg.Genlog.Redact == "literals",
 		IncludeUsers:   cfg.Genlog.Include.Users, IncludeDBs: cfg.Genlog.Include.Databases,
 		ExcludeUsers: cfg.Genlog.Exclude.Users, ExcludeDBs: cfg.Genlog.Exclude.Databases,

@@ -1,9 +1,8 @@
-// Package filter holds the filters that see each session's events: Genlog,
-// the query log, first.
-package filter
+package audit
 
 import (
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -42,25 +41,16 @@ type GenlogConfig struct {
 
 // wantQuery applies include, exclude and sampling to a query record.
 func (c *GenlogConfig) wantQuery(s *Session) bool {
-	if contains(c.ExcludeUsers, s.User) || contains(c.ExcludeDBs, s.DB) {
+	if slices.Contains(c.ExcludeUsers, s.User) || slices.Contains(c.ExcludeDBs, s.DB) {
 		return false
 	}
-	if len(c.IncludeUsers) > 0 && !contains(c.IncludeUsers, s.User) {
+	if len(c.IncludeUsers) > 0 && !slices.Contains(c.IncludeUsers, s.User) {
 		return false
 	}
-	if len(c.IncludeDBs) > 0 && !contains(c.IncludeDBs, s.DB) {
+	if len(c.IncludeDBs) > 0 && !slices.Contains(c.IncludeDBs, s.DB) {
 		return false
 	}
 	return c.Sample <= 0 || c.Sample >= 1 || rand.Float64() < c.Sample
-}
-
-func contains(list []string, v string) bool {
-	for _, x := range list {
-		if x == v {
-			return true
-		}
-	}
-	return false
 }
 
 // Genlog writes one JSON record per query and per login, keyed by session so

@@ -1,7 +1,4 @@
-// Package kafkaout sends Sluice's own records (topology events now; the
-// query log builds on it) to Kafka or the bundled broker, through a bounded
-// queue, so that no caller ever waits on the broker.
-package kafkaout
+package audit
 
 import (
 	"context"
@@ -25,7 +22,7 @@ type Producer struct {
 	log   *slog.Logger
 	block bool
 	spill *spill
-	// chains, with Config.Chain, holds each topic's last chain values.
+	// chains, with ProducerConfig.Chain, holds each topic's last chain values.
 	chains     map[string]*chainState
 	chainOwner string
 	// doubt holds the records of the last failed write, resolved against
@@ -54,8 +51,8 @@ type Producer struct {
 	spillBytes                     prometheus.GaugeFunc
 }
 
-// Config of a producer.
-type Config struct {
+// ProducerConfig configures a producer.
+type ProducerConfig struct {
 	Brokers []string
 	// QueueSize bounds records waiting to be sent; more are dropped and counted.
 	QueueSize int
@@ -79,8 +76,8 @@ type Config struct {
 	Local *logbroker.Broker
 }
 
-// New starts a producer; Close flushes and stops it.
-func New(cfg Config, log *slog.Logger) (*Producer, error) {
+// NewProducer starts a producer; Close flushes and stops it.
+func NewProducer(cfg ProducerConfig, log *slog.Logger) (*Producer, error) {
 	if cfg.QueueSize <= 0 {
 		cfg.QueueSize = 10000
 	}

@@ -1,4 +1,4 @@
-package kafkaout
+package audit
 
 import (
 	"bytes"
@@ -82,7 +82,7 @@ func TestFailedWriteUnsealsRecords(t *testing.T) {
 		}
 	}
 	for i, sealed := range w.got {
-		rec, _, ok := Unchain(sealed)
+		rec, _, ok := unchainRecord(sealed)
 		if !ok || string(rec) != want[i] {
 			t.Fatalf("attempted record %d: %s", i, sealed)
 		}

@@ -9,8 +9,6 @@ import (
 
 	"github.com/segmentio/kafka-go"
 	"github.com/tidwall/gjson"
-
-	"github.com/sluice-proxy/sluice/internal/kafkaout"
 )
 
 // PartitionReport is what verification found in one partition.
@@ -85,7 +83,7 @@ func verifyPartition(ctx context.Context, topic string, p kafka.Partition) (Part
 				rep.First = m.Offset
 			}
 			rep.Last = m.Offset
-			record, chain, ok := kafkaout.Unchain(m.Value)
+			record, chain, ok := unchainRecord(m.Value)
 			if !ok {
 				rep.Unchained++
 				rep.Problems = append(rep.Problems, fmt.Sprintf("offset %d: record without a chain value", m.Offset))

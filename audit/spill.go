@@ -1,4 +1,4 @@
-package kafkaout
+package audit
 
 import (
 	"bufio"

@@ -1,4 +1,4 @@
-package kafkaout
+package audit
 
 import (
 	"io"
@@ -55,7 +55,7 @@ func TestIdleProducerMemory(t *testing.T) {
 	var before, after runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&before)
-	p, err := New(Config{Brokers: []string{"127.0.0.1:1"}, QueueSize: 100000, Name: "memory"}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	p, err := NewProducer(ProducerConfig{Brokers: []string{"127.0.0.1:1"}, QueueSize: 100000, Name: "memory"}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}

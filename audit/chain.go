@@ -1,4 +1,4 @@
-package kafkaout
+package audit
 
 import (
 	"bytes"
@@ -24,11 +24,11 @@ const chainField = `,"chain":"`
 // chainLen is the length of the chain suffix: the field, 64 hex digits, "}.
 const chainLen = len(chainField) + 64 + 2
 
-// Chain seals record (a JSON object) after prev, returning the sealed record
+// chainRecord seals record (a JSON object) after prev, returning the sealed record
 // and its chain value. The sealed record is built in record's spare
 // capacity when it has enough (Genlog leaves room), which overwrites the
 // record's closing brace: unseal puts it back if the record is needed again.
-func Chain(prev [32]byte, record []byte) ([]byte, [32]byte) {
+func chainRecord(prev [32]byte, record []byte) ([]byte, [32]byte) {
 	h := sha256.New()
 	h.Write(prev[:])
 	h.Write(record)
@@ -56,9 +56,9 @@ func (p *Producer) unseal(batch []kafka.Message) {
 	}
 }
 
-// Unchain splits a sealed record into the record as it was sealed and its
+// unchainRecord splits a sealed record into the record as it was sealed and its
 // chain value; ok is false for a record without one.
-func Unchain(sealed []byte) (record []byte, chain [32]byte, ok bool) {
+func unchainRecord(sealed []byte) (record []byte, chain [32]byte, ok bool) {
 	if len(sealed) < chainLen+2 || !bytes.HasSuffix(sealed, []byte(`"}`)) {
 		return nil, chain, false
 	}
@@ -273,7 +273,7 @@ func (p *Producer) seal(batch []kafka.Message) ([]kafka.Message, func(), error) 
 		if !p.sealInPlace {
 			m.Value = slices.Clip(m.Value) // Chain copies it
 		}
-		m.Value, n.last[part] = Chain(n.last[part], m.Value)
+		m.Value, n.last[part] = chainRecord(n.last[part], m.Value)
 		if n.skip[part] > 0 {
 			n.skip[part]--
 			continue
@@ -297,7 +297,7 @@ func (p *Producer) noteInDoubt(sealed []kafka.Message) {
 		p.doubt = inDoubt{}
 	}
 	for _, m := range sealed {
-		_, chain, ok := Unchain(m.Value)
+		_, chain, ok := unchainRecord(m.Value)
 		if !ok {
 			continue
 		}

@@ -1,4 +1,4 @@
-package kafkaout_test
+package audit_test
 
 import (
 	"context"
@@ -18,8 +18,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
-	"github.com/sluice-proxy/sluice/internal/audit"
-	"github.com/sluice-proxy/sluice/internal/kafkaout"
+	"github.com/sluice-proxy/sluice/audit"
 	"github.com/sluice-proxy/sluice/logbroker"
 )
 
@@ -181,7 +180,7 @@ func TestLostAcknowledgementDeliversOnce(t *testing.T) {
 	}()
 
 	const topic = "once.test"
-	p, err := kafkaout.New(kafkaout.Config{Brokers: []string{rl.ln.Addr().String()}, Name: "test", Chain: true,
+	p, err := audit.NewProducer(audit.ProducerConfig{Brokers: []string{rl.ln.Addr().String()}, Name: "test", Chain: true,
 		SpillFile: filepath.Join(dir, "spill")}, log)
 	if err != nil {
 		t.Fatal(err)
@@ -264,7 +263,7 @@ func TestLocalWriter(t *testing.T) {
 	b, ln := startBroker(t, logbroker.Config{Partitions: 3}, log)
 
 	const topic = "local.test"
-	p, err := kafkaout.New(kafkaout.Config{Brokers: []string{ln.Addr().String()}, Name: "test", Chain: true, Local: b}, log)
+	p, err := audit.NewProducer(audit.ProducerConfig{Brokers: []string{ln.Addr().String()}, Name: "test", Chain: true, Local: b}, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -304,14 +303,14 @@ func TestSharedTopicChains(t *testing.T) {
 	_, ln := startBroker(t, logbroker.Config{Partitions: 2}, log)
 
 	const topic = "shared.test"
-	newProducer := func(owner string) *kafkaout.Producer {
-		p, err := kafkaout.New(kafkaout.Config{Brokers: []string{ln.Addr().String()}, Name: owner, Chain: true, ChainOwner: owner}, log)
+	newProducer := func(owner string) *audit.Producer {
+		p, err := audit.NewProducer(audit.ProducerConfig{Brokers: []string{ln.Addr().String()}, Name: owner, Chain: true, ChainOwner: owner}, log)
 		if err != nil {
 			t.Fatal(err)
 		}
 		return p
 	}
-	send := func(p *kafkaout.Producer, owner string, from, to int) {
+	send := func(p *audit.Producer, owner string, from, to int) {
 		for i := from; i < to; i++ {
 			p.Send(topic, []byte(strconv.Itoa(i%5)), []byte(`{"proxy":"`+owner+`","N":`+strconv.Itoa(i)+`}`))
 		}
