@@ -34,7 +34,7 @@ func BenchmarkProducerLocal(b *testing.B) {
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
 		// Genlog hands over each record: the producer owns it.
-		p.Send("bench", keys[i%len(keys)], append(make([]byte, 0, len(record)+128), record...))
+		p.Send(audit.Record{Topic: "bench", Key: keys[i%len(keys)], Value: append(make([]byte, 0, len(record)+128), record...)})
 	}
 	if err := p.Close(); err != nil {
 		b.Fatal(err)

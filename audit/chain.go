@@ -45,13 +45,13 @@ func chainRecord(prev [32]byte, record []byte) ([]byte, [32]byte) {
 }
 
 // unseal restores records that seal may have sealed in place.
-func (p *Producer) unseal(batch []kafka.Message) {
+func (p *Producer) unseal(batch []Record) {
 	if !p.sealInPlace {
 		return
 	}
-	for _, m := range batch {
-		if n := len(m.Value); n > 0 {
-			m.Value[n-1] = '}'
+	for _, r := range batch {
+		if n := len(r.Value); n > 0 {
+			r.Value[n-1] = '}'
 		}
 	}
 }
@@ -78,18 +78,6 @@ func partitionOf(key []byte, partitions int) int {
 	h := fnv.New32a()
 	h.Write(key)
 	return int(h.Sum32() % uint32(partitions))
-}
-
-// chosenPartition routes a message to the partition the producer chose.
-type chosenPartition struct{}
-
-func (chosenPartition) Balance(msg kafka.Message, partitions ...int) int {
-	for _, p := range partitions {
-		if p == msg.Partition {
-			return p
-		}
-	}
-	return partitions[partitionOf(msg.Key, len(partitions))%len(partitions)]
 }
 
 // chainState is the last chain value of each partition of a topic.
@@ -249,36 +237,36 @@ func (p *Producer) resolveInDoubt() error {
 // seal chains a batch in order; the new chain values are committed only
 // once the batch is written. Records a failed write stored after all are
 // sealed but left out.
-func (p *Producer) seal(batch []kafka.Message) ([]kafka.Message, func(), error) {
+func (p *Producer) seal(batch []Record) ([]Record, func(), error) {
 	next := map[string]*chainState{}
-	out := make([]kafka.Message, 0, len(batch))
-	for i, m := range batch {
+	out := make([]Record, 0, len(batch))
+	for i, r := range batch {
 		if i%yieldEvery == yieldEvery-1 {
 			// A batch of thousands of records is milliseconds of hashing:
 			// let the sessions run between slices of it, or with one
 			// processor every query waits for the whole batch.
 			runtime.Gosched()
 		}
-		st, err := p.loadChain(m.Topic)
+		st, err := p.loadChain(r.Topic)
 		if err != nil {
 			return nil, nil, err
 		}
-		n := next[m.Topic]
+		n := next[r.Topic]
 		if n == nil {
 			n = &chainState{last: append([][32]byte(nil), st.last...), skip: append([]int(nil), st.skip...)}
-			next[m.Topic] = n
+			next[r.Topic] = n
 		}
-		part := partitionOf(m.Key, len(n.last))
-		m.Partition = part
+		part := partitionOf(r.Key, len(n.last))
+		r.Partition = part
 		if !p.sealInPlace {
-			m.Value = slices.Clip(m.Value) // Chain copies it
+			r.Value = slices.Clip(r.Value) // chainRecord copies it
 		}
-		m.Value, n.last[part] = chainRecord(n.last[part], m.Value)
+		r.Value, n.last[part] = chainRecord(n.last[part], r.Value)
 		if n.skip[part] > 0 {
 			n.skip[part]--
 			continue
 		}
-		out = append(out, m)
+		out = append(out, r)
 	}
 	commit := func() {
 		for topic, n := range next {
@@ -292,20 +280,20 @@ func (p *Producer) seal(batch []kafka.Message) ([]kafka.Message, func(), error) 
 const yieldEvery = 64
 
 // noteInDoubt remembers the chain values of a sealed batch whose write failed.
-func (p *Producer) noteInDoubt(sealed []kafka.Message) {
+func (p *Producer) noteInDoubt(sealed []Record) {
 	if p.doubt == nil {
 		p.doubt = inDoubt{}
 	}
-	for _, m := range sealed {
-		_, chain, ok := unchainRecord(m.Value)
+	for _, r := range sealed {
+		_, chain, ok := unchainRecord(r.Value)
 		if !ok {
 			continue
 		}
-		byPart := p.doubt[m.Topic]
+		byPart := p.doubt[r.Topic]
 		if byPart == nil {
 			byPart = map[int][][32]byte{}
-			p.doubt[m.Topic] = byPart
+			p.doubt[r.Topic] = byPart
 		}
-		byPart[m.Partition] = append(byPart[m.Partition], chain)
+		byPart[r.Partition] = append(byPart[r.Partition], chain)
 	}
 }

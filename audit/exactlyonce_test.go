@@ -187,7 +187,7 @@ func TestLostAcknowledgementDeliversOnce(t *testing.T) {
 	}
 	send := func(from, to int) {
 		for i := from; i < to; i++ {
-			p.Send(topic, []byte(strconv.Itoa(i%7)), []byte(`{"N":`+strconv.Itoa(i)+`}`))
+			p.Send(audit.Record{Topic: topic, Key: []byte(strconv.Itoa(i % 7)), Value: []byte(`{"N":` + strconv.Itoa(i) + `}`)})
 		}
 	}
 	waitFor := func(what string, cond func() bool) {
@@ -269,7 +269,7 @@ func TestLocalWriter(t *testing.T) {
 	}
 	const n = 5000
 	for i := range n {
-		p.Send(topic, []byte(strconv.Itoa(i%11)), []byte(`{"N":`+strconv.Itoa(i)+`}`))
+		p.Send(audit.Record{Topic: topic, Key: []byte(strconv.Itoa(i % 11)), Value: []byte(`{"N":` + strconv.Itoa(i) + `}`)})
 	}
 	if err := p.Close(); err != nil {
 		t.Fatal(err)
@@ -312,7 +312,7 @@ func TestSharedTopicChains(t *testing.T) {
 	}
 	send := func(p *audit.Producer, owner string, from, to int) {
 		for i := from; i < to; i++ {
-			p.Send(topic, []byte(strconv.Itoa(i%5)), []byte(`{"proxy":"`+owner+`","N":`+strconv.Itoa(i)+`}`))
+			p.Send(audit.Record{Topic: topic, Key: []byte(strconv.Itoa(i % 5)), Value: []byte(`{"proxy":"` + owner + `","N":` + strconv.Itoa(i) + `}`)})
 		}
 	}
 	a, bb := newProducer("sluice-a"), newProducer("sluice-b")

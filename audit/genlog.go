@@ -10,12 +10,6 @@ import (
 	"unicode/utf8"
 )
 
-// Sink takes encoded records; the producer behind it owns delivery.
-type Sink interface {
-	// Send queues one record; it never waits on the broker.
-	Send(topic string, key, value []byte) bool
-}
-
 // GenlogConfig is the genlog section.
 type GenlogConfig struct {
 	Topic string
@@ -68,7 +62,7 @@ type stampedSecond struct {
 	text [len("2006-01-02T15:04:05")]byte
 }
 
-// NewGenlog builds the filter over sink.
+// NewGenlog builds the query log over sink.
 func NewGenlog(cfg GenlogConfig, sink Sink) *Genlog {
 	g := &Genlog{sink: sink}
 	g.SetConfig(cfg)
@@ -98,7 +92,7 @@ type Session struct {
 	// proxy): they change rarely (USE, COM_CHANGE_USER, a reload), and
 	// escaping them for every record was a tenth of a record's cost.
 	who sessionFields
-	// key is the records' message key, the session id: made once, shared
+	// key is the records' Kafka key, the session id: made once, shared
 	// by every record of the session (nobody writes to a queued key).
 	key   []byte
 	keyID uint32
@@ -288,7 +282,7 @@ func (g *Genlog) send(s *Session, rec []byte, cfg *GenlogConfig) {
 	if s.key == nil || s.keyID != s.ID {
 		s.key, s.keyID = strconv.AppendUint(nil, uint64(s.ID), 10), s.ID
 	}
-	g.sink.Send(cfg.Topic, s.key, rec)
+	g.sink.Send(Record{Topic: cfg.Topic, Key: s.key, Value: rec})
 }
 
 // IsSensitive reports statements whose text may hold a password: CREATE

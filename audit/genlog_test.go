@@ -11,9 +11,9 @@ type memSink struct {
 	keys, values []string
 }
 
-func (m *memSink) Send(topic string, key, value []byte) bool {
-	m.keys = append(m.keys, string(key))
-	m.values = append(m.values, string(value))
+func (m *memSink) Send(r Record) bool {
+	m.keys = append(m.keys, string(r.Key))
+	m.values = append(m.values, string(r.Value))
 	return true
 }
 
@@ -74,7 +74,7 @@ func BenchmarkLogQuery(b *testing.B) {
 
 type discard struct{}
 
-func (discard) Send(string, []byte, []byte) bool { return true }
+func (discard) Send(Record) bool { return true }
 
 func TestWhere(t *testing.T) {
 	rec := []byte(`{"type":"query","user":"app","duration_us":1500000,"query":"SELECT * FROM orders","error_code":0}`)

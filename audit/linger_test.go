@@ -6,8 +6,6 @@ import (
 	"runtime"
 	"testing"
 	"time"
-
-	"github.com/segmentio/kafka-go"
 )
 
 // A batch lingers for more records, but once half the queue (or a whole
@@ -15,7 +13,7 @@ import (
 // drop or spill records, while the producer sleeps.
 func TestLingerEndsWhenTheQueueFills(t *testing.T) {
 	p := &Producer{
-		queue:       make(chan queued, 10),
+		queue:       make(chan Record, 10),
 		linger:      time.Hour,
 		lingerTimer: time.NewTimer(time.Hour),
 		full:        make(chan struct{}, 1),
@@ -23,16 +21,16 @@ func TestLingerEndsWhenTheQueueFills(t *testing.T) {
 	}
 	p.lingerTimer.Stop()
 	p.full <- struct{}{} // a stale signal from an earlier burst is ignored
-	p.Send("t", nil, []byte("{}"))
+	p.Send(Record{Topic: "t", Value: []byte("{}")})
 	got := make(chan int, 1)
-	go func() { got <- len(p.gather(make([]kafka.Message, 0, maxBatch))) }()
+	go func() { got <- len(p.gather(make([]Record, 0, maxBatch))) }()
 	select {
 	case n := <-got:
 		t.Fatalf("the batch went with %d record(s) before the queue filled or the linger ended", n)
 	case <-time.After(50 * time.Millisecond):
 	}
 	for range 4 {
-		if !p.Send("t", nil, []byte("{}")) {
+		if !p.Send(Record{Topic: "t", Value: []byte("{}")}) {
 			t.Fatal("send refused with room in the queue")
 		}
 	}

@@ -11,20 +11,19 @@ import (
 	"testing"
 	"time"
 
-	"github.com/segmentio/kafka-go"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // The batch encoder writes each record's length before encoding it: the
 // result must be what kmsg reads back, for every varint width.
 func TestEncodeBatchReadsBack(t *testing.T) {
-	var msgs []kafka.Message
+	var recs []Record
 	for _, n := range []int{0, 1, 63, 64, 8191, 8192, 1 << 20} {
-		msgs = append(msgs, kafka.Message{Key: []byte("k"), Value: []byte(strings.Repeat("v", n))})
+		recs = append(recs, Record{Key: []byte("k"), Value: []byte(strings.Repeat("v", n))})
 	}
-	msgs = append(msgs, kafka.Message{Value: []byte("no key")})
+	recs = append(recs, Record{Value: []byte("no key")})
 	idx := []int32{7, 0, 1, 2, 3, 4, 5, 6}
-	raw := encodeBatch([]byte("left alone"), msgs, idx, time.Now())[len("left alone"):]
+	raw := encodeBatch([]byte("left alone"), recs, idx, time.Now())[len("left alone"):]
 	var batch kmsg.RecordBatch
 	if err := batch.ReadFrom(raw); err != nil {
 		t.Fatal(err)
@@ -39,7 +38,7 @@ func TestEncodeBatchReadsBack(t *testing.T) {
 			t.Fatalf("record %d: %v", n, err)
 		}
 		size := len(r.AppendTo(nil))
-		if int(r.OffsetDelta) != n || !bytes.Equal(r.Key, msgs[i].Key) || !bytes.Equal(r.Value, msgs[i].Value) || (msgs[i].Key == nil) != (r.Key == nil) {
+		if int(r.OffsetDelta) != n || !bytes.Equal(r.Key, recs[i].Key) || !bytes.Equal(r.Value, recs[i].Value) || (recs[i].Key == nil) != (r.Key == nil) {
 			t.Fatalf("record %d: offset delta %d, key %q, value of %d bytes", n, r.OffsetDelta, r.Key, len(r.Value))
 		}
 		rest = rest[size:]
@@ -51,9 +50,9 @@ func TestEncodeBatchReadsBack(t *testing.T) {
 
 type failingWriter struct{ got [][]byte }
 
-func (f *failingWriter) WriteMessages(_ context.Context, msgs ...kafka.Message) error {
-	for _, m := range msgs {
-		f.got = append(f.got, bytes.Clone(m.Value))
+func (f *failingWriter) WriteRecords(_ context.Context, recs []Record) error {
+	for _, r := range recs {
+		f.got = append(f.got, bytes.Clone(r.Value))
 	}
 	return errors.New("disk full")
 }
@@ -66,12 +65,12 @@ func TestFailedWriteUnsealsRecords(t *testing.T) {
 	w := &failingWriter{}
 	p := &Producer{w: w, sealInPlace: true, log: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		chains: map[string]*chainState{"t": {last: make([][32]byte, 2), skip: make([]int, 2)}}}
-	var batch []kafka.Message
+	var batch []Record
 	var want []string
 	for i := range 5 {
 		rec := fmt.Sprintf(`{"n":%d}`, i)
 		want = append(want, rec)
-		batch = append(batch, kafka.Message{Topic: "t", Key: []byte{byte('a' + i)}, Value: append(make([]byte, 0, 200), rec...)})
+		batch = append(batch, Record{Topic: "t", Key: []byte{byte('a' + i)}, Value: append(make([]byte, 0, 200), rec...)})
 	}
 	if err := p.write(batch); err == nil {
 		t.Fatal("write to a failing writer succeeded")

@@ -21,10 +21,10 @@ type recordSink struct {
 	recs []string
 }
 
-func (r *recordSink) Send(topic string, key, value []byte) bool {
+func (r *recordSink) Send(rec audit.Record) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.recs = append(r.recs, string(value))
+	r.recs = append(r.recs, string(rec.Value))
 	return true
 }
 

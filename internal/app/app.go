@@ -113,7 +113,7 @@ func Serve(cfgFile string) error {
 				monitor.Event
 			}{"topology", name, ev}
 			if b, err := json.Marshal(rec); err == nil {
-				events.Send(EventsTopic, []byte(ev.Server), b)
+				events.Send(audit.Record{Topic: EventsTopic, Key: []byte(ev.Server), Value: b})
 			}
 		}
 	}
