@@ -24,16 +24,23 @@ const chainField = `,"chain":"`
 // chainLen is the length of the chain suffix: the field, 64 hex digits, "}.
 const chainLen = len(chainField) + 64 + 2
 
-// chainRecord seals record (a JSON object) after prev, returning the sealed record
-// and its chain value. The sealed record is built in record's spare
-// capacity when it has enough (Genlog leaves room), which overwrites the
-// record's closing brace: unseal puts it back if the record is needed again.
-func chainRecord(prev [32]byte, record []byte) ([]byte, [32]byte) {
+// chainSum is the chain value of record (without its chain field) after
+// the chain value prev.
+func chainSum(prev [32]byte, record []byte) [32]byte {
 	h := sha256.New()
 	h.Write(prev[:])
 	h.Write(record)
 	var sum [32]byte
 	h.Sum(sum[:0])
+	return sum
+}
+
+// chainRecord seals record (a JSON object) after prev, returning the sealed
+// record and its chain value. The sealed record is built in record's spare
+// capacity when it has enough (Genlog leaves room), which overwrites the
+// record's closing brace: unseal puts it back if the record is needed again.
+func chainRecord(prev [32]byte, record []byte) ([]byte, [32]byte) {
+	sum := chainSum(prev, record)
 	out := record[:len(record)-1]
 	if cap(record)-len(record) < chainLen {
 		out = append(make([]byte, 0, len(record)+chainLen), out...)
