@@ -103,19 +103,10 @@ func (p *Producer) loadChain(topic string) (*chainState, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	conn, err := kafka.DialContext(ctx, "tcp", p.brokers[0])
-	if err != nil {
-		return nil, err
-	}
-	parts, err := conn.ReadPartitions(topic)
-	conn.Close()
+	parts, err := topicPartitions(ctx, p.brokers, topic)
 	if err != nil || len(parts) == 0 {
-		// Create the topic through a first metadata round trip.
-		if conn, err = kafka.DialContext(ctx, "tcp", p.brokers[0]); err == nil {
-			parts, err = conn.ReadPartitions(topic)
-			conn.Close()
-		}
-		if err != nil || len(parts) == 0 {
+		// The first metadata round trip creates the topic: ask again.
+		if parts, err = topicPartitions(ctx, p.brokers, topic); err != nil || len(parts) == 0 {
 			return nil, fmt.Errorf("topic %s has no partitions yet: %v", topic, err)
 		}
 	}
@@ -139,7 +130,7 @@ const tailScanLimit = 200000
 // It is zero when there is none.
 func tailChain(ctx context.Context, topic string, part kafka.Partition, owner string) ([32]byte, error) {
 	var chain [32]byte
-	lc, err := kafka.DialLeader(ctx, "tcp", fmt.Sprintf("%s:%d", part.Leader.Host, part.Leader.Port), topic, part.ID)
+	lc, err := dialLeader(ctx, topic, part)
 	if err != nil {
 		return chain, err
 	}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"strconv"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -78,4 +80,31 @@ func (chosenPartition) Balance(msg kafka.Message, partitions ...int) int {
 		}
 	}
 	return partitions[partitionOf(msg.Key, len(partitions))%len(partitions)]
+}
+
+// topicPartitions asks the first of brokers for topic's partitions and
+// their leaders.
+func topicPartitions(ctx context.Context, brokers []string, topic string) ([]kafka.Partition, error) {
+	if len(brokers) == 0 {
+		return nil, errors.New("no brokers: pass --brokers host:port")
+	}
+	conn, err := kafka.DialContext(ctx, "tcp", brokers[0])
+	if err != nil {
+		return nil, fmt.Errorf("connect to %s: %w", brokers[0], err)
+	}
+	defer conn.Close()
+	parts, err := conn.ReadPartitions(topic)
+	if err != nil {
+		return nil, fmt.Errorf("topic %s: %w", topic, err)
+	}
+	return parts, nil
+}
+
+// dialLeader connects to the leader of a partition of topic, to read it.
+func dialLeader(ctx context.Context, topic string, p kafka.Partition) (*kafka.Conn, error) {
+	lc, err := kafka.DialLeader(ctx, "tcp", net.JoinHostPort(p.Leader.Host, strconv.Itoa(p.Leader.Port)), topic, p.ID)
+	if err != nil {
+		return nil, fmt.Errorf("partition %d: %w", p.ID, err)
+	}
+	return lc, nil
 }

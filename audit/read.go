@@ -30,17 +30,9 @@ type ReadOptions struct {
 // once the partitions are read to their ends, ordered by time; for a tail,
 // as they arrive.
 func Read(ctx context.Context, opts ReadOptions, emit func([]byte)) error {
-	if len(opts.Brokers) == 0 {
-		return errors.New("no brokers: pass --brokers host:port")
-	}
-	conn, err := kafka.DialContext(ctx, "tcp", opts.Brokers[0])
+	parts, err := topicPartitions(ctx, opts.Brokers, opts.Topic)
 	if err != nil {
-		return fmt.Errorf("connect to %s: %w", opts.Brokers[0], err)
-	}
-	parts, err := conn.ReadPartitions(opts.Topic)
-	conn.Close()
-	if err != nil {
-		return fmt.Errorf("topic %s: %w", opts.Topic, err)
+		return err
 	}
 	var (
 		mu      sync.Mutex
@@ -75,10 +67,9 @@ func Read(ctx context.Context, opts ReadOptions, emit func([]byte)) error {
 }
 
 func readPartition(ctx context.Context, opts ReadOptions, p kafka.Partition, emit func([]byte)) error {
-	leader := fmt.Sprintf("%s:%d", p.Leader.Host, p.Leader.Port)
-	lc, err := kafka.DialLeader(ctx, "tcp", leader, opts.Topic, p.ID)
+	lc, err := dialLeader(ctx, opts.Topic, p)
 	if err != nil {
-		return fmt.Errorf("partition %d: %w", p.ID, err)
+		return err
 	}
 	first, end, err := lc.ReadOffsets()
 	lc.Close()

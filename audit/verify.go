@@ -26,14 +26,9 @@ type PartitionReport struct {
 
 // Verify reads every partition of topic and checks each record's chain.
 func Verify(ctx context.Context, brokers []string, topic string) ([]PartitionReport, error) {
-	conn, err := kafka.DialContext(ctx, "tcp", brokers[0])
+	parts, err := topicPartitions(ctx, brokers, topic)
 	if err != nil {
-		return nil, fmt.Errorf("connect to %s: %w", brokers[0], err)
-	}
-	parts, err := conn.ReadPartitions(topic)
-	conn.Close()
-	if err != nil {
-		return nil, fmt.Errorf("topic %s: %w", topic, err)
+		return nil, err
 	}
 	reports := make([]PartitionReport, 0, len(parts))
 	for _, p := range parts {
@@ -48,7 +43,7 @@ func Verify(ctx context.Context, brokers []string, topic string) ([]PartitionRep
 
 func verifyPartition(ctx context.Context, topic string, p kafka.Partition) (PartitionReport, error) {
 	rep := PartitionReport{Partition: p.ID, First: -1, Last: -1}
-	lc, err := kafka.DialLeader(ctx, "tcp", fmt.Sprintf("%s:%d", p.Leader.Host, p.Leader.Port), topic, p.ID)
+	lc, err := dialLeader(ctx, topic, p)
 	if err != nil {
 		return rep, err
 	}
