@@ -237,8 +237,6 @@ func TestLostAcknowledgementDeliversOnce(t *testing.T) {
 	}
 }
 
-// The in-process path stores what a Kafka client reads back, in order per
-// key, with valid chains.
 // startBroker serves a bundled broker in this process until the test ends.
 func startBroker(tb testing.TB, cfg logbroker.Config, log *slog.Logger) (*logbroker.Broker, net.Listener) {
 	tb.Helper()
@@ -258,6 +256,8 @@ func startBroker(tb testing.TB, cfg logbroker.Config, log *slog.Logger) (*logbro
 	return b, ln
 }
 
+// The in-process path stores what a Kafka client reads back, in order per
+// key, with valid chains.
 func TestLocalWriter(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	b, ln := startBroker(t, logbroker.Config{Partitions: 3}, log)

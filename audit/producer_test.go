@@ -1,6 +1,10 @@
 package audit
 
 import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"runtime"
@@ -61,5 +65,48 @@ func TestIdleProducerMemory(t *testing.T) {
 	runtime.ReadMemStats(&after)
 	if grew := after.TotalAlloc - before.TotalAlloc; grew > 8<<20 {
 		t.Fatalf("a producer with a 100,000-record queue allocated %.1f MB before any record", float64(grew)/(1<<20))
+	}
+}
+
+type failingWriter struct{ got [][]byte }
+
+func (f *failingWriter) WriteRecords(_ context.Context, recs []Record) error {
+	for _, r := range recs {
+		f.got = append(f.got, bytes.Clone(r.Value))
+	}
+	return errors.New("disk full")
+}
+func (f *failingWriter) Close() error { return nil }
+
+// Records are sealed in their own spare capacity for the in-process broker;
+// a failed write must give them back as they were (they go to the spill
+// file), while what was attempted was sealed.
+func TestFailedWriteUnsealsRecords(t *testing.T) {
+	w := &failingWriter{}
+	p := &Producer{w: w, sealInPlace: true, log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		chains: map[string]*chainState{"t": {last: make([][32]byte, 2), skip: make([]int, 2)}}}
+	var batch []Record
+	var want []string
+	for i := range 5 {
+		rec := fmt.Sprintf(`{"n":%d}`, i)
+		want = append(want, rec)
+		batch = append(batch, Record{Topic: "t", Key: []byte{byte('a' + i)}, Value: append(make([]byte, 0, 200), rec...)})
+	}
+	if err := p.write(batch); err == nil {
+		t.Fatal("write to a failing writer succeeded")
+	}
+	for i, m := range batch {
+		if string(m.Value) != want[i] {
+			t.Fatalf("record %d after the failed write: %s, want %s", i, m.Value, want[i])
+		}
+	}
+	for i, sealed := range w.got {
+		rec, _, ok := unchainRecord(sealed)
+		if !ok || string(rec) != want[i] {
+			t.Fatalf("attempted record %d: %s", i, sealed)
+		}
+	}
+	if len(p.doubt["t"]) == 0 {
+		t.Fatal("the failed write's chain values were not kept for resolution")
 	}
 }
