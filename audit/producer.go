@@ -13,8 +13,9 @@ import (
 )
 
 // Producer sends records to Kafka or the bundled broker in the background,
-// in batches, through a bounded queue: no caller ever waits on the broker.
-// It carries Genlog's records and the topology events of sluice.events.
+// in batches, through a bounded queue, so that callers do not wait on the
+// broker. It carries Genlog's records and the topology events of
+// sluice.events.
 type Producer struct {
 	w     recordWriter
 	queue chan Record
