@@ -63,19 +63,29 @@ func (p *Producer) unseal(batch []Record) {
 	}
 }
 
-// unchainRecord splits a sealed record into the record as it was sealed and its
-// chain value; ok is false for a record without one.
-func unchainRecord(sealed []byte) (record []byte, chain [32]byte, ok bool) {
+// chainValue is the chain value a sealed record ends with; ok is false for
+// a record without one.
+func chainValue(sealed []byte) (chain [32]byte, ok bool) {
 	if len(sealed) < chainLen+2 || !bytes.HasSuffix(sealed, []byte(`"}`)) {
-		return nil, chain, false
+		return chain, false
 	}
 	at := len(sealed) - chainLen
 	if !bytes.Equal(sealed[at:at+len(chainField)], []byte(chainField)) {
-		return nil, chain, false
+		return chain, false
 	}
 	if _, err := hex.Decode(chain[:], sealed[at+len(chainField):len(sealed)-2]); err != nil {
+		return chain, false
+	}
+	return chain, true
+}
+
+// unchainRecord splits a sealed record into the record as it was sealed and
+// its chain value; ok is false for a record without one.
+func unchainRecord(sealed []byte) (record []byte, chain [32]byte, ok bool) {
+	if chain, ok = chainValue(sealed); !ok {
 		return nil, chain, false
 	}
+	at := len(sealed) - chainLen
 	record = append(append(make([]byte, 0, at+1), sealed[:at]...), '}')
 	return record, chain, true
 }
@@ -162,9 +172,8 @@ func tailChain(ctx context.Context, topic string, part kafka.Partition, owner st
 				if owner != "" && gjson.GetBytes(m.Value, "proxy").String() != owner {
 					continue
 				}
-				if c := gjson.GetBytes(m.Value, "chain").String(); len(c) == 64 {
-					hex.Decode(chain[:], []byte(c))
-					found = true
+				if c, ok := chainValue(m.Value); ok {
+					chain, found = c, true
 				}
 			}
 			if err := batch.Close(); err != nil && offset < to {
@@ -283,7 +292,7 @@ func (p *Producer) noteInDoubt(sealed []Record) {
 		p.doubt = inDoubt{}
 	}
 	for _, r := range sealed {
-		_, chain, ok := unchainRecord(r.Value)
+		chain, ok := chainValue(r.Value)
 		if !ok {
 			continue
 		}
