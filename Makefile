@@ -44,7 +44,7 @@ fuzz:
 # then the hot paths' micro-benchmarks with allocation counts.
 bench: deps
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./internal/testenv/bench/
-	$(GO) test -run '^$$' -bench . -benchmem ./proxy/ ./router/ ./filter/
+	$(GO) test -run '^$$' -bench . -benchmem ./proxy/ ./router/ ./audit/ ./internal/digest/
 
 bench-broker:
 	$(GO) test -run '^$$' -bench BenchmarkBroker -benchtime 1x -timeout 20m ./logbroker/

@@ -1,7 +1,11 @@
+// Package filter holds the filter chain: the filters the config's filters
+// list sets up (regex rewrites, the firewall), which see each statement
+// before it is routed and may rewrite or refuse it.
 package filter
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/sluice-proxy/sluice/router"
@@ -152,7 +156,7 @@ type scope struct {
 }
 
 func (s scope) applies(st *Statement) bool {
-	return (len(s.users) == 0 || contains(s.users, st.User)) &&
+	return (len(s.users) == 0 || slices.Contains(s.users, st.User)) &&
 		(len(s.dbs) == 0 || containsFold(s.dbs, st.DB))
 }
 

@@ -9,6 +9,7 @@ import (
 
 	"github.com/tidwall/gjson"
 
+	"github.com/sluice-proxy/sluice/audit"
 	"github.com/sluice-proxy/sluice/filter"
 	"github.com/sluice-proxy/sluice/proxy"
 	"github.com/sluice-proxy/sluice/router"
@@ -20,10 +21,10 @@ type recordSink struct {
 	recs []string
 }
 
-func (r *recordSink) Send(topic string, key, value []byte) bool {
+func (r *recordSink) Send(rec audit.Record) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.recs = append(r.recs, string(value))
+	r.recs = append(r.recs, string(rec.Value))
 	return true
 }
 
@@ -54,7 +55,7 @@ func TestFilters(t *testing.T) {
 		t.Run(rt, func(t *testing.T) {
 			s := startRouted(t, router.Config{Type: rt, Target: "primary", MaxReplicationLag: 10 * time.Second}, proxy.Config{})
 			sink := &recordSink{}
-			s.srv.SetGenlog(filter.NewGenlog(filter.GenlogConfig{Topic: "t", Proxy: "test"}, sink))
+			s.srv.SetGenlog(audit.NewGenlog(audit.GenlogConfig{Topic: "t", Proxy: "test"}, sink))
 			setFilters(t, s, []filter.Spec{
 				{Type: "regex", Match: `(?i)select\s+'old'`, Replace: "SELECT 'new'"},
 				{Type: "regex", Match: `'secret'`, Replace: "'hidden'", Users: []string{"nobody"}},

@@ -8,7 +8,7 @@ import (
 
 	"github.com/go-mysql-org/go-mysql/mysql"
 
-	"github.com/sluice-proxy/sluice/filter"
+	"github.com/sluice-proxy/sluice/audit"
 )
 
 // maxLoggedParam bounds one logged parameter value; longer ones are cut.
@@ -18,7 +18,7 @@ const maxLoggedParam = 1024
 // query log. types is the statement's last type block, used when the packet
 // carries none. Values sent with COM_STMT_SEND_LONG_DATA are not in the
 // packet; they are logged as "<long data>".
-func executeParams(pkt []byte, n int, types []byte, longData bool) ([]filter.Param, error) {
+func executeParams(pkt []byte, n int, types []byte, longData bool) ([]audit.Param, error) {
 	if n == 0 {
 		return nil, nil
 	}
@@ -42,7 +42,7 @@ func executeParams(pkt []byte, n int, types []byte, longData bool) ([]filter.Par
 	if len(types) != 2*n {
 		return nil, fmt.Errorf("%w: no parameter types bound", errMalformed)
 	}
-	params := make([]filter.Param, n)
+	params := make([]audit.Param, n)
 	for i := range n {
 		if nulls[i/8]&(1<<(i%8)) != 0 {
 			params[i].Null = true
@@ -52,7 +52,7 @@ func executeParams(pkt []byte, n int, types []byte, longData bool) ([]filter.Par
 		if longData {
 			// Which parameters came as long data is not in the packet; the
 			// values after them cannot be located reliably either.
-			params[i] = filter.Param{Text: "<long data>", Quoted: true}
+			params[i] = audit.Param{Text: "<long data>", Quoted: true}
 			continue
 		}
 		var size int
@@ -83,7 +83,7 @@ func executeParams(pkt []byte, n int, types []byte, longData bool) ([]filter.Par
 			if len(v) > maxLoggedParam {
 				v = v[:maxLoggedParam]
 			}
-			params[i] = filter.Param{Text: string(v), Quoted: true}
+			params[i] = audit.Param{Text: string(v), Quoted: true}
 			continue
 		}
 		if pos+size > len(pkt) {
@@ -96,7 +96,7 @@ func executeParams(pkt []byte, n int, types []byte, longData bool) ([]filter.Par
 }
 
 // fixedParam formats a fixed-size binary parameter.
-func fixedParam(typ byte, unsigned bool, v []byte) filter.Param {
+func fixedParam(typ byte, unsigned bool, v []byte) audit.Param {
 	var u uint64
 	switch len(v) {
 	case 1:
@@ -125,20 +125,20 @@ func fixedParam(typ byte, unsigned bool, v []byte) filter.Param {
 	}
 	switch typ {
 	case mysql.MYSQL_TYPE_DATE, mysql.MYSQL_TYPE_DATETIME, mysql.MYSQL_TYPE_TIMESTAMP:
-		return filter.Param{Text: binaryDateTime(v[1:]), Quoted: true}
+		return audit.Param{Text: binaryDateTime(v[1:]), Quoted: true}
 	case mysql.MYSQL_TYPE_TIME:
-		return filter.Param{Text: binaryTime(v[1:]), Quoted: true}
+		return audit.Param{Text: binaryTime(v[1:]), Quoted: true}
 	}
 	if unsigned {
-		return filter.Param{Text: strconv.FormatUint(u, 10)}
+		return audit.Param{Text: strconv.FormatUint(u, 10)}
 	}
-	return filter.Param{Text: strconv.FormatInt(int64(u), 10)}
+	return audit.Param{Text: strconv.FormatInt(int64(u), 10)}
 }
 
 // floatParam is a number, or a string for what JSON numbers cannot hold.
-func floatParam(f float64, bits int) filter.Param {
+func floatParam(f float64, bits int) audit.Param {
 	text := strconv.FormatFloat(f, 'g', -1, bits)
-	return filter.Param{Text: text, Quoted: math.IsNaN(f) || math.IsInf(f, 0)}
+	return audit.Param{Text: text, Quoted: math.IsNaN(f) || math.IsInf(f, 0)}
 }
 
 func binaryDateTime(v []byte) string {

@@ -7,7 +7,7 @@ import (
 
 	"github.com/go-mysql-org/go-mysql/mysql"
 
-	"github.com/sluice-proxy/sluice/filter"
+	"github.com/sluice-proxy/sluice/audit"
 )
 
 // executePacket builds COM_STMT_EXECUTE with types bound.
@@ -30,7 +30,7 @@ func TestExecuteParams(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []filter.Param{{Text: "-2"}, {Text: "9223372036854775808"}, {Text: "2.5"}, {Text: `a"c`, Quoted: true},
+	want := []audit.Param{{Text: "-2"}, {Text: "9223372036854775808"}, {Text: "2.5"}, {Text: `a"c`, Quoted: true},
 		{Text: "2024-11-23 13:14:15", Quoted: true}, {Null: true}}
 	for i := range want {
 		if got[i] != want[i] {

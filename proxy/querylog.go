@@ -5,7 +5,7 @@ import (
 
 	"github.com/go-mysql-org/go-mysql/mysql"
 
-	"github.com/sluice-proxy/sluice/filter"
+	"github.com/sluice-proxy/sluice/audit"
 	"github.com/sluice-proxy/sluice/router"
 )
 
@@ -34,7 +34,7 @@ type queryRecord struct {
 	// detected says which detect-only filter would have refused it, and why.
 	detected string
 	// params are an execute's parameters, when the query log wants them.
-	params []filter.Param
+	params []audit.Param
 	// gtid is the GTID the statement committed, when known.
 	gtid string
 }
@@ -71,18 +71,18 @@ func (s *Session) routeLabel(r *queryRecord) string {
 }
 
 // logSession is the session as the query log names it.
-func (s *Session) logSession() *filter.Session {
+func (s *Session) logSession() *audit.Session {
 	if s.logSess.ID == 0 {
-		s.logSess = filter.Session{ID: s.id, Client: s.client.Conn().RemoteAddr().String()}
+		s.logSess = audit.Session{ID: s.id, Client: s.client.Conn().RemoteAddr().String()}
 	}
 	s.logSess.User, s.logSess.DB = s.user, s.state.db
 	return &s.logSess
 }
 
 // logCommand writes the query log record of one answered command.
-func (s *Session) logCommand(g *filter.Genlog, cmd byte, pkt []byte, start time.Time) {
+func (s *Session) logCommand(g *audit.Genlog, cmd byte, pkt []byte, start time.Time) {
 	r := &s.rec
-	q := filter.Query{
+	q := audit.Query{
 		Start: start, Duration: time.Since(start), Command: commandName(cmd),
 		Server: r.server, Route: s.routeLabel(r), Rows: r.res.Rows, Affected: r.res.OK.Affected,
 		LastInsertID: r.res.OK.LastInsertID, Warnings: r.res.OK.Warnings,
@@ -95,7 +95,7 @@ func (s *Session) logCommand(g *filter.Genlog, cmd byte, pkt []byte, start time.
 	case r.hasStmt:
 		q.Text, q.Original, q.Fingerprint, q.Digest = r.text, r.original, r.stmt.Fingerprint, r.stmt.Digest
 		q.Detected, q.Params, q.GTID = r.detected, r.params, r.gtid
-		q.Sensitive = filter.IsSensitive(r.stmt.Keyword, r.stmt.Fingerprint, r.text, r.stmt.Multi)
+		q.Sensitive = audit.IsSensitive(r.stmt.Keyword, r.stmt.Fingerprint, r.text, r.stmt.Multi)
 	case cmd == mysql.COM_INIT_DB || cmd == mysql.COM_FIELD_LIST:
 		q.Text = string(pkt[1:])
 	}

@@ -27,7 +27,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/sluice-proxy/sluice/audit"
 	"github.com/sluice-proxy/sluice/filter"
+	"github.com/sluice-proxy/sluice/internal/digest"
 	"github.com/sluice-proxy/sluice/router"
 )
 
@@ -90,9 +92,9 @@ type Server struct {
 	log        *slog.Logger
 	metrics    *Metrics
 
-	genlog  atomic.Pointer[filter.Genlog]
+	genlog  atomic.Pointer[audit.Genlog]
 	filters atomic.Pointer[filter.Chain]
-	digests atomic.Pointer[filter.Digests]
+	digests atomic.Pointer[digest.Table]
 	// commandsTotal counts client commands, for Stats.
 	commandsTotal atomic.Uint64
 
@@ -116,7 +118,7 @@ func NewServer(cfg Config, accounts *Accounts, rt *router.Router, reg prometheus
 }
 
 // SetGenlog sets (or with nil, removes) the query log.
-func (s *Server) SetGenlog(g *filter.Genlog) { s.genlog.Store(g) }
+func (s *Server) SetGenlog(g *audit.Genlog) { s.genlog.Store(g) }
 
 // SetConfig applies a reloaded config to new sessions and commands.
 func (s *Server) SetConfig(cfg Config) { s.cfg.Store(&cfg) }

@@ -17,7 +17,7 @@ import (
 
 	"github.com/go-mysql-org/go-mysql/mysql"
 
-	"github.com/sluice-proxy/sluice/filter"
+	"github.com/sluice-proxy/sluice/audit"
 	"github.com/sluice-proxy/sluice/router"
 )
 
@@ -68,7 +68,7 @@ type Session struct {
 	lastRoute  routeLabelCache
 	started    time.Time
 	statements int64
-	logSess    filter.Session
+	logSess    audit.Session
 	// view and statementCount are what the admin API reads.
 	view           atomic.Pointer[SessionInfo]
 	statementCount atomic.Int64
@@ -108,7 +108,7 @@ func (s *Session) run(ctx context.Context) {
 	}
 	err := s.handshake(ctx)
 	if g := s.srv.genlog.Load(); g != nil && s.user != "" {
-		a := filter.Auth{Time: time.Now(), OK: err == nil, Plugin: mysql.AUTH_NATIVE_PASSWORD, TLS: s.tls}
+		a := audit.Auth{Time: time.Now(), OK: err == nil, Plugin: mysql.AUTH_NATIVE_PASSWORD, TLS: s.tls}
 		var se *SQLError
 		if errors.As(err, &se) {
 			a.ErrorCode = se.Code

@@ -6,7 +6,7 @@ import (
 
 	"github.com/go-mysql-org/go-mysql/mysql"
 
-	"github.com/sluice-proxy/sluice/filter"
+	"github.com/sluice-proxy/sluice/internal/digest"
 )
 
 // SessionInfo is what the admin API shows of one client session.
@@ -37,10 +37,10 @@ func (s *Server) Stats() Stats {
 }
 
 // SetDigests sets (or with nil, removes) the statement digest table.
-func (s *Server) SetDigests(d *filter.Digests) { s.digests.Store(d) }
+func (s *Server) SetDigests(d *digest.Table) { s.digests.Store(d) }
 
 // Digests is the statement digest table (nil when disabled).
-func (s *Server) Digests() *filter.Digests { return s.digests.Load() }
+func (s *Server) Digests() *digest.Table { return s.digests.Load() }
 
 // SessionList describes the sessions open now, oldest first.
 func (s *Server) SessionList() []SessionInfo {

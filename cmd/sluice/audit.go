@@ -10,8 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/sluice-proxy/sluice/filter"
-	"github.com/sluice-proxy/sluice/internal/audit"
+	"github.com/sluice-proxy/sluice/audit"
 )
 
 func auditCmd() *cobra.Command {
@@ -22,11 +21,11 @@ func auditCmd() *cobra.Command {
 	var table bool
 	run := func(follow bool) func(*cobra.Command, []string) error {
 		return func(cmd *cobra.Command, args []string) error {
-			w, err := filter.ParseWhere(where)
+			w, err := audit.ParseWhere(where)
 			if err != nil {
 				return err
 			}
-			opts := audit.Options{Brokers: brokers, Topic: topic, Where: w, Follow: follow}
+			opts := audit.ReadOptions{Brokers: brokers, Topic: topic, Where: w, Follow: follow}
 			if since != "" {
 				if opts.Since, err = parseSince(since); err != nil {
 					return err

@@ -18,8 +18,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/sluice-proxy/sluice/filter"
 	"github.com/sluice-proxy/sluice/internal/admin/console"
+	"github.com/sluice-proxy/sluice/internal/digest"
 	"github.com/sluice-proxy/sluice/monitor"
 	"github.com/sluice-proxy/sluice/proxy"
 )
@@ -35,7 +35,7 @@ type API struct {
 	// Sessions lists the client sessions.
 	Sessions func() []proxy.SessionInfo
 	// Digests is the statement digest table (nil: disabled).
-	Digests func() *filter.Digests
+	Digests func() *digest.Table
 	// Config is the running config, secrets redacted, as plain data.
 	Config func() any
 	// Reload re-reads the config file, as SIGHUP does.
@@ -111,7 +111,7 @@ func Handler(api API) http.Handler {
 	})
 	// GET /v1/digests?limit=20&sort=total|count|max|p99|errors
 	mux.HandleFunc("GET /v1/digests", func(w http.ResponseWriter, r *http.Request) {
-		var d *filter.Digests
+		var d *digest.Table
 		if api.Digests != nil {
 			d = api.Digests()
 		}

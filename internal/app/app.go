@@ -24,11 +24,11 @@ import (
 	"golang.org/x/sys/unix"
 	"gopkg.in/yaml.v3"
 
+	"github.com/sluice-proxy/sluice/audit"
 	"github.com/sluice-proxy/sluice/filter"
 	"github.com/sluice-proxy/sluice/internal/admin"
-	"github.com/sluice-proxy/sluice/internal/audit"
 	"github.com/sluice-proxy/sluice/internal/config"
-	"github.com/sluice-proxy/sluice/internal/kafkaout"
+	"github.com/sluice-proxy/sluice/internal/digest"
 	"github.com/sluice-proxy/sluice/logbroker"
 	"github.com/sluice-proxy/sluice/monitor"
 	"github.com/sluice-proxy/sluice/proxy"
@@ -99,7 +99,7 @@ func Serve(cfgFile string) error {
 	mon := monitor.New(monitorConfig(cfg), log.With("component", "monitor"))
 	reg.MustRegister(mon)
 	if brokers := producerBrokers(cfg); len(brokers) > 0 {
-		events, err := kafkaout.New(kafkaout.Config{Brokers: brokers, Name: "events", QueueSize: 10000, Local: localBroker(cfg, broker)}, log.With("component", "events"))
+		events, err := audit.NewProducer(audit.ProducerConfig{Brokers: brokers, Name: "events", QueueSize: 10000, Local: localBroker(cfg, broker)}, log.With("component", "events"))
 		if err != nil {
 			return err
 		}
@@ -113,7 +113,7 @@ func Serve(cfgFile string) error {
 				monitor.Event
 			}{"topology", name, ev}
 			if b, err := json.Marshal(rec); err == nil {
-				events.Send(EventsTopic, []byte(ev.Server), b)
+				events.Send(audit.Record{Topic: EventsTopic, Key: []byte(ev.Server), Value: b})
 			}
 		}
 	}
@@ -131,9 +131,9 @@ func Serve(cfgFile string) error {
 		return err // validated with the config: cannot happen
 	}
 	srv.SetFilters(chain)
-	var genlog *filter.Genlog
+	var genlog *audit.Genlog
 	if cfg.Genlog.Enabled {
-		pc := kafkaout.Config{Brokers: producerBrokers(cfg), Name: "genlog", Local: localBroker(cfg, broker),
+		pc := audit.ProducerConfig{Brokers: producerBrokers(cfg), Name: "genlog", Local: localBroker(cfg, broker),
 			QueueSize: cfg.Genlog.QueueSize, Block: cfg.Genlog.OnFull == "block", Chain: true, ChainOwner: cfg.Name}
 		if cfg.Genlog.OnFull == "spill" {
 			pc.SpillFile, pc.SpillMaxBytes = cfg.Genlog.SpillFile, cfg.Genlog.SpillMaxBytes
@@ -141,14 +141,14 @@ func Serve(cfgFile string) error {
 				return fmt.Errorf("genlog.spill_file %s: %w", pc.SpillFile, err)
 			}
 		}
-		producer, err := kafkaout.New(pc, log.With("component", "genlog"))
+		producer, err := audit.NewProducer(pc, log.With("component", "genlog"))
 		if err != nil {
 			return fmt.Errorf("genlog.spill_file: %w", err)
 		}
 		reg.MustRegister(producer.Collectors()...)
 		// Closed after the proxy drained, so the last sessions' records go out.
 		defer producer.Close()
-		genlog = filter.NewGenlog(genlogConfig(cfg), producer)
+		genlog = audit.NewGenlog(genlogConfig(cfg), producer)
 		srv.SetGenlog(genlog)
 	}
 
@@ -167,7 +167,7 @@ func Serve(cfgFile string) error {
 		}
 		return true, "serving"
 	}
-	srv.SetDigests(filter.NewDigests(cfg.QueryDigests))
+	srv.SetDigests(digest.New(cfg.QueryDigests))
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "sluice_query_digests", Help: "Statement shapes in the digest table (at most query_digests).",
 	}, func() float64 { return float64(srv.Digests().Len()) }),
@@ -206,7 +206,7 @@ func Serve(cfgFile string) error {
 			srv.SetFilters(chain)
 		}
 		if next.QueryDigests != running.Load().QueryDigests {
-			srv.SetDigests(filter.NewDigests(next.QueryDigests))
+			srv.SetDigests(digest.New(next.QueryDigests))
 		}
 		running.Store(next)
 		log.Info("config reloaded", "file", cfgFile)
@@ -216,11 +216,11 @@ func Serve(cfgFile string) error {
 		Reload: reload, Token: cfg.AdminToken, Stats: srv.Stats, Config: func() any { return configView(running.Load().Redacted()) }}
 	if genlog != nil {
 		api.AuditTail = func(ctx context.Context, where string, since time.Duration, emit func([]byte)) error {
-			w, err := filter.ParseWhere(where)
+			w, err := audit.ParseWhere(where)
 			if err != nil {
 				return err
 			}
-			return audit.Read(ctx, audit.Options{Brokers: producerBrokers(cfg), Topic: cfg.Genlog.Topic,
+			return audit.Read(ctx, audit.ReadOptions{Brokers: producerBrokers(cfg), Topic: cfg.Genlog.Topic,
 				Since: since, Where: w, Follow: true}, emit)
 		}
 	}
@@ -340,8 +340,8 @@ func setMaxProcs(n int) {
 	runtime.GOMAXPROCS(n)
 }
 
-func genlogConfig(cfg *config.Config) filter.GenlogConfig {
-	return filter.GenlogConfig{Topic: cfg.Genlog.Topic, Proxy: cfg.Name, MaxQueryBytes: cfg.Genlog.MaxQueryBytes,
+func genlogConfig(cfg *config.Config) audit.GenlogConfig {
+	return audit.GenlogConfig{Topic: cfg.Genlog.Topic, Proxy: cfg.Name, MaxQueryBytes: cfg.Genlog.MaxQueryBytes,
 		RedactLiterals: cfg.Genlog.Redact == "literals",
 		IncludeUsers:   cfg.Genlog.Include.Users, IncludeDBs: cfg.Genlog.Include.Databases,
 		ExcludeUsers: cfg.Genlog.Exclude.Users, ExcludeDBs: cfg.Genlog.Exclude.Databases,

@@ -1,4 +1,4 @@
-package kafkaout_test
+package audit_test
 
 import (
 	"context"
@@ -18,8 +18,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
-	"github.com/sluice-proxy/sluice/internal/audit"
-	"github.com/sluice-proxy/sluice/internal/kafkaout"
+	"github.com/sluice-proxy/sluice/audit"
 	"github.com/sluice-proxy/sluice/logbroker"
 )
 
@@ -181,14 +180,14 @@ func TestLostAcknowledgementDeliversOnce(t *testing.T) {
 	}()
 
 	const topic = "once.test"
-	p, err := kafkaout.New(kafkaout.Config{Brokers: []string{rl.ln.Addr().String()}, Name: "test", Chain: true,
+	p, err := audit.NewProducer(audit.ProducerConfig{Brokers: []string{rl.ln.Addr().String()}, Name: "test", Chain: true,
 		SpillFile: filepath.Join(dir, "spill")}, log)
 	if err != nil {
 		t.Fatal(err)
 	}
 	send := func(from, to int) {
 		for i := from; i < to; i++ {
-			p.Send(topic, []byte(strconv.Itoa(i%7)), []byte(`{"N":`+strconv.Itoa(i)+`}`))
+			p.Send(audit.Record{Topic: topic, Key: []byte(strconv.Itoa(i % 7)), Value: []byte(`{"N":` + strconv.Itoa(i) + `}`)})
 		}
 	}
 	waitFor := func(what string, cond func() bool) {
@@ -238,8 +237,6 @@ func TestLostAcknowledgementDeliversOnce(t *testing.T) {
 	}
 }
 
-// The in-process path stores what a Kafka client reads back, in order per
-// key, with valid chains.
 // startBroker serves a bundled broker in this process until the test ends.
 func startBroker(tb testing.TB, cfg logbroker.Config, log *slog.Logger) (*logbroker.Broker, net.Listener) {
 	tb.Helper()
@@ -259,18 +256,20 @@ func startBroker(tb testing.TB, cfg logbroker.Config, log *slog.Logger) (*logbro
 	return b, ln
 }
 
+// The in-process path stores what a Kafka client reads back, in order per
+// key, with valid chains.
 func TestLocalWriter(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	b, ln := startBroker(t, logbroker.Config{Partitions: 3}, log)
 
 	const topic = "local.test"
-	p, err := kafkaout.New(kafkaout.Config{Brokers: []string{ln.Addr().String()}, Name: "test", Chain: true, Local: b}, log)
+	p, err := audit.NewProducer(audit.ProducerConfig{Brokers: []string{ln.Addr().String()}, Name: "test", Chain: true, Local: b}, log)
 	if err != nil {
 		t.Fatal(err)
 	}
 	const n = 5000
 	for i := range n {
-		p.Send(topic, []byte(strconv.Itoa(i%11)), []byte(`{"N":`+strconv.Itoa(i)+`}`))
+		p.Send(audit.Record{Topic: topic, Key: []byte(strconv.Itoa(i % 11)), Value: []byte(`{"N":` + strconv.Itoa(i) + `}`)})
 	}
 	if err := p.Close(); err != nil {
 		t.Fatal(err)
@@ -304,16 +303,16 @@ func TestSharedTopicChains(t *testing.T) {
 	_, ln := startBroker(t, logbroker.Config{Partitions: 2}, log)
 
 	const topic = "shared.test"
-	newProducer := func(owner string) *kafkaout.Producer {
-		p, err := kafkaout.New(kafkaout.Config{Brokers: []string{ln.Addr().String()}, Name: owner, Chain: true, ChainOwner: owner}, log)
+	newProducer := func(owner string) *audit.Producer {
+		p, err := audit.NewProducer(audit.ProducerConfig{Brokers: []string{ln.Addr().String()}, Name: owner, Chain: true, ChainOwner: owner}, log)
 		if err != nil {
 			t.Fatal(err)
 		}
 		return p
 	}
-	send := func(p *kafkaout.Producer, owner string, from, to int) {
+	send := func(p *audit.Producer, owner string, from, to int) {
 		for i := from; i < to; i++ {
-			p.Send(topic, []byte(strconv.Itoa(i%5)), []byte(`{"proxy":"`+owner+`","N":`+strconv.Itoa(i)+`}`))
+			p.Send(audit.Record{Topic: topic, Key: []byte(strconv.Itoa(i % 5)), Value: []byte(`{"proxy":"` + owner + `","N":` + strconv.Itoa(i) + `}`)})
 		}
 	}
 	a, bb := newProducer("sluice-a"), newProducer("sluice-b")

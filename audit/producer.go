@@ -1,31 +1,28 @@
-// Package kafkaout sends Sluice's own records (topology events now; the
-// query log builds on it) to Kafka or the bundled broker, through a bounded
-// queue, so that no caller ever waits on the broker.
-package kafkaout
+package audit
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/segmentio/kafka-go"
 
 	"github.com/sluice-proxy/sluice/logbroker"
 )
 
-// Producer batches records to a Kafka cluster in the background.
+// Producer sends records to Kafka or the bundled broker in the background,
+// in batches, through a bounded queue, so that callers do not wait on the
+// broker. It carries Genlog's records and the topology events of
+// sluice.events.
 type Producer struct {
-	w     messageWriter
-	queue chan queued
+	w     recordWriter
+	queue chan Record
 	log   *slog.Logger
 	block bool
 	spill *spill
-	// chains, with Config.Chain, holds each topic's last chain values.
+	// chains, with ProducerConfig.Chain, holds each topic's last chain values.
 	chains     map[string]*chainState
 	chainOwner string
 	// doubt holds the records of the last failed write, resolved against
@@ -54,8 +51,15 @@ type Producer struct {
 	spillBytes                     prometheus.GaugeFunc
 }
 
-// Config of a producer.
-type Config struct {
+// recordWriter is what the producer sends batches through: kafkaWriter for
+// a Kafka cluster, or localWriter for the bundled broker in this process.
+type recordWriter interface {
+	WriteRecords(ctx context.Context, recs []Record) error
+	Close() error
+}
+
+// ProducerConfig configures a producer.
+type ProducerConfig struct {
 	Brokers []string
 	// QueueSize bounds records waiting to be sent; more are dropped and counted.
 	QueueSize int
@@ -79,29 +83,13 @@ type Config struct {
 	Local *logbroker.Broker
 }
 
-// New starts a producer; Close flushes and stops it.
-func New(cfg Config, log *slog.Logger) (*Producer, error) {
+// NewProducer starts a producer; Close flushes and stops it.
+func NewProducer(cfg ProducerConfig, log *slog.Logger) (*Producer, error) {
 	if cfg.QueueSize <= 0 {
 		cfg.QueueSize = 10000
 	}
-	kw := &kafka.Writer{
-		Addr:     kafka.TCP(cfg.Brokers...),
-		Balancer: &kafka.Hash{},
-		// WriteMessages waits for partial batches up to BatchTimeout:
-		// keep it short and let batches grow while a call is in flight.
-		BatchTimeout:           20 * time.Millisecond,
-		BatchSize:              10000,
-		BatchBytes:             16 << 20,
-		RequiredAcks:           kafka.RequireAll,
-		AllowAutoTopicCreation: true,
-		// Fail fast when the broker is away: the spill file waits instead.
-		MaxAttempts:     3,
-		WriteBackoffMin: 50 * time.Millisecond,
-		WriteBackoffMax: 200 * time.Millisecond,
-	}
 	p := &Producer{
-		w:       kw,
-		queue:   make(chan queued, cfg.QueueSize),
+		queue:   make(chan Record, cfg.QueueSize),
 		log:     log,
 		block:   cfg.Block,
 		brokers: cfg.Brokers,
@@ -109,15 +97,10 @@ func New(cfg Config, log *slog.Logger) (*Producer, error) {
 	if cfg.Chain {
 		p.chains = map[string]*chainState{}
 		p.chainOwner = cfg.ChainOwner
-		kw.Balancer = chosenPartition{}
-		if cfg.SpillFile != "" {
-			// The producer retries from the spill file, after asking the
-			// broker what a failed write stored; a retry inside the writer
-			// could store a batch twice.
-			kw.MaxAttempts = 1
-		}
 	}
-	if cfg.Local != nil {
+	if cfg.Local == nil {
+		p.w = newKafkaWriter(cfg)
+	} else {
 		p.w = &localWriter{broker: cfg.Local, chosen: cfg.Chain}
 		p.sealInPlace = true
 		p.linger = localLinger
@@ -156,26 +139,14 @@ func (p *Producer) Collectors() []prometheus.Collector {
 	return []prometheus.Collector{p.sent, p.dropped, p.failed, p.spilled, p.depth, p.spillBytes}
 }
 
-// queued is a record waiting in the queue: only what Send is given, since
-// the queue's buffer is allocated whole (a kafka.Message is 2.4 times the
-// size: 15 MB instead of 6.4 for Genlog's default 100,000 records).
-type queued struct {
-	topic      string
-	key, value []byte
-}
-
-func (q queued) message() kafka.Message {
-	return kafka.Message{Topic: q.topic, Key: q.key, Value: q.value}
-}
-
-// Send queues a record. When the queue is full it waits (Block) or drops
-// the record, counts it and reports false.
-func (p *Producer) Send(topic string, key, value []byte) bool {
+// Send queues a record; the producer owns it from then on. When the queue
+// is full it waits (Block) or drops the record, counts it and reports false.
+func (p *Producer) Send(r Record) bool {
 	if p.block {
-		p.queue <- queued{topic, key, value}
+		p.queue <- r
 	} else {
 		select {
-		case p.queue <- queued{topic, key, value}:
+		case p.queue <- r:
 		default:
 			p.dropped.Inc()
 			return false
@@ -192,7 +163,7 @@ func (p *Producer) Send(topic string, key, value []byte) bool {
 
 func (p *Producer) run() {
 	defer p.wg.Done()
-	var batch []kafka.Message // grows to what the traffic needs, at most maxBatch
+	var batch []Record // grows to what the traffic needs, at most maxBatch
 	retry := time.NewTimer(0)
 	defer retry.Stop()
 	backoff := 100 * time.Millisecond
@@ -201,12 +172,12 @@ func (p *Producer) run() {
 			// Spilling: new records join the file behind the older ones, so
 			// order holds; the file is replayed while the broker takes it.
 			select {
-			case q, ok := <-p.queue:
+			case r, ok := <-p.queue:
 				if !ok {
 					p.drainSpill()
 					return
 				}
-				batch = p.gather(append(batch[:0], q.message()))
+				batch = p.gather(append(batch[:0], r))
 				p.toSpill(batch)
 			case <-retry.C:
 				if p.replay() {
@@ -219,36 +190,23 @@ func (p *Producer) run() {
 			}
 			continue
 		}
-		q, ok := <-p.queue
+		r, ok := <-p.queue
 		if !ok {
 			return
 		}
-		batch = p.gather(append(batch[:0], q.message()))
+		batch = p.gather(append(batch[:0], r))
 		if err := p.write(batch); err != nil {
 			if p.spill == nil {
 				p.failed.Add(float64(len(batch)))
-				p.log.Warn("records not delivered to the broker", "records", len(batch), "err", firstError(err))
+				p.log.Warn("records not delivered to the broker", "records", len(batch), "err", err)
 				continue
 			}
-			p.log.Warn("broker unavailable; spilling records to disk until it is back", "file", p.spill.path, "err", firstError(err))
+			p.log.Warn("broker unavailable; spilling records to disk until it is back", "file", p.spill.path, "err", err)
 			p.toSpill(batch)
 			backoff = 100 * time.Millisecond
 			retry.Reset(backoff)
 		}
 	}
-}
-
-// firstError shortens kafka-go's per-message error lists to their first.
-func firstError(err error) error {
-	var we kafka.WriteErrors
-	if errors.As(err, &we) {
-		for _, e := range we {
-			if e != nil {
-				return fmt.Errorf("%d of %d records failed: %w", we.Count(), len(we), e)
-			}
-		}
-	}
-	return err
 }
 
 // localLinger is how long a batch to the bundled broker gathers records:
@@ -264,7 +222,7 @@ const maxBatch = 16384
 
 // gather adds whatever else is queued, up to the batch's capacity, after
 // the linger time unless the batch can already be filled.
-func (p *Producer) gather(batch []kafka.Message) []kafka.Message {
+func (p *Producer) gather(batch []Record) []Record {
 	if p.linger > 0 && len(p.queue) < p.flushAt {
 		// Sleep rather than wait on the queue: a receive per record
 		// would wake this goroutine once per query.
@@ -281,11 +239,11 @@ func (p *Producer) gather(batch []kafka.Message) []kafka.Message {
 	}
 	for len(batch) < maxBatch {
 		select {
-		case q, ok := <-p.queue:
+		case r, ok := <-p.queue:
 			if !ok {
 				return batch
 			}
-			batch = append(batch, q.message())
+			batch = append(batch, r)
 		default:
 			return batch
 		}
@@ -295,7 +253,7 @@ func (p *Producer) gather(batch []kafka.Message) []kafka.Message {
 
 // write delivers batch. When it fails, batch holds the records as they
 // were given (sealing is undone), for the spill file or a retry.
-func (p *Producer) write(batch []kafka.Message) error {
+func (p *Producer) write(batch []Record) error {
 	commit := func() {}
 	n := len(batch)
 	toSend := batch
@@ -315,7 +273,7 @@ func (p *Producer) write(batch []kafka.Message) error {
 	if len(toSend) > 0 {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		if err := p.w.WriteMessages(ctx, toSend...); err != nil {
+		if err := p.w.WriteRecords(ctx, toSend); err != nil {
 			if p.chains != nil {
 				p.noteInDoubt(toSend)
 				p.unseal(batch)
@@ -328,7 +286,7 @@ func (p *Producer) write(batch []kafka.Message) error {
 	return nil
 }
 
-func (p *Producer) toSpill(batch []kafka.Message) {
+func (p *Producer) toSpill(batch []Record) {
 	if err := p.spill.append(batch); err != nil {
 		p.dropped.Add(float64(len(batch)))
 		p.log.Error("records dropped: cannot spill them", "records", len(batch), "err", err)
@@ -342,9 +300,9 @@ func (p *Producer) toSpill(batch []kafka.Message) {
 // still away.
 func (p *Producer) replay() bool {
 	for p.spill.pending() {
-		msgs, pos, err := p.spill.next(4096)
+		recs, pos, err := p.spill.next(4096)
 		if err == nil {
-			err = p.write(msgs)
+			err = p.write(recs)
 		}
 		if err != nil {
 			return false

@@ -1,4 +1,4 @@
-package filter
+package digest
 
 import (
 	"testing"
@@ -6,7 +6,7 @@ import (
 )
 
 func TestDigestsBoundedAndOrdered(t *testing.T) {
-	d := NewDigests(3)
+	d := New(3)
 	now := time.Now()
 	for i := range 100 {
 		d.Record(1, "SELECT ?", now, time.Duration(i+1)*time.Millisecond, 1, false)
@@ -37,10 +37,10 @@ func TestDigestsBoundedAndOrdered(t *testing.T) {
 	if len(d.Top(2, "max")) != 2 {
 		t.Fatal("limit")
 	}
-	var nilD *Digests
+	var nilD *Table
 	nilD.Record(1, "x", now, time.Second, 0, false)
 	if nilD.Len() != 0 || len(nilD.Top(10, "")) != 0 {
-		t.Fatal("nil Digests must record nothing")
+		t.Fatal("nil Table must record nothing")
 	}
 }
 
@@ -59,7 +59,7 @@ func TestLatencyBucket(t *testing.T) {
 }
 
 func BenchmarkDigestsRecord(b *testing.B) {
-	d := NewDigests(1000)
+	d := New(1000)
 	now := time.Now()
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {

@@ -1,4 +1,4 @@
-package kafkaout
+package audit
 
 import (
 	"bufio"
@@ -9,8 +9,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-
-	"github.com/segmentio/kafka-go"
 )
 
 // spill is an append-only file of records the broker could not take yet,
@@ -83,20 +81,20 @@ func (s *spill) pending() bool { return s.readPos < s.size }
 var errSpillFull = errors.New("spill file full")
 
 // append writes records: topic, key and value, each length-prefixed.
-func (s *spill) append(msgs []kafka.Message) error {
-	for _, m := range msgs {
-		n := int64(12 + len(m.Topic) + len(m.Key) + len(m.Value))
+func (s *spill) append(recs []Record) error {
+	for _, r := range recs {
+		n := int64(12 + len(r.Topic) + len(r.Key) + len(r.Value))
 		if s.limit > 0 && s.size+n > s.limit {
 			return errSpillFull
 		}
 		var hdr [12]byte
-		binary.BigEndian.PutUint32(hdr[0:], uint32(len(m.Topic)))
-		binary.BigEndian.PutUint32(hdr[4:], uint32(len(m.Key)))
-		binary.BigEndian.PutUint32(hdr[8:], uint32(len(m.Value)))
+		binary.BigEndian.PutUint32(hdr[0:], uint32(len(r.Topic)))
+		binary.BigEndian.PutUint32(hdr[4:], uint32(len(r.Key)))
+		binary.BigEndian.PutUint32(hdr[8:], uint32(len(r.Value)))
 		s.w.Write(hdr[:])
-		s.w.WriteString(m.Topic)
-		s.w.Write(m.Key)
-		if _, err := s.w.Write(m.Value); err != nil {
+		s.w.WriteString(r.Topic)
+		s.w.Write(r.Key)
+		if _, err := s.w.Write(r.Value); err != nil {
 			return fmt.Errorf("write spill file %s: %w", s.path, err)
 		}
 		s.size += n
@@ -106,11 +104,11 @@ func (s *spill) append(msgs []kafka.Message) error {
 
 // next reads up to max records from the replay position, and the position
 // after them.
-func (s *spill) next(max int) ([]kafka.Message, int64, error) {
+func (s *spill) next(max int) ([]Record, int64, error) {
 	r := io.NewSectionReader(s.f, s.readPos, s.size-s.readPos)
 	br := bufio.NewReaderSize(r, 64<<10)
 	pos := s.readPos
-	var out []kafka.Message
+	var out []Record
 	for len(out) < max && pos < s.size {
 		var hdr [12]byte
 		if _, err := io.ReadFull(br, hdr[:]); err != nil {
@@ -121,7 +119,7 @@ func (s *spill) next(max int) ([]kafka.Message, int64, error) {
 		if _, err := io.ReadFull(br, body); err != nil {
 			return out, pos, fmt.Errorf("read spill file %s at %d: %w", s.path, pos, err)
 		}
-		out = append(out, kafka.Message{Topic: string(body[:tl]), Key: body[tl : tl+kl], Value: body[tl+kl:]})
+		out = append(out, Record{Topic: string(body[:tl]), Key: body[tl : tl+kl], Value: body[tl+kl:]})
 		pos += int64(12 + len(body))
 	}
 	return out, pos, nil

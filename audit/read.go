@@ -1,5 +1,3 @@
-// Package audit reads the audit trail back from Kafka or the bundled broker:
-// `sluice audit search` and `sluice audit tail`.
 package audit
 
 import (
@@ -15,17 +13,15 @@ import (
 
 	"github.com/segmentio/kafka-go"
 	"github.com/tidwall/gjson"
-
-	"github.com/sluice-proxy/sluice/filter"
 )
 
-// Options select what to read.
-type Options struct {
+// ReadOptions select what Read reads.
+type ReadOptions struct {
 	Brokers []string
 	Topic   string
 	// Since reads records from this long ago; 0 reads from the beginning.
 	Since time.Duration
-	Where *filter.Where
+	Where *Where
 	// Follow keeps reading new records until ctx ends (tail).
 	Follow bool
 }
@@ -33,18 +29,10 @@ type Options struct {
 // Read calls emit with every matching record: for a search, all of them
 // once the partitions are read to their ends, ordered by time; for a tail,
 // as they arrive.
-func Read(ctx context.Context, opts Options, emit func([]byte)) error {
-	if len(opts.Brokers) == 0 {
-		return errors.New("no brokers: pass --brokers host:port")
-	}
-	conn, err := kafka.DialContext(ctx, "tcp", opts.Brokers[0])
+func Read(ctx context.Context, opts ReadOptions, emit func([]byte)) error {
+	parts, err := topicPartitions(ctx, opts.Brokers, opts.Topic)
 	if err != nil {
-		return fmt.Errorf("connect to %s: %w", opts.Brokers[0], err)
-	}
-	parts, err := conn.ReadPartitions(opts.Topic)
-	conn.Close()
-	if err != nil {
-		return fmt.Errorf("topic %s: %w", opts.Topic, err)
+		return err
 	}
 	var (
 		mu      sync.Mutex
@@ -78,11 +66,10 @@ func Read(ctx context.Context, opts Options, emit func([]byte)) error {
 	return errors.Join(errs...)
 }
 
-func readPartition(ctx context.Context, opts Options, p kafka.Partition, emit func([]byte)) error {
-	leader := fmt.Sprintf("%s:%d", p.Leader.Host, p.Leader.Port)
-	lc, err := kafka.DialLeader(ctx, "tcp", leader, opts.Topic, p.ID)
+func readPartition(ctx context.Context, opts ReadOptions, p kafka.Partition, emit func([]byte)) error {
+	lc, err := dialLeader(ctx, opts.Topic, p)
 	if err != nil {
-		return fmt.Errorf("partition %d: %w", p.ID, err)
+		return err
 	}
 	first, end, err := lc.ReadOffsets()
 	lc.Close()

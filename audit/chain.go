@@ -1,4 +1,4 @@
-package kafkaout
+package audit
 
 import (
 	"bytes"
@@ -24,16 +24,23 @@ const chainField = `,"chain":"`
 // chainLen is the length of the chain suffix: the field, 64 hex digits, "}.
 const chainLen = len(chainField) + 64 + 2
 
-// Chain seals record (a JSON object) after prev, returning the sealed record
-// and its chain value. The sealed record is built in record's spare
-// capacity when it has enough (Genlog leaves room), which overwrites the
-// record's closing brace: unseal puts it back if the record is needed again.
-func Chain(prev [32]byte, record []byte) ([]byte, [32]byte) {
+// chainSum is the chain value of record (without its chain field) after
+// the chain value prev.
+func chainSum(prev [32]byte, record []byte) [32]byte {
 	h := sha256.New()
 	h.Write(prev[:])
 	h.Write(record)
 	var sum [32]byte
 	h.Sum(sum[:0])
+	return sum
+}
+
+// chainRecord seals record (a JSON object) after prev, returning the sealed
+// record and its chain value. The sealed record is built in record's spare
+// capacity when it has enough (Genlog leaves room), which overwrites the
+// record's closing brace: unseal puts it back if the record is needed again.
+func chainRecord(prev [32]byte, record []byte) ([]byte, [32]byte) {
+	sum := chainSum(prev, record)
 	out := record[:len(record)-1]
 	if cap(record)-len(record) < chainLen {
 		out = append(make([]byte, 0, len(record)+chainLen), out...)
@@ -45,30 +52,40 @@ func Chain(prev [32]byte, record []byte) ([]byte, [32]byte) {
 }
 
 // unseal restores records that seal may have sealed in place.
-func (p *Producer) unseal(batch []kafka.Message) {
+func (p *Producer) unseal(batch []Record) {
 	if !p.sealInPlace {
 		return
 	}
-	for _, m := range batch {
-		if n := len(m.Value); n > 0 {
-			m.Value[n-1] = '}'
+	for _, r := range batch {
+		if n := len(r.Value); n > 0 {
+			r.Value[n-1] = '}'
 		}
 	}
 }
 
-// Unchain splits a sealed record into the record as it was sealed and its
-// chain value; ok is false for a record without one.
-func Unchain(sealed []byte) (record []byte, chain [32]byte, ok bool) {
+// chainValue is the chain value a sealed record ends with; ok is false for
+// a record without one.
+func chainValue(sealed []byte) (chain [32]byte, ok bool) {
 	if len(sealed) < chainLen+2 || !bytes.HasSuffix(sealed, []byte(`"}`)) {
-		return nil, chain, false
+		return chain, false
 	}
 	at := len(sealed) - chainLen
 	if !bytes.Equal(sealed[at:at+len(chainField)], []byte(chainField)) {
-		return nil, chain, false
+		return chain, false
 	}
 	if _, err := hex.Decode(chain[:], sealed[at+len(chainField):len(sealed)-2]); err != nil {
+		return chain, false
+	}
+	return chain, true
+}
+
+// unchainRecord splits a sealed record into the record as it was sealed and
+// its chain value; ok is false for a record without one.
+func unchainRecord(sealed []byte) (record []byte, chain [32]byte, ok bool) {
+	if chain, ok = chainValue(sealed); !ok {
 		return nil, chain, false
 	}
+	at := len(sealed) - chainLen
 	record = append(append(make([]byte, 0, at+1), sealed[:at]...), '}')
 	return record, chain, true
 }
@@ -78,18 +95,6 @@ func partitionOf(key []byte, partitions int) int {
 	h := fnv.New32a()
 	h.Write(key)
 	return int(h.Sum32() % uint32(partitions))
-}
-
-// chosenPartition routes a message to the partition the producer chose.
-type chosenPartition struct{}
-
-func (chosenPartition) Balance(msg kafka.Message, partitions ...int) int {
-	for _, p := range partitions {
-		if p == msg.Partition {
-			return p
-		}
-	}
-	return partitions[partitionOf(msg.Key, len(partitions))%len(partitions)]
 }
 
 // chainState is the last chain value of each partition of a topic.
@@ -108,19 +113,10 @@ func (p *Producer) loadChain(topic string) (*chainState, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	conn, err := kafka.DialContext(ctx, "tcp", p.brokers[0])
-	if err != nil {
-		return nil, err
-	}
-	parts, err := conn.ReadPartitions(topic)
-	conn.Close()
+	parts, err := topicPartitions(ctx, p.brokers, topic)
 	if err != nil || len(parts) == 0 {
-		// Create the topic through a first metadata round trip.
-		if conn, err = kafka.DialContext(ctx, "tcp", p.brokers[0]); err == nil {
-			parts, err = conn.ReadPartitions(topic)
-			conn.Close()
-		}
-		if err != nil || len(parts) == 0 {
+		// The first metadata round trip creates the topic: ask again.
+		if parts, err = topicPartitions(ctx, p.brokers, topic); err != nil || len(parts) == 0 {
 			return nil, fmt.Errorf("topic %s has no partitions yet: %v", topic, err)
 		}
 	}
@@ -144,7 +140,7 @@ const tailScanLimit = 200000
 // It is zero when there is none.
 func tailChain(ctx context.Context, topic string, part kafka.Partition, owner string) ([32]byte, error) {
 	var chain [32]byte
-	lc, err := kafka.DialLeader(ctx, "tcp", fmt.Sprintf("%s:%d", part.Leader.Host, part.Leader.Port), topic, part.ID)
+	lc, err := dialLeader(ctx, topic, part)
 	if err != nil {
 		return chain, err
 	}
@@ -176,9 +172,8 @@ func tailChain(ctx context.Context, topic string, part kafka.Partition, owner st
 				if owner != "" && gjson.GetBytes(m.Value, "proxy").String() != owner {
 					continue
 				}
-				if c := gjson.GetBytes(m.Value, "chain").String(); len(c) == 64 {
-					hex.Decode(chain[:], []byte(c))
-					found = true
+				if c, ok := chainValue(m.Value); ok {
+					chain, found = c, true
 				}
 			}
 			if err := batch.Close(); err != nil && offset < to {
@@ -249,36 +244,36 @@ func (p *Producer) resolveInDoubt() error {
 // seal chains a batch in order; the new chain values are committed only
 // once the batch is written. Records a failed write stored after all are
 // sealed but left out.
-func (p *Producer) seal(batch []kafka.Message) ([]kafka.Message, func(), error) {
+func (p *Producer) seal(batch []Record) ([]Record, func(), error) {
 	next := map[string]*chainState{}
-	out := make([]kafka.Message, 0, len(batch))
-	for i, m := range batch {
+	out := make([]Record, 0, len(batch))
+	for i, r := range batch {
 		if i%yieldEvery == yieldEvery-1 {
 			// A batch of thousands of records is milliseconds of hashing:
 			// let the sessions run between slices of it, or with one
 			// processor every query waits for the whole batch.
 			runtime.Gosched()
 		}
-		st, err := p.loadChain(m.Topic)
+		st, err := p.loadChain(r.Topic)
 		if err != nil {
 			return nil, nil, err
 		}
-		n := next[m.Topic]
+		n := next[r.Topic]
 		if n == nil {
 			n = &chainState{last: append([][32]byte(nil), st.last...), skip: append([]int(nil), st.skip...)}
-			next[m.Topic] = n
+			next[r.Topic] = n
 		}
-		part := partitionOf(m.Key, len(n.last))
-		m.Partition = part
+		part := partitionOf(r.Key, len(n.last))
+		r.Partition = part
 		if !p.sealInPlace {
-			m.Value = slices.Clip(m.Value) // Chain copies it
+			r.Value = slices.Clip(r.Value) // chainRecord copies it
 		}
-		m.Value, n.last[part] = Chain(n.last[part], m.Value)
+		r.Value, n.last[part] = chainRecord(n.last[part], r.Value)
 		if n.skip[part] > 0 {
 			n.skip[part]--
 			continue
 		}
-		out = append(out, m)
+		out = append(out, r)
 	}
 	commit := func() {
 		for topic, n := range next {
@@ -292,20 +287,20 @@ func (p *Producer) seal(batch []kafka.Message) ([]kafka.Message, func(), error) 
 const yieldEvery = 64
 
 // noteInDoubt remembers the chain values of a sealed batch whose write failed.
-func (p *Producer) noteInDoubt(sealed []kafka.Message) {
+func (p *Producer) noteInDoubt(sealed []Record) {
 	if p.doubt == nil {
 		p.doubt = inDoubt{}
 	}
-	for _, m := range sealed {
-		_, chain, ok := Unchain(m.Value)
+	for _, r := range sealed {
+		chain, ok := chainValue(r.Value)
 		if !ok {
 			continue
 		}
-		byPart := p.doubt[m.Topic]
+		byPart := p.doubt[r.Topic]
 		if byPart == nil {
 			byPart = map[int][][32]byte{}
-			p.doubt[m.Topic] = byPart
+			p.doubt[r.Topic] = byPart
 		}
-		byPart[m.Partition] = append(byPart[m.Partition], chain)
+		byPart[r.Partition] = append(byPart[r.Partition], chain)
 	}
 }

@@ -1,4 +1,4 @@
-package kafkaout
+package audit
 
 import (
 	"context"
@@ -8,32 +8,23 @@ import (
 	"slices"
 	"time"
 
-	"github.com/segmentio/kafka-go"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/sluice-proxy/sluice/logbroker"
 )
-
-// messageWriter is what the producer sends batches through: kafka-go's
-// Writer for a Kafka cluster, or localWriter for the bundled broker in
-// this process.
-type messageWriter interface {
-	WriteMessages(ctx context.Context, msgs ...kafka.Message) error
-	Close() error
-}
 
 // localWriter appends to the bundled broker in this process: the same
 // storage, offsets, checks and durability as a Produce request, without
 // the TCP round trip and the request encoding and decoding on both sides.
 type localWriter struct {
 	broker *logbroker.Broker
-	// chosen: messages carry the partition the producer chose (chains);
-	// otherwise the key's hash picks it.
+	// chosen: records carry the partition their chain chose; otherwise
+	// the key's hash picks it.
 	chosen bool
 	// groups is reused between writes, with its index slices: per topic
-	// and partition, the positions of its messages in order (messages are
-	// large structs; copying them into groups cost more than encoding).
-	groups []messageGroup
+	// and partition, the positions of its records in order (copying the
+	// records themselves into groups cost more than encoding them).
+	groups []recordGroup
 	n      int
 	// buf is the encoded batch, reused: the broker writes it to its log
 	// before Append returns and keeps no reference. Fresh megabytes per
@@ -44,7 +35,7 @@ type localWriter struct {
 // maxKeptBuf bounds the encoding buffer kept between writes.
 const maxKeptBuf = 4 << 20
 
-type messageGroup struct {
+type recordGroup struct {
 	topic     string
 	partition int
 	idx       []int32
@@ -52,29 +43,29 @@ type messageGroup struct {
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
-func (w *localWriter) WriteMessages(ctx context.Context, msgs ...kafka.Message) error {
+func (w *localWriter) WriteRecords(ctx context.Context, recs []Record) error {
 	w.n = 0
 	counts := map[string]int{}
-	for i, m := range msgs {
-		part := m.Partition
+	for i, r := range recs {
+		part := r.Partition
 		if !w.chosen {
-			n, ok := counts[m.Topic]
+			n, ok := counts[r.Topic]
 			if !ok {
 				var err error
-				if n, err = w.broker.Partitions(m.Topic); err != nil {
+				if n, err = w.broker.Partitions(r.Topic); err != nil {
 					return err
 				}
-				counts[m.Topic] = n
+				counts[r.Topic] = n
 			}
-			part = partitionOf(m.Key, n)
+			part = partitionOf(r.Key, n)
 		}
-		w.add(m.Topic, part, i)
+		w.add(r.Topic, part, i)
 	}
 	now := time.Now()
 	var wait func(context.Context) error
 	for _, g := range w.groups[:w.n] {
 		var err error
-		w.buf = encodeBatch(w.buf[:0], msgs, g.idx, now)
+		w.buf = encodeBatch(w.buf[:0], recs, g.idx, now)
 		if _, wait, err = w.broker.Append(g.topic, int32(g.partition), w.buf); err != nil {
 			return err
 		}
@@ -97,7 +88,7 @@ func (w *localWriter) add(topic string, part, i int) {
 		}
 	}
 	if w.n == len(w.groups) {
-		w.groups = append(w.groups, messageGroup{})
+		w.groups = append(w.groups, recordGroup{})
 	}
 	g := &w.groups[w.n]
 	g.topic, g.partition, g.idx = topic, part, append(g.idx[:0], int32(i))
@@ -110,12 +101,12 @@ func (w *localWriter) Close() error { return nil }
 const batchHeaderLen = 61
 
 // encodeBatch appends to dst one uncompressed RecordBatch v2 of the
-// messages at idx, timestamped now, with no producer id (the chain values
+// records at idx, timestamped now, with no producer id (the chain values
 // make retries safe).
-func encodeBatch(dst []byte, msgs []kafka.Message, idx []int32, now time.Time) []byte {
+func encodeBatch(dst []byte, recs []Record, idx []int32, now time.Time) []byte {
 	size := batchHeaderLen
 	for _, i := range idx {
-		size += len(msgs[i].Key) + len(msgs[i].Value) + 24
+		size += len(recs[i].Key) + len(recs[i].Value) + 24
 	}
 	ts := now.UnixMilli()
 	b := kmsg.RecordBatch{Magic: 2, LastOffsetDelta: int32(len(idx) - 1), FirstTimestamp: ts, MaxTimestamp: ts,
@@ -126,8 +117,8 @@ func encodeBatch(dst []byte, msgs []kafka.Message, idx []int32, now time.Time) [
 		if n%yieldEvery == yieldEvery-1 {
 			runtime.Gosched() // see seal
 		}
-		m := &msgs[i]
-		r := kmsg.Record{OffsetDelta: int32(n), Key: m.Key, Value: m.Value}
+		rec := &recs[i]
+		r := kmsg.Record{OffsetDelta: int32(n), Key: rec.Key, Value: rec.Value}
 		// Length is everything after it; with it known up front the record
 		// is encoded straight into the batch.
 		r.Length = int32(recordBodyLen(&r))

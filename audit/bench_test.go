@@ -1,4 +1,4 @@
-package kafkaout_test
+package audit_test
 
 import (
 	"io"
@@ -6,7 +6,7 @@ import (
 	"strconv"
 	"testing"
 
-	"github.com/sluice-proxy/sluice/internal/kafkaout"
+	"github.com/sluice-proxy/sluice/audit"
 	"github.com/sluice-proxy/sluice/logbroker"
 )
 
@@ -16,7 +16,7 @@ import (
 func BenchmarkProducerLocal(b *testing.B) {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	br, ln := startBroker(b, logbroker.Config{Partitions: 4, Fsync: logbroker.FsyncOS}, log)
-	p, err := kafkaout.New(kafkaout.Config{Brokers: []string{ln.Addr().String()}, Name: "bench", Chain: true, Local: br,
+	p, err := audit.NewProducer(audit.ProducerConfig{Brokers: []string{ln.Addr().String()}, Name: "bench", Chain: true, Local: br,
 		QueueSize: 100000, Block: true}, log)
 	if err != nil {
 		b.Fatal(err)
@@ -34,7 +34,7 @@ func BenchmarkProducerLocal(b *testing.B) {
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
 		// Genlog hands over each record: the producer owns it.
-		p.Send("bench", keys[i%len(keys)], append(make([]byte, 0, len(record)+128), record...))
+		p.Send(audit.Record{Topic: "bench", Key: keys[i%len(keys)], Value: append(make([]byte, 0, len(record)+128), record...)})
 	}
 	if err := p.Close(); err != nil {
 		b.Fatal(err)

@@ -1,4 +1,6 @@
-package filter
+// Package digest keeps the statement digest table: statistics per statement
+// shape for `sluice ctl digests` and GET /v1/digests.
+package digest
 
 import (
 	"cmp"
@@ -12,13 +14,13 @@ import (
 	lru "github.com/hashicorp/golang-lru/v2/simplelru"
 )
 
-// Digests keeps statistics per statement shape (fingerprint) in bounded
+// Table keeps statistics per statement shape (fingerprint) in bounded
 // memory: at most a configured number of shapes, the least recently seen
 // evicted first. ProxySQL's digest table grows without bound; this one
 // does not. The zero value and nil record nothing.
-type Digests struct {
+type Table struct {
 	mu      sync.Mutex
-	entries *lru.LRU[uint64, *digestEntry]
+	entries *lru.LRU[uint64, *entry]
 	evicted uint64
 }
 
@@ -26,13 +28,13 @@ type Digests struct {
 // durations below 2^((i+1)/2) µs, so a percentile is known within √2.
 const latencyBuckets = 64
 
-type digestEntry struct {
-	DigestStats
+type entry struct {
+	Stats
 	hist [latencyBuckets]uint32
 }
 
-// DigestStats is what is known of one statement shape.
-type DigestStats struct {
+// Stats is what is known of one statement shape.
+type Stats struct {
 	Digest      uint64    `json:"-"`
 	DigestHex   string    `json:"digest"`
 	Fingerprint string    `json:"fingerprint"`
@@ -48,17 +50,17 @@ type DigestStats struct {
 	LastSeen    time.Time `json:"last_seen"`
 }
 
-// NewDigests keeps at most size shapes; size 0 or less records nothing.
-func NewDigests(size int) *Digests {
+// New keeps at most size shapes; size 0 or less records nothing.
+func New(size int) *Table {
 	if size <= 0 {
 		return nil
 	}
-	l, _ := lru.NewLRU[uint64, *digestEntry](size, nil)
-	return &Digests{entries: l}
+	l, _ := lru.NewLRU[uint64, *entry](size, nil)
+	return &Table{entries: l}
 }
 
 // Record adds one answered statement.
-func (d *Digests) Record(digest uint64, fingerprint string, at time.Time, took time.Duration, rows int64, failed bool) {
+func (d *Table) Record(digest uint64, fingerprint string, at time.Time, took time.Duration, rows int64, failed bool) {
 	if d == nil {
 		return
 	}
@@ -67,7 +69,7 @@ func (d *Digests) Record(digest uint64, fingerprint string, at time.Time, took t
 	defer d.mu.Unlock()
 	e, ok := d.entries.Get(digest)
 	if !ok || e.Fingerprint != fingerprint {
-		e = &digestEntry{DigestStats: DigestStats{Digest: digest, Fingerprint: fingerprint, MinUS: math.MaxInt64, FirstSeen: at}}
+		e = &entry{Stats: Stats{Digest: digest, Fingerprint: fingerprint, MinUS: math.MaxInt64, FirstSeen: at}}
 		if d.entries.Add(digest, e) {
 			d.evicted++
 		}
@@ -104,7 +106,7 @@ func bucketUpperUS(i int) int64 {
 }
 
 // Len is the number of shapes kept now.
-func (d *Digests) Len() int {
+func (d *Table) Len() int {
 	if d == nil {
 		return 0
 	}
@@ -114,7 +116,7 @@ func (d *Digests) Len() int {
 }
 
 // Evicted counts shapes dropped to stay within the limit.
-func (d *Digests) Evicted() uint64 {
+func (d *Table) Evicted() uint64 {
 	if d == nil {
 		return 0
 	}
@@ -125,21 +127,21 @@ func (d *Digests) Evicted() uint64 {
 
 // Top returns up to limit shapes ordered by sort: "total" (time, the
 // default), "count", "max", "p99" or "errors".
-func (d *Digests) Top(limit int, sort string) []DigestStats {
+func (d *Table) Top(limit int, sort string) []Stats {
 	if d == nil {
-		return []DigestStats{}
+		return []Stats{}
 	}
 	d.mu.Lock()
-	out := make([]DigestStats, 0, d.entries.Len())
+	out := make([]Stats, 0, d.entries.Len())
 	for _, e := range d.entries.Values() {
-		st := e.DigestStats
+		st := e.Stats
 		st.AvgUS = st.TotalUS / int64(max(st.Count, 1))
 		st.P99US = min(percentile(&e.hist, st.Count, 0.99), st.MaxUS)
 		st.DigestHex = strconv.FormatUint(st.Digest, 16) // as in the query log
 		out = append(out, st)
 	}
 	d.mu.Unlock()
-	key := func(s DigestStats) int64 {
+	key := func(s Stats) int64 {
 		switch sort {
 		case "count":
 			return int64(s.Count)
@@ -152,7 +154,7 @@ func (d *Digests) Top(limit int, sort string) []DigestStats {
 		}
 		return s.TotalUS
 	}
-	slices.SortFunc(out, func(a, b DigestStats) int { return cmp.Compare(key(b), key(a)) })
+	slices.SortFunc(out, func(a, b Stats) int { return cmp.Compare(key(b), key(a)) })
 	if limit > 0 && len(out) > limit {
 		out = out[:limit]
 	}

@@ -3,14 +3,11 @@ package audit
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"fmt"
 	"time"
 
 	"github.com/segmentio/kafka-go"
 	"github.com/tidwall/gjson"
-
-	"github.com/sluice-proxy/sluice/internal/kafkaout"
 )
 
 // PartitionReport is what verification found in one partition.
@@ -29,14 +26,9 @@ type PartitionReport struct {
 
 // Verify reads every partition of topic and checks each record's chain.
 func Verify(ctx context.Context, brokers []string, topic string) ([]PartitionReport, error) {
-	conn, err := kafka.DialContext(ctx, "tcp", brokers[0])
+	parts, err := topicPartitions(ctx, brokers, topic)
 	if err != nil {
-		return nil, fmt.Errorf("connect to %s: %w", brokers[0], err)
-	}
-	parts, err := conn.ReadPartitions(topic)
-	conn.Close()
-	if err != nil {
-		return nil, fmt.Errorf("topic %s: %w", topic, err)
+		return nil, err
 	}
 	reports := make([]PartitionReport, 0, len(parts))
 	for _, p := range parts {
@@ -51,7 +43,7 @@ func Verify(ctx context.Context, brokers []string, topic string) ([]PartitionRep
 
 func verifyPartition(ctx context.Context, topic string, p kafka.Partition) (PartitionReport, error) {
 	rep := PartitionReport{Partition: p.ID, First: -1, Last: -1}
-	lc, err := kafka.DialLeader(ctx, "tcp", fmt.Sprintf("%s:%d", p.Leader.Host, p.Leader.Port), topic, p.ID)
+	lc, err := dialLeader(ctx, topic, p)
 	if err != nil {
 		return rep, err
 	}
@@ -85,7 +77,7 @@ func verifyPartition(ctx context.Context, topic string, p kafka.Partition) (Part
 				rep.First = m.Offset
 			}
 			rep.Last = m.Offset
-			record, chain, ok := kafkaout.Unchain(m.Value)
+			record, chain, ok := unchainRecord(m.Value)
 			if !ok {
 				rep.Unchained++
 				rep.Problems = append(rep.Problems, fmt.Sprintf("offset %d: record without a chain value", m.Offset))
@@ -104,12 +96,7 @@ func verifyPartition(ctx context.Context, topic string, p kafka.Partition) (Part
 				rep.Duplicates++ // delivered twice
 				continue
 			default:
-				h := sha256.New()
-				h.Write(tip.prev[:])
-				h.Write(record)
-				var want [32]byte
-				h.Sum(want[:0])
-				if want != chain {
+				if chainSum(tip.prev, record) != chain {
 					rep.Problems = append(rep.Problems, fmt.Sprintf(
 						"offset %d: chain broken (records of %q): this record was altered, or records before it were removed", m.Offset, proxy))
 				}

@@ -1,0 +1,110 @@
+package audit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+)
+
+// kafkaWriter writes records to a Kafka cluster with kafka-go's Writer:
+// the one place a Record becomes a kafka.Message.
+type kafkaWriter struct {
+	w *kafka.Writer
+}
+
+func newKafkaWriter(cfg ProducerConfig) *kafkaWriter {
+	kw := &kafka.Writer{
+		Addr:     kafka.TCP(cfg.Brokers...),
+		Balancer: &kafka.Hash{},
+		// WriteMessages waits for partial batches up to BatchTimeout:
+		// keep it short and let batches grow while a call is in flight.
+		BatchTimeout:           20 * time.Millisecond,
+		BatchSize:              10000,
+		BatchBytes:             16 << 20,
+		RequiredAcks:           kafka.RequireAll,
+		AllowAutoTopicCreation: true,
+		// Fail fast when the broker is away: the spill file waits instead.
+		MaxAttempts:     3,
+		WriteBackoffMin: 50 * time.Millisecond,
+		WriteBackoffMax: 200 * time.Millisecond,
+	}
+	if cfg.Chain {
+		kw.Balancer = chosenPartition{}
+		if cfg.SpillFile != "" {
+			// The producer retries from the spill file, after asking the
+			// broker what a failed write stored; a retry inside the writer
+			// could store a batch twice.
+			kw.MaxAttempts = 1
+		}
+	}
+	return &kafkaWriter{w: kw}
+}
+
+// WriteRecords writes recs. The messages are made anew for each write:
+// kafka-go may still hold a batch after a timeout.
+func (k *kafkaWriter) WriteRecords(ctx context.Context, recs []Record) error {
+	msgs := make([]kafka.Message, len(recs))
+	for i, r := range recs {
+		msgs[i] = kafka.Message{Topic: r.Topic, Key: r.Key, Value: r.Value, Partition: r.Partition}
+	}
+	return firstError(k.w.WriteMessages(ctx, msgs...))
+}
+
+func (k *kafkaWriter) Close() error { return k.w.Close() }
+
+// firstError shortens kafka-go's per-message error lists to their first.
+func firstError(err error) error {
+	var we kafka.WriteErrors
+	if errors.As(err, &we) {
+		for _, e := range we {
+			if e != nil {
+				return fmt.Errorf("%d of %d records failed: %w", we.Count(), len(we), e)
+			}
+		}
+	}
+	return err
+}
+
+// chosenPartition routes a message to the partition whose chain sealed it.
+type chosenPartition struct{}
+
+func (chosenPartition) Balance(msg kafka.Message, partitions ...int) int {
+	for _, p := range partitions {
+		if p == msg.Partition {
+			return p
+		}
+	}
+	return partitions[partitionOf(msg.Key, len(partitions))%len(partitions)]
+}
+
+// topicPartitions asks the first of brokers for topic's partitions and
+// their leaders.
+func topicPartitions(ctx context.Context, brokers []string, topic string) ([]kafka.Partition, error) {
+	if len(brokers) == 0 {
+		return nil, errors.New("no brokers: pass --brokers host:port")
+	}
+	conn, err := kafka.DialContext(ctx, "tcp", brokers[0])
+	if err != nil {
+		return nil, fmt.Errorf("connect to %s: %w", brokers[0], err)
+	}
+	defer conn.Close()
+	parts, err := conn.ReadPartitions(topic)
+	if err != nil {
+		return nil, fmt.Errorf("topic %s: %w", topic, err)
+	}
+	return parts, nil
+}
+
+// dialLeader connects to the leader of a partition of topic, to read it.
+func dialLeader(ctx context.Context, topic string, p kafka.Partition) (*kafka.Conn, error) {
+	lc, err := kafka.DialLeader(ctx, "tcp", net.JoinHostPort(p.Leader.Host, strconv.Itoa(p.Leader.Port)), topic, p.ID)
+	if err != nil {
+		return nil, fmt.Errorf("partition %d: %w", p.ID, err)
+	}
+	return lc, nil
+}
