@@ -4,6 +4,9 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -123,7 +126,7 @@ func TestReplaceSection(t *testing.T) {
 func TestConfigFromEnv(t *testing.T) {
 	c, err := configFromEnv()
 	if os.Getenv("SLUICE_BENCH_TESTS") == "" && os.Getenv("SLUICE_BENCH_TARGETS") == "" &&
-		os.Getenv("SLUICE_BENCH_THREADS") == "" && os.Getenv("SLUICE_BENCH_PS_MODES") == "" {
+		os.Getenv("SLUICE_BENCH_THREADS") == "" && os.Getenv("SLUICE_BENCH_PS_MODES") == "" && os.Getenv("SLUICE_BENCH_BASELINE") == "" {
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -131,6 +134,7 @@ func TestConfigFromEnv(t *testing.T) {
 			t.Errorf("default matrix has %d runs, want 72 (3 tests, 2 ps modes, 2 thread counts, 6 targets)", n)
 		}
 	}
+	t.Setenv("SLUICE_BENCH_BASELINE", "")
 	t.Setenv("SLUICE_BENCH_TESTS", "oltp_point_select, oltp_read_only")
 	t.Setenv("SLUICE_BENCH_THREADS", "8")
 	t.Setenv("SLUICE_BENCH_TIME", "2")
@@ -154,4 +158,203 @@ func TestCPUDescription(t *testing.T) {
 	if got := cpuDescription(info); got != "AMD EPYC 7B13 × 2" {
 		t.Errorf("got %q", got)
 	}
+}
+
+// SLUICE_BENCH_BASELINE adds the baseline twin of every Sluice target right
+// after it, unless SLUICE_BENCH_TARGETS lists baseline targets itself;
+// baseline targets without a baseline, and a baseline with nothing to run
+// it beside, are refused.
+func TestConfigBaseline(t *testing.T) {
+	t.Setenv("SLUICE_BENCH_TESTS", "")
+	t.Setenv("SLUICE_BENCH_THREADS", "")
+	t.Setenv("SLUICE_BENCH_PS_MODES", "")
+	for _, tc := range []struct {
+		baseline, targets string
+		want              string // targets, or the error's substrings after "error:"
+	}{
+		{"035b6bb", "", "[direct haproxy haproxy-replicas sluice-readconnroute baseline-readconnroute " +
+			"sluice-readwritesplit baseline-readwritesplit sluice-readwritesplit+genlog baseline-readwritesplit+genlog]"},
+		{" main~3 ", "haproxy,sluice-readwritesplit", "[haproxy sluice-readwritesplit baseline-readwritesplit]"},
+		{"main~3", "sluice-readwritesplit,baseline-readwritesplit,haproxy", "[sluice-readwritesplit baseline-readwritesplit haproxy]"},
+		{"main~3", "baseline-readwritesplit+genlog", "[baseline-readwritesplit+genlog]"},
+		{"", "sluice-readwritesplit,baseline-readwritesplit", "error:SLUICE_BENCH_BASELINE"},
+		{"main~3", "haproxy,direct", "error:main~3"},
+		{"--output=/tmp/x", "", "error:SLUICE_BENCH_BASELINE"},
+		{"main", "baseline-readwritesplit+audit", "error:baseline-readwritesplit+audit"},
+	} {
+		t.Setenv("SLUICE_BENCH_BASELINE", tc.baseline)
+		t.Setenv("SLUICE_BENCH_TARGETS", tc.targets)
+		c, err := configFromEnv()
+		if want, ok := strings.CutPrefix(tc.want, "error:"); ok {
+			if err == nil || !strings.Contains(err.Error(), want) {
+				t.Errorf("BASELINE=%q TARGETS=%q: got %v, %v; want an error naming %s", tc.baseline, tc.targets, c.targets, err, want)
+			}
+			continue
+		}
+		if err != nil || fmt.Sprint(c.targets) != tc.want || c.baseline != strings.TrimSpace(tc.baseline) {
+			t.Errorf("BASELINE=%q TARGETS=%q: got %v (baseline %q), %v; want %s", tc.baseline, tc.targets, c.targets, c.baseline, err, tc.want)
+		}
+	}
+}
+
+// The name a Sluice target is asked for by is the name its runs are
+// reported under (startSluice builds it from the parts), so a working-tree
+// run finds its baseline twin in the cell.
+func TestSluiceTarget(t *testing.T) {
+	for _, name := range append(slices.Clone(allTargets), baselineTargets...) {
+		baseline, router, genlog, ok := sluiceTarget(name)
+		if !ok {
+			if strings.HasPrefix(name, sluicePrefix) || strings.HasPrefix(name, baselinePrefix) {
+				t.Errorf("%s: not taken for a Sluice target", name)
+			}
+			continue
+		}
+		prefix := sluicePrefix
+		if baseline {
+			prefix = baselinePrefix
+		}
+		if router != "readwritesplit" && router != "readconnroute" {
+			t.Errorf("%s: router %q", name, router)
+		}
+		got := prefix + router
+		if genlog {
+			got += "+genlog"
+		}
+		if got != name {
+			t.Errorf("%s comes back as %s", name, got)
+		}
+		if !baseline && !slices.Contains(baselineTargets, baselineTwin(name)) {
+			t.Errorf("%s: twin %q is not a baseline target", name, baselineTwin(name))
+		}
+	}
+}
+
+// A revision that does not exist is named in the error, before anything is
+// built.
+func TestBuildAtUnknownRevision(t *testing.T) {
+	if _, err := exec.LookPath("git"); err != nil {
+		t.Skip("no git")
+	}
+	if _, err := git(repoRoot(), "rev-parse", "HEAD"); err != nil {
+		t.Skipf("not a git checkout: %v", err)
+	}
+	_, _, err := buildAt(repoRoot(), "no-such-rev-0123")
+	if err == nil || !strings.Contains(err.Error(), "SLUICE_BENCH_BASELINE=no-such-rev-0123: no such revision") {
+		t.Errorf("got %v", err)
+	}
+}
+
+// checkConfig passes what the binary loads, names the binary and the key it
+// refuses, and lets through a binary too old for --check-config.
+func TestCheckConfig(t *testing.T) {
+	dir := t.TempDir()
+	fake := func(name, script string) sluiceBinary {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, []byte("#!/bin/sh\n"+script), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		return sluiceBinary{path: path, prefix: baselinePrefix, what: "baseline sluice v0.9"}
+	}
+	good := fake("good", `echo "$2: ok"`)
+	refuses := fake("refuses", `echo "$2:9: unknown key \"max_procs\"; see configs/sluice.yaml for the keys that exist" >&2; exit 2`)
+	tooOld := fake("old", `echo 'Error: unknown flag: --check-config' >&2; exit 1`)
+	if err := checkConfig(good, "sluice.yaml"); err != nil {
+		t.Errorf("good config: %v", err)
+	}
+	err := checkConfig(refuses, "sluice.yaml")
+	if err == nil || !strings.Contains(err.Error(), "baseline sluice v0.9") || !strings.Contains(err.Error(), `"max_procs"`) ||
+		!strings.Contains(err.Error(), "does not know") {
+		t.Errorf("refused config: %v", err)
+	}
+	if err := checkConfig(tooOld, "sluice.yaml"); err != nil {
+		t.Errorf("binary without --check-config: %v", err)
+	}
+}
+
+// With a baseline, the tables get a "× baseline" column that compares each
+// working-tree Sluice run with its twin in the same cell, the settings line
+// names the baseline, and each cell gets a line for readwritesplit with the
+// 3% check on point selects; without one, none of it.
+func TestRenderBaseline(t *testing.T) {
+	run := func(target string, queries int64, cpu time.Duration) *runResult {
+		return &runResult{target: target, proxy: target != tDirect, queries: queries, events: queries, seconds: 10,
+			hist: histogram{0.5: queries}, cpu: cpu, machine: time.Second}
+	}
+	cells := []*cell{
+		{cellKey: cellKey{test: "oltp_point_select", mode: "disable", threads: 8}, runs: []*runResult{
+			run(tHAProxy, 60000, 600*time.Millisecond),
+			run(tRWSplit, 50000, 1500*time.Millisecond),     // 30 µs/query, 5000 qps
+			run(tBaseRWSplit, 40000, 1000*time.Millisecond), // 25 µs/query, 4000 qps
+			{target: tReadConnRoute, proxy: true, err: fmt.Errorf("sysbench: exit status 1\nmore")},
+			run(tBaseReadConnRoute, 40000, 800*time.Millisecond),
+		}},
+		{cellKey: cellKey{test: "oltp_point_select", mode: "disable", threads: 64}, runs: []*runResult{
+			run(tRWSplit, 50000, 1000*time.Millisecond),     // 20 µs/query
+			run(tBaseRWSplit, 50000, 1000*time.Millisecond), // 20 µs/query
+		}},
+	}
+	cfg := benchConfig{seconds: 10, rounds: 2, tests: []string{"oltp_point_select"}, psModes: []string{"disable"},
+		threads: []int{8, 64}, baseline: "main~3"}
+	rep := &sysbenchReport{cfg: cfg, machine: machine{sluice: "abc1234-dirty"}, baseline: "035b6bb", cells: cells}
+	doc := rep.render()
+
+	settings := lineWith(doc, "Settings:")
+	if !strings.Contains(settings, "035b6bb") || !strings.Contains(settings, "SLUICE_BENCH_BASELINE=main~3") {
+		t.Errorf("settings line does not name the baseline: %s", settings)
+	}
+	header := lineWith(doc, "| ps mode |")
+	col := slices.Index(strings.Split(header, " | "), "× baseline: qps, proxy CPU/query")
+	if col < 0 {
+		t.Fatalf("no baseline column: %s", header)
+	}
+	cellOf := func(target string, threads int) string {
+		for _, line := range strings.Split(doc, "\n") {
+			f := strings.Split(line, " | ")
+			if len(f) > col && f[2] == target && f[1] == fmt.Sprint(threads) {
+				return f[col]
+			}
+		}
+		t.Fatalf("no row for %s at %d threads:\n%s", target, threads, doc)
+		return ""
+	}
+	if got := cellOf(tRWSplit, 8); got != "1.25, 1.20" {
+		t.Errorf("readwritesplit against its baseline: %q, want qps × 1.25, CPU × 1.20", got)
+	}
+	if got := cellOf(tBaseRWSplit, 8); got != "–" {
+		t.Errorf("the baseline's own row: %q", got)
+	}
+	if got := cellOf(tHAProxy, 8); got != "–" {
+		t.Errorf("haproxy's row: %q", got)
+	}
+	// Every row of the table, a failed one too, has the header's columns.
+	for _, line := range strings.Split(doc, "\n") {
+		if strings.HasPrefix(line, "| disable |") && strings.Count(line, " | ") != strings.Count(header, " | ") {
+			t.Errorf("row has %d columns, header %d: %s", strings.Count(line, " | ")+1, strings.Count(header, " | ")+1, line)
+		}
+	}
+	if l := lineWith(doc, "- oltp_point_select, ps=disable, 8 threads:"); !strings.Contains(l, "CPU 30.0 vs 25.0 µs/query, × 1.200") ||
+		!strings.Contains(l, "**missed**") || !strings.Contains(l, "qps 5000 vs 4000, × 1.25") {
+		t.Errorf("8 threads line: %s", l)
+	}
+	if l := lineWith(doc, "- oltp_point_select, ps=disable, 64 threads:"); !strings.Contains(l, "× 1.000") || !strings.Contains(l, "3% above: met") {
+		t.Errorf("64 threads line: %s", l)
+	}
+	if !strings.Contains(doc, "working tree (abc1234-dirty) against the baseline (035b6bb)") {
+		t.Errorf("no heading for the baseline lines:\n%s", doc)
+	}
+
+	rep.baseline, rep.cfg.baseline = "", ""
+	doc = rep.render()
+	if strings.Contains(doc, "× baseline") || strings.Contains(doc, "against the baseline") || strings.Contains(lineWith(doc, "Settings:"), "baseline") {
+		t.Errorf("baseline shown without one:\n%s", doc)
+	}
+}
+
+func lineWith(doc, substr string) string {
+	for _, line := range strings.Split(doc, "\n") {
+		if strings.Contains(line, substr) {
+			return line
+		}
+	}
+	return ""
 }

@@ -19,7 +19,8 @@ type benchConfig struct {
 	tests    []string // SLUICE_BENCH_TESTS
 	psModes  []string // SLUICE_BENCH_PS_MODES
 	threads  []int    // SLUICE_BENCH_THREADS
-	targets  []string // SLUICE_BENCH_TARGETS
+	targets  []string // SLUICE_BENCH_TARGETS, with the baseline's twins (withBaseline)
+	baseline string   // SLUICE_BENCH_BASELINE: git revision of the baseline Sluice, "" for none
 	sessions int      // SLUICE_BENCH_SESSIONS: idle sessions of BenchmarkIdleSessions
 }
 
@@ -69,7 +70,15 @@ func configFromEnv() (benchConfig, error) {
 	positive("SLUICE_BENCH_SESSIONS", &c.sessions)
 	list("SLUICE_BENCH_TESTS", &c.tests, knownTests)
 	list("SLUICE_BENCH_PS_MODES", &c.psModes, []string{"disable", "auto"})
-	list("SLUICE_BENCH_TARGETS", &c.targets, append(slices.Clone(allTargets), tDirectReplica, tGoRelay))
+	list("SLUICE_BENCH_TARGETS", &c.targets, slices.Concat(allTargets, []string{tDirectReplica, tGoRelay}, baselineTargets))
+	c.baseline = strings.TrimSpace(os.Getenv("SLUICE_BENCH_BASELINE"))
+	if strings.HasPrefix(c.baseline, "-") {
+		errs = append(errs, fmt.Sprintf("SLUICE_BENCH_BASELINE=%q: want a git revision", c.baseline))
+	} else if t, err := withBaseline(c.targets, c.baseline); err != nil {
+		errs = append(errs, err.Error())
+	} else {
+		c.targets = t
+	}
 	if v := os.Getenv("SLUICE_BENCH_THREADS"); v != "" {
 		c.threads = nil
 		for _, s := range strings.Split(v, ",") {

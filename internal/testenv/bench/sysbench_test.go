@@ -28,7 +28,7 @@ import (
 
 var (
 	topo   *lab.Topology
-	binary string // bin/sluice built for the running benchmark (buildSluice)
+	binary sluiceBinary // bin/sluice built for the running benchmark (buildSluice)
 )
 
 func TestMain(m *testing.M) {
@@ -47,7 +47,7 @@ func buildSluice(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	binary = bin
+	binary = sluiceBinary{path: bin, prefix: sluicePrefix, what: "sluice"}
 	b.Cleanup(func() { os.RemoveAll(filepath.Dir(bin)) })
 }
 
@@ -99,8 +99,13 @@ func BenchmarkSysbench(b *testing.B) {
 		b.Fatal(err)
 	}
 	buildSluice(b)
+	rep := &sysbenchReport{cfg: cfg}
+	var baseline sluiceBinary
+	if cfg.baseline != "" {
+		baseline, rep.baseline = buildBaseline(b, cfg.baseline)
+	}
 	prepare(b, sb)
-	machine := describeMachine()
+	rep.machine = describeMachine()
 
 	var targets []target
 	for _, name := range cfg.targets {
@@ -122,16 +127,20 @@ func BenchmarkSysbench(b *testing.B) {
 				servers = topo.Replicas
 			}
 			targets = append(targets, startHAProxy(b, hp, name, servers))
-		case tReadConnRoute:
-			targets = append(targets, startSluice(b, "readconnroute", false))
-		case tRWSplit:
-			targets = append(targets, startSluice(b, "readwritesplit", false))
-		case tRWSplitGenlog:
-			targets = append(targets, startSluice(b, "readwritesplit", true))
+		default:
+			// The working tree's Sluice targets and their baseline twins,
+			// started alike but for the binary.
+			if isBaseline, router, genlog, ok := sluiceTarget(name); ok {
+				bin := binary
+				if isBaseline {
+					bin = baseline
+				}
+				targets = append(targets, startSluice(b, bin, router, genlog))
+			}
 		}
 	}
 
-	rep := &sysbenchReport{cfg: cfg, machine: machine, began: time.Now()}
+	rep.began = time.Now()
 	cellIndex := 0
 	for _, test := range cfg.tests {
 		for _, mode := range cfg.psModes {
@@ -143,6 +152,10 @@ func BenchmarkSysbench(b *testing.B) {
 					c := runCell(b, sb, cfg, k, targets, rotate)
 					rep.cells = append(rep.cells, c)
 					rep.elapsed = time.Since(rep.began)
+					for _, line := range baselineLines([]*cell{c}) {
+						// Also when SLUICE_BENCH_OUT=none: the figure a baseline run is for.
+						fmt.Fprintf(os.Stderr, "bench: readwritesplit, working tree against baseline %s: %s\n", rep.baseline, strings.TrimPrefix(line, "- "))
+					}
 					if err := writeSection(sectionSysbench, rep.render()); err != nil {
 						b.Error(err)
 					}
@@ -217,7 +230,7 @@ func runCell(b *testing.B, sb string, cfg benchConfig, k cellKey, targets []targ
 				continue
 			}
 			r.merge(one)
-			fmt.Fprintf(os.Stderr, "bench: %-17s ps=%-7s threads=%-3d %-29s %9.0f qps  p95 %7.2f ms  p99 %7.2f ms  cpu %6.1f µs/query (servers %5.1f, sysbench %5.1f, idle %2.0f%%)  primary %3.0f%%\n",
+			fmt.Fprintf(os.Stderr, "bench: %-17s ps=%-7s threads=%-3d %-30s %9.0f qps  p95 %7.2f ms  p99 %7.2f ms  cpu %6.1f µs/query (servers %5.1f, sysbench %5.1f, idle %2.0f%%)  primary %3.0f%%\n",
 				k.test, k.mode, k.threads, tg.name, one.qps(), one.percentile(95), one.percentile(99), one.cpuPerQueryUS(),
 				one.perQueryUS(one.serverCPU), one.perQueryUS(one.clientCPU), 100*one.idleShare(), 100*one.primaryShare())
 		}
@@ -487,10 +500,10 @@ func startGoRelay(b *testing.B) target {
 	return target{name: tGoRelay, addr: addr, pid: p.Pid()}
 }
 
-// startSluice runs bin/sluice (one thread of Go code, the bundled broker)
-// until the benchmark ends, and waits until its monitor sees the primary
-// and every replica.
-func startSluice(b *testing.B, router string, genlog bool) target {
+// startSluice runs bin (max_procs from SLUICE_BENCH_MAX_PROCS, the bundled
+// broker) until the benchmark ends, and waits until its monitor sees the
+// primary and every replica.
+func startSluice(b *testing.B, bin sluiceBinary, router string, genlog bool) target {
 	dir := b.TempDir()
 	listen, admin := lab.FreeAddr(b), lab.FreeAddr(b)
 	cfg := fmt.Sprintf(`listen: %s
@@ -508,9 +521,12 @@ max_procs: %s
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		b.Fatal(err)
 	}
-	p := lab.StartProcess(b, "sluice", lab.Listening(listen), binary, "serve", "--config", path)
+	if err := checkConfig(bin, path); err != nil {
+		b.Fatal(err)
+	}
+	p := lab.StartProcess(b, bin.what, lab.Listening(listen), bin.path, "serve", "--config", path)
 	waitTopology(b, admin, len(topo.Replicas))
-	name := "sluice-" + router
+	name := bin.prefix + router
 	if genlog {
 		name += "+genlog"
 	}

@@ -58,7 +58,13 @@ func Listening(addr string) func() bool {
 // directory, for tests that run the real process.
 func BuildSluice() (string, error) {
 	_, here, _, _ := runtime.Caller(0)
-	root := filepath.Join(filepath.Dir(here), "..", "..", "..")
+	return BuildSluiceFrom(filepath.Join(filepath.Dir(here), "..", "..", ".."))
+}
+
+// BuildSluiceFrom builds bin/sluice from the source tree at root (a
+// checkout of another revision, say) into a temporary directory, exactly
+// as BuildSluice builds this checkout's.
+func BuildSluiceFrom(root string) (string, error) {
 	dir, err := os.MkdirTemp("", "sluice-bin-")
 	if err != nil {
 		return "", err
@@ -67,6 +73,7 @@ func BuildSluice() (string, error) {
 	cmd := exec.Command("go", "build", "-o", bin, "./cmd/sluice")
 	cmd.Dir = root
 	if out, err := cmd.CombinedOutput(); err != nil {
+		os.RemoveAll(dir)
 		return "", fmt.Errorf("build sluice: %v\n%s", err, out)
 	}
 	return bin, nil
