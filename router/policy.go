@@ -17,7 +17,8 @@ type Policy interface {
 	// Movable reports whether a session's connections may be replaced
 	// while it runs: following a moved primary, reconnecting after a lost
 	// connection, retrying a read elsewhere. A policy that binds each
-	// session to one connection for its life is not.
+	// session for its life to the one connection Router.ConnTarget chose
+	// at login is not.
 	Movable() bool
 }
 
