@@ -14,10 +14,6 @@ import (
 	"github.com/sluice-proxy/sluice/router"
 )
 
-// errTransactionLost means the primary's connection failed inside a
-// transaction that can be replayed on the next primary (router.transaction_replay).
-var errTransactionLost = errors.New("connection lost inside a replayable transaction")
-
 // trxLog is the open transaction as the client saw it: each statement and
 // the answer it got (error code, affected rows, insert id, and a checksum of
 // the columns and rows it read). Transaction replay runs them again on a new
