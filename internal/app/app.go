@@ -96,7 +96,7 @@ func Serve(cfgFile string) error {
 		}()
 	}
 
-	mon := monitor.New(monitorConfig(cfg), log.With("component", "monitor"))
+	mon := monitor.New(monitorSection(cfg), log.With("component", "monitor"))
 	reg.MustRegister(mon)
 	if brokers := producerBrokers(cfg); len(brokers) > 0 {
 		events, err := kafkaout.New(kafkaout.Config{Brokers: brokers, Name: "events", QueueSize: 10000, Local: localBroker(cfg, broker)}, log.With("component", "events"))
@@ -122,10 +122,10 @@ func Serve(cfgFile string) error {
 	wg.Go(func() { mon.Run(monCtx) })
 
 	accounts := proxy.NewAccounts(proxy.ServerAccountSource(func() []string { return serverAddrs(mon) },
-		cfg.ServiceUser.User, cfg.ServiceUser.Password, cfg.ConnectTimeout), cfg.UsersRefreshInterval, log)
-	accounts.SetConfigAccounts(configAccounts(cfg))
-	rt := router.New(mon, routerConfig(cfg))
-	srv := proxy.NewServer(proxyConfig(cfg), accounts, rt, reg, log)
+		cfg.ServiceUser.User, cfg.ServiceUser.Password, cfg.Proxy.ConnectTimeout), cfg.Proxy.UsersRefreshInterval, log)
+	accounts.SetConfigAccounts(cfg.Proxy.ConfigAccounts())
+	rt := router.New(mon, cfg.Router.Config)
+	srv := proxy.NewServer(proxySection(cfg), accounts, rt, reg, log)
 	chain, err := filter.NewChain(cfg.Filters)
 	if err != nil {
 		return err // validated with the config: cannot happen
@@ -154,7 +154,7 @@ func Serve(cfgFile string) error {
 
 	ln, err := listenClients(ctx, cfg)
 	if err != nil {
-		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
+		return fmt.Errorf("listen %s: %w", cfg.Proxy.Listen, err)
 	}
 	adminLn, err := net.Listen("tcp", cfg.AdminListen)
 	if err != nil {
@@ -191,16 +191,16 @@ func Serve(cfgFile string) error {
 		_ = level.UnmarshalText([]byte(next.Log.Level))
 		setMaxProcs(next.MaxProcs)
 		applySchedSlice(next.SchedSlice, log)
-		srv.SetConfig(proxyConfig(next))
+		srv.SetConfig(proxySection(next))
 		if genlog != nil {
 			genlog.SetConfig(genlogConfig(next))
 		}
-		rt.SetConfig(routerConfig(next))
-		accounts.SetConfigAccounts(configAccounts(next))
+		rt.SetConfig(next.Router.Config)
+		accounts.SetConfigAccounts(next.Proxy.ConfigAccounts())
 		// Servers added or removed: the monitor polls the new list before
 		// the reload returns, so routing sees it at once.
 		rctx, rcancel := context.WithTimeout(context.Background(), 2*cfg.Monitor.Timeout+time.Second)
-		mon.SetServers(rctx, monitorConfig(next).Servers)
+		mon.SetServers(rctx, next.Servers)
 		rcancel()
 		if chain, err := filter.NewChain(next.Filters); err == nil {
 			srv.SetFilters(chain)
@@ -265,9 +265,9 @@ func Serve(cfgFile string) error {
 				_ = reload() // a refused config is logged; the running one stays
 				continue
 			}
-			log.Info("draining", "signal", sig.String(), "sessions", srv.Sessions(), "timeout", cfg.DrainTimeout)
+			log.Info("draining", "signal", sig.String(), "sessions", srv.Sessions(), "timeout", cfg.Proxy.DrainTimeout)
 			proxyCancel() // stop accepting
-			dctx, dcancel := context.WithTimeout(context.Background(), cfg.DrainTimeout)
+			dctx, dcancel := context.WithTimeout(context.Background(), cfg.Proxy.DrainTimeout)
 			if err := srv.Shutdown(dctx); err != nil {
 				log.Warn("drain incomplete", "err", err)
 			}
@@ -286,7 +286,7 @@ func Serve(cfgFile string) error {
 // listen_reuseport asks for it.
 func listenClients(ctx context.Context, cfg *config.Config) (net.Listener, error) {
 	lc := net.ListenConfig{}
-	if cfg.ListenReusePort {
+	if cfg.Proxy.ListenReusePort {
 		lc.Control = func(network, address string, c syscall.RawConn) error {
 			var serr error
 			err := c.Control(func(fd uintptr) {
@@ -298,7 +298,7 @@ func listenClients(ctx context.Context, cfg *config.Config) (net.Listener, error
 			return serr
 		}
 	}
-	return lc.Listen(ctx, "tcp", cfg.Listen)
+	return lc.Listen(ctx, "tcp", cfg.Proxy.Listen)
 }
 
 // configView is the config as plain data with its YAML keys, for JSON.
@@ -375,58 +375,31 @@ func localBroker(cfg *config.Config, broker *logbroker.Broker) *logbroker.Broker
 	return broker
 }
 
-func monitorConfig(cfg *config.Config) monitor.Config {
-	mc := monitor.Config{
-		User: cfg.ServiceUser.User, Password: cfg.ServiceUser.Password,
-		Interval: cfg.Monitor.Interval, Timeout: cfg.Monitor.Timeout,
-		MaxLag: cfg.Router.MaxReplicationLag, LagHysteresis: cfg.Monitor.LagHysteresis,
-		Type: cfg.Monitor.Type, PreferredWriter: cfg.Monitor.PreferredWriter,
-		Failover: monitor.FailoverConfig{
-			AutoFailover: cfg.Monitor.AutoFailover, Timeout: cfg.Monitor.FailoverTimeout, AutoRejoin: cfg.Monitor.AutoRejoin,
-			ReplicationUser: cfg.Monitor.ReplicationUser.User, ReplicationPassword: cfg.Monitor.ReplicationUser.Password,
-		},
-	}
-	if cfg.Monitor.Heartbeat {
-		mc.HeartbeatTable = cfg.Monitor.HeartbeatTable
-	}
-	for _, s := range cfg.Servers {
-		mc.Servers = append(mc.Servers, monitor.ServerConfig{Name: s.Name, Address: s.Address, Weight: s.Weight})
-	}
+// monitorSection is the monitor: section with what the monitor takes
+// from the others: the servers, the service user and
+// router.max_replication_lag.
+func monitorSection(cfg *config.Config) monitor.Config {
+	mc := cfg.Monitor
+	mc.Servers = cfg.Servers
+	mc.User, mc.Password = cfg.ServiceUser.User, cfg.ServiceUser.Password
+	mc.MaxLag = cfg.Router.MaxReplicationLag
 	return mc
 }
 
-func proxyConfig(cfg *config.Config) proxy.Config {
-	pc := proxy.Config{
-		Name: cfg.Name, ServerVersion: cfg.ServerVersion, MaxConnections: cfg.MaxConnections,
-		MaxAllowedPacket: cfg.MaxAllowedPacket, ConnectTimeout: cfg.ConnectTimeout,
-		ClassifierCacheSize: cfg.Router.ClassifierCacheSize, RequireTLS: cfg.TLS.Require,
-		MaxUserConnections: cfg.MaxUserConnections, UserMaxConnections: cfg.UserMaxConnections,
-		ClientIdleTimeout: cfg.ClientIdleTimeout, BackendReadTimeout: cfg.BackendReadTimeout,
-		Recovery: proxy.RecoveryConfig{PrimaryWait: cfg.Router.PrimaryWait, TransactionReplay: cfg.Router.TransactionReplay,
-			TransactionReplayMaxSize:         cfg.Router.TransactionReplayMaxSize,
-			TransactionReplayRetryOnDeadlock: cfg.Router.TransactionReplayRetryOnDeadlock,
-			TransactionReplayAttempts:        cfg.Router.TransactionReplayAttempts},
-	}
+// proxySection is the proxy's top-level keys with what the proxy takes
+// from the other sections: the instance name, the router section's
+// recovery keys and classifier_cache_size, and the tls: section.
+func proxySection(cfg *config.Config) proxy.Config {
+	pc := cfg.Proxy
+	pc.Name = cfg.Name
+	pc.Recovery = cfg.Router.Recovery
+	pc.ClassifierCacheSize = cfg.Router.ClassifierCacheSize
+	pc.RequireTLS = cfg.TLS.Require
 	// Validated with the config; files that changed since are re-read at
 	// the next reload.
 	pc.TLS, _ = cfg.TLS.ClientConfig()
 	pc.BackendTLS, _ = cfg.TLS.BackendConfig()
 	return pc
-}
-
-func routerConfig(cfg *config.Config) router.Config {
-	return router.Config{Type: cfg.Router.Type, MaxReplicationLag: cfg.Router.MaxReplicationLag,
-		Balance: cfg.Router.Balance, Target: cfg.Router.Target,
-		CausalReads: cfg.Router.CausalReads, CausalReadsTimeout: cfg.Router.CausalReadsTimeout,
-		MaxReplicaConnections: cfg.Router.MaxReplicaConnections, PrimaryReads: cfg.Router.PrimaryReads}
-}
-
-func configAccounts(cfg *config.Config) []proxy.Account {
-	out := make([]proxy.Account, 0, len(cfg.Accounts))
-	for _, a := range cfg.Accounts {
-		out = append(out, proxy.NewConfigAccount(a.User, a.Host, a.Password))
-	}
-	return out
 }
 
 // serverAddrs lists servers to load accounts from: the primary first, then
