@@ -12,21 +12,6 @@ import (
 	"github.com/go-mysql-org/go-mysql/client"
 )
 
-// FailoverConfig governs automatic failover and rejoin for MariaDB GTID
-// replication, as MaxScale's mariadbmon does.
-type FailoverConfig struct {
-	// AutoFailover promotes the most advanced replica once the primary has
-	// been down for Timeout.
-	AutoFailover bool
-	Timeout      time.Duration
-	// AutoRejoin points a server that comes back standalone (an old
-	// primary) at the current primary.
-	AutoRejoin bool
-	// ReplicationUser and ReplicationPassword are what replicas log in to
-	// the new primary with.
-	ReplicationUser, ReplicationPassword string
-}
-
 // topologyOps is the monitor's failover state, used only from the goroutine
 // that runs Poll (and from Switchover, which holds opMu like Poll).
 type topologyOps struct {
@@ -157,7 +142,7 @@ func (m *Monitor) pointAt(ctx context.Context, s, primary Server, gtidMode strin
 	host, port, _ := net.SplitHostPort(primary.Address)
 	fc := m.cfg.Failover
 	change := fmt.Sprintf("CHANGE MASTER TO MASTER_HOST = '%s', MASTER_PORT = %s, MASTER_USER = '%s', MASTER_PASSWORD = '%s', MASTER_USE_GTID = %s",
-		sqlEscape(host), port, sqlEscape(fc.ReplicationUser), sqlEscape(fc.ReplicationPassword), gtidMode)
+		sqlEscape(host), port, sqlEscape(fc.ReplicationUser.User), sqlEscape(fc.ReplicationUser.Password), gtidMode)
 	for _, q := range []string{"SET GLOBAL read_only = 1", "STOP SLAVE", change, "START SLAVE"} {
 		if err := m.exec(conn, q); err != nil {
 			if q == change {

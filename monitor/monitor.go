@@ -30,13 +30,6 @@ const (
 	RoleDown    Role = "down"
 )
 
-// ServerConfig names one server to watch.
-type ServerConfig struct {
-	Name    string
-	Address string
-	Weight  int
-}
-
 // Server is one server's state at one poll.
 type Server struct {
 	Name     string
@@ -117,29 +110,6 @@ func (s *Snapshot) PrimaryServer() (Server, bool) {
 	return s.Servers[s.Primary], true
 }
 
-// Config tunes the monitor.
-type Config struct {
-	Servers  []ServerConfig
-	User     string
-	Password string
-	Interval time.Duration
-	Timeout  time.Duration
-	// MaxLag marks a replica lagging above it; it is usable again below
-	// MaxLag*LagHysteresis.
-	MaxLag        time.Duration
-	LagHysteresis float64
-	// HeartbeatTable, when set ("sluice.heartbeat"), is written on the
-	// primary every interval and read on the replicas to measure lag.
-	HeartbeatTable string
-	Failover       FailoverConfig
-	// Type is "mariadb" (replication, the default) or "galera" (Galera and
-	// Percona XtraDB Cluster).
-	Type string
-	// PreferredWriter, with Galera, is the node that takes writes while it
-	// is synced; otherwise the synced node with the lowest wsrep_local_index.
-	PreferredWriter string
-}
-
 // Monitor polls the servers. Create it with New and run it with Run.
 type Monitor struct {
 	cfg     Config
@@ -163,9 +133,7 @@ type Monitor struct {
 
 // New builds a monitor; its first snapshot knows nothing yet.
 func New(cfg Config, log *slog.Logger) *Monitor {
-	if cfg.LagHysteresis <= 0 || cfg.LagHysteresis > 1 {
-		cfg.LagHysteresis = 0.8
-	}
+	cfg = cfg.WithDefaults()
 	m := &Monitor{cfg: cfg, log: log, changed: make(chan struct{}), conns: map[string]*client.Conn{},
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sluice_monitor_events_total", Help: "Topology events: state changes, failovers, rejoins, switchovers.",
@@ -312,7 +280,7 @@ func (m *Monitor) Poll(ctx context.Context) {
 			}
 		}
 	}
-	if p, ok := snap.PrimaryServer(); ok && m.cfg.HeartbeatTable != "" && m.cfg.Type != "galera" {
+	if p, ok := snap.PrimaryServer(); ok && m.cfg.Heartbeat && m.cfg.Type != "galera" {
 		m.beat(ctx, p)
 	}
 	m.publish(snap)
@@ -541,7 +509,7 @@ func (m *Monitor) query(conn *client.Conn, s *Server) error {
 		}
 	}
 	s.Broken = !s.IORunning || !s.SQLRunning || s.ReplicaLag < 0
-	if !s.Broken && m.cfg.HeartbeatTable != "" {
+	if !s.Broken && m.cfg.Heartbeat {
 		if lag, ok := m.heartbeatLag(conn); ok {
 			s.ReplicaLag = lag
 		}

@@ -122,7 +122,7 @@ func TestBrokenAndDownReplicas(t *testing.T) {
 }
 
 func TestHeartbeatLagWithHysteresis(t *testing.T) {
-	m := newMonitor(t, Config{HeartbeatTable: "sluice.heartbeat", MaxLag: time.Second, LagHysteresis: 0.5})
+	m := newMonitor(t, Config{Heartbeat: true, HeartbeatTable: "sluice.heartbeat", MaxLag: time.Second, LagHysteresis: 0.5})
 	ctx := context.Background()
 	r1 := topo.Replicas[0]
 	lab.WaitFor(t, "heartbeat lag measured", 10*time.Second, func() bool {
@@ -216,7 +216,7 @@ func TestGaleraRoles(t *testing.T) {
 // TestMonitorLoad measures the monitor's own queries per poll per server.
 func TestMonitorLoad(t *testing.T) {
 	questions := func() map[string]int64 { return topo.GlobalStatusAll(t, "Questions") }
-	m := newMonitor(t, Config{HeartbeatTable: "sluice.heartbeat", MaxLag: 10 * time.Second})
+	m := newMonitor(t, Config{Heartbeat: true, HeartbeatTable: "sluice.heartbeat", MaxLag: 10 * time.Second})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if _, err := m.WaitPrimary(ctx); err != nil {
@@ -341,7 +341,7 @@ func TestRejoinRefusesDivergedServer(t *testing.T) {
 		}
 	}
 	events := make(chan Event, 16)
-	m := startMonitor(t, Config{Failover: FailoverConfig{AutoRejoin: true, ReplicationUser: lab.ReplUser, ReplicationPassword: lab.ReplPassword}},
+	m := startMonitor(t, Config{Failover: FailoverConfig{AutoRejoin: true, ReplicationUser: Credentials{User: lab.ReplUser, Password: lab.ReplPassword}}},
 		func(e Event) {
 			if e.Kind == "rejoin_refused" || e.Kind == "rejoin" {
 				events <- e

@@ -16,7 +16,6 @@ import (
 	"github.com/go-mysql-org/go-mysql/mysql"
 
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -32,56 +31,6 @@ import (
 	"github.com/sluice-proxy/sluice/internal/digest"
 	"github.com/sluice-proxy/sluice/router"
 )
-
-// Config is what the proxy needs from sluice.yaml.
-type Config struct {
-	// Name identifies this Sluice instance.
-	Name string
-	// ServerVersion, when set, replaces the primary's version in handshakes.
-	ServerVersion  string
-	MaxConnections int
-	// MaxUserConnections caps each user's sessions; UserMaxConnections
-	// overrides it per user. 0: unlimited.
-	MaxUserConnections int
-	UserMaxConnections map[string]int
-	// ClientIdleTimeout closes sessions idle this long; 0: never.
-	ClientIdleTimeout time.Duration
-	// BackendReadTimeout bounds one command's answer; 0: no bound.
-	BackendReadTimeout time.Duration
-	MaxAllowedPacket   int
-	ConnectTimeout     time.Duration
-	// ClassifierCacheSize bounds the statement shapes whose class is cached.
-	ClassifierCacheSize int
-	// TLS, when set, is offered to clients; RequireTLS refuses clients
-	// that do not use it.
-	TLS        *tls.Config
-	RequireTLS bool
-	// BackendTLS, when set, is used on every backend connection; a server
-	// that does not offer TLS is refused.
-	BackendTLS *tls.Config
-	// Recovery is what a session does when a server is lost under it.
-	Recovery RecoveryConfig
-}
-
-// RecoveryConfig is how a session recovers when its server is lost.
-type RecoveryConfig struct {
-	// TransactionReplay: a transaction whose primary is lost is replayed on
-	// the next one, and goes on if every statement answers as before
-	// (MaxScale's transaction_replay). TransactionReplayMaxSize bounds the
-	// statement text kept per session.
-	TransactionReplay        bool
-	TransactionReplayMaxSize int
-	// TransactionReplayRetryOnDeadlock: a statement answered with a
-	// deadlock (1213: the server rolled the transaction back) is not
-	// relayed; the transaction is replayed on the same connection and the
-	// statement runs again, up to TransactionReplayAttempts times (MaxScale's
-	// transaction_replay_retry_on_deadlock and transaction_replay_attempts).
-	TransactionReplayRetryOnDeadlock bool
-	TransactionReplayAttempts        int
-	// PrimaryWait is how long a statement for the primary waits for one
-	// to be known and to accept connections; 0 does not wait.
-	PrimaryWait time.Duration
-}
 
 // Server accepts client connections and runs a session for each.
 type Server struct {

@@ -31,29 +31,6 @@ type Topology interface {
 	Changed() <-chan struct{}
 }
 
-// Config is the router section.
-type Config struct {
-	// Type is readwritesplit or readconnroute.
-	Type string
-	// MaxReplicationLag: replicas further behind get no reads.
-	MaxReplicationLag time.Duration
-	// Balance is least_outstanding (default) or round_robin; both honour weights.
-	Balance string
-	// Target is readconnroute's role: primary, replica or any.
-	Target string
-	// CausalReads makes a read after a write wait on the replica for that
-	// write's GTID, up to CausalReadsTimeout, then fall back to the primary.
-	CausalReads        bool
-	CausalReadsTimeout time.Duration
-	// MaxReplicaConnections bounds the replica connections one session
-	// holds (MaxScale's max_slave_connections); 0: one per replica.
-	MaxReplicaConnections int
-	// PrimaryReads puts the primary in the read pool beside the replicas,
-	// balanced like them (MaxScale's master_accept_reads, ProxySQL's
-	// writer_is_also_reader).
-	PrimaryReads bool
-}
-
 // Router chooses backends for sessions. It is safe for concurrent use.
 type Router struct {
 	topo   Topology

@@ -38,8 +38,12 @@ type record struct {
 	InTx       bool   `json:"in_tx"`
 	Params     []any  `json:"params"`
 	GTID       string `json:"gtid"`
-	offset     int64
-	partition  int
+	// Event, From and To are a topology record's (sluice.events).
+	Event     string `json:"event"`
+	From      string `json:"from"`
+	To        string `json:"to"`
+	offset    int64
+	partition int
 }
 
 // readTopic reads every record of topic from the bundled broker with

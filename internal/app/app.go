@@ -21,8 +21,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"go.yaml.in/yaml/v3"
 	"golang.org/x/sys/unix"
-	"gopkg.in/yaml.v3"
 
 	"github.com/sluice-proxy/sluice/audit"
 	"github.com/sluice-proxy/sluice/filter"
@@ -46,6 +46,13 @@ func NewLogger(cfg config.Log, level *slog.LevelVar) *slog.Logger {
 }
 
 // Serve runs Sluice until SIGTERM or SIGINT, reloading on SIGHUP.
+//
+// Its components start in the order they depend on each other: the bundled
+// broker, the events producer, the monitor, the accounts loader, the genlog
+// producer, the proxy, the admin server. However Serve ends (a signal, the
+// client listener failing, a startup step failing half-way), they stop in
+// the reverse order, each joined before what it uses stops: no component
+// outlives what it writes to.
 func Serve(cfgFile string) error {
 	cfg, err := config.Load(cfgFile)
 	if err != nil {
@@ -56,10 +63,17 @@ func Serve(cfgFile string) error {
 	setMaxProcs(cfg.MaxProcs)
 	applySchedSlice(cfg.SchedSlice, log)
 
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var wg sync.WaitGroup
-	defer wg.Wait()
+	// Caught from the start, so a SIGTERM while starting stops what has
+	// started as any stop does; signal.Stop runs after stopAll, so a second
+	// signal does not cut the drain short.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+	lc := &lifecycle{log: log}
+	defer func() {
+		lc.stopAll(context.Background())
+		log.Info("stopped")
+	}()
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -70,33 +84,24 @@ func Serve(cfgFile string) error {
 		if err != nil {
 			return fmt.Errorf("start bundled broker: %w", err)
 		}
-		reg.MustRegister(broker.Collector())
 		ln, err := net.Listen("tcp", cfg.Broker.Listen)
 		if err != nil {
 			broker.Close()
 			return fmt.Errorf("broker.listen %s: %w", cfg.Broker.Listen, err)
 		}
-		// Not derived from ctx: the broker outlives everything that
-		// produces to it, and stops in its own deferred call.
-		bctx, bcancel := context.WithCancel(context.Background())
-		brokerDone := make(chan struct{})
-		go func() {
-			defer close(brokerDone)
-			if err := broker.Serve(bctx, ln); err != nil {
+		reg.MustRegister(broker.Collector())
+		stopServing := goStop(func(ctx context.Context) {
+			if err := broker.Serve(ctx, ln); err != nil {
 				log.Error("bundled broker stopped", "err", err)
 			}
-		}()
-		// The broker stops last, after everything that produces to it.
-		defer func() {
-			bcancel()
-			<-brokerDone
-			if err := broker.Close(); err != nil {
-				log.Error("closing bundled broker", "err", err)
-			}
-		}()
+		})
+		lc.start("bundled broker", func(ctx context.Context) error {
+			_ = stopServing(ctx)
+			return broker.Close()
+		})
 	}
 
-	mon := monitor.New(monitorConfig(cfg), log.With("component", "monitor"))
+	mon := monitor.New(monitorSection(cfg), log.With("component", "monitor"))
 	reg.MustRegister(mon)
 	if brokers := producerBrokers(cfg); len(brokers) > 0 {
 		events, err := audit.NewProducer(audit.ProducerConfig{Brokers: brokers, Name: "events", QueueSize: 10000, Local: localBroker(cfg, broker)}, log.With("component", "events"))
@@ -104,7 +109,8 @@ func Serve(cfgFile string) error {
 			return err
 		}
 		reg.MustRegister(events.Collectors()...)
-		defer events.Close()
+		// Closed once the monitor, which sends to it, has returned.
+		lc.start("events producer", func(context.Context) error { return events.Close() })
 		name := cfg.Name
 		mon.OnEvent = func(ev monitor.Event) {
 			rec := struct {
@@ -117,15 +123,28 @@ func Serve(cfgFile string) error {
 			}
 		}
 	}
-	monCtx, monCancel := context.WithCancel(ctx)
-	defer monCancel()
-	wg.Go(func() { mon.Run(monCtx) })
+	lc.start("monitor", goStop(mon.Run))
 
 	accounts := proxy.NewAccounts(proxy.ServerAccountSource(func() []string { return serverAddrs(mon) },
-		cfg.ServiceUser.User, cfg.ServiceUser.Password, cfg.ConnectTimeout), cfg.UsersRefreshInterval, log)
-	accounts.SetConfigAccounts(configAccounts(cfg))
-	rt := router.New(mon, routerConfig(cfg))
-	srv := proxy.NewServer(proxyConfig(cfg), accounts, rt, reg, log)
+		cfg.ServiceUser.User, cfg.ServiceUser.Password, cfg.Proxy.ConnectTimeout), cfg.Proxy.UsersRefreshInterval, log)
+	accounts.SetConfigAccounts(cfg.Proxy.ConfigAccounts())
+	// Accounts load in the background once a server answers: Sluice starts
+	// even while the servers are still coming up.
+	lc.start("accounts loader", goStop(func(ctx context.Context) {
+		wctx, wcancel := context.WithTimeout(ctx, time.Minute)
+		defer wcancel()
+		if _, err := mon.WaitPrimary(wctx); err != nil {
+			if ctx.Err() == nil {
+				log.Warn("no primary yet; accounts will load at the first login", "err", err)
+			}
+			return
+		}
+		if err := accounts.Load(ctx); err != nil && ctx.Err() == nil {
+			log.Warn("loading client accounts failed; retrying at the first login", "err", err)
+		}
+	}))
+	rt := router.New(mon, cfg.Router.Config)
+	srv := proxy.NewServer(proxySection(cfg), accounts, rt, reg, log)
 	chain, err := filter.NewChain(cfg.Filters)
 	if err != nil {
 		return err // validated with the config: cannot happen
@@ -147,25 +166,9 @@ func Serve(cfgFile string) error {
 		}
 		reg.MustRegister(producer.Collectors()...)
 		// Closed after the proxy drained, so the last sessions' records go out.
-		defer producer.Close()
+		lc.start("genlog producer", func(context.Context) error { return producer.Close() })
 		genlog = audit.NewGenlog(genlogConfig(cfg), producer)
 		srv.SetGenlog(genlog)
-	}
-
-	ln, err := listenClients(ctx, cfg)
-	if err != nil {
-		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
-	}
-	adminLn, err := net.Listen("tcp", cfg.AdminListen)
-	if err != nil {
-		ln.Close()
-		return fmt.Errorf("admin_listen %s: %w", cfg.AdminListen, err)
-	}
-	health := func() (bool, string) {
-		if _, err := rt.Primary(); err != nil {
-			return false, err.Error()
-		}
-		return true, "serving"
 	}
 	srv.SetDigests(digest.New(cfg.QueryDigests))
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -174,6 +177,30 @@ func Serve(cfgFile string) error {
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "sluice_query_digests_evicted", Help: "Statement shapes evicted from the digest table since it was created (start or resize).",
 		}, func() float64 { return float64(srv.Digests().Evicted()) }))
+
+	ln, err := listenClients(cfg)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", cfg.Proxy.Listen, err)
+	}
+	proxyCtx, stopAccepting := context.WithCancel(context.Background())
+	serveErr := make(chan error, 1)
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		serveErr <- srv.Serve(proxyCtx, ln)
+	}()
+	lc.start("proxy", func(ctx context.Context) error {
+		stopAccepting()
+		<-served // the listener is closed
+		log.Info("draining", "sessions", srv.Sessions(), "timeout", cfg.Proxy.DrainTimeout)
+		dctx, dcancel := context.WithTimeout(ctx, cfg.Proxy.DrainTimeout)
+		defer dcancel()
+		if err := srv.Shutdown(dctx); err != nil {
+			log.Warn("drain incomplete", "err", err)
+		}
+		return nil
+	})
+
 	// running is the config in force, for GET /v1/config and reloads.
 	var running atomic.Pointer[config.Config]
 	running.Store(cfg)
@@ -191,16 +218,16 @@ func Serve(cfgFile string) error {
 		_ = level.UnmarshalText([]byte(next.Log.Level))
 		setMaxProcs(next.MaxProcs)
 		applySchedSlice(next.SchedSlice, log)
-		srv.SetConfig(proxyConfig(next))
+		srv.SetConfig(proxySection(next))
 		if genlog != nil {
 			genlog.SetConfig(genlogConfig(next))
 		}
-		rt.SetConfig(routerConfig(next))
-		accounts.SetConfigAccounts(configAccounts(next))
+		rt.SetConfig(next.Router.Config)
+		accounts.SetConfigAccounts(next.Proxy.ConfigAccounts())
 		// Servers added or removed: the monitor polls the new list before
 		// the reload returns, so routing sees it at once.
 		rctx, rcancel := context.WithTimeout(context.Background(), 2*cfg.Monitor.Timeout+time.Second)
-		mon.SetServers(rctx, monitorConfig(next).Servers)
+		mon.SetServers(rctx, next.Servers)
 		rcancel()
 		if chain, err := filter.NewChain(next.Filters); err == nil {
 			srv.SetFilters(chain)
@@ -211,6 +238,12 @@ func Serve(cfgFile string) error {
 		running.Store(next)
 		log.Info("config reloaded", "file", cfgFile)
 		return nil
+	}
+	health := func() (bool, string) {
+		if _, err := rt.Primary(); err != nil {
+			return false, err.Error()
+		}
+		return true, "serving"
 	}
 	api := admin.API{Health: health, Gatherer: reg, Monitor: mon, Sessions: srv.SessionList, Digests: srv.Digests,
 		Reload: reload, Token: cfg.AdminToken, Stats: srv.Stats, Config: func() any { return configView(running.Load().Redacted()) }}
@@ -224,38 +257,35 @@ func Serve(cfgFile string) error {
 				Since: since, Where: w, Follow: true}, emit)
 		}
 	}
+	adminLn, err := net.Listen("tcp", cfg.AdminListen)
+	if err != nil {
+		return fmt.Errorf("admin_listen %s: %w", cfg.AdminListen, err)
+	}
 	adminSrv := &http.Server{Handler: admin.Handler(api), ReadHeaderTimeout: 5 * time.Second}
-	wg.Go(func() {
+	adminDone := make(chan struct{})
+	go func() {
+		defer close(adminDone)
 		if err := adminSrv.Serve(adminLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("admin server stopped", "err", err)
 		}
+	}()
+	lc.start("admin server", func(ctx context.Context) error {
+		sctx, scancel := context.WithTimeout(ctx, 5*time.Second)
+		defer scancel()
+		err := adminSrv.Shutdown(sctx)
+		if err != nil {
+			// Requests still running (a followed audit tail): cut them off
+			// before the broker they read goes.
+			adminSrv.Close()
+		}
+		<-adminDone
+		return err
 	})
 
-	// Accounts load in the background once a server answers: Sluice starts
-	// even while the servers are still coming up.
-	wg.Go(func() {
-		wctx, wcancel := context.WithTimeout(monCtx, time.Minute)
-		defer wcancel()
-		if _, err := mon.WaitPrimary(wctx); err != nil {
-			log.Warn("no primary yet; accounts will load at the first login", "err", err)
-			return
-		}
-		if err := accounts.Load(monCtx); err != nil {
-			log.Warn("loading client accounts failed; retrying at the first login", "err", err)
-		}
-	})
-
-	proxyCtx, proxyCancel := context.WithCancel(ctx)
-	defer proxyCancel()
-	serveErr := make(chan error, 1)
-	wg.Go(func() { serveErr <- srv.Serve(proxyCtx, ln) })
 	// Again for the threads started meanwhile from one not yet done.
 	applySchedSlice(cfg.SchedSlice, log)
 	log.Info("sluice serving", "listen", ln.Addr().String(), "admin", adminLn.Addr().String(), "router", cfg.Router.Type)
 
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
-	defer signal.Stop(sigs)
 	for {
 		select {
 		case err := <-serveErr:
@@ -265,18 +295,7 @@ func Serve(cfgFile string) error {
 				_ = reload() // a refused config is logged; the running one stays
 				continue
 			}
-			log.Info("draining", "signal", sig.String(), "sessions", srv.Sessions(), "timeout", cfg.DrainTimeout)
-			proxyCancel() // stop accepting
-			dctx, dcancel := context.WithTimeout(context.Background(), cfg.DrainTimeout)
-			if err := srv.Shutdown(dctx); err != nil {
-				log.Warn("drain incomplete", "err", err)
-			}
-			dcancel()
-			sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
-			_ = adminSrv.Shutdown(sctx)
-			scancel()
-			cancel()
-			log.Info("stopped")
+			log.Info("stopping", "signal", sig.String())
 			return nil
 		}
 	}
@@ -284,9 +303,9 @@ func Serve(cfgFile string) error {
 
 // listenClients opens the client listener, with SO_REUSEPORT when
 // listen_reuseport asks for it.
-func listenClients(ctx context.Context, cfg *config.Config) (net.Listener, error) {
+func listenClients(cfg *config.Config) (net.Listener, error) {
 	lc := net.ListenConfig{}
-	if cfg.ListenReusePort {
+	if cfg.Proxy.ListenReusePort {
 		lc.Control = func(network, address string, c syscall.RawConn) error {
 			var serr error
 			err := c.Control(func(fd uintptr) {
@@ -298,7 +317,7 @@ func listenClients(ctx context.Context, cfg *config.Config) (net.Listener, error
 			return serr
 		}
 	}
-	return lc.Listen(ctx, "tcp", cfg.Listen)
+	return lc.Listen(context.Background(), "tcp", cfg.Proxy.Listen)
 }
 
 // configView is the config as plain data with its YAML keys, for JSON.
@@ -375,58 +394,31 @@ func localBroker(cfg *config.Config, broker *logbroker.Broker) *logbroker.Broker
 	return broker
 }
 
-func monitorConfig(cfg *config.Config) monitor.Config {
-	mc := monitor.Config{
-		User: cfg.ServiceUser.User, Password: cfg.ServiceUser.Password,
-		Interval: cfg.Monitor.Interval, Timeout: cfg.Monitor.Timeout,
-		MaxLag: cfg.Router.MaxReplicationLag, LagHysteresis: cfg.Monitor.LagHysteresis,
-		Type: cfg.Monitor.Type, PreferredWriter: cfg.Monitor.PreferredWriter,
-		Failover: monitor.FailoverConfig{
-			AutoFailover: cfg.Monitor.AutoFailover, Timeout: cfg.Monitor.FailoverTimeout, AutoRejoin: cfg.Monitor.AutoRejoin,
-			ReplicationUser: cfg.Monitor.ReplicationUser.User, ReplicationPassword: cfg.Monitor.ReplicationUser.Password,
-		},
-	}
-	if cfg.Monitor.Heartbeat {
-		mc.HeartbeatTable = cfg.Monitor.HeartbeatTable
-	}
-	for _, s := range cfg.Servers {
-		mc.Servers = append(mc.Servers, monitor.ServerConfig{Name: s.Name, Address: s.Address, Weight: s.Weight})
-	}
+// monitorSection is the monitor: section with what the monitor takes
+// from the others: the servers, the service user and
+// router.max_replication_lag.
+func monitorSection(cfg *config.Config) monitor.Config {
+	mc := cfg.Monitor
+	mc.Servers = cfg.Servers
+	mc.User, mc.Password = cfg.ServiceUser.User, cfg.ServiceUser.Password
+	mc.MaxLag = cfg.Router.MaxReplicationLag
 	return mc
 }
 
-func proxyConfig(cfg *config.Config) proxy.Config {
-	pc := proxy.Config{
-		Name: cfg.Name, ServerVersion: cfg.ServerVersion, MaxConnections: cfg.MaxConnections,
-		MaxAllowedPacket: cfg.MaxAllowedPacket, ConnectTimeout: cfg.ConnectTimeout,
-		ClassifierCacheSize: cfg.Router.ClassifierCacheSize, RequireTLS: cfg.TLS.Require,
-		MaxUserConnections: cfg.MaxUserConnections, UserMaxConnections: cfg.UserMaxConnections,
-		ClientIdleTimeout: cfg.ClientIdleTimeout, BackendReadTimeout: cfg.BackendReadTimeout,
-		Recovery: proxy.RecoveryConfig{PrimaryWait: cfg.Router.PrimaryWait, TransactionReplay: cfg.Router.TransactionReplay,
-			TransactionReplayMaxSize:         cfg.Router.TransactionReplayMaxSize,
-			TransactionReplayRetryOnDeadlock: cfg.Router.TransactionReplayRetryOnDeadlock,
-			TransactionReplayAttempts:        cfg.Router.TransactionReplayAttempts},
-	}
+// proxySection is the proxy's top-level keys with what the proxy takes
+// from the other sections: the instance name, the router section's
+// recovery keys and classifier_cache_size, and the tls: section.
+func proxySection(cfg *config.Config) proxy.Config {
+	pc := cfg.Proxy
+	pc.Name = cfg.Name
+	pc.Recovery = cfg.Router.Recovery
+	pc.ClassifierCacheSize = cfg.Router.ClassifierCacheSize
+	pc.RequireTLS = cfg.TLS.Require
 	// Validated with the config; files that changed since are re-read at
 	// the next reload.
 	pc.TLS, _ = cfg.TLS.ClientConfig()
 	pc.BackendTLS, _ = cfg.TLS.BackendConfig()
 	return pc
-}
-
-func routerConfig(cfg *config.Config) router.Config {
-	return router.Config{Type: cfg.Router.Type, MaxReplicationLag: cfg.Router.MaxReplicationLag,
-		Balance: cfg.Router.Balance, Target: cfg.Router.Target,
-		CausalReads: cfg.Router.CausalReads, CausalReadsTimeout: cfg.Router.CausalReadsTimeout,
-		MaxReplicaConnections: cfg.Router.MaxReplicaConnections, PrimaryReads: cfg.Router.PrimaryReads}
-}
-
-func configAccounts(cfg *config.Config) []proxy.Account {
-	out := make([]proxy.Account, 0, len(cfg.Accounts))
-	for _, a := range cfg.Accounts {
-		out = append(out, proxy.NewConfigAccount(a.User, a.Host, a.Password))
-	}
-	return out
 }
 
 // serverAddrs lists servers to load accounts from: the primary first, then

@@ -12,25 +12,38 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/sluice-proxy/sluice/filter"
+	"github.com/sluice-proxy/sluice/internal/confkey"
 	"github.com/sluice-proxy/sluice/logbroker"
+	"github.com/sluice-proxy/sluice/monitor"
+	"github.com/sluice-proxy/sluice/proxy"
+	"github.com/sluice-proxy/sluice/router"
 )
 
-// Config is the whole of sluice.yaml.
+// Config is the whole of sluice.yaml. A section that a package reads is
+// that package's own type, with its yaml keys, defaults (WithDefaults) and
+// validation (Validate): the proxy's keys at the top level (proxy.Config),
+// router: (router.Config and proxy.RecoveryConfig), monitor:
+// (monitor.Config), broker: (logbroker.Config), filters: (filter.Spec).
+// Config holds the rest, and the defaults and checks that span sections.
 type Config struct {
 	// Name identifies this instance in logs and audit records (default: the host name).
-	Name        string `yaml:"name"`
-	Listen      string `yaml:"listen"`
-	AdminListen string `yaml:"admin_listen"`
+	Name string `yaml:"name"`
+	// Proxy is the proxy's top-level keys: listen, listen_reuseport,
+	// max_connections, max_user_connections, user_max_connections,
+	// client_idle_timeout, backend_read_timeout, server_version,
+	// max_allowed_packet, connect_timeout, drain_timeout, accounts and
+	// users_refresh_interval.
+	Proxy       proxy.Config `yaml:",inline"`
+	AdminListen string       `yaml:"admin_listen"`
 	// AdminToken, when set, is required as "Authorization: Bearer TOKEN"
 	// on every admin request but GET /health.
 	AdminToken string `yaml:"admin_token"`
@@ -38,23 +51,6 @@ type Config struct {
 	// for GET /v1/digests (least recently seen evicted). Default 1000; -1
 	// keeps none.
 	QueryDigests int `yaml:"query_digests"`
-	// ListenReusePort sets SO_REUSEPORT on the client listener so several
-	// Sluice instances can share one port; the kernel spreads connections.
-	ListenReusePort bool `yaml:"listen_reuseport"`
-	// MaxConnections caps concurrent client sessions; 0 means unlimited.
-	MaxConnections int `yaml:"max_connections"`
-	// MaxUserConnections caps each user's concurrent sessions (error 1203,
-	// as MySQL's max_user_connections); UserMaxConnections overrides it per
-	// user. 0 means unlimited.
-	MaxUserConnections int            `yaml:"max_user_connections"`
-	UserMaxConnections map[string]int `yaml:"user_max_connections"`
-	// ClientIdleTimeout closes a session idle this long between commands
-	// (MySQL's wait_timeout); 0 never does.
-	ClientIdleTimeout time.Duration `yaml:"client_idle_timeout"`
-	// BackendReadTimeout bounds how long one command's answer may take from
-	// a server before the client gets an error and that connection is
-	// closed; 0 waits as long as the server takes.
-	BackendReadTimeout time.Duration `yaml:"backend_read_timeout"`
 	// MaxProcs caps the threads running Go code (GOMAXPROCS); 0 leaves
 	// Go's default, one per CPU.
 	MaxProcs int `yaml:"max_procs"`
@@ -64,37 +60,31 @@ type Config struct {
 	// 100µs; 0s leaves the kernel's default.
 	SchedSlice *time.Duration `yaml:"sched_slice"`
 
-	Servers     []Server    `yaml:"servers"`
-	ServiceUser Credentials `yaml:"service_user"`
-	// Accounts are client accounts known from the config rather than loaded
-	// from the servers, for setups where the service user cannot read
-	// mysql.user.
-	Accounts []Account `yaml:"accounts"`
-	// UsersRefreshInterval throttles reloading accounts from the servers after
-	// an unknown user or a failed password check.
-	UsersRefreshInterval time.Duration `yaml:"users_refresh_interval"`
+	// Servers are the backends; their roles are discovered by the monitor.
+	Servers []monitor.ServerConfig `yaml:"servers"`
+	// ServiceUser is the account the monitor and the account loader log
+	// in to the servers with.
+	ServiceUser monitor.Credentials `yaml:"service_user"`
 
-	// ServerVersion overrides the version string sent to clients in the
-	// handshake; empty means the primary's own version.
-	ServerVersion string `yaml:"server_version"`
-	// MaxAllowedPacket is the largest client command Sluice accepts.
-	MaxAllowedPacket int `yaml:"max_allowed_packet"`
-	// ConnectTimeout bounds dialing and logging in to a backend.
-	ConnectTimeout time.Duration `yaml:"connect_timeout"`
-	// DrainTimeout bounds how long SIGTERM waits for sessions to finish.
-	DrainTimeout time.Duration `yaml:"drain_timeout"`
-
-	Router Router `yaml:"router"`
-	TLS    TLS    `yaml:"tls"`
+	Router RouterSection `yaml:"router"`
+	TLS    TLS           `yaml:"tls"`
 	// Filters run in order before routing: regex rewrites, firewall refuses.
 	Filters []filter.Spec    `yaml:"filters"`
-	Monitor Monitor          `yaml:"monitor"`
+	Monitor monitor.Config   `yaml:"monitor"`
 	Genlog  Genlog           `yaml:"genlog"`
 	Broker  logbroker.Config `yaml:"broker"`
 	Log     Log              `yaml:"log"`
 
 	// File is the path the config was loaded from.
 	File string `yaml:"-"`
+}
+
+// RouterSection is the `router:` section: the router's keys and, beside
+// them (where they always were), the proxy's transaction replay and
+// primary_wait keys.
+type RouterSection struct {
+	router.Config `yaml:",inline"`
+	Recovery      proxy.RecoveryConfig `yaml:",inline"`
 }
 
 // TLS configures TLS for clients and to the backends.
@@ -165,96 +155,13 @@ func (c *Config) Redacted() *Config {
 		}
 	}
 	hide(&r.ServiceUser.Password)
-	hide(&r.Monitor.ReplicationUser.Password)
+	hide(&r.Monitor.Failover.ReplicationUser.Password)
 	hide(&r.AdminToken)
-	r.Accounts = append([]Account(nil), c.Accounts...)
-	for i := range r.Accounts {
-		hide(&r.Accounts[i].Password)
+	r.Proxy.Accounts = append([]proxy.AccountConfig(nil), c.Proxy.Accounts...)
+	for i := range r.Proxy.Accounts {
+		hide(&r.Proxy.Accounts[i].Password)
 	}
 	return &r
-}
-
-// Server is one backend. Its role is discovered by the monitor.
-type Server struct {
-	Name    string `yaml:"name"`
-	Address string `yaml:"address"`
-	// Weight biases balancing among replicas; 0 means 1.
-	Weight int `yaml:"weight"`
-}
-
-// Credentials is a user and password pair.
-type Credentials struct {
-	User     string `yaml:"user"`
-	Password string `yaml:"password"`
-}
-
-// Account is a client account declared in the config.
-type Account struct {
-	User     string `yaml:"user"`
-	Host     string `yaml:"host"`
-	Password string `yaml:"password"`
-}
-
-// Router chooses where statements go.
-type Router struct {
-	Type              string        `yaml:"type"`
-	MaxReplicationLag time.Duration `yaml:"max_replication_lag"`
-	// Target is readconnroute's choice of backend role: primary, replica or any.
-	Target string `yaml:"target"`
-	// Balance picks among usable replicas: least_outstanding or round_robin.
-	Balance string `yaml:"balance"`
-	// ClassifierCacheSize bounds the statement shapes whose class is cached.
-	ClassifierCacheSize int `yaml:"classifier_cache_size"`
-	// CausalReads: a read after a write waits on the replica for the write.
-	CausalReads        bool          `yaml:"causal_reads"`
-	CausalReadsTimeout time.Duration `yaml:"causal_reads_timeout"`
-	// MaxReplicaConnections: at most this many replica connections per
-	// session; 0 means one per replica.
-	MaxReplicaConnections int `yaml:"max_replica_connections"`
-	// PrimaryReads: the primary serves reads too, balanced with the
-	// replicas.
-	PrimaryReads bool `yaml:"primary_reads"`
-	// TransactionReplay: replay an open transaction on the next primary
-	// when its primary is lost; TransactionReplayMaxSize bounds the
-	// statement text kept per session (bytes).
-	TransactionReplay        bool `yaml:"transaction_replay"`
-	TransactionReplayMaxSize int  `yaml:"transaction_replay_max_size"`
-	// TransactionReplayRetryOnDeadlock: a transaction the server rolled
-	// back as a deadlock victim is replayed on the same connection, up to
-	// TransactionReplayAttempts times, instead of the client seeing 1213.
-	TransactionReplayRetryOnDeadlock bool `yaml:"transaction_replay_retry_on_deadlock"`
-	TransactionReplayAttempts        int  `yaml:"transaction_replay_attempts"`
-	// PrimaryWait: a statement for the primary while none is known (a
-	// failover under way) waits this long for one before it fails; 0 fails
-	// at once. MaxScale's delayed_retry, ProxySQL's wait for a writer.
-	PrimaryWait time.Duration `yaml:"primary_wait"`
-}
-
-// Monitor polls the servers.
-type Monitor struct {
-	Interval time.Duration `yaml:"interval"`
-	// Timeout bounds one poll of one server.
-	Timeout time.Duration `yaml:"timeout"`
-	// Type is mariadb (replication; MySQL too) or galera (Galera, PXC).
-	Type string `yaml:"type"`
-	// PreferredWriter: with galera, the node that takes writes while synced.
-	PreferredWriter string `yaml:"preferred_writer"`
-	// Heartbeat measures lag with a table the monitor writes on the
-	// primary every interval (HeartbeatTable) and reads on the replicas.
-	Heartbeat      bool   `yaml:"heartbeat"`
-	HeartbeatTable string `yaml:"heartbeat_table"`
-	// LagHysteresis: a lagging replica is usable again once its lag is
-	// below router.max_replication_lag times this fraction.
-	LagHysteresis float64 `yaml:"lag_hysteresis"`
-	// AutoFailover promotes the most advanced replica when the primary has
-	// been down for FailoverTimeout (MariaDB GTID replication).
-	AutoFailover    bool          `yaml:"auto_failover"`
-	FailoverTimeout time.Duration `yaml:"failover_timeout"`
-	// AutoRejoin points a server that comes back standalone at the primary.
-	AutoRejoin bool `yaml:"auto_rejoin"`
-	// ReplicationUser is what replicas log in to a new primary with;
-	// default: the service user.
-	ReplicationUser Credentials `yaml:"replication_user"`
 }
 
 // Genlog is the query-logging filter.
@@ -411,72 +318,25 @@ func (c *Config) setDefaults() {
 	if c.Name == "" {
 		c.Name, _ = os.Hostname()
 	}
+	c.Proxy = c.Proxy.WithDefaults()
+	c.Router.Config = c.Router.Config.WithDefaults()
+	c.Router.Recovery = c.Router.Recovery.WithDefaults()
+	c.Monitor = c.Monitor.WithDefaults()
+	// Spans two sections: replicas log in to a new primary as the service
+	// user unless monitor.replication_user names another.
+	if c.Monitor.Failover.ReplicationUser.User == "" {
+		c.Monitor.Failover.ReplicationUser = c.ServiceUser
+	}
+	c.Broker = c.Broker.WithDefaults()
 	if c.QueryDigests == 0 {
 		c.QueryDigests = 1000
 	}
 	if c.AdminListen == "" {
 		c.AdminListen = "127.0.0.1:8989"
 	}
-	if c.UsersRefreshInterval == 0 {
-		c.UsersRefreshInterval = 30 * time.Second
-	}
-	if c.MaxAllowedPacket == 0 {
-		c.MaxAllowedPacket = 64 << 20
-	}
-	if c.ConnectTimeout == 0 {
-		c.ConnectTimeout = 5 * time.Second
-	}
-	if c.DrainTimeout == 0 {
-		c.DrainTimeout = 30 * time.Second
-	}
 	if c.SchedSlice == nil {
 		d := DefaultSchedSlice
 		c.SchedSlice = &d
-	}
-	if c.Router.Type == "" {
-		c.Router.Type = "readwritesplit"
-	}
-	if c.Router.MaxReplicationLag == 0 {
-		c.Router.MaxReplicationLag = 10 * time.Second
-	}
-	if c.Router.Target == "" {
-		c.Router.Target = "primary"
-	}
-	if c.Router.Balance == "" {
-		c.Router.Balance = "least_outstanding"
-	}
-	if c.Router.CausalReadsTimeout == 0 {
-		c.Router.CausalReadsTimeout = 5 * time.Second
-	}
-	if c.Router.ClassifierCacheSize == 0 {
-		c.Router.ClassifierCacheSize = 10000
-	}
-	if c.Router.TransactionReplayMaxSize == 0 {
-		c.Router.TransactionReplayMaxSize = 1 << 20
-	}
-	if c.Router.TransactionReplayAttempts == 0 {
-		c.Router.TransactionReplayAttempts = 5
-	}
-	if c.Monitor.Interval == 0 {
-		c.Monitor.Interval = time.Second
-	}
-	if c.Monitor.Timeout == 0 {
-		c.Monitor.Timeout = 2 * time.Second
-	}
-	if c.Monitor.Type == "" {
-		c.Monitor.Type = "mariadb"
-	}
-	if c.Monitor.HeartbeatTable == "" {
-		c.Monitor.HeartbeatTable = "sluice.heartbeat"
-	}
-	if c.Monitor.FailoverTimeout == 0 {
-		c.Monitor.FailoverTimeout = 10 * time.Second
-	}
-	if c.Monitor.ReplicationUser.User == "" {
-		c.Monitor.ReplicationUser = c.ServiceUser
-	}
-	if c.Monitor.LagHysteresis == 0 {
-		c.Monitor.LagHysteresis = 0.8
 	}
 	if c.Genlog.Topic == "" {
 		c.Genlog.Topic = "sluice.genlog"
@@ -490,7 +350,6 @@ func (c *Config) setDefaults() {
 	if c.Genlog.OnFull == "" {
 		c.Genlog.OnFull = "spill"
 	}
-	c.Broker = c.Broker.WithDefaults()
 	if c.Genlog.SpillFile == "" {
 		// Beside the broker's data: ./data/genlog.spill by default.
 		c.Genlog.SpillFile = filepath.Join(filepath.Dir(c.Broker.DataDir), "genlog.spill")
@@ -509,22 +368,14 @@ func (c *Config) setDefaults() {
 			c.Servers[i].Weight = 1
 		}
 	}
-	for i := range c.Accounts {
-		if c.Accounts[i].Host == "" {
-			c.Accounts[i].Host = "%"
-		}
-	}
 }
 
 func (c *Config) validate() error {
-	if c.Listen == "" {
-		return &Error{Key: "listen", Msg: "missing; set the client listener address, e.g. listen: 127.0.0.1:4006"}
+	if err := c.Proxy.Validate(); err != nil {
+		return sectionError("", err)
 	}
-	if err := checkAddr("listen", c.Listen); err != nil {
-		return err
-	}
-	if err := checkAddr("admin_listen", c.AdminListen); err != nil {
-		return err
+	if err := confkey.CheckAddr("admin_listen", c.AdminListen); err != nil {
+		return sectionError("", err)
 	}
 	if len(c.Servers) == 0 {
 		return &Error{Key: "servers", Msg: "no servers; list at least one backend with name and address"}
@@ -539,8 +390,8 @@ func (c *Config) validate() error {
 			return &Error{Key: key + ".name", Msg: fmt.Sprintf("duplicate server name %q; names must be unique", s.Name)}
 		}
 		names[s.Name] = true
-		if err := checkAddr(key+".address", s.Address); err != nil {
-			return err
+		if err := confkey.CheckAddr(key+".address", s.Address); err != nil {
+			return sectionError("", err)
 		}
 		if s.Weight < 0 {
 			return &Error{Key: key + ".weight", Msg: "must be >= 0"}
@@ -549,57 +400,14 @@ func (c *Config) validate() error {
 	if c.ServiceUser.User == "" {
 		return &Error{Key: "service_user.user", Msg: "missing; Sluice needs an account to monitor the servers and load client accounts"}
 	}
-	for i, a := range c.Accounts {
-		if a.User == "" {
-			return &Error{Key: fmt.Sprintf("accounts[%d].user", i), Msg: "missing"}
-		}
+	if err := c.Router.Config.Validate(); err != nil {
+		return sectionError("router", err)
 	}
-	switch c.Router.Type {
-	case "readwritesplit", "readconnroute":
-	default:
-		return &Error{Key: "router.type", Msg: fmt.Sprintf("unknown router %q; use readwritesplit or readconnroute", c.Router.Type)}
+	if err := c.Router.Recovery.Validate(); err != nil {
+		return sectionError("router", err)
 	}
-	switch c.Router.Target {
-	case "primary", "replica", "any":
-	default:
-		return &Error{Key: "router.target", Msg: fmt.Sprintf("unknown target %q; use primary, replica or any", c.Router.Target)}
-	}
-	switch c.Router.Balance {
-	case "least_outstanding", "round_robin":
-	default:
-		return &Error{Key: "router.balance", Msg: fmt.Sprintf("unknown balance %q; use least_outstanding or round_robin", c.Router.Balance)}
-	}
-	if c.Router.TransactionReplayMaxSize < 0 || c.Router.TransactionReplayMaxSize > 64<<20 {
-		return &Error{Key: "router.transaction_replay_max_size", Msg: fmt.Sprintf("%d is out of range; use 1 to 67108864 bytes, e.g. 1048576", c.Router.TransactionReplayMaxSize)}
-	}
-	if c.Router.TransactionReplayAttempts < 0 || c.Router.TransactionReplayAttempts > 100 {
-		return &Error{Key: "router.transaction_replay_attempts", Msg: fmt.Sprintf("%d is out of range; use 1 to 100, e.g. 5", c.Router.TransactionReplayAttempts)}
-	}
-	if c.Router.TransactionReplayRetryOnDeadlock && !c.Router.TransactionReplay {
-		return &Error{Key: "router.transaction_replay_retry_on_deadlock", Msg: "needs the transaction's statements, which only router.transaction_replay keeps; set transaction_replay: true too, or remove this key"}
-	}
-	if c.Router.MaxReplicaConnections < 0 {
-		return &Error{Key: "router.max_replica_connections", Msg: "must be >= 0 (0: one per replica)"}
-	}
-	if c.Router.PrimaryWait < 0 || c.Router.PrimaryWait > 5*time.Minute {
-		return &Error{Key: "router.primary_wait", Msg: fmt.Sprintf("%v is out of range; use 0s (fail at once) up to 5m, e.g. 10s", c.Router.PrimaryWait)}
-	}
-	if c.Router.ClassifierCacheSize < 0 {
-		return &Error{Key: "router.classifier_cache_size", Msg: "must be > 0"}
-	}
-	if c.Monitor.Interval < 10*time.Millisecond {
-		return &Error{Key: "monitor.interval", Msg: fmt.Sprintf("%v is too short; use 10ms or more", c.Monitor.Interval)}
-	}
-	switch c.Monitor.Type {
-	case "mariadb", "mysql", "galera":
-	default:
-		return &Error{Key: "monitor.type", Msg: fmt.Sprintf("unknown type %q; use mariadb (replication, MySQL too) or galera", c.Monitor.Type)}
-	}
-	if c.Monitor.LagHysteresis <= 0 || c.Monitor.LagHysteresis > 1 {
-		return &Error{Key: "monitor.lag_hysteresis", Msg: "must be in (0, 1], e.g. 0.8"}
-	}
-	if db, table, ok := strings.Cut(c.Monitor.HeartbeatTable, "."); !ok || !isIdent(db) || !isIdent(table) {
-		return &Error{Key: "monitor.heartbeat_table", Msg: fmt.Sprintf("%q is not database.table (letters, digits, _ and $)", c.Monitor.HeartbeatTable)}
+	if err := c.Monitor.Validate(); err != nil {
+		return sectionError("monitor", err)
 	}
 	switch {
 	case (c.TLS.Cert == "") != (c.TLS.Key == ""):
@@ -623,23 +431,6 @@ func (c *Config) validate() error {
 	}
 	if d := c.SchedSlice; d != nil && *d != 0 && (*d < MinSchedSlice || *d > MaxSchedSlice) {
 		return &Error{Key: "sched_slice", Msg: fmt.Sprintf("%v is outside the kernel's range: use %v to %v, or 0s for the kernel's default", *d, MinSchedSlice, MaxSchedSlice)}
-	}
-	if c.MaxConnections < 0 {
-		return &Error{Key: "max_connections", Msg: "must be >= 0 (0 means unlimited)"}
-	}
-	if c.MaxUserConnections < 0 {
-		return &Error{Key: "max_user_connections", Msg: "must be >= 0 (0 means unlimited)"}
-	}
-	for user, n := range c.UserMaxConnections {
-		if n < 0 {
-			return &Error{Key: "user_max_connections." + user, Msg: "must be >= 0 (0 means unlimited)"}
-		}
-	}
-	if c.ClientIdleTimeout < 0 || c.BackendReadTimeout < 0 {
-		return &Error{Key: "client_idle_timeout", Msg: "timeouts must be >= 0 (0 means none)"}
-	}
-	if c.MaxAllowedPacket < 1024 || c.MaxAllowedPacket > 1<<30 {
-		return &Error{Key: "max_allowed_packet", Msg: "must be between 1024 and 1073741824 bytes"}
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
@@ -685,6 +476,14 @@ func (c *Config) validate() error {
 	return nil
 }
 
+// sectionError locates an error of a section's Validate, whose key is
+// relative to the section, in the file: section "router" and key "type"
+// is router.type; section "" is the top level.
+func sectionError(section string, err error) error {
+	ke := confkey.In(section, err)
+	return &Error{Key: ke.Key, Msg: ke.Msg}
+}
+
 // brokerError locates logbroker's "broker.key: message" errors in the file.
 func brokerError(err error) error {
 	msg := err.Error()
@@ -692,32 +491,6 @@ func brokerError(err error) error {
 		return &Error{Key: key, Msg: rest}
 	}
 	return &Error{Key: "broker", Msg: msg}
-}
-
-func checkAddr(key, addr string) error {
-	if addr == "" {
-		return &Error{Key: key, Msg: "missing; use host:port"}
-	}
-	_, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return &Error{Key: key, Msg: fmt.Sprintf("%q is not host:port", addr)}
-	}
-	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
-		return &Error{Key: key, Msg: fmt.Sprintf("port %q in %q is not a number from 0 to 65535", port, addr)}
-	}
-	return nil
-}
-
-func isIdent(s string) bool {
-	if s == "" {
-		return false
-	}
-	for _, r := range s {
-		if !(r == '_' || r == '$' || (r >= 'a' && r <= 'z') || (r >= 'A' && r <= 'Z') || (r >= '0' && r <= '9')) {
-			return false
-		}
-	}
-	return true
 }
 
 // lineOf finds the line of a dotted key ("servers[1].address") in the YAML

@@ -13,7 +13,7 @@ func TestExampleConfigLoads(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.Listen != "127.0.0.1:4006" || len(cfg.Servers) != 2 || cfg.Router.MaxReplicationLag != 10*time.Second ||
+	if cfg.Proxy.Listen != "127.0.0.1:4006" || len(cfg.Servers) != 2 || cfg.Router.MaxReplicationLag != 10*time.Second ||
 		cfg.Broker.Partitions != 4 || cfg.Broker.Retention != 168*time.Hour || !cfg.Genlog.Enabled {
 		t.Fatalf("example config decoded wrong: %+v", cfg)
 	}
@@ -43,6 +43,22 @@ func TestErrorsNameFileKeyAndLine(t *testing.T) {
 			"x.yaml:5: router.transaction_replay_attempts: 1000 is out of range; use 1 to 100, e.g. 5"},
 		{"listen: 127.0.0.1:4006\nservers: [{name: a, address: '127.0.0.1:1'}]\nservice_user: {user: m}\nrouter:\n  transaction_replay_retry_on_deadlock: true\n",
 			"x.yaml:5: router.transaction_replay_retry_on_deadlock: needs the transaction's statements, which only router.transaction_replay keeps; set transaction_replay: true too"},
+		// Keys of the sections that packages own keep their full path.
+		{"listen: 127.0.0.1:4006\nservers: [{name: a, address: '127.0.0.1:1'}]\nservice_user: {user: m}\nmonitor:\n  heartbeat: true\n  heartbeat_table: nodot\n",
+			"x.yaml:6: monitor.heartbeat_table: \"nodot\" is not database.table"},
+		{"listen: 127.0.0.1:4006\nservers: [{name: a, address: '127.0.0.1:1'}]\nservice_user: {user: m}\nmonitor:\n  interval: 1ms\n",
+			"x.yaml:5: monitor.interval: 1ms is too short; use 10ms or more"},
+		{"listen: 127.0.0.1:4006\nservers: [{name: a, address: '127.0.0.1:1'}]\nservice_user: {user: m}\nrouter:\n  type: readconnroute\n  target: nowhere\n",
+			"x.yaml:6: router.target: unknown target \"nowhere\""},
+		{"listen: 127.0.0.1:4006\nservers: [{name: a, address: '127.0.0.1:1'}]\nservice_user: {user: m}\nuser_max_connections:\n  bob: -1\n",
+			"x.yaml:5: user_max_connections.bob: must be >= 0"},
+		{"listen: 127.0.0.1:4006\nservers: [{name: a, address: '127.0.0.1:1'}]\nservice_user: {user: m}\naccounts:\n  - user: a\n  - host: '%'\n",
+			"x.yaml:6: accounts[1].user: missing"},
+		{"listen: nope\n", "x.yaml:1: listen: \"nope\" is not host:port"},
+		{"listen: 127.0.0.1:4006\nadmin_listen: 127.0.0.1:99999\n", "x.yaml:2: admin_listen: port \"99999\""},
+		// Unknown keys are refused in inlined sections too.
+		{"listen: 127.0.0.1:4006\nrouter:\n  type: readwritesplit\n  transaction_replay_typo: true\n", "x.yaml:4: unknown key \"transaction_replay_typo\""},
+		{"listen: 127.0.0.1:4006\nmonitor:\n  auto_failover: true\n  failover_typo: 1s\n", "x.yaml:4: unknown key \"failover_typo\""},
 		{"listen: 127.0.0.1:4006\nservers: [{name: a, address: '127.0.0.1:1'}]\nservice_user: {user: m}\nfilters:\n  - type: regex\n    match: x\n  - type: regex\n    match: '(bad'\n",
 			"x.yaml:8: filters[1].match: not an RE2 pattern"},
 	}
@@ -61,7 +77,7 @@ func TestDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.Router.Type != "readwritesplit" || cfg.Monitor.Interval != time.Second || cfg.UsersRefreshInterval != 30*time.Second ||
+	if cfg.Router.Type != "readwritesplit" || cfg.Monitor.Interval != time.Second || cfg.Proxy.UsersRefreshInterval != 30*time.Second ||
 		cfg.Servers[0].Weight != 1 || cfg.AdminListen != "127.0.0.1:8989" || cfg.Genlog.Topic != "sluice.genlog" ||
 		*cfg.SchedSlice != 100*time.Microsecond {
 		t.Fatalf("defaults: %+v", cfg)
@@ -73,5 +89,29 @@ func TestDefaults(t *testing.T) {
 	}
 	if *cfg.SchedSlice != 0 {
 		t.Fatalf("sched_slice: 0s loaded as %v", *cfg.SchedSlice)
+	}
+}
+
+func TestSectionDefaultsAndRedaction(t *testing.T) {
+	cfg, err := Parse("x.yaml", []byte("listen: 127.0.0.1:4006\nservers: [{name: a, address: '127.0.0.1:1'}]\nservice_user: {user: m, password: mp}\n"+
+		"admin_token: tok\naccounts: [{user: app, password: ap}]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Router.Target != "primary" || cfg.Router.ClassifierCacheSize != 10000 || cfg.Router.Recovery.TransactionReplayAttempts != 5 ||
+		cfg.Router.Recovery.TransactionReplayMaxSize != 1<<20 || cfg.Proxy.MaxAllowedPacket != 64<<20 || cfg.Proxy.DrainTimeout != 30*time.Second ||
+		cfg.Proxy.Accounts[0].Host != "%" || cfg.Monitor.HeartbeatTable != "sluice.heartbeat" || cfg.Monitor.Failover.Timeout != 10*time.Second ||
+		cfg.Monitor.Failover.ReplicationUser.User != "m" || cfg.Monitor.Failover.ReplicationUser.Password != "mp" {
+		t.Fatalf("section defaults: %+v", cfg)
+	}
+	r := cfg.Redacted()
+	for what, got := range map[string]string{"service_user": r.ServiceUser.Password, "admin_token": r.AdminToken,
+		"accounts": r.Proxy.Accounts[0].Password, "replication_user": r.Monitor.Failover.ReplicationUser.Password} {
+		if got != "********" {
+			t.Errorf("%s password shown redacted as %q", what, got)
+		}
+	}
+	if cfg.Proxy.Accounts[0].Password != "ap" || cfg.ServiceUser.Password != "mp" {
+		t.Fatal("Redacted changed the config it copied")
 	}
 }

@@ -1,0 +1,198 @@
+package proxy
+
+import (
+	"crypto/tls"
+	"fmt"
+	"time"
+
+	"github.com/sluice-proxy/sluice/internal/confkey"
+)
+
+// Config is the proxy's part of sluice.yaml: the top-level keys of the
+// client listener, the sessions and the client accounts. Zero values mean
+// "use the default"; WithDefaults fills them in. The fields tagged
+// `yaml:"-"` come from other sections and are set by the wiring.
+type Config struct {
+	// Name identifies this Sluice instance (the top-level name).
+	Name string `yaml:"-"`
+	// Listen is the client listener's host:port; ListenReusePort sets
+	// SO_REUSEPORT on it so several Sluice instances can share one port
+	// (the kernel spreads connections).
+	Listen          string `yaml:"listen"`
+	ListenReusePort bool   `yaml:"listen_reuseport"`
+	// ServerVersion, when set, replaces the primary's version in handshakes.
+	ServerVersion string `yaml:"server_version"`
+	// MaxConnections caps concurrent client sessions; 0: unlimited.
+	MaxConnections int `yaml:"max_connections"`
+	// MaxUserConnections caps each user's sessions (error 1203, as MySQL's
+	// max_user_connections); UserMaxConnections overrides it per user.
+	// 0: unlimited.
+	MaxUserConnections int            `yaml:"max_user_connections"`
+	UserMaxConnections map[string]int `yaml:"user_max_connections"`
+	// ClientIdleTimeout closes sessions idle this long between commands
+	// (MySQL's wait_timeout); 0: never.
+	ClientIdleTimeout time.Duration `yaml:"client_idle_timeout"`
+	// BackendReadTimeout bounds one command's answer from a server before
+	// the client gets an error and that connection is closed; 0: no bound.
+	BackendReadTimeout time.Duration `yaml:"backend_read_timeout"`
+	// MaxAllowedPacket is the largest client command accepted. Default 64 MiB.
+	MaxAllowedPacket int `yaml:"max_allowed_packet"`
+	// ConnectTimeout bounds dialing and logging in to a backend. Default 5s.
+	ConnectTimeout time.Duration `yaml:"connect_timeout"`
+	// DrainTimeout bounds how long a shutdown waits for sessions to
+	// finish (Shutdown's deadline). Default 30s.
+	DrainTimeout time.Duration `yaml:"drain_timeout"`
+	// Accounts are client accounts known from the config rather than
+	// loaded from the servers, for setups where the service user cannot
+	// read mysql.user (see ConfigAccounts).
+	Accounts []AccountConfig `yaml:"accounts"`
+	// UsersRefreshInterval throttles reloading accounts from the servers
+	// after an unknown user or a failed password check. Default 30s.
+	UsersRefreshInterval time.Duration `yaml:"users_refresh_interval"`
+
+	// ClassifierCacheSize bounds the statement shapes whose class is
+	// cached (router.classifier_cache_size).
+	ClassifierCacheSize int `yaml:"-"`
+	// TLS, when set, is offered to clients; RequireTLS refuses clients
+	// that do not use it (the tls: section).
+	TLS        *tls.Config `yaml:"-"`
+	RequireTLS bool        `yaml:"-"`
+	// BackendTLS, when set, is used on every backend connection; a server
+	// that does not offer TLS is refused (the tls: section).
+	BackendTLS *tls.Config `yaml:"-"`
+	// Recovery is what a session does when a server is lost under it (its
+	// keys are in the router: section).
+	Recovery RecoveryConfig `yaml:"-"`
+}
+
+// AccountConfig is a client account declared in the config.
+type AccountConfig struct {
+	User string `yaml:"user"`
+	// Host is the client host pattern, as in mysql.user. Default %.
+	Host     string `yaml:"host"`
+	Password string `yaml:"password"`
+}
+
+// WithDefaults returns a copy of c with every zero value that has a
+// default replaced by it.
+func (c Config) WithDefaults() Config {
+	if c.MaxAllowedPacket == 0 {
+		c.MaxAllowedPacket = 64 << 20
+	}
+	if c.ConnectTimeout == 0 {
+		c.ConnectTimeout = 5 * time.Second
+	}
+	if c.DrainTimeout == 0 {
+		c.DrainTimeout = 30 * time.Second
+	}
+	if c.UsersRefreshInterval == 0 {
+		c.UsersRefreshInterval = 30 * time.Second
+	}
+	if c.Accounts != nil {
+		c.Accounts = append([]AccountConfig(nil), c.Accounts...)
+		for i := range c.Accounts {
+			if c.Accounts[i].Host == "" {
+				c.Accounts[i].Host = "%"
+			}
+		}
+	}
+	return c
+}
+
+// Validate checks c (after WithDefaults); its errors are *confkey.Error
+// naming the key.
+func (c *Config) Validate() error {
+	if c.Listen == "" {
+		return confkey.Errorf("listen", "missing; set the client listener address, e.g. listen: 127.0.0.1:4006")
+	}
+	if err := confkey.CheckAddr("listen", c.Listen); err != nil {
+		return err
+	}
+	for i, a := range c.Accounts {
+		if a.User == "" {
+			return confkey.Errorf(fmt.Sprintf("accounts[%d].user", i), "missing")
+		}
+	}
+	if c.MaxConnections < 0 {
+		return confkey.Errorf("max_connections", "must be >= 0 (0 means unlimited)")
+	}
+	if c.MaxUserConnections < 0 {
+		return confkey.Errorf("max_user_connections", "must be >= 0 (0 means unlimited)")
+	}
+	for user, n := range c.UserMaxConnections {
+		if n < 0 {
+			return confkey.Errorf("user_max_connections."+user, "must be >= 0 (0 means unlimited)")
+		}
+	}
+	if c.ClientIdleTimeout < 0 || c.BackendReadTimeout < 0 {
+		return confkey.Errorf("client_idle_timeout", "timeouts must be >= 0 (0 means none)")
+	}
+	if c.MaxAllowedPacket < 1024 || c.MaxAllowedPacket > 1<<30 {
+		return confkey.Errorf("max_allowed_packet", "must be between 1024 and 1073741824 bytes")
+	}
+	return nil
+}
+
+// ConfigAccounts are the accounts of the accounts: key, for
+// Accounts.SetConfigAccounts.
+func (c *Config) ConfigAccounts() []Account {
+	out := make([]Account, 0, len(c.Accounts))
+	for _, a := range c.Accounts {
+		out = append(out, NewConfigAccount(a.User, a.Host, a.Password))
+	}
+	return out
+}
+
+// RecoveryConfig is how a session recovers when its server is lost. Its
+// keys are in the `router:` section of sluice.yaml (where they always
+// were), though only the proxy reads them.
+type RecoveryConfig struct {
+	// TransactionReplay: a transaction whose primary is lost is replayed on
+	// the next one, and goes on if every statement answers as before
+	// (MaxScale's transaction_replay). TransactionReplayMaxSize bounds the
+	// statement text kept per session (bytes; default 1 MiB).
+	TransactionReplay        bool `yaml:"transaction_replay"`
+	TransactionReplayMaxSize int  `yaml:"transaction_replay_max_size"`
+	// TransactionReplayRetryOnDeadlock: a statement answered with a
+	// deadlock (1213: the server rolled the transaction back) is not
+	// relayed; the transaction is replayed on the same connection and the
+	// statement runs again, up to TransactionReplayAttempts times (default
+	// 5; MaxScale's transaction_replay_retry_on_deadlock and
+	// transaction_replay_attempts).
+	TransactionReplayRetryOnDeadlock bool `yaml:"transaction_replay_retry_on_deadlock"`
+	TransactionReplayAttempts        int  `yaml:"transaction_replay_attempts"`
+	// PrimaryWait is how long a statement for the primary waits for one
+	// to be known and to accept connections (a failover under way); 0
+	// does not wait. MaxScale's delayed_retry, ProxySQL's wait for a writer.
+	PrimaryWait time.Duration `yaml:"primary_wait"`
+}
+
+// WithDefaults returns a copy of c with every zero value that has a
+// default replaced by it.
+func (c RecoveryConfig) WithDefaults() RecoveryConfig {
+	if c.TransactionReplayMaxSize == 0 {
+		c.TransactionReplayMaxSize = 1 << 20
+	}
+	if c.TransactionReplayAttempts == 0 {
+		c.TransactionReplayAttempts = 5
+	}
+	return c
+}
+
+// Validate checks c (after WithDefaults); its errors are *confkey.Error
+// naming the key within the router section.
+func (c *RecoveryConfig) Validate() error {
+	if c.TransactionReplayMaxSize < 0 || c.TransactionReplayMaxSize > 64<<20 {
+		return confkey.Errorf("transaction_replay_max_size", "%d is out of range; use 1 to 67108864 bytes, e.g. 1048576", c.TransactionReplayMaxSize)
+	}
+	if c.TransactionReplayAttempts < 0 || c.TransactionReplayAttempts > 100 {
+		return confkey.Errorf("transaction_replay_attempts", "%d is out of range; use 1 to 100, e.g. 5", c.TransactionReplayAttempts)
+	}
+	if c.TransactionReplayRetryOnDeadlock && !c.TransactionReplay {
+		return confkey.Errorf("transaction_replay_retry_on_deadlock", "needs the transaction's statements, which only router.transaction_replay keeps; set transaction_replay: true too, or remove this key")
+	}
+	if c.PrimaryWait < 0 || c.PrimaryWait > 5*time.Minute {
+		return confkey.Errorf("primary_wait", "%v is out of range; use 0s (fail at once) up to 5m, e.g. 10s", c.PrimaryWait)
+	}
+	return nil
+}
