@@ -40,7 +40,7 @@ type Config struct {
 // default replaced by it.
 func (c Config) WithDefaults() Config {
 	if c.Type == "" {
-		c.Type = "readwritesplit"
+		c.Type = TypeReadWriteSplit
 	}
 	if c.MaxReplicationLag == 0 {
 		c.MaxReplicationLag = 10 * time.Second
@@ -64,7 +64,7 @@ func (c Config) WithDefaults() Config {
 // naming the key within the section.
 func (c *Config) Validate() error {
 	switch c.Type {
-	case "readwritesplit", "readconnroute":
+	case TypeReadWriteSplit, TypeReadConnRoute:
 	default:
 		return confkey.Errorf("type", "unknown router %q; use readwritesplit or readconnroute", c.Type)
 	}

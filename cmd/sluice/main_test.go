@@ -183,6 +183,12 @@ func TestServeReloadAndDrain(t *testing.T) {
 	if _, err := net.DialTimeout("tcp", in.listen, time.Second); err == nil {
 		t.Fatal("listener still accepts while draining")
 	}
+	// The admin server stops after the drain: operators watch it from there.
+	if resp, err := http.Get("http://" + in.admin + "/metrics"); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /metrics while draining: %v %v, want 200", resp, err)
+	} else {
+		resp.Body.Close()
+	}
 	if _, err := conn.ExecContext(ctx, "COMMIT"); err != nil {
 		t.Fatalf("commit while draining: %v", err)
 	}

@@ -49,10 +49,11 @@ func NewLogger(cfg config.Log, level *slog.LevelVar) *slog.Logger {
 //
 // Its components start in the order they depend on each other: the bundled
 // broker, the events producer, the monitor, the accounts loader, the genlog
-// producer, the proxy, the admin server. However Serve ends (a signal, the
+// producer, the admin server, the proxy. However Serve ends (a signal, the
 // client listener failing, a startup step failing half-way), they stop in
 // the reverse order, each joined before what it uses stops: no component
-// outlives what it writes to.
+// outlives what it writes to, and the admin server answers until the
+// proxy has drained.
 func Serve(cfgFile string) error {
 	cfg, err := config.Load(cfgFile)
 	if err != nil {
@@ -178,29 +179,6 @@ func Serve(cfgFile string) error {
 			Name: "sluice_query_digests_evicted", Help: "Statement shapes evicted from the digest table since it was created (start or resize).",
 		}, func() float64 { return float64(srv.Digests().Evicted()) }))
 
-	ln, err := listenClients(cfg)
-	if err != nil {
-		return fmt.Errorf("listen %s: %w", cfg.Proxy.Listen, err)
-	}
-	proxyCtx, stopAccepting := context.WithCancel(context.Background())
-	serveErr := make(chan error, 1)
-	served := make(chan struct{})
-	go func() {
-		defer close(served)
-		serveErr <- srv.Serve(proxyCtx, ln)
-	}()
-	lc.start("proxy", func(ctx context.Context) error {
-		stopAccepting()
-		<-served // the listener is closed
-		log.Info("draining", "sessions", srv.Sessions(), "timeout", cfg.Proxy.DrainTimeout)
-		dctx, dcancel := context.WithTimeout(ctx, cfg.Proxy.DrainTimeout)
-		defer dcancel()
-		if err := srv.Shutdown(dctx); err != nil {
-			log.Warn("drain incomplete", "err", err)
-		}
-		return nil
-	})
-
 	// running is the config in force, for GET /v1/config and reloads.
 	var running atomic.Pointer[config.Config]
 	running.Store(cfg)
@@ -269,6 +247,8 @@ func Serve(cfgFile string) error {
 			log.Error("admin server stopped", "err", err)
 		}
 	}()
+	// Started before the proxy, so it stops after the drain: /health,
+	// /metrics and the API answer while sessions finish.
 	lc.start("admin server", func(ctx context.Context) error {
 		sctx, scancel := context.WithTimeout(ctx, 5*time.Second)
 		defer scancel()
@@ -280,6 +260,29 @@ func Serve(cfgFile string) error {
 		}
 		<-adminDone
 		return err
+	})
+
+	ln, err := listenClients(cfg)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", cfg.Proxy.Listen, err)
+	}
+	proxyCtx, stopAccepting := context.WithCancel(context.Background())
+	serveErr := make(chan error, 1)
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		serveErr <- srv.Serve(proxyCtx, ln)
+	}()
+	lc.start("proxy", func(ctx context.Context) error {
+		stopAccepting()
+		<-served // the listener is closed
+		log.Info("draining", "sessions", srv.Sessions(), "timeout", cfg.Proxy.DrainTimeout)
+		dctx, dcancel := context.WithTimeout(ctx, cfg.Proxy.DrainTimeout)
+		defer dcancel()
+		if err := srv.Shutdown(dctx); err != nil {
+			log.Warn("drain incomplete", "err", err)
+		}
+		return nil
 	})
 
 	// Again for the threads started meanwhile from one not yet done.
