@@ -1,55 +1,16 @@
 package audit
 
 import (
-	"math/rand/v2"
-	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
 )
 
-// GenlogConfig is the genlog section.
-type GenlogConfig struct {
-	Topic string
-	// Proxy names this Sluice instance in every record.
-	Proxy string
-	// MaxQueryBytes truncates logged statements (0: 64 KiB); a truncated
-	// one carries "query_truncated": true.
-	MaxQueryBytes int
-	// RedactLiterals logs the fingerprint instead of the statement text.
-	RedactLiterals bool
-	// Include and Exclude select query records by user or database: with
-	// Include set, only matching sessions are logged; Exclude wins.
-	IncludeUsers, ExcludeUsers, IncludeDBs, ExcludeDBs []string
-	// Sample logs this fraction of query records (0 or 1: all). Logins,
-	// connects and quits are always logged.
-	Sample float64
-	// Params logs the parameters of prepared statements' executes.
-	Params bool
-	// GTID asks for the GTID of each committed write (one more round trip
-	// per write; free when router.causal_reads already reads it).
-	GTID bool
-}
-
-// wantQuery applies include, exclude and sampling to a query record.
-func (c *GenlogConfig) wantQuery(s *Session) bool {
-	if slices.Contains(c.ExcludeUsers, s.User) || slices.Contains(c.ExcludeDBs, s.DB) {
-		return false
-	}
-	if len(c.IncludeUsers) > 0 && !slices.Contains(c.IncludeUsers, s.User) {
-		return false
-	}
-	if len(c.IncludeDBs) > 0 && !slices.Contains(c.IncludeDBs, s.DB) {
-		return false
-	}
-	return c.Sample <= 0 || c.Sample >= 1 || rand.Float64() < c.Sample
-}
-
 // Genlog writes one JSON record per query and per login, keyed by session so
 // that a session's records stay in order in one partition.
 type Genlog struct {
-	cfg  atomic.Pointer[GenlogConfig]
+	cfg  atomic.Pointer[Config]
 	sink Sink
 	// second caches the date and time of the last second a record was
 	// stamped in: thousands of records a second share it.
@@ -62,17 +23,15 @@ type stampedSecond struct {
 }
 
 // NewGenlog builds the query log over sink.
-func NewGenlog(cfg GenlogConfig, sink Sink) *Genlog {
+func NewGenlog(cfg Config, sink Sink) *Genlog {
 	g := &Genlog{sink: sink}
 	g.SetConfig(cfg)
 	return g
 }
 
 // SetConfig applies a reloaded genlog section.
-func (g *Genlog) SetConfig(cfg GenlogConfig) {
-	if cfg.MaxQueryBytes <= 0 {
-		cfg.MaxQueryBytes = 64 << 10
-	}
+func (g *Genlog) SetConfig(cfg Config) {
+	cfg = cfg.WithDefaults()
 	g.cfg.Store(&cfg)
 }
 
@@ -161,7 +120,7 @@ func (g *Genlog) LogQuery(s *Session, q *Query) {
 	b = appendField(b, "server", q.Server)
 	b = appendField(b, "command", q.Command)
 	text, truncated := q.Text, false
-	if cfg.RedactLiterals || q.Sensitive {
+	if cfg.redactLiterals() || q.Sensitive {
 		text = q.Fingerprint
 	}
 	if len(text) > cfg.MaxQueryBytes {
@@ -171,11 +130,11 @@ func (g *Genlog) LogQuery(s *Session, q *Query) {
 	if truncated {
 		b = append(b, `,"query_truncated":true`...)
 	}
-	if q.Original != "" && !cfg.RedactLiterals && !q.Sensitive {
+	if q.Original != "" && !cfg.redactLiterals() && !q.Sensitive {
 		// A filter rewrote the statement: the trail shows what the client sent.
 		b = appendField(b, "original_query", truncateUTF8(q.Original, cfg.MaxQueryBytes))
 	}
-	if len(q.Params) > 0 && cfg.Params && !cfg.RedactLiterals && !q.Sensitive {
+	if len(q.Params) > 0 && cfg.Params && !cfg.redactLiterals() && !q.Sensitive {
 		b = append(b, `,"params":[`...)
 		for i, p := range q.Params {
 			if i > 0 {
@@ -223,7 +182,7 @@ func (g *Genlog) LogQuery(s *Session, q *Query) {
 // WantsParams reports whether records carry prepared-statement parameters.
 func (g *Genlog) WantsParams() bool {
 	cfg := g.cfg.Load()
-	return cfg.Params && !cfg.RedactLiterals
+	return cfg.Params && !cfg.redactLiterals()
 }
 
 // WantsGTID reports whether records of writes carry their GTID.
@@ -257,7 +216,7 @@ func (g *Genlog) LogQuit(s *Session, at time.Time, duration time.Duration, state
 	g.send(s, append(b, '}'), cfg)
 }
 
-func (g *Genlog) head(b []byte, typ string, ts time.Time, s *Session, cfg *GenlogConfig) []byte {
+func (g *Genlog) head(b []byte, typ string, ts time.Time, s *Session, cfg *Config) []byte {
 	b = append(b, `{"type":"`...)
 	b = append(b, typ...)
 	b = append(b, `","ts":"`...)
@@ -277,7 +236,7 @@ func (g *Genlog) head(b []byte, typ string, ts time.Time, s *Session, cfg *Genlo
 	return append(b, w.json...)
 }
 
-func (g *Genlog) send(s *Session, rec []byte, cfg *GenlogConfig) {
+func (g *Genlog) send(s *Session, rec []byte, cfg *Config) {
 	if s.key == nil || s.keyID != s.ID {
 		s.key, s.keyID = strconv.AppendUint(nil, uint64(s.ID), 10), s.ID
 	}

@@ -19,7 +19,7 @@ func (m *memSink) Send(r Record) bool {
 
 func TestGenlogRecordsAreValidJSON(t *testing.T) {
 	sink := &memSink{}
-	g := NewGenlog(GenlogConfig{Topic: "t", Proxy: "p1", MaxQueryBytes: 40}, sink)
+	g := NewGenlog(Config{Topic: "t", Proxy: "p1", MaxQueryBytes: 40}, sink)
 	s := &Session{ID: 7, User: "app", Client: "127.0.0.1:5000", DB: "app"}
 	g.LogQuery(s, &Query{Start: time.Unix(1700000000, 123456000), Duration: 1500 * time.Microsecond, Command: "COM_QUERY",
 		Text: "SELECT 'quote\" back\\ nl\n bin\xff', 'ünïcödé' FROM t WHERE id = 1 AND more text", Fingerprint: "SELECT ?", Digest: 0xabc,
@@ -63,7 +63,7 @@ func TestGenlogRecordsAreValidJSON(t *testing.T) {
 }
 
 func BenchmarkLogQuery(b *testing.B) {
-	g := NewGenlog(GenlogConfig{Topic: "t", Proxy: "p1"}, discard{})
+	g := NewGenlog(Config{Topic: "t", Proxy: "p1"}, discard{})
 	s := &Session{ID: 7, User: "app", Client: "127.0.0.1:5000", DB: "sbtest"}
 	q := &Query{Start: time.Now(), Command: "COM_QUERY", Text: "SELECT c FROM sbtest1 WHERE id=4711", Fingerprint: "SELECT c FROM sbtest1 WHERE id=?", Server: "replica1", Route: "replica", Rows: 1}
 	b.ReportAllocs()
@@ -78,7 +78,7 @@ func (discard) Send(Record) bool { return true }
 
 func TestGenlogIncludeExcludeSample(t *testing.T) {
 	sink := &memSink{}
-	g := NewGenlog(GenlogConfig{Topic: "t", IncludeUsers: []string{"app", "ops"}, ExcludeDBs: []string{"scratch"}}, sink)
+	g := NewGenlog(Config{Topic: "t", Include: Select{Users: []string{"app", "ops"}}, Exclude: Select{Databases: []string{"scratch"}}}, sink)
 	q := &Query{Text: "SELECT 1"}
 	g.LogQuery(&Session{ID: 1, User: "app", DB: "shop"}, q)
 	g.LogQuery(&Session{ID: 2, User: "batch", DB: "shop"}, q)  // not included
@@ -88,7 +88,7 @@ func TestGenlogIncludeExcludeSample(t *testing.T) {
 		t.Fatalf("records for sessions %v", sink.keys)
 	}
 	sink = &memSink{}
-	g = NewGenlog(GenlogConfig{Topic: "t", Sample: 0.25}, sink)
+	g = NewGenlog(Config{Topic: "t", Sample: 0.25}, sink)
 	s := &Session{ID: 9}
 	for range 4000 {
 		g.LogQuery(s, q)
@@ -106,7 +106,7 @@ func TestGenlogIncludeExcludeSample(t *testing.T) {
 // and given in another zone must all read as time.Format would write them.
 func TestTimestampsAcrossSeconds(t *testing.T) {
 	sink := &memSink{}
-	g := NewGenlog(GenlogConfig{Topic: "t", Proxy: "p1"}, sink)
+	g := NewGenlog(Config{Topic: "t", Proxy: "p1"}, sink)
 	s := &Session{ID: 1}
 	base := time.Date(2026, 12, 31, 23, 59, 59, 0, time.UTC)
 	times := []time.Time{
@@ -136,7 +136,7 @@ func TestTimestampsAcrossSeconds(t *testing.T) {
 // values, and records of two sessions their own.
 func TestSessionFieldsFollowChanges(t *testing.T) {
 	sink := &memSink{}
-	g := NewGenlog(GenlogConfig{Topic: "t", Proxy: "p1"}, sink)
+	g := NewGenlog(Config{Topic: "t", Proxy: "p1"}, sink)
 	a := &Session{ID: 1, User: "app", Client: "127.0.0.1:1", DB: "one"}
 	b := &Session{ID: 2, User: "other", Client: "127.0.0.1:2", DB: "x"}
 	q := &Query{Text: "SELECT 1", Fingerprint: "SELECT ?"}
@@ -146,7 +146,7 @@ func TestSessionFieldsFollowChanges(t *testing.T) {
 	g.LogQuery(a, q)
 	a.User = "renamed"
 	g.LogQuery(a, q)
-	g.SetConfig(GenlogConfig{Topic: "t", Proxy: "p2"})
+	g.SetConfig(Config{Topic: "t", Proxy: "p2"})
 	g.LogQuery(a, q)
 	want := []struct{ user, client, db, proxy string }{
 		{"app", "127.0.0.1:1", "one", "p1"},

@@ -55,7 +55,7 @@ func TestFilters(t *testing.T) {
 		t.Run(rt, func(t *testing.T) {
 			s := startRouted(t, router.Config{Type: rt, Target: "primary", MaxReplicationLag: 10 * time.Second}, proxy.Config{})
 			sink := &recordSink{}
-			s.srv.SetGenlog(audit.NewGenlog(audit.GenlogConfig{Topic: "t", Proxy: "test"}, sink))
+			s.srv.SetGenlog(audit.NewGenlog(audit.Config{Topic: "t", Proxy: "test"}, sink))
 			setFilters(t, s, []filter.Spec{
 				{Type: "regex", Match: `(?i)select\s+'old'`, Replace: "SELECT 'new'"},
 				{Type: "regex", Match: `'secret'`, Replace: "'hidden'", Users: []string{"nobody"}},

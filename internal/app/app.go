@@ -154,8 +154,8 @@ func Serve(cfgFile string) error {
 	var genlog *audit.Genlog
 	if cfg.Genlog.Enabled {
 		pc := audit.ProducerConfig{Brokers: producerBrokers(cfg), Name: "genlog", Local: localBroker(cfg, broker),
-			QueueSize: cfg.Genlog.QueueSize, Block: cfg.Genlog.OnFull == "block", Chain: true, ChainOwner: cfg.Name}
-		if cfg.Genlog.OnFull == "spill" {
+			QueueSize: cfg.Genlog.QueueSize, Block: cfg.Genlog.OnFull == audit.OnFullBlock, Chain: true, ChainOwner: cfg.Name}
+		if cfg.Genlog.OnFull == audit.OnFullSpill {
 			pc.SpillFile, pc.SpillMaxBytes = cfg.Genlog.SpillFile, cfg.Genlog.SpillMaxBytes
 			if err := os.MkdirAll(filepath.Dir(pc.SpillFile), 0o700); err != nil {
 				return fmt.Errorf("genlog.spill_file %s: %w", pc.SpillFile, err)
@@ -168,7 +168,7 @@ func Serve(cfgFile string) error {
 		reg.MustRegister(producer.Collectors()...)
 		// Closed after the proxy drained, so the last sessions' records go out.
 		lc.start("genlog producer", func(context.Context) error { return producer.Close() })
-		genlog = audit.NewGenlog(genlogConfig(cfg), producer)
+		genlog = audit.NewGenlog(cfg.Genlog, producer)
 		srv.SetGenlog(genlog)
 	}
 	srv.SetDigests(digest.New(cfg.QueryDigests))
@@ -198,7 +198,7 @@ func Serve(cfgFile string) error {
 		applySchedSlice(next.SchedSlice, log)
 		srv.SetConfig(proxySection(next))
 		if genlog != nil {
-			genlog.SetConfig(genlogConfig(next))
+			genlog.SetConfig(next.Genlog)
 		}
 		rt.SetConfig(next.Router.Config)
 		accounts.SetConfigAccounts(next.Proxy.ConfigAccounts())
@@ -360,14 +360,6 @@ func setMaxProcs(n int) {
 		n = runtime.NumCPU()
 	}
 	runtime.GOMAXPROCS(n)
-}
-
-func genlogConfig(cfg *config.Config) audit.GenlogConfig {
-	return audit.GenlogConfig{Topic: cfg.Genlog.Topic, Proxy: cfg.Name, MaxQueryBytes: cfg.Genlog.MaxQueryBytes,
-		RedactLiterals: cfg.Genlog.Redact == "literals",
-		IncludeUsers:   cfg.Genlog.Include.Users, IncludeDBs: cfg.Genlog.Include.Databases,
-		ExcludeUsers: cfg.Genlog.Exclude.Users, ExcludeDBs: cfg.Genlog.Exclude.Databases,
-		Sample: cfg.Genlog.Sample, Params: cfg.Genlog.Params, GTID: cfg.Genlog.GTID}
 }
 
 // EventsTopic receives one JSON record per topology event.

@@ -20,6 +20,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/sluice-proxy/sluice/audit"
 	"github.com/sluice-proxy/sluice/filter"
 	"github.com/sluice-proxy/sluice/internal/confkey"
 	"github.com/sluice-proxy/sluice/logbroker"
@@ -71,7 +72,7 @@ type Config struct {
 	// Filters run in order before routing: regex rewrites, firewall refuses.
 	Filters []filter.Spec    `yaml:"filters"`
 	Monitor monitor.Config   `yaml:"monitor"`
-	Genlog  Genlog           `yaml:"genlog"`
+	Genlog  audit.Config     `yaml:"genlog"`
 	Broker  logbroker.Config `yaml:"broker"`
 	Log     Log              `yaml:"log"`
 
@@ -162,39 +163,6 @@ func (c *Config) Redacted() *Config {
 		hide(&r.Proxy.Accounts[i].Password)
 	}
 	return &r
-}
-
-// Genlog is the query-logging filter.
-type Genlog struct {
-	Enabled bool     `yaml:"enabled"`
-	Topic   string   `yaml:"topic"`
-	Brokers []string `yaml:"brokers"`
-	// MaxQueryBytes truncates logged statements; truncation is marked.
-	MaxQueryBytes int `yaml:"max_query_bytes"`
-	// Redact: "" (log statements) or "literals" (log fingerprints).
-	Redact string `yaml:"redact"`
-	// Include and Exclude select query records by user or database.
-	Include GenlogSelect `yaml:"include"`
-	Exclude GenlogSelect `yaml:"exclude"`
-	// Sample logs this fraction of query records; 1 (default) logs all.
-	Sample float64 `yaml:"sample"`
-	// Params logs prepared statements' parameter values.
-	Params bool `yaml:"params"`
-	// GTID records the GTID each committed write produced (MariaDB).
-	GTID bool `yaml:"gtid"`
-	// QueueSize bounds records waiting for the broker.
-	QueueSize int `yaml:"queue_size"`
-	// OnFull: when the broker is away or slow, spill (to SpillFile, replayed
-	// in order later), block (the query waits) or drop (counted).
-	OnFull        string `yaml:"on_full"`
-	SpillFile     string `yaml:"spill_file"`
-	SpillMaxBytes int64  `yaml:"spill_max_bytes"`
-}
-
-// GenlogSelect names users and databases.
-type GenlogSelect struct {
-	Users     []string `yaml:"users"`
-	Databases []string `yaml:"databases"`
 }
 
 // Log configures Sluice's own log.
@@ -338,24 +306,11 @@ func (c *Config) setDefaults() {
 		d := DefaultSchedSlice
 		c.SchedSlice = &d
 	}
-	if c.Genlog.Topic == "" {
-		c.Genlog.Topic = "sluice.genlog"
-	}
-	if c.Genlog.MaxQueryBytes == 0 {
-		c.Genlog.MaxQueryBytes = 64 << 10
-	}
-	if c.Genlog.QueueSize == 0 {
-		c.Genlog.QueueSize = 100000
-	}
-	if c.Genlog.OnFull == "" {
-		c.Genlog.OnFull = "spill"
-	}
+	c.Genlog = c.Genlog.WithDefaults()
+	c.Genlog.Proxy = c.Name
 	if c.Genlog.SpillFile == "" {
 		// Beside the broker's data: ./data/genlog.spill by default.
 		c.Genlog.SpillFile = filepath.Join(filepath.Dir(c.Broker.DataDir), "genlog.spill")
-	}
-	if c.Genlog.SpillMaxBytes == 0 {
-		c.Genlog.SpillMaxBytes = 1 << 30
 	}
 	if c.Log.Level == "" {
 		c.Log.Level = "info"
@@ -442,21 +397,8 @@ func (c *Config) validate() error {
 	default:
 		return &Error{Key: "log.format", Msg: fmt.Sprintf("unknown format %q; use text or json", c.Log.Format)}
 	}
-	switch c.Genlog.OnFull {
-	case "spill", "drop", "block":
-	default:
-		return &Error{Key: "genlog.on_full", Msg: fmt.Sprintf("unknown %q; use spill, block or drop", c.Genlog.OnFull)}
-	}
-	switch c.Genlog.Redact {
-	case "", "none", "literals":
-	default:
-		return &Error{Key: "genlog.redact", Msg: fmt.Sprintf("unknown %q; use literals, or leave it empty", c.Genlog.Redact)}
-	}
-	if c.Genlog.Sample < 0 || c.Genlog.Sample > 1 {
-		return &Error{Key: "genlog.sample", Msg: fmt.Sprintf("%v is not a fraction from 0 to 1 (1 logs every query)", c.Genlog.Sample)}
-	}
-	if c.Genlog.QueueSize < 0 || c.Genlog.MaxQueryBytes < 0 {
-		return &Error{Key: "genlog.queue_size", Msg: "queue_size and max_query_bytes must be > 0"}
+	if err := c.Genlog.Validate(); err != nil {
+		return sectionError("genlog", err)
 	}
 	if c.Genlog.Enabled && len(c.Genlog.Brokers) == 0 && !c.Broker.Enabled {
 		return &Error{Key: "genlog.brokers", Msg: "empty while broker.enabled is false; list Kafka brokers or enable the bundled broker"}

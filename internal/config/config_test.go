@@ -54,6 +54,10 @@ func TestErrorsNameFileKeyAndLine(t *testing.T) {
 			"x.yaml:5: user_max_connections.bob: must be >= 0"},
 		{"listen: 127.0.0.1:4006\nservers: [{name: a, address: '127.0.0.1:1'}]\nservice_user: {user: m}\naccounts:\n  - user: a\n  - host: '%'\n",
 			"x.yaml:6: accounts[1].user: missing"},
+		{"listen: 127.0.0.1:4006\nservers: [{name: a, address: '127.0.0.1:1'}]\nservice_user: {user: m}\ngenlog:\n  enabled: true\n  on_full: sometimes\n",
+			"x.yaml:6: genlog.on_full: unknown \"sometimes\"; use spill, block or drop"},
+		{"listen: 127.0.0.1:4006\nservers: [{name: a, address: '127.0.0.1:1'}]\nservice_user: {user: m}\ngenlog:\n  sample: 2\n",
+			"x.yaml:5: genlog.sample: 2 is not a fraction from 0 to 1"},
 		{"listen: nope\n", "x.yaml:1: listen: \"nope\" is not host:port"},
 		{"listen: 127.0.0.1:4006\nadmin_listen: 127.0.0.1:99999\n", "x.yaml:2: admin_listen: port \"99999\""},
 		// Unknown keys are refused in inlined sections too.

@@ -1,0 +1,122 @@
+package audit
+
+import (
+	"math/rand/v2"
+	"slices"
+
+	"github.com/sluice-proxy/sluice/internal/confkey"
+)
+
+// Config is the genlog: section of sluice.yaml: what the query log records
+// and where its records go. Zero values mean "use the default"; WithDefaults
+// fills them in.
+type Config struct {
+	Enabled bool `yaml:"enabled"`
+	// Topic receives the records. Default sluice.genlog.
+	Topic string `yaml:"topic"`
+	// Brokers are a Kafka cluster's; empty: the bundled broker.
+	Brokers []string `yaml:"brokers"`
+	// MaxQueryBytes truncates logged statements; a truncated one carries
+	// "query_truncated": true. Default 64 KiB.
+	MaxQueryBytes int `yaml:"max_query_bytes"`
+	// Redact: "" (log statements) or "literals" (log fingerprints only).
+	Redact string `yaml:"redact"`
+	// Include and Exclude select query records by user or database: with
+	// Include set, only matching sessions are logged; Exclude wins.
+	Include Select `yaml:"include"`
+	Exclude Select `yaml:"exclude"`
+	// Sample logs this fraction of query records (0 or 1: all). Logins,
+	// connects and quits are always logged.
+	Sample float64 `yaml:"sample"`
+	// Params logs the parameters of prepared statements' executes.
+	Params bool `yaml:"params"`
+	// GTID records the GTID each committed write produced (MariaDB; one
+	// more round trip per write, free when router.causal_reads reads it).
+	GTID bool `yaml:"gtid"`
+	// QueueSize bounds records waiting for the broker. Default 100,000.
+	QueueSize int `yaml:"queue_size"`
+	// OnFull: when the broker is away or slow, spill (to SpillFile,
+	// replayed in order later; the default), block (the query waits) or
+	// drop (counted).
+	OnFull string `yaml:"on_full"`
+	// SpillFile defaults to genlog.spill beside the broker's data_dir
+	// (set by the config loader, which knows it); SpillMaxBytes to 1 GiB.
+	SpillFile     string `yaml:"spill_file"`
+	SpillMaxBytes int64  `yaml:"spill_max_bytes"`
+
+	// Proxy names this Sluice instance in every record (the top-level name).
+	Proxy string `yaml:"-"`
+}
+
+// Select names users and databases.
+type Select struct {
+	Users     []string `yaml:"users"`
+	Databases []string `yaml:"databases"`
+}
+
+// What genlog.on_full may say.
+const (
+	OnFullSpill = "spill"
+	OnFullBlock = "block"
+	OnFullDrop  = "drop"
+)
+
+// WithDefaults returns a copy of c with every zero value that has a
+// default replaced by it.
+func (c Config) WithDefaults() Config {
+	if c.Topic == "" {
+		c.Topic = "sluice.genlog"
+	}
+	if c.MaxQueryBytes == 0 {
+		c.MaxQueryBytes = 64 << 10
+	}
+	if c.QueueSize == 0 {
+		c.QueueSize = 100000
+	}
+	if c.OnFull == "" {
+		c.OnFull = OnFullSpill
+	}
+	if c.SpillMaxBytes == 0 {
+		c.SpillMaxBytes = 1 << 30
+	}
+	return c
+}
+
+// Validate checks c (after WithDefaults); its errors are *confkey.Error
+// naming the key within the section.
+func (c *Config) Validate() error {
+	switch c.OnFull {
+	case OnFullSpill, OnFullDrop, OnFullBlock:
+	default:
+		return confkey.Errorf("on_full", "unknown %q; use spill, block or drop", c.OnFull)
+	}
+	switch c.Redact {
+	case "", "none", "literals":
+	default:
+		return confkey.Errorf("redact", "unknown %q; use literals, or leave it empty", c.Redact)
+	}
+	if c.Sample < 0 || c.Sample > 1 {
+		return confkey.Errorf("sample", "%v is not a fraction from 0 to 1 (1 logs every query)", c.Sample)
+	}
+	if c.QueueSize < 0 || c.MaxQueryBytes < 0 {
+		return confkey.Errorf("queue_size", "queue_size and max_query_bytes must be > 0")
+	}
+	return nil
+}
+
+// redactLiterals: records carry fingerprints, not statement text.
+func (c *Config) redactLiterals() bool { return c.Redact == "literals" }
+
+// wantQuery applies include, exclude and sampling to a query record.
+func (c *Config) wantQuery(s *Session) bool {
+	if slices.Contains(c.Exclude.Users, s.User) || slices.Contains(c.Exclude.Databases, s.DB) {
+		return false
+	}
+	if len(c.Include.Users) > 0 && !slices.Contains(c.Include.Users, s.User) {
+		return false
+	}
+	if len(c.Include.Databases) > 0 && !slices.Contains(c.Include.Databases, s.DB) {
+		return false
+	}
+	return c.Sample <= 0 || c.Sample >= 1 || rand.Float64() < c.Sample
+}
