@@ -21,7 +21,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"golang.org/x/sys/unix"
 	"gopkg.in/yaml.v3"
 
 	"github.com/sluice-proxy/sluice/filter"
@@ -156,6 +155,9 @@ func Serve(cfgFile string) error {
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
 	}
+	if cfg.ListenReusePort && reusePort == nil {
+		log.Warn("listen_reuseport not applied: only Linux spreads a port's connections over the processes sharing it; another instance on this port will not start")
+	}
 	adminLn, err := net.Listen("tcp", cfg.AdminListen)
 	if err != nil {
 		ln.Close()
@@ -283,20 +285,11 @@ func Serve(cfgFile string) error {
 }
 
 // listenClients opens the client listener, with SO_REUSEPORT when
-// listen_reuseport asks for it.
+// listen_reuseport asks for it (on Linux: see reusePort).
 func listenClients(ctx context.Context, cfg *config.Config) (net.Listener, error) {
 	lc := net.ListenConfig{}
 	if cfg.ListenReusePort {
-		lc.Control = func(network, address string, c syscall.RawConn) error {
-			var serr error
-			err := c.Control(func(fd uintptr) {
-				serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, unix.SO_REUSEPORT, 1)
-			})
-			if err != nil {
-				return err
-			}
-			return serr
-		}
+		lc.Control = reusePort
 	}
 	return lc.Listen(ctx, "tcp", cfg.Listen)
 }
