@@ -4,7 +4,7 @@ VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo de
 LDFLAGS   := -X main.version=$(VERSION)
 PKGS      := ./...
 
-.PHONY: build test test-short test-ha bench bench-broker fuzz demo lab deps clean
+.PHONY: build test test-short test-ha cross bench bench-broker fuzz demo lab deps clean
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/sluice ./cmd/sluice
@@ -18,6 +18,16 @@ test: deps build
 	$(GO) vet $(PKGS)
 	$(MAKE) --no-print-directory fuzz FUZZTIME=5s
 	$(GO) test -count=1 -timeout 20m $(PKGS)
+
+# Sluice builds (and vets) for macOS and FreeBSD too: Linux-only code sits in
+# _linux.go files with a _other.go fallback.
+CROSS_GOOS ?= darwin freebsd
+cross:
+	@set -e; for os in $(CROSS_GOOS); do \
+	  echo "cross $$os"; \
+	  GOOS=$$os $(GO) build $(PKGS); \
+	  GOOS=$$os $(GO) vet $(PKGS); \
+	done
 
 # The Pacemaker resource agent alone: exit codes, ocf-tester, a real cluster (ha/README.md).
 test-ha: deps

@@ -201,9 +201,6 @@ func decodeRequest(frame []byte) (requestHeader, kmsg.Request, error) {
 		if body, err = skipTags(body); err != nil {
 			return h, nil, err
 		}
-		if err := checkTags(h.key, h.version, body); err != nil {
-			return h, nil, err
-		}
 	}
 	if err := req.ReadFrom(body); err != nil {
 		return h, nil, errCloseConn{fmt.Sprintf("malformed %s v%d request: %v", kmsg.NameForKey(h.key), h.version, err)}

@@ -23,18 +23,17 @@
 // the producer id high-water mark, each written atomically (temp file,
 // fsync, rename).
 //
-// Hostile input. kmsg (v1.15.0) decodes a tagged-field section by looping
-// as many times as the announced field count, even after the input ran
-// out, so a 40-byte flexible request announcing ~2^32 tags would cost about
-// a minute of CPU. Before kmsg sees a flexible body, checkTags (guard.go)
-// walks it with a hand-written copy of kmsg's layout for every served
-// version and closes the connection if any tag section announces more
-// fields than the bytes left could hold; TestFlexLayoutsMatchKmsg checks
-// those layouts against kmsg's encoder, so raising a version in
-// supportedAPIs or upgrading kmsg needs a matching flexLayouts entry. What
-// remains: kmsg allocates an array's elements before reading them, up to
-// one element (tens of bytes) per remaining byte, so a request near
-// max_request_bytes can briefly cost tens of times its size in memory.
+// Hostile input. kmsg before v1.15.1 decoded a tagged-field section by
+// looping as many times as the announced field count, even after the input
+// ran out, so a 40-byte flexible request announcing ~2^32 tags cost about a
+// minute of CPU, and this package walked every flexible body with a copy of
+// kmsg's layouts first. kmsg v1.15.1 stops once its reader runs out, so a
+// tag count costs no more than the bytes that carry it, and the broker
+// leaves decoding to kmsg; TestTagBombRejected checks it against every
+// served flexible version. What remains: kmsg allocates an array's
+// elements before reading them, up to one element (tens of bytes) for
+// every few remaining bytes, so a request near max_request_bytes can
+// briefly cost tens of times its size in memory.
 //
 // Not implemented: replication, transactions, fetch sessions, topic ids
 // (Fetch 13+, Metadata 10+), OffsetForLeaderEpoch, static group membership

@@ -157,7 +157,24 @@ func (b *Broker) handleProduce(req *kmsg.ProduceRequest) (*pendingResponse, erro
 			sp := kmsg.NewProduceResponseTopicPartition()
 			sp.Partition = rp.Partition
 			sp.BaseOffset, sp.LogAppendTime, sp.LogStartOffset = -1, -1, -1
-			st.Partitions = append(st.Partitions, b.producePartition(t, terr, rp, badAcks, now, &sp, &round))
+			switch {
+			case badAcks:
+				sp.ErrorCode = kerr.InvalidRequiredAcks.Code
+			case terr != nil:
+				sp.ErrorCode = kerr.KafkaStorageError.Code
+			default:
+				res := b.appendRecords(t, rp.Partition, rp.Records, now)
+				sp.ErrorCode = res.code
+				if res.code == 0 {
+					sp.BaseOffset = res.base
+					sp.LogStartOffset = res.logStart
+				}
+				if res.round != nil {
+					// Rounds are flushed in order, so the latest covers the rest.
+					round = res.round
+				}
+			}
+			st.Partitions = append(st.Partitions, sp)
 		}
 		resp.Topics = append(resp.Topics, st)
 	}
@@ -180,40 +197,31 @@ func (b *Broker) handleProduce(req *kmsg.ProduceRequest) (*pendingResponse, erro
 	return pr, nil
 }
 
-func (b *Broker) producePartition(t *topic, terr error, rp kmsg.ProduceRequestTopicPartition, badAcks bool, now time.Time, sp *kmsg.ProduceResponseTopicPartition, round **syncRound) kmsg.ProduceResponseTopicPartition {
-	switch {
-	case badAcks:
-		sp.ErrorCode = kerr.InvalidRequiredAcks.Code
-		return *sp
-	case terr != nil:
-		sp.ErrorCode = kerr.KafkaStorageError.Code
-		return *sp
-	case t == nil || rp.Partition < 0 || int(rp.Partition) >= len(t.partitions):
-		sp.ErrorCode = kerr.UnknownTopicOrPartition.Code
-		return *sp
+// appendRecords is the one append path, of Produce requests and of Append:
+// it checks that t (nil when the topic does not exist) has the partition,
+// splits records into RecordBatch v2 batches and validates them, appends
+// them, and counts the produced records when all went in. The result's
+// code is UNKNOWN_TOPIC_OR_PARTITION, CORRUPT_MESSAGE, or the partition's
+// (see partition.append); its round is set whenever a batch was stored,
+// even if a later one failed, and is what the fsync policy makes the
+// caller wait for.
+func (b *Broker) appendRecords(t *topic, partition int32, records []byte, now time.Time) appendResult {
+	if t == nil || partition < 0 || int(partition) >= len(t.partitions) {
+		return appendResult{base: -1, logStart: -1, code: kerr.UnknownTopicOrPartition.Code}
 	}
-	p := t.partitions[rp.Partition]
-	batches, headers, err := splitBatches(rp.Records)
+	batches, headers, err := splitBatches(records)
 	if err != nil || len(batches) == 0 {
-		sp.ErrorCode = kerr.CorruptMessage.Code
-		return *sp
+		return appendResult{base: -1, logStart: -1, code: kerr.CorruptMessage.Code}
 	}
-	res := p.append(batches, headers, now)
-	sp.ErrorCode = res.code
+	res := t.partitions[partition].append(batches, headers, now)
 	if res.code == 0 {
 		var n int64
 		for _, h := range headers {
 			n += max(int64(h.NumRecords), 0)
 		}
 		b.counters.producedRecords.Add(uint64(n))
-		sp.BaseOffset = res.base
-		sp.LogStartOffset = res.logStart
 	}
-	if res.round != nil {
-		// Rounds are flushed in order, so the latest covers the rest.
-		*round = res.round
-	}
-	return *sp
+	return res
 }
 
 // fetchTarget is one requested partition resolved to its log.

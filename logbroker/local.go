@@ -23,32 +23,21 @@ func (b *Broker) Partitions(topic string) (int, error) {
 
 // Append appends record batches (RecordBatch v2, as a Produce request
 // carries them) to a partition of topic for a producer in the same process.
-// It goes the way of a Produce request with acks=all: the same checks,
-// offsets, storage and metrics. It returns the base offset, and wait, which
-// returns once the batches are as durable as the fsync policy makes them.
+// It goes the way of a Produce request with acks=all, through the same
+// appendRecords: the same checks, offsets, storage and metrics. It returns
+// the base offset, and wait, which returns once the batches are as durable
+// as the fsync policy makes them.
 // Waiting on the last of several appends covers the earlier ones: flushes
 // happen in order. The broker owns records after the call.
 func (b *Broker) Append(topic string, partition int32, records []byte) (base int64, wait func(context.Context) error, err error) {
 	t, err := b.topic(topic, true)
-	switch {
-	case err != nil:
+	if err != nil {
 		return -1, nil, fmt.Errorf("produce to %s: %w", topic, err)
-	case t == nil || partition < 0 || int(partition) >= len(t.partitions):
-		return -1, nil, fmt.Errorf("produce to %s/%d: %w", topic, partition, kerr.UnknownTopicOrPartition)
 	}
-	batches, headers, err := splitBatches(records)
-	if err != nil || len(batches) == 0 {
-		return -1, nil, fmt.Errorf("produce to %s/%d: %w", topic, partition, kerr.CorruptMessage)
-	}
-	res := t.partitions[partition].append(batches, headers, time.Now())
+	res := b.appendRecords(t, partition, records, time.Now())
 	if res.code != 0 {
 		return -1, nil, fmt.Errorf("produce to %s/%d: %w", topic, partition, kerr.ErrorForCode(res.code))
 	}
-	var n int64
-	for _, h := range headers {
-		n += max(int64(h.NumRecords), 0)
-	}
-	b.counters.producedRecords.Add(uint64(n))
 	round := res.round
 	return res.base, func(ctx context.Context) error {
 		if err := round.wait(ctx); err != nil {

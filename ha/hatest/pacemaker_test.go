@@ -131,7 +131,7 @@ func startCluster(t *testing.T, dir string) *cluster {
 	// Its own process group, so a Ctrl-C in a terminal reaches only the
 	// test, whose cleanup stops the cluster in order; SIGTERM (the same
 	// orderly stop) if the test process dies without cleaning up.
-	c.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
+	c.cmd.SysProcAttr = lab.DieWithParent(&syscall.SysProcAttr{Setpgid: true}, syscall.SIGTERM)
 	if err := lab.Spawn(c.cmd); err != nil {
 		t.Fatal(err)
 	}

@@ -22,7 +22,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"go.yaml.in/yaml/v3"
-	"golang.org/x/sys/unix"
 
 	"github.com/sluice-proxy/sluice/audit"
 	"github.com/sluice-proxy/sluice/filter"
@@ -266,6 +265,9 @@ func Serve(cfgFile string) error {
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", cfg.Proxy.Listen, err)
 	}
+	if cfg.Proxy.ListenReusePort && reusePort == nil {
+		log.Warn("listen_reuseport not applied: only Linux spreads a port's connections over the processes sharing it; another instance on this port will not start")
+	}
 	proxyCtx, stopAccepting := context.WithCancel(context.Background())
 	serveErr := make(chan error, 1)
 	served := make(chan struct{})
@@ -305,20 +307,11 @@ func Serve(cfgFile string) error {
 }
 
 // listenClients opens the client listener, with SO_REUSEPORT when
-// listen_reuseport asks for it.
+// listen_reuseport asks for it (on Linux: see reusePort).
 func listenClients(cfg *config.Config) (net.Listener, error) {
 	lc := net.ListenConfig{}
 	if cfg.Proxy.ListenReusePort {
-		lc.Control = func(network, address string, c syscall.RawConn) error {
-			var serr error
-			err := c.Control(func(fd uintptr) {
-				serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, unix.SO_REUSEPORT, 1)
-			})
-			if err != nil {
-				return err
-			}
-			return serr
-		}
+		lc.Control = reusePort
 	}
 	return lc.Listen(context.Background(), "tcp", cfg.Proxy.Listen)
 }

@@ -13,7 +13,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -183,26 +182,6 @@ func TestSluiceKilledWithSpilledRecords(t *testing.T) {
 	lab.WaitFor(t, "the spill file to be replayed", 20*time.Second, func() bool { return s.metric("sluice_producer_spill_bytes") == 0 })
 }
 
-// mountTmpfs mounts a tmpfs of size at a new directory, or skips t when
-// this process may not mount. Unmounted in cleanup (registered first, so
-// it runs after the cleanups of processes using it).
-func mountTmpfs(t *testing.T, size string) string {
-	t.Helper()
-	dir := filepath.Join(t.TempDir(), "tmpfs")
-	if err := os.Mkdir(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size="+size); err != nil {
-		t.Skipf("cannot mount a tmpfs (needs root or CAP_SYS_ADMIN): %v", err)
-	}
-	t.Cleanup(func() {
-		if err := syscall.Unmount(dir, syscall.MNT_DETACH); err != nil {
-			t.Errorf("unmount %s: %v", dir, err)
-		}
-	})
-	return dir
-}
-
 // TestBrokerDiskFull gives the broker an 8 MiB tmpfs as data_dir and fills
 // it through Sluice's Genlog:
 //   - queries keep working (none fails or waits), the broker and Sluice
@@ -239,9 +218,7 @@ func TestBrokerDiskFull(t *testing.T) {
 	// More while the disk stays full: they queue behind the spilled ones.
 	numbered(t, s, "", n, n+250, pad)
 	n += 250
-	var st syscall.Statfs_t
-	syscall.Statfs(mnt, &st)
-	t.Logf("disk full after %d queries: %d bytes free, %v records spilled, %v sent", n, st.Bavail*uint64(st.Bsize),
+	t.Logf("disk full after %d queries: %d bytes free, %v records spilled, %v sent", n, freeBytes(mnt),
 		s.metric("sluice_producer_records_spilled_total"), s.metric("sluice_producer_records_sent_total"))
 	if !b.Alive() || !s.Alive() {
 		t.Fatalf("a process died on a full disk: broker alive %v, sluice alive %v", b.Alive(), s.Alive())
@@ -278,9 +255,7 @@ func TestBrokerDiskFull(t *testing.T) {
 	}
 
 	// Room again: the spill drains, records arrive exactly once.
-	if err := syscall.Mount("tmpfs", mnt, "tmpfs", syscall.MS_REMOUNT, "size=64m"); err != nil {
-		t.Fatalf("grow the tmpfs: %v", err)
-	}
+	growTmpfs(t, mnt, "64m")
 	lab.WaitFor(t, "the spill to drain once there is room", 90*time.Second, func() bool {
 		return s.metric("sluice_producer_spill_bytes") == 0
 	})

@@ -50,7 +50,7 @@ func (p *Process) Start() {
 	p.tb.Helper()
 	cmd := exec.Command(p.args[0], p.args[1:]...)
 	cmd.Stderr = p.Stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = DieWithParent(&syscall.SysProcAttr{}, syscall.SIGKILL)
 	if err := Spawn(cmd); err != nil {
 		p.tb.Fatalf("start %s: %v", p.what, err)
 	}

@@ -8,7 +8,7 @@
 // are forked from one goroutine that is locked to its OS thread and never
 // returns (see spawn). The servers also get their own process group, so a
 // Ctrl-C in a terminal reaches only the Go process, which then shuts them
-// down cleanly.
+// down cleanly. (Off Linux the children get no Pdeathsig: see DieWithParent.)
 package lab
 
 import (
@@ -224,7 +224,7 @@ func (s *Server) Start(ctx context.Context, once ...string) error {
 		cmd.Stdout = s.log
 		cmd.Stderr = s.log
 	}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
+	cmd.SysProcAttr = DieWithParent(&syscall.SysProcAttr{Setpgid: true}, syscall.SIGKILL)
 	if err := Spawn(cmd); err != nil {
 		return fmt.Errorf("%s: start mariadbd: %w", s.Name, err)
 	}

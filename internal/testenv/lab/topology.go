@@ -274,7 +274,7 @@ func installTemplate(ctx context.Context, installDB, dir string, log io.Writer) 
 		cmd.Stdout = &out
 	}
 	cmd.Stderr = cmd.Stdout
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = DieWithParent(&syscall.SysProcAttr{}, syscall.SIGKILL)
 	if err := cmd.Run(); err != nil {
 		return fmt.Errorf("mariadb-install-db: %w\n%s", err, lastLines(out.Bytes(), 20))
 	}
