@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 
 	"github.com/go-mysql-org/go-mysql/mysql"
 
@@ -13,6 +14,80 @@ import (
 // This file is the path of one client command: dispatch by command, then
 // for statements (COM_QUERY, COM_STMT_EXECUTE) one pipeline: route, forward,
 // recover from a lost connection, record.
+
+// processor runs a session's commands against the servers: it knows what
+// the session is (its state, transaction, prepared statements, temporary
+// tables) and holds its connections to the servers. It belongs to the
+// session's goroutine.
+type processor struct {
+	srv    *Server
+	client *PacketIO
+	log    *slog.Logger
+	// user and caps are the client's login, as the filters and the relay
+	// need them.
+	user string
+	caps uint32
+
+	backends backendSet
+	// trx is the open transaction, for transaction replay.
+	trx trxLog
+	// pinned, when set, says why every statement now goes to the primary.
+	pinned string
+
+	state SessionState
+	lexer router.Lexer
+	stmts preparedStmts
+	// temps are the session's temporary tables, which live on the primary.
+	temps map[string]struct{}
+	// lastGTID is the GTID of the session's last write, for causal reads.
+	lastGTID string
+
+	// status holds the server status flags of the last OK or EOF.
+	status uint16
+
+	// rec describes the command being answered, for the query log.
+	rec queryRecord
+}
+
+func (p *processor) init(srv *Server, client *PacketIO, log *slog.Logger) {
+	p.srv, p.client, p.log = srv, client, log
+	p.backends = backendSet{srv: srv, log: log, state: &p.state, broken: map[string]bool{}, closing: p.stmts.forget}
+}
+
+func (p *processor) setLog(l *slog.Logger) { p.log, p.backends.log = l, l }
+
+// setLogin sets who the connections to the servers log in as.
+func (p *processor) setLogin(login Login) {
+	p.user, p.caps = login.User, login.Capabilities
+	p.backends.login = login
+}
+
+// connect opens the session's connection at login (readwritesplit: the
+// primary; readconnroute: the server router.target chooses), so a bad schema
+// or a refused account fails the login as it would directly.
+func (p *processor) connect(ctx context.Context) error {
+	var err error
+	if p.policy().Movable() {
+		var b *BackendConn
+		if b, err = p.backends.dialPrimary(ctx); err == nil {
+			p.backends.primary = b
+		}
+	} else {
+		var t router.Target
+		if t, err = p.srv.router.ConnTarget(); err == nil {
+			err = p.backends.connectTo(ctx, t)
+		}
+	}
+	if err != nil {
+		p.client.SendError(toSQLError(err))
+		return err
+	}
+	p.status = p.backends.primary.Status
+	return nil
+}
+
+// policy is the routing policy in force.
+func (p *processor) policy() router.Policy { return p.srv.router.Policy() }
 
 // errReported means the client was already told of a failure in its own
 // command; the session goes on.
@@ -61,103 +136,105 @@ type statement struct {
 
 // inTransaction is true while the primary's status says a transaction is
 // open, or autocommit is off (the next statement opens one).
-func (s *Session) inTransaction() bool {
-	return s.status&mysql.SERVER_STATUS_IN_TRANS != 0 || s.status&mysql.SERVER_STATUS_AUTOCOMMIT == 0
+func (p *processor) inTransaction() bool {
+	return p.status&mysql.SERVER_STATUS_IN_TRANS != 0 || p.status&mysql.SERVER_STATUS_AUTOCOMMIT == 0
 }
 
 // dispatch runs one client command.
-func (s *Session) dispatch(ctx context.Context, pkt []byte) error {
+func (p *processor) dispatch(ctx context.Context, pkt []byte) error {
 	cmd := pkt[0]
-	if s.status&mysql.SERVER_STATUS_IN_TRANS == 0 {
-		s.trx.reset() // no transaction open: nothing to replay
+	// Where a string literal ends depends on the session's sql_mode.
+	p.lexer.NoBackslashEscapes = p.status&mysql.SERVER_STATUS_NO_BACKSLASH_ESCAPED != 0
+	if p.status&mysql.SERVER_STATUS_IN_TRANS == 0 {
+		p.trx.reset() // no transaction open: nothing to replay
 	} else {
 		switch cmd {
 		case mysql.COM_QUERY, mysql.COM_STMT_PREPARE, mysql.COM_STMT_EXECUTE, mysql.COM_STMT_CLOSE:
 		default: // the log holds statements and executes, nothing else
-			s.trx.setUnreplayable()
+			p.trx.setUnreplayable()
 		}
 	}
 	switch cmd {
 	case mysql.COM_QUERY:
-		return s.query(ctx, pkt)
+		return p.query(ctx, pkt)
 	case mysql.COM_STMT_PREPARE:
-		return s.prepareStmt(ctx, pkt)
+		return p.prepareStmt(ctx, pkt)
 	case mysql.COM_STMT_EXECUTE:
-		return s.executeStmt(ctx, pkt)
+		return p.executeStmt(ctx, pkt)
 	case mysql.COM_STMT_FETCH, mysql.COM_STMT_RESET, mysql.COM_STMT_SEND_LONG_DATA:
-		return s.stmtFollowUp(ctx, pkt)
+		return p.stmtFollowUp(ctx, pkt)
 	case mysql.COM_STMT_CLOSE:
-		s.closeStmt(pkt)
+		p.closeStmt(pkt)
 		return nil
 	}
-	b, err := s.primaryConn(ctx)
+	b, err := p.primaryConn(ctx)
 	if err != nil {
 		return err
 	}
-	res, b, err := s.forwardCommand(ctx, &command{pkt: pkt}, b, s.primaryConn)
+	res, b, err := p.forwardCommand(ctx, &command{pkt: pkt}, b, p.primaryConn)
 	if err != nil || res.Err != nil {
 		return err
 	}
 	switch cmd {
 	case mysql.COM_INIT_DB:
-		s.state.setDB(string(pkt[1:]))
-		b.db = s.state.db
+		p.state.setDB(string(pkt[1:]))
+		b.db = p.state.db
 	case mysql.COM_RESET_CONNECTION:
-		s.resetState(s.state.db)
-		b.synced, b.db = s.state.version, s.state.db
+		p.resetState(p.state.db)
+		b.synced, b.db = p.state.version, p.state.db
 	case mysql.COM_SET_OPTION:
 		if len(pkt) >= 3 {
 			on := pkt[1] == 0 // MYSQL_OPTION_MULTI_STATEMENTS_ON
-			s.state.multiStatements = &on
-			s.state.version++
-			b.synced = s.state.version
+			p.state.multiStatements = &on
+			p.state.version++
+			b.synced = p.state.version
 		}
 	}
 	return nil
 }
 
 // query runs a COM_QUERY.
-func (s *Session) query(ctx context.Context, pkt []byte) error {
-	if !s.policy().Classifies() && s.srv.filters.Load().Len() == 0 {
+func (p *processor) query(ctx context.Context, pkt []byte) error {
+	if !p.policy().Classifies() && p.srv.filters.Load().Len() == 0 {
 		// No parsing on readconnroute's hot path; the query log and the
 		// digests need only the fingerprint.
-		b, err := s.primaryConn(ctx)
+		b, err := p.primaryConn(ctx)
 		if err != nil {
 			return err
 		}
-		_, _, err = s.forwardCommand(ctx, &command{pkt: pkt}, b, s.primaryConn)
-		if s.srv.genlog.Load() != nil || s.srv.digests.Load() != nil {
+		_, _, err = p.forwardCommand(ctx, &command{pkt: pkt}, b, p.primaryConn)
+		if p.srv.genlog.Load() != nil || p.srv.digests.Load() != nil {
 			text := string(pkt[1:])
-			st := s.lexer.Lex(text)
-			s.rec.setStmt(&st, text)
+			st := p.lexer.Lex(text)
+			p.rec.setStmt(&st, text)
 		}
 		return err
 	}
-	text, pkt, st, cl, denied := s.statement(pkt)
+	text, pkt, st, cl, denied := p.statement(pkt)
 	if denied {
 		return nil
 	}
-	inTrans := s.status&mysql.SERVER_STATUS_IN_TRANS != 0
+	inTrans := p.status&mysql.SERVER_STATUS_IN_TRANS != 0
 	c := &statement{command: command{pkt: pkt, attempt: attempt{
 		retryRead:    cl.Route == router.RouteReplica && !st.Multi,
 		replayOnLoss: inTrans && !st.Multi && replayableKeyword(st.Keyword),
-		holdDeadlock: !st.Multi && s.deadlockRetryable(st.Keyword),
+		holdDeadlock: !st.Multi && p.deadlockRetryable(st.Keyword),
 	}}, text: text, st: st, cl: cl}
-	return s.runStatement(ctx, c)
+	return p.runStatement(ctx, c)
 }
 
 // runStatement is the pipeline of a COM_QUERY or COM_STMT_EXECUTE: route,
 // forward, recover, record.
-func (s *Session) runStatement(ctx context.Context, c *statement) error {
-	d, b, err := s.route(ctx, c)
+func (p *processor) runStatement(ctx context.Context, c *statement) error {
+	d, b, err := p.route(ctx, c)
 	if err != nil {
 		return err
 	}
-	res, b, err := s.forwardCommand(ctx, &c.command, b, func(ctx context.Context) (*BackendConn, error) {
-		_, b, err := s.route(ctx, c)
+	res, b, err := p.forwardCommand(ctx, &c.command, b, func(ctx context.Context) (*BackendConn, error) {
+		_, b, err := p.route(ctx, c)
 		return b, err
 	})
-	s.rec.setStmt(&c.st, c.text)
+	p.rec.setStmt(&c.st, c.text)
 	if err != nil {
 		return err
 	}
@@ -169,45 +246,45 @@ func (s *Session) runStatement(ctx context.Context, c *statement) error {
 	}
 	if res.Held {
 		d.Reason = router.ReasonDeadlockReplayed
-		if res, err = s.retryDeadlock(b, c.sent, res.Err); err != nil {
+		if res, err = p.retryDeadlock(b, c.sent, res.Err); err != nil {
 			return err
 		}
 	}
-	toPrimary := b == s.backends.primary
-	s.srv.metrics.routed(toPrimary)
+	toPrimary := b == p.backends.primary
+	p.srv.metrics.routed(toPrimary)
 	detail := c.cl.Reason
 	if d.Reason == router.ReasonPinned {
-		detail = s.pinned
+		detail = p.pinned
 	}
-	s.rec.setRoute(toPrimary, d.Reason, detail)
+	p.rec.setRoute(toPrimary, d.Reason, detail)
 	var exec []byte
-	if c.ps != nil && s.status&mysql.SERVER_STATUS_IN_TRANS != 0 && s.srv.cfg.Load().Recovery.TransactionReplay {
+	if c.ps != nil && p.status&mysql.SERVER_STATUS_IN_TRANS != 0 && p.srv.cfg.Load().Recovery.TransactionReplay {
 		exec = c.ps.withTypes(c.sent)
 	}
-	s.recordTrx(&c.st, c.cl, c.text, exec, b, res)
-	return s.after(ctx, c.cl, b, res)
+	p.recordTrx(&c.st, c.cl, c.text, exec, b, res)
+	return p.after(ctx, c.cl, b, res)
 }
 
 // route decides where a statement goes (the policy's decision, carried out)
 // and returns the connection it goes on.
-func (s *Session) route(ctx context.Context, c *statement) (router.Decision, *BackendConn, error) {
+func (p *processor) route(ctx context.Context, c *statement) (router.Decision, *BackendConn, error) {
 	if c.ps != nil && c.ps.longData {
-		b, err := s.primaryConn(ctx)
+		b, err := p.primaryConn(ctx)
 		return router.Decision{To: router.ToPrimary, Reason: router.ReasonLongData}, b, err
 	}
-	bs := &s.backends
+	bs := &p.backends
 	sit := router.Situation{
 		InReadOnlyTransaction: bs.tx != nil,
-		InTransaction:         s.inTransaction(),
-		Pinned:                s.pinned != "",
-		UsesTemporary:         s.usesTemporary(c.cl),
+		InTransaction:         p.inTransaction(),
+		Pinned:                p.pinned != "",
+		UsesTemporary:         p.usesTemporary(c.cl),
 		HasLast:               bs.last != nil,
 	}
-	policy := s.policy()
+	policy := p.policy()
 	for {
 		d := policy.Route(sit, c.st, c.cl)
 		if d.Pin != "" {
-			s.pin(d.Pin)
+			p.pin(d.Pin)
 		}
 		switch d.To {
 		case router.ToTransaction:
@@ -215,7 +292,7 @@ func (s *Session) route(ctx context.Context, c *statement) (router.Decision, *Ba
 		case router.ToLast:
 			return d, bs.last, nil
 		case router.ToServer:
-			if t, ok := s.srv.router.Server(d.Server); ok {
+			if t, ok := p.srv.router.Server(d.Server); ok {
 				if b, err := bs.conn(ctx, t); err == nil {
 					return d, b, nil
 				}
@@ -224,7 +301,7 @@ func (s *Session) route(ctx context.Context, c *statement) (router.Decision, *Ba
 			continue
 		case router.ToReplica:
 			if b := bs.replicaConn(ctx, d.MaxLag); b != nil {
-				if s.waitCausal(b) {
+				if p.waitCausal(b) {
 					return d, b, nil
 				}
 				d.Reason = router.ReasonCausalFellBack
@@ -233,7 +310,7 @@ func (s *Session) route(ctx context.Context, c *statement) (router.Decision, *Ba
 			}
 			d.To = router.ToPrimary
 		}
-		b, err := s.primaryConn(ctx)
+		b, err := p.primaryConn(ctx)
 		return d, b, err
 	}
 }
@@ -241,25 +318,25 @@ func (s *Session) route(ctx context.Context, c *statement) (router.Decision, *Ba
 // primaryConn is the session's connection to the primary, opened if needed
 // (and, with a policy that moves sessions and no transaction open,
 // following a primary that moved). The client is told when there is none.
-func (s *Session) primaryConn(ctx context.Context) (*BackendConn, error) {
-	bs := &s.backends
+func (p *processor) primaryConn(ctx context.Context) (*BackendConn, error) {
+	bs := &p.backends
 	before := bs.primary
-	b, err := bs.primaryConn(ctx, s.policy().Movable() && !s.inTransaction(), len(s.temps) > 0)
+	b, err := bs.primaryConn(ctx, p.policy().Movable() && !p.inTransaction(), len(p.temps) > 0)
 	if err == nil {
 		if b != before {
-			s.status = b.Status
+			p.status = b.Status
 		}
 		return b, nil
 	}
 	var restore *errStateRestore
 	switch {
 	case errors.As(err, &restore):
-		s.writeErr(newSQLError(mysql.ER_UNKNOWN_ERROR, "Sluice: %v", restore))
+		p.client.SendError(newSQLError(mysql.ER_UNKNOWN_ERROR, "Sluice: %v", restore))
 		return nil, err
 	case errors.Is(err, router.ErrNoPrimary):
-		s.writeErr(newSQLError(mysql.ER_UNKNOWN_ERROR, "Sluice: %v; retry when a primary is back", err))
+		p.client.SendError(newSQLError(mysql.ER_UNKNOWN_ERROR, "Sluice: %v; retry when a primary is back", err))
 	default:
-		s.writeErr(toSQLError(err))
+		p.client.SendError(toSQLError(err))
 	}
 	return nil, errReported
 }
@@ -268,30 +345,30 @@ func (s *Session) primaryConn(ctx context.Context) (*BackendConn, error) {
 // answering, the session recovers as decideRecovery says: a retry sends c
 // to the primary, a replay replays the transaction and sends c where
 // reroute says (each at most once). It returns the connection that answered.
-func (s *Session) forwardCommand(ctx context.Context, c *command, b *BackendConn,
+func (p *processor) forwardCommand(ctx context.Context, c *command, b *BackendConn,
 	reroute func(context.Context) (*BackendConn, error)) (Result, *BackendConn, error) {
 	for {
-		res, forwarded, err := s.forwardBound(b, c)
+		res, forwarded, err := p.forwardBound(b, c)
 		switch {
 		case err == nil:
 			return res, b, nil
 		case errors.Is(err, errReported):
 			return res, b, err
 		}
-		next, err := s.recover(b, err, forwarded, &c.attempt)
+		next, err := p.recover(b, err, forwarded, &c.attempt)
 		if err != nil {
 			return res, b, err
 		}
 		c.recovered, c.hasRecovered = next, true
 		if next == replayTransaction {
 			c.replayOnLoss = false
-			if err := s.replayLost(ctx); err != nil {
+			if err := p.replayLost(ctx); err != nil {
 				return res, b, err
 			}
 			b, err = reroute(ctx)
 		} else {
 			c.retryRead = false
-			b, err = s.primaryConn(ctx)
+			b, err = p.primaryConn(ctx)
 		}
 		if err != nil {
 			return res, b, err
@@ -301,12 +378,12 @@ func (s *Session) forwardCommand(ctx context.Context, c *command, b *BackendConn
 
 // forwardBound sends c to b, a prepared statement's command with b's own
 // statement id (prepared there first when needed).
-func (s *Session) forwardBound(b *BackendConn, c *command) (Result, int, error) {
+func (p *processor) forwardBound(b *BackendConn, c *command) (Result, int, error) {
 	c.sent = c.pkt
 	if ps := c.ps; ps != nil {
 		backendID, err := ps.idOn(b)
 		if err != nil {
-			return s.prepareFailed(b, err)
+			return p.prepareFailed(b, err)
 		}
 		if c.pkt[0] == mysql.COM_STMT_EXECUTE {
 			c.sent = ps.bindTypes(c.pkt, b)
@@ -314,41 +391,41 @@ func (s *Session) forwardBound(b *BackendConn, c *command) (Result, int, error) 
 		}
 		setStmtID(c.sent, backendID)
 	}
-	return s.forward(b, c.sent, &c.attempt, c.prepareAs)
+	return p.forward(b, c.sent, &c.attempt, c.prepareAs)
 }
 
 // prepareFailed ends a command whose statement could not be prepared on b:
 // the server's refusal is its answer; a lost connection is recovered from.
-func (s *Session) prepareFailed(b *BackendConn, err error) (Result, int, error) {
+func (p *processor) prepareFailed(b *BackendConn, err error) (Result, int, error) {
 	var se *SQLError
 	if !errors.As(err, &se) {
 		return Result{}, 0, err
 	}
-	s.writeErr(se)
+	p.client.SendError(se)
 	res := Result{Err: se}
-	s.rec.server, s.rec.res = b.Server, res
+	p.rec.server, p.rec.res = b.Server, res
 	return res, 0, errReported
 }
 
 // forward sends one command to b and relays the answer to the client (a
 // prepare's with the statement id prepareAs).
-func (s *Session) forward(b *BackendConn, pkt []byte, a *attempt, prepareAs uint32) (Result, int, error) {
-	rt := s.srv.router
+func (p *processor) forward(b *BackendConn, pkt []byte, a *attempt, prepareAs uint32) (Result, int, error) {
+	rt := p.srv.router
 	rt.Started(b.Server)
 	defer rt.Finished(b.Server)
-	r := relay{client: s.client, stmtID: prepareAs}
+	r := relay{client: p.client, stmtID: prepareAs}
 	// Inside a transaction that may be replayed, the rows are checksummed
 	// as they are relayed, for the replay to compare.
-	if (b == s.backends.primary || b == s.backends.tx) && s.inTransaction() && !s.trx.unreplayable && s.srv.cfg.Load().Recovery.TransactionReplay {
-		r.sum = s.trx.startSum()
+	if (b == p.backends.primary || b == p.backends.tx) && p.inTransaction() && !p.trx.unreplayable && p.srv.cfg.Load().Recovery.TransactionReplay {
+		r.sum = p.trx.startSum()
 	}
-	if a.holdDeadlock && b == s.backends.primary {
+	if a.holdDeadlock && b == p.backends.primary {
 		r.holdErr = mysql.ER_LOCK_DEADLOCK
 	}
-	res, forwarded, err := s.exchange(b, pkt, r)
-	s.rec.server, s.rec.res = b.Server, res
+	res, forwarded, err := p.exchange(b, pkt, r)
+	p.rec.server, p.rec.res = b.Server, res
 	if err == nil && res.StatusKnown {
-		s.status = res.OK.Status
+		p.status = res.OK.Status
 	}
 	return res, forwarded, err
 }
@@ -356,65 +433,65 @@ func (s *Session) forward(b *BackendConn, pkt []byte, a *attempt, prepareAs uint
 // exchange sends one command to b and relays its answer through r, whose
 // client is the session's or one that discards (a replay); forwarded counts
 // the packets relayed before an error.
-func (s *Session) exchange(b *BackendConn, pkt []byte, r relay) (res Result, forwarded int, err error) {
-	r.deprecateEOF = s.caps&mysql.CLIENT_DEPRECATE_EOF != 0
-	r.localInfile = s.caps&mysql.CLIENT_LOCAL_FILES != 0
-	return b.exchange(pkt, r, s.srv.cfg.Load().BackendReadTimeout)
+func (p *processor) exchange(b *BackendConn, pkt []byte, r relay) (res Result, forwarded int, err error) {
+	r.deprecateEOF = p.caps&mysql.CLIENT_DEPRECATE_EOF != 0
+	r.localInfile = p.caps&mysql.CLIENT_LOCAL_FILES != 0
+	return b.exchange(pkt, r, p.srv.cfg.Load().BackendReadTimeout)
 }
 
 // recover carries out what decideRecovery says about b, lost under the
 // current command with forwarded packets of its answer relayed. It returns
 // the recovery when the command goes on (a retry or a replay), else the
 // error that ends the command: errReported when the session goes on.
-func (s *Session) recover(b *BackendConn, err error, forwarded int, a *attempt) (recovery, error) {
+func (p *processor) recover(b *BackendConn, err error, forwarded int, a *attempt) (recovery, error) {
 	if errors.Is(err, errClientGone) {
 		return 0, err
 	}
-	f := s.lossFactsOf(b)
-	f.readOnly, f.retryRead, f.replayable = s.trx.readOnly, a.retryRead, s.trxReplayable(a)
+	f := p.lossFactsOf(b)
+	f.readOnly, f.retryRead, f.replayable = p.trx.readOnly, a.retryRead, p.trxReplayable(a)
 	if forwarded > 0 || errors.Is(err, errPartialPacket) {
 		f.phase = duringAnswer
 	}
-	return s.carryOut(b, err, f)
+	return p.carryOut(b, err, f)
 }
 
 // lostAfterAnswer carries out what decideRecovery says about b, lost while
 // Sluice read something back after the client had its answer. stateLost:
 // what the command set is unknown. A nil error means the session goes on.
-func (s *Session) lostAfterAnswer(b *BackendConn, err error, stateLost bool) error {
-	f := s.lossFactsOf(b)
+func (p *processor) lostAfterAnswer(b *BackendConn, err error, stateLost bool) error {
+	f := p.lossFactsOf(b)
 	f.phase, f.stateLost = afterAnswer, stateLost
-	_, err = s.carryOut(b, err, f)
+	_, err = p.carryOut(b, err, f)
 	return err
 }
 
 // lossFactsOf is what the session knows of itself when b is lost.
-func (s *Session) lossFactsOf(b *BackendConn) lossFacts {
-	f := lossFacts{conn: lostReplica, inTransaction: s.inTransaction(), temporaryTables: len(s.temps) > 0,
-		movable: s.policy().Movable()}
+func (p *processor) lossFactsOf(b *BackendConn) lossFacts {
+	f := lossFacts{conn: lostReplica, inTransaction: p.inTransaction(), temporaryTables: len(p.temps) > 0,
+		movable: p.policy().Movable()}
 	switch b {
-	case s.backends.primary:
+	case p.backends.primary:
 		f.conn = lostPrimary
-	case s.backends.tx:
+	case p.backends.tx:
 		f.conn = lostTransactionReplica
 	}
 	return f
 }
 
 // carryOut does what decideRecovery says about the lost connection b.
-func (s *Session) carryOut(b *BackendConn, err error, f lossFacts) (recovery, error) {
+func (p *processor) carryOut(b *BackendConn, err error, f lossFacts) (recovery, error) {
 	r := decideRecovery(f)
 	act := recoveryActs[r]
-	s.log.Warn(act.log, "server", b.Server, "err", err)
+	p.log.Warn(act.log, "server", b.Server, "err", err)
 	if act.tell {
-		s.writeErr(newSQLError(2013, "Lost connection to backend server '%s' (%s)%s: %v", b.Server, b.Addr, act.where, err))
+		p.client.SendError(newSQLError(2013, "Lost connection to backend server '%s' (%s)%s: %v", b.Server, b.Addr, act.where, err))
 	}
 	switch r {
 	case retryOnPrimary, retryOnNewPrimary, replayTransaction, reconnect:
-		s.backends.lose(b)
+		p.backends.lose(b)
 		return r, nil
 	case reportAndReconnect:
-		s.backends.lose(b)
+		p.backends.lose(b)
 		return r, errReported
 	}
 	return r, fmt.Errorf("backend %s: %w", b.Server, err)
@@ -451,12 +528,12 @@ func replayableKeyword(keyword string) bool {
 }
 
 // usesTemporary reports whether cl names one of the session's temporary tables.
-func (s *Session) usesTemporary(cl *router.Class) bool {
-	if len(s.temps) == 0 {
+func (p *processor) usesTemporary(cl *router.Class) bool {
+	if len(p.temps) == 0 {
 		return false
 	}
 	for _, t := range cl.Tables {
-		if _, ok := s.temps[t]; ok {
+		if _, ok := p.temps[t]; ok {
 			return true
 		}
 	}
@@ -464,8 +541,8 @@ func (s *Session) usesTemporary(cl *router.Class) bool {
 }
 
 // after updates the session from a statement's outcome on b.
-func (s *Session) after(ctx context.Context, cl *router.Class, b *BackendConn, res Result) error {
-	bs := &s.backends
+func (p *processor) after(ctx context.Context, cl *router.Class, b *BackendConn, res Result) error {
+	bs := &p.backends
 	bs.last = b
 	if b != bs.primary {
 		if cl.Begin && cl.ReadOnly && res.Err == nil {
@@ -479,37 +556,37 @@ func (s *Session) after(ctx context.Context, cl *router.Class, b *BackendConn, r
 	if res.Err != nil {
 		return nil
 	}
-	if cl.IsWrite() && !s.inTransaction() && (s.srv.router.Config().CausalReads || s.genlogWantsGTID()) {
-		if err := s.readGTID(b); err != nil {
+	if cl.IsWrite() && !p.inTransaction() && (p.srv.router.Config().CausalReads || p.genlogWantsGTID()) {
+		if err := p.readGTID(b); err != nil {
 			return err
 		}
 	}
 	if cl.CreatesTemporary != "" {
-		if s.temps == nil {
-			s.temps = map[string]struct{}{}
+		if p.temps == nil {
+			p.temps = map[string]struct{}{}
 		}
-		if len(s.temps) < maxSessionVars {
-			s.temps[cl.CreatesTemporary] = struct{}{}
+		if len(p.temps) < maxSessionVars {
+			p.temps[cl.CreatesTemporary] = struct{}{}
 		} else {
-			s.pin("too many temporary tables")
+			p.pin("too many temporary tables")
 		}
 	}
 	for _, t := range cl.Drops {
-		delete(s.temps, t)
+		delete(p.temps, t)
 	}
 	if cl.Route != router.RouteSession {
 		return nil
 	}
 	if cl.UseDB != "" {
-		s.state.setDB(cl.UseDB)
-		b.db = s.state.db
+		p.state.setDB(cl.UseDB)
+		b.db = p.state.db
 	}
-	return s.readback(b, cl)
+	return p.readback(b, cl)
 }
 
 // readback reads the values a session command set from the primary, so the
 // replicas get exactly those values, whatever expression produced them.
-func (s *Session) readback(b *BackendConn, cl *router.Class) error {
+func (p *processor) readback(b *BackendConn, cl *router.Class) error {
 	names := make([]string, 0, len(cl.SysVars)+len(cl.UserVars))
 	for _, v := range cl.SysVars {
 		names = append(names, "@@"+v)
@@ -526,97 +603,97 @@ func (s *Session) readback(b *BackendConn, cl *router.Class) error {
 		if errors.As(err, &se) {
 			// A variable this server cannot read back: keep the session
 			// on the primary rather than replay a guess.
-			s.pin(fmt.Sprintf("cannot read back session state: %v", se))
+			p.pin(fmt.Sprintf("cannot read back session state: %v", se))
 			return nil
 		}
-		return s.lostAfterAnswer(b, fmt.Errorf("reading back session state: %w", err), true)
+		return p.lostAfterAnswer(b, fmt.Errorf("reading back session state: %w", err), true)
 	}
 	for i, name := range names {
-		if !s.state.set(name, literal(row[i])) {
-			s.pin("too many session variables")
+		if !p.state.set(name, literal(row[i])) {
+			p.pin("too many session variables")
 			return nil
 		}
 	}
-	b.synced = s.state.version
+	b.synced = p.state.version
 	return nil
 }
 
 // pin keeps the session on the primary from now on.
-func (s *Session) pin(reason string) {
-	if s.pinned == "" {
-		s.pinned = reason
-		s.log.Info("session pinned to the primary", "reason", reason)
+func (p *processor) pin(reason string) {
+	if p.pinned == "" {
+		p.pinned = reason
+		p.log.Info("session pinned to the primary", "reason", reason)
 	}
 }
 
 // resetState forgets the session's state after COM_RESET_CONNECTION and
 // COM_CHANGE_USER: the primary was reset by the server; replica
 // connections are closed, so they reopen clean.
-func (s *Session) resetState(db string) {
-	s.backends.reset()
-	s.state.reset(db)
-	s.stmts.reset()
-	s.temps = nil
-	s.pinned = ""
+func (p *processor) resetState(db string) {
+	p.backends.reset()
+	p.state.reset(db)
+	p.stmts.reset()
+	p.temps = nil
+	p.pinned = ""
 }
 
 // readGTID records the GTID of the session's last write, read from the
 // primary after the transaction ended.
-func (s *Session) readGTID(b *BackendConn) error {
+func (p *processor) readGTID(b *BackendConn) error {
 	query := "SELECT @@SESSION.last_gtid"
 	if !b.isMariaDB() {
 		query = "SELECT @@GLOBAL.gtid_executed"
 	}
 	row, err := b.queryRow(query)
 	if err != nil {
-		s.lastGTID = "unknown"
+		p.lastGTID = "unknown"
 		var se *SQLError
 		if errors.As(err, &se) {
-			s.log.Warn("reading the last GTID failed; causal reads go to the primary", "err", se)
+			p.log.Warn("reading the last GTID failed; causal reads go to the primary", "err", se)
 			return nil
 		}
 		// The client has its answer: nothing may be written to it now.
-		return s.lostAfterAnswer(b, fmt.Errorf("reading the last GTID: %w", err), false)
+		return p.lostAfterAnswer(b, fmt.Errorf("reading the last GTID: %w", err), false)
 	}
 	if !row[0].Null && row[0].Text != "" {
 		// An unchanged value means the statement wrote nothing (an UPDATE
 		// that matched no row); MySQL's answer is the whole executed set.
-		if row[0].Text != s.lastGTID && b.isMariaDB() {
-			s.rec.gtid = row[0].Text
+		if row[0].Text != p.lastGTID && b.isMariaDB() {
+			p.rec.gtid = row[0].Text
 		}
-		s.lastGTID = row[0].Text
+		p.lastGTID = row[0].Text
 	}
 	return nil
 }
 
-func (s *Session) genlogWantsGTID() bool {
-	g := s.srv.genlog.Load()
+func (p *processor) genlogWantsGTID() bool {
+	g := p.srv.genlog.Load()
 	return g != nil && g.WantsGTID()
 }
 
 // waitCausal makes replica b wait for the session's last write. It reports
 // false when the read must go to the primary instead.
-func (s *Session) waitCausal(b *BackendConn) bool {
-	cfg := s.srv.router.Config()
-	if !cfg.CausalReads || s.lastGTID == "" || b.gtidSeen == s.lastGTID || b == s.backends.primary {
+func (p *processor) waitCausal(b *BackendConn) bool {
+	cfg := p.srv.router.Config()
+	if !cfg.CausalReads || p.lastGTID == "" || b.gtidSeen == p.lastGTID || b == p.backends.primary {
 		return true
 	}
-	if s.lastGTID == "unknown" {
+	if p.lastGTID == "unknown" {
 		return false
 	}
 	timeout := cfg.CausalReadsTimeout.Seconds()
-	query := fmt.Sprintf("SELECT MASTER_GTID_WAIT(%s, %g)", quoteString(s.lastGTID), timeout)
+	query := fmt.Sprintf("SELECT MASTER_GTID_WAIT(%s, %g)", quoteString(p.lastGTID), timeout)
 	if !b.isMariaDB() {
-		query = fmt.Sprintf("SELECT WAIT_FOR_EXECUTED_GTID_SET(%s, %g)", quoteString(s.lastGTID), timeout)
+		query = fmt.Sprintf("SELECT WAIT_FOR_EXECUTED_GTID_SET(%s, %g)", quoteString(p.lastGTID), timeout)
 	}
 	row, err := b.queryRow(query)
 	if err != nil || row[0].Text != "0" {
 		if err != nil {
-			s.log.Warn("waiting for a GTID on a replica failed", "server", b.Server, "err", err)
-			s.backends.lose(b)
+			p.log.Warn("waiting for a GTID on a replica failed", "server", b.Server, "err", err)
+			p.backends.lose(b)
 		}
 		return false
 	}
-	b.gtidSeen = s.lastGTID
+	b.gtidSeen = p.lastGTID
 	return true
 }

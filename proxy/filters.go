@@ -11,19 +11,16 @@ import (
 // drivers treat it as a statement error, not a lost connection or login.
 const errFilterDenied = mysql.ER_TABLEACCESS_DENIED_ERROR
 
-// SetFilters sets the chain of filters that run before routing (nil: none).
-func (s *Server) SetFilters(c *filter.Chain) { s.filters.Store(c) }
-
 // statement reads the SQL of a COM_QUERY or COM_STMT_PREPARE packet: its
 // fingerprint and class, then the filters. A filter's rewrite comes back as
 // the text and the packet to send; denied means a filter has answered the
 // client and the statement goes nowhere.
-func (s *Session) statement(pkt []byte) (text string, out []byte, st router.Statement, cl *router.Class, denied bool) {
+func (p *processor) statement(pkt []byte) (text string, out []byte, st router.Statement, cl *router.Class, denied bool) {
 	text = string(pkt[1:])
-	st = s.lexer.Lex(text)
-	cl, hit := s.srv.classifier.Classify(&st, text)
-	s.srv.metrics.classified(hit)
-	filtered, d := s.filterStatement(text, &st, &cl)
+	st = p.lexer.Lex(text)
+	cl, hit := p.srv.classifier.Classify(&st, text)
+	p.srv.metrics.classified(hit)
+	filtered, d := p.filterStatement(text, &st, &cl)
 	switch {
 	case d != nil:
 		return "", nil, st, nil, true
@@ -36,39 +33,39 @@ func (s *Session) statement(pkt []byte) (text string, out []byte, st router.Stat
 // filterStatement runs the filter chain over a statement before routing. On
 // a rewrite it returns the new text with st and cl describing it; on a
 // refusal it has answered the client and returns the refusal.
-func (s *Session) filterStatement(text string, st *router.Statement, cl **router.Class) (string, *filter.Denied) {
-	chain := s.srv.filters.Load()
+func (p *processor) filterStatement(text string, st *router.Statement, cl **router.Class) (string, *filter.Denied) {
+	chain := p.srv.filters.Load()
 	if chain.Len() == 0 {
 		return text, nil
 	}
-	fs := filter.Statement{User: s.user, DB: s.state.db, Text: text, Fingerprint: st.Fingerprint,
+	fs := filter.Statement{User: p.user, DB: p.state.db, Text: text, Fingerprint: st.Fingerprint,
 		Digest: st.Digest, Kinds: (*cl).Kinds, Tables: (*cl).Tables}
 	rewritten, denied := chain.Before(&fs, func(fs *filter.Statement) {
-		*st = s.lexer.Lex(fs.Text)
-		c, hit := s.srv.classifier.Classify(st, fs.Text)
-		s.srv.metrics.classified(hit)
+		*st = p.lexer.Lex(fs.Text)
+		c, hit := p.srv.classifier.Classify(st, fs.Text)
+		p.srv.metrics.classified(hit)
 		*cl = c
 		fs.Fingerprint, fs.Digest, fs.Kinds, fs.Tables = st.Fingerprint, st.Digest, c.Kinds, c.Tables
 	})
 	if denied != nil && denied.DetectOnly {
-		s.srv.metrics.filterDetected.Inc()
-		s.log.Warn("a filter would refuse this statement (detect mode)", "filter", denied.Filter, "reason", denied.Reason, "fingerprint", st.Fingerprint)
-		s.rec.detected = denied.Filter + ": " + denied.Reason
+		p.srv.metrics.filterDetected.Inc()
+		p.log.Warn("a filter would refuse this statement (detect mode)", "filter", denied.Filter, "reason", denied.Reason, "fingerprint", st.Fingerprint)
+		p.rec.detected = denied.Filter + ": " + denied.Reason
 		denied = nil
 	}
 	if denied != nil {
-		s.srv.metrics.filterDenied.Inc()
-		s.log.Warn("statement refused by a filter", "filter", denied.Filter, "reason", denied.Reason, "fingerprint", st.Fingerprint)
+		p.srv.metrics.filterDenied.Inc()
+		p.log.Warn("statement refused by a filter", "filter", denied.Filter, "reason", denied.Reason, "fingerprint", st.Fingerprint)
 		e := newSQLError(errFilterDenied, "%s", denied.Error())
-		s.writeErr(e)
-		s.rec.setStmt(st, text)
-		s.rec.refused = "refused: filter " + denied.Filter
-		s.rec.res = Result{Err: e}
+		p.client.SendError(e)
+		p.rec.setStmt(st, text)
+		p.rec.refused = "refused: filter " + denied.Filter
+		p.rec.res = Result{Err: e}
 		return text, denied
 	}
 	if rewritten {
-		s.srv.metrics.filterRewritten.Inc()
-		s.rec.original = text
+		p.srv.metrics.filterRewritten.Inc()
+		p.rec.original = text
 		return fs.Text, nil
 	}
 	return text, nil

@@ -191,6 +191,9 @@ func (p *PacketIO) Send(payload []byte) error {
 	return p.w.Flush()
 }
 
+// SendError sends e as an ERR packet.
+func (p *PacketIO) SendError(e *SQLError) error { return p.Send(errPacket(e)) }
+
 // SendCommand sends payload as a new command: its sequence starts at 0.
 func (p *PacketIO) SendCommand(payload []byte) error {
 	p.seq = 0

@@ -75,18 +75,18 @@ func (s *Session) logSession() *audit.Session {
 	if s.logSess.ID == 0 {
 		s.logSess = audit.Session{ID: s.id, Client: s.client.Conn().RemoteAddr().String()}
 	}
-	s.logSess.User, s.logSess.DB = s.user, s.state.db
+	s.logSess.User, s.logSess.DB = s.user, s.proc.state.db
 	return &s.logSess
 }
 
 // logCommand writes the query log record of one answered command.
 func (s *Session) logCommand(g *audit.Genlog, cmd byte, pkt []byte, start time.Time) {
-	r := &s.rec
+	r := &s.proc.rec
 	q := audit.Query{
 		Start: start, Duration: time.Since(start), Command: commandName(cmd),
 		Server: r.server, Route: s.routeLabel(r), Rows: r.res.Rows, Affected: r.res.OK.Affected,
 		LastInsertID: r.res.OK.LastInsertID, Warnings: r.res.OK.Warnings,
-		InTx: s.status&mysql.SERVER_STATUS_IN_TRANS != 0,
+		InTx: s.proc.status&mysql.SERVER_STATUS_IN_TRANS != 0,
 	}
 	if e := r.res.Err; e != nil {
 		q.ErrorCode, q.Error = e.Code, e.Message

@@ -82,24 +82,24 @@ type trxEntry struct {
 // read-only transaction, answered to the open transaction's log, or forgets
 // the log when no transaction is open after it. exec is the execute packet
 // when the statement ran prepared.
-func (s *Session) recordTrx(st *router.Statement, cl *router.Class, text string, exec []byte, b *BackendConn, res Result) {
-	t := &s.trx
-	if s.status&mysql.SERVER_STATUS_IN_TRANS == 0 || res.Err != nil && res.Err.Code == mysql.ER_LOCK_DEADLOCK {
+func (p *processor) recordTrx(st *router.Statement, cl *router.Class, text string, exec []byte, b *BackendConn, res Result) {
+	t := &p.trx
+	if p.status&mysql.SERVER_STATUS_IN_TRANS == 0 || res.Err != nil && res.Err.Code == mysql.ER_LOCK_DEADLOCK {
 		t.reset() // the transaction ended; a deadlock rolled it back
 		return
 	}
 	// The START of a read-only transaction is answered before the session
 	// knows the replica holds it.
-	primary := s.backends.primary
-	onReplica := b != primary && (b == s.backends.tx || cl.Begin && cl.ReadOnly)
+	primary := p.backends.primary
+	onReplica := b != primary && (b == p.backends.tx || cl.Begin && cl.ReadOnly)
 	if t.unreplayable || b != primary && !onReplica {
 		return
 	}
-	if !t.replayable(s.state.version) {
+	if !t.replayable(p.state.version) {
 		t.setUnreplayable()
 		return
 	}
-	cfg := s.srv.cfg.Load().Recovery
+	cfg := p.srv.cfg.Load().Recovery
 	if !cfg.TransactionReplay {
 		return
 	}
@@ -110,7 +110,7 @@ func (s *Session) recordTrx(st *router.Statement, cl *router.Class, text string,
 		return
 	}
 	if len(t.entries) == 0 {
-		t.stateVersion, t.readOnly = s.state.version, onReplica
+		t.stateVersion, t.readOnly = p.state.version, onReplica
 	} else if t.readOnly != onReplica {
 		t.setUnreplayable()
 		return
@@ -129,17 +129,17 @@ func (s *Session) recordTrx(st *router.Statement, cl *router.Class, text string,
 // trxReplayable reports whether the connection holding the transaction,
 // lost before answering the command a, can be replaced, its transaction
 // replayed.
-func (s *Session) trxReplayable(a *attempt) bool {
-	return a.replayOnLoss && s.status&mysql.SERVER_STATUS_IN_TRANS != 0 && s.trx.replayable(s.state.version) &&
-		len(s.temps) == 0 && s.srv.cfg.Load().Recovery.TransactionReplay
+func (p *processor) trxReplayable(a *attempt) bool {
+	return a.replayOnLoss && p.status&mysql.SERVER_STATUS_IN_TRANS != 0 && p.trx.replayable(p.state.version) &&
+		len(p.temps) == 0 && p.srv.cfg.Load().Recovery.TransactionReplay
 }
 
 // replayLost replays the transaction whose connection was lost before the
 // current command answered; when it cannot be, the client is told to retry
 // the transaction.
-func (s *Session) replayLost(ctx context.Context) error {
-	if err := s.replayTransaction(ctx); err != nil {
-		s.writeErr(newSQLError(mysql.ER_LOCK_DEADLOCK, "Sluice: the transaction was lost with its server connection and could not be replayed: %v; retry the transaction", err))
+func (p *processor) replayLost(ctx context.Context) error {
+	if err := p.replayTransaction(ctx); err != nil {
+		p.client.SendError(newSQLError(mysql.ER_LOCK_DEADLOCK, "Sluice: the transaction was lost with its server connection and could not be replayed: %v; retry the transaction", err))
 		return errReported
 	}
 	return nil
@@ -149,29 +149,29 @@ func (s *Session) replayLost(ctx context.Context) error {
 // read-only transaction takes another replica, brings it to the session's
 // state and runs the transaction's statements again. It fails, leaving no
 // transaction open, when an answer differs.
-func (s *Session) replayTransaction(ctx context.Context) error {
-	m, bs := s.srv.metrics, &s.backends
-	if s.trx.readOnly {
+func (p *processor) replayTransaction(ctx context.Context) error {
+	m, bs := p.srv.metrics, &p.backends
+	if p.trx.readOnly {
 		b := bs.replicaConn(ctx, 0)
 		if b == nil {
 			m.replayFailed.Inc()
-			s.trx.reset()
+			p.trx.reset()
 			return errors.New("no other server to replay the read-only transaction on")
 		}
-		if err := s.replayLog(b); err != nil {
+		if err := p.replayLog(b); err != nil {
 			// The connection is the session's for other reads: end what
 			// the replay opened rather than close it.
-			s.rollbackReplay(b)
+			p.rollbackReplay(b)
 			m.replayFailed.Inc()
-			s.trx.reset()
+			p.trx.reset()
 			return err
 		}
 		if b != bs.primary {
 			bs.tx = b
 		}
-		s.status = b.Status
+		p.status = b.Status
 		m.replayed.Inc()
-		s.log.Info("read-only transaction replayed on another server", "server", b.Server, "statements", len(s.trx.entries))
+		p.log.Info("read-only transaction replayed on another server", "server", b.Server, "statements", len(p.trx.entries))
 		return nil
 	}
 	b, err := bs.dialPrimary(ctx)
@@ -182,18 +182,18 @@ func (s *Session) replayTransaction(ctx context.Context) error {
 	fail := func(err error) error {
 		bs.closeConn(b) // the server rolls back what was replayed
 		m.replayFailed.Inc()
-		s.trx.reset()
+		p.trx.reset()
 		return err
 	}
 	if err := bs.sync(b); err != nil {
 		return fail(fmt.Errorf("restoring session state on %s: %w", b.Server, err))
 	}
-	if err := s.replayLog(b); err != nil {
+	if err := p.replayLog(b); err != nil {
 		return fail(err)
 	}
-	bs.primary, s.status = b, b.Status
+	bs.primary, p.status = b, b.Status
 	m.replayed.Inc()
-	s.log.Info("transaction replayed on the new primary", "server", b.Server, "statements", len(s.trx.entries))
+	p.log.Info("transaction replayed on the new primary", "server", b.Server, "statements", len(p.trx.entries))
 	return nil
 }
 
@@ -202,7 +202,7 @@ var errDeadlocked = errors.New("deadlocked again")
 
 // replayLog runs the transaction's statements on b, each answer relayed to
 // nowhere and compared with what the client saw.
-func (s *Session) replayLog(b *BackendConn) error {
+func (p *processor) replayLog(b *BackendConn) error {
 	discard := NewPacketIO(discardConn{})
 	defer discard.Close()
 	// Statements prepared for the replay are closed after it: the session's
@@ -213,21 +213,21 @@ func (s *Session) replayLog(b *BackendConn) error {
 			closeStatement(b, id)
 		}
 	}()
-	for i, e := range s.trx.entries {
+	for i, e := range p.trx.entries {
 		pkt := commandPacket(mysql.COM_QUERY, e.query)
 		if e.exec != nil {
 			id, ok := prepared[e.query]
 			if !ok {
 				var err error
 				if id, err = b.prepare(e.query); err != nil {
-					return fmt.Errorf("preparing statement %d of %d on %s: %w", i+1, len(s.trx.entries), b.Server, err)
+					return fmt.Errorf("preparing statement %d of %d on %s: %w", i+1, len(p.trx.entries), b.Server, err)
 				}
 				prepared[e.query] = id
 			}
 			pkt = append([]byte(nil), e.exec...)
 			setStmtID(pkt, id)
 		}
-		res, _, err := s.exchange(b, pkt, relay{client: discard, sum: s.trx.startSum()})
+		res, _, err := p.exchange(b, pkt, relay{client: discard, sum: p.trx.startSum()})
 		if err != nil {
 			return fmt.Errorf("replaying on %s: %w", b.Server, err)
 		}
@@ -242,7 +242,7 @@ func (s *Session) replayLog(b *BackendConn) error {
 			res.Rows != e.rows || res.RowsSum != e.rowsSum {
 			// The statement's text stays out of the message: it may hold secrets.
 			return fmt.Errorf("statement %d of %d answered differently on %s (error %d, %d affected, insert id %d, %d rows; the client saw error %d, %d affected, insert id %d, %d rows%s)",
-				i+1, len(s.trx.entries), b.Server, code, res.OK.Affected, res.OK.LastInsertID, res.Rows,
+				i+1, len(p.trx.entries), b.Server, code, res.OK.Affected, res.OK.LastInsertID, res.Rows,
 				e.errCode, e.affected, e.lastInsertID, e.rows, map[bool]string{true: ", other values"}[res.RowsSum != e.rowsSum])
 		}
 	}
@@ -252,10 +252,10 @@ func (s *Session) replayLog(b *BackendConn) error {
 // rollbackReplay ends, on a connection that stays the session's, what a
 // replay that failed part-way opened; a failure here shows at the
 // connection's next command.
-func (s *Session) rollbackReplay(b *BackendConn) {
+func (p *processor) rollbackReplay(b *BackendConn) {
 	discard := NewPacketIO(discardConn{})
 	defer discard.Close()
-	_, _, _ = s.exchange(b, commandPacket(mysql.COM_QUERY, "ROLLBACK"), relay{client: discard})
+	_, _, _ = p.exchange(b, commandPacket(mysql.COM_QUERY, "ROLLBACK"), relay{client: discard})
 }
 
 // deadlockRetryable reports whether a deadlock answer to a statement may be
@@ -263,9 +263,9 @@ func (s *Session) rollbackReplay(b *BackendConn) {
 // (router.transaction_replay_retry_on_deadlock). A deadlock rolls the whole
 // transaction back, so even a COMMIT (a Galera certification failure) is
 // safe to run again.
-func (s *Session) deadlockRetryable(keyword string) bool {
-	cfg := s.srv.cfg.Load().Recovery
-	return cfg.TransactionReplayRetryOnDeadlock && s.trx.replayable(s.state.version) &&
+func (p *processor) deadlockRetryable(keyword string) bool {
+	cfg := p.srv.cfg.Load().Recovery
+	return cfg.TransactionReplayRetryOnDeadlock && p.trx.replayable(p.state.version) &&
 		(replayableKeyword(keyword) || keyword == "COMMIT")
 }
 
@@ -274,24 +274,24 @@ func (s *Session) deadlockRetryable(keyword string) bool {
 // deadlock, and runs the command again, up to
 // router.transaction_replay_attempts times. When the attempts run out, or
 // an answer differs, the client gets the deadlock.
-func (s *Session) retryDeadlock(b *BackendConn, pkt []byte, deadlock *SQLError) (Result, error) {
-	m := s.srv.metrics
-	attempts := s.srv.cfg.Load().Recovery.TransactionReplayAttempts
+func (p *processor) retryDeadlock(b *BackendConn, pkt []byte, deadlock *SQLError) (Result, error) {
+	m := p.srv.metrics
+	attempts := p.srv.cfg.Load().Recovery.TransactionReplayAttempts
 	for n := 1; n <= attempts; n++ {
-		err := s.replayLog(b)
+		err := p.replayLog(b)
 		if errors.Is(err, errDeadlocked) {
 			continue // rolled back again
 		}
 		if err != nil {
-			s.log.Info("transaction not replayed after a deadlock", "server", b.Server, "err", err)
-			s.rollbackReplay(b) // it may have opened a transaction and changed rows
+			p.log.Info("transaction not replayed after a deadlock", "server", b.Server, "err", err)
+			p.rollbackReplay(b) // it may have opened a transaction and changed rows
 			break
 		}
 		// The last answer goes to the client as it is.
 		a := attempt{holdDeadlock: n < attempts}
-		res, forwarded, err := s.forward(b, pkt, &a, 0)
+		res, forwarded, err := p.forward(b, pkt, &a, 0)
 		if err != nil {
-			if _, err = s.recover(b, err, forwarded, &a); err == nil {
+			if _, err = p.recover(b, err, forwarded, &a); err == nil {
 				err = errReported // a retry or replay, which a nested attempt never asks for
 			}
 			return res, err
@@ -301,18 +301,18 @@ func (s *Session) retryDeadlock(b *BackendConn, pkt []byte, deadlock *SQLError) 
 				continue
 			}
 			m.replayFailed.Inc() // the last attempt's deadlock went to the client
-			s.trx.reset()
+			p.trx.reset()
 			return res, nil
 		}
 		m.replayed.Inc()
-		s.log.Info("transaction replayed after a deadlock", "server", b.Server, "statements", len(s.trx.entries), "attempt", n)
+		p.log.Info("transaction replayed after a deadlock", "server", b.Server, "statements", len(p.trx.entries), "attempt", n)
 		return res, nil
 	}
 	m.replayFailed.Inc()
-	s.trx.reset()
-	s.writeErr(deadlock)
+	p.trx.reset()
+	p.client.SendError(deadlock)
 	res := Result{Err: deadlock}
-	s.rec.res = res
+	p.rec.res = res
 	return res, nil
 }
 

@@ -3,13 +3,13 @@
 // the packet layer beneath them.
 //
 // A Session (session.go) owns the client connection, the login and the
-// command loop. Each command goes through command.go: dispatch by command,
-// then for COM_QUERY and COM_STMT_EXECUTE one pipeline: route (the
-// router.Policy decides, the session carries the decision out on its
+// command loop. Its processor (command.go) runs each command: dispatch by
+// command, then for COM_QUERY and COM_STMT_EXECUTE one pipeline: route (the
+// router.Policy decides, the processor carries the decision out on its
 // backendSet, backends.go), forward (relay.go's relay streams the answer
 // packet by packet), recover from a lost connection (recovery.go decides,
 // as a table), record (querylog.go, replay.go's transaction log, the
-// session state in state.go).
+// session state in state.go). Prepared statements are stmt.go's.
 package proxy
 
 import (
@@ -65,6 +65,9 @@ func NewServer(cfg Config, accounts *Accounts, rt *router.Router, reg prometheus
 	s.cfg.Store(&cfg)
 	return s
 }
+
+// SetFilters sets the chain of filters that run before routing (nil: none).
+func (s *Server) SetFilters(c *filter.Chain) { s.filters.Store(c) }
 
 // SetGenlog sets (or with nil, removes) the query log.
 func (s *Server) SetGenlog(g *audit.Genlog) { s.genlog.Store(g) }

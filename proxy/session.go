@@ -18,12 +18,11 @@ import (
 	"github.com/go-mysql-org/go-mysql/mysql"
 
 	"github.com/sluice-proxy/sluice/audit"
-	"github.com/sluice-proxy/sluice/router"
 )
 
-// Session is one client connection: its login, its command loop, and what
-// it knows of its own state. Its connections to the servers are a
-// backendSet; the query log's view of each command is a queryRecord.
+// Session is one client connection: the login and the command loop. The
+// commands themselves run in its processor (command.go), over the
+// session's connections to the servers (backends.go).
 type Session struct {
 	srv      *Server
 	id       uint32
@@ -41,30 +40,13 @@ type Session struct {
 	// tls is true once the client connection is TLS.
 	tls bool
 
-	backends backendSet
-	// trx is the open transaction, for transaction replay.
-	trx trxLog
-	// pinned, when set, says why every statement now goes to the primary.
-	pinned string
-
-	state SessionState
-	lexer router.Lexer
-	stmts preparedStmts
-	// temps are the session's temporary tables, which live on the primary.
-	temps map[string]struct{}
-	// lastGTID is the GTID of the session's last write, for causal reads.
-	lastGTID string
-
-	// status holds the server status flags of the last OK or EOF.
-	status uint16
+	proc processor
 
 	// idle is true while the session waits for a command outside a
 	// transaction: a draining server may close it then.
 	idle atomic.Bool
 
-	// rec describes the command being answered, for the query log;
-	// lastRoute caches the route label of the last record.
-	rec        queryRecord
+	// lastRoute caches the route label of the last query log record.
 	lastRoute  routeLabelCache
 	started    time.Time
 	statements int64
@@ -84,7 +66,7 @@ func newSession(srv *Server, conn net.Conn) *Session {
 		clientIP: host,
 		log:      srv.log.With("session", id, "client", conn.RemoteAddr().String()),
 	}
-	s.backends = backendSet{srv: srv, log: s.log, state: &s.state, broken: map[string]bool{}, closing: s.stmts.forget}
+	s.proc.init(srv, s.client, s.log)
 	s.client.SetMaxPayload(srv.cfg.Load().MaxAllowedPacket)
 	return s
 }
@@ -126,7 +108,7 @@ func (s *Session) run(ctx context.Context) {
 		}
 	}()
 	s.setLog(s.log.With("user", s.user))
-	s.log.Debug("session started", "db", s.state.db)
+	s.log.Debug("session started", "db", s.proc.state.db)
 	s.publish()
 	err = s.loop(ctx)
 	s.logEnd("session ended", err)
@@ -146,18 +128,21 @@ func (s *Session) close() {
 		s.srv.releaseUser(s.admitted)
 		s.admitted = ""
 	}
-	s.backends.closeAll()
+	s.proc.backends.closeAll()
 	s.client.Close()
 }
 
 // setLog replaces the session's logger (a new user).
-func (s *Session) setLog(l *slog.Logger) { s.log, s.backends.log = l, l }
+func (s *Session) setLog(l *slog.Logger) {
+	s.log = l
+	s.proc.setLog(l)
+}
 
-// setLogin records who the session is logged in as, for the connections
-// it opens to the servers: the client's own user and SHA1(password).
+// setLogin records who the session is logged in as; the processor logs in
+// to the servers as the client's own user with SHA1(password).
 func (s *Session) setLogin(user string, stage1 []byte) {
 	s.user = user
-	s.backends.login = Login{User: user, Stage1: stage1, Capabilities: s.caps, Collation: s.collation, Attrs: s.attrs}
+	s.proc.setLogin(Login{User: user, Stage1: stage1, Capabilities: s.caps, Collation: s.collation, Attrs: s.attrs})
 }
 
 // handshake greets the client, authenticates it and opens its backend.
@@ -190,13 +175,13 @@ func (s *Session) handshake(ctx context.Context) error {
 	}
 	hr, err := parseHandshakeResponse(pkt)
 	if err != nil {
-		s.writeErr(newSQLError(mysql.ER_HANDSHAKE_ERROR, "Bad handshake"))
+		s.client.SendError(newSQLError(mysql.ER_HANDSHAKE_ERROR, "Bad handshake"))
 		return err
 	}
 	s.caps = hr.Capabilities & proxyCapabilities
 	if cfg.RequireTLS && !s.tls {
 		e := newSQLError(errSecureTransportRequired, "Connections using insecure transport are prohibited: this Sluice requires TLS (tls.require)")
-		s.writeErr(e)
+		s.client.SendError(e)
 		return e
 	}
 	s.collation, s.attrs, s.user = hr.Collation, hr.Attrs, hr.User
@@ -212,22 +197,22 @@ func (s *Session) handshake(ctx context.Context) error {
 		s.srv.metrics.authFailures.Inc()
 		var se *SQLError
 		if errors.As(err, &se) {
-			s.writeErr(se)
+			s.client.SendError(se)
 		}
 		return err
 	}
 	if e := s.srv.admitUser(hr.User); e != nil {
-		s.writeErr(e)
+		s.client.SendError(e)
 		return e
 	}
 	s.admitted = hr.User
 	s.setLogin(hr.User, stage1)
-	s.state.db = hr.DB
+	s.proc.state.db = hr.DB
 	s.log.Debug("authenticated", "user", acct.User, "host", acct.Host)
-	if err := s.connect(ctx); err != nil {
+	if err := s.proc.connect(ctx); err != nil {
 		return err
 	}
-	return s.client.Send(okPacket(0, 0, s.status, 0))
+	return s.client.Send(okPacket(0, 0, s.proc.status, 0))
 }
 
 // errClientInactive is MySQL's ER_CLIENT_INTERACTION_TIMEOUT.
@@ -282,33 +267,6 @@ func (s *Session) authSwitch() ([]byte, error) {
 	return bytes.Clone(reply), nil
 }
 
-// connect opens the session's connection at login (readwritesplit: the
-// primary; readconnroute: the server router.target chooses), so a bad schema
-// or a refused account fails the login as it would directly.
-func (s *Session) connect(ctx context.Context) error {
-	var err error
-	if s.policy().Movable() {
-		var b *BackendConn
-		if b, err = s.backends.dialPrimary(ctx); err == nil {
-			s.backends.primary = b
-		}
-	} else {
-		var t router.Target
-		if t, err = s.srv.router.ConnTarget(); err == nil {
-			err = s.backends.connectTo(ctx, t)
-		}
-	}
-	if err != nil {
-		s.writeErr(toSQLError(err))
-		return err
-	}
-	s.status = s.backends.primary.Status
-	return nil
-}
-
-// policy is the routing policy in force.
-func (s *Session) policy() router.Policy { return s.srv.router.Policy() }
-
 // toSQLError gives the client the server's own error when there is one,
 // and otherwise says which server failed and how.
 func toSQLError(err error) *SQLError {
@@ -319,15 +277,11 @@ func toSQLError(err error) *SQLError {
 	return newSQLError(mysql.ER_UNKNOWN_ERROR, "Sluice: %v", err)
 }
 
-func (s *Session) writeErr(e *SQLError) {
-	_ = s.client.Send(errPacket(e))
-}
-
 func (s *Session) loop(ctx context.Context) error {
 	m := s.srv.metrics
 	for {
 		s.client.ResetSequence()
-		s.idle.Store(s.status&mysql.SERVER_STATUS_IN_TRANS == 0)
+		s.idle.Store(s.proc.status&mysql.SERVER_STATUS_IN_TRANS == 0)
 		if s.idle.Load() && s.srv.draining.Load() {
 			return nil
 		}
@@ -341,7 +295,7 @@ func (s *Session) loop(ctx context.Context) error {
 			if errors.Is(err, os.ErrDeadlineExceeded) {
 				// As MySQL 8 does at wait_timeout: say why, then close.
 				s.client.ResetSequence()
-				s.writeErr(newSQLError(errClientInactive, "The client was disconnected by Sluice because of inactivity (client_idle_timeout %v)", idleTimeout))
+				s.client.SendError(newSQLError(errClientInactive, "The client was disconnected by Sluice because of inactivity (client_idle_timeout %v)", idleTimeout))
 				s.log.Info("closing an idle session", "idle", idleTimeout)
 				return nil
 			}
@@ -349,7 +303,7 @@ func (s *Session) loop(ctx context.Context) error {
 		}
 		if err != nil {
 			if errors.Is(err, ErrPacketTooLarge) {
-				s.writeErr(newSQLError(mysql.ER_NET_PACKET_TOO_LARGE, "Got a packet bigger than 'max_allowed_packet' bytes"))
+				s.client.SendError(newSQLError(mysql.ER_NET_PACKET_TOO_LARGE, "Got a packet bigger than 'max_allowed_packet' bytes"))
 			}
 			return err
 		}
@@ -360,7 +314,7 @@ func (s *Session) loop(ctx context.Context) error {
 		m.commands[cmd].Inc()
 		s.srv.commandsTotal.Add(1)
 		start := time.Now()
-		s.rec = queryRecord{}
+		s.proc.rec = queryRecord{}
 		s.statements++
 		s.statementCount.Store(s.statements)
 		switch cmd {
@@ -374,14 +328,14 @@ func (s *Session) loop(ctx context.Context) error {
 		case mysql.COM_BINLOG_DUMP, mysql.COM_BINLOG_DUMP_GTID, mysql.COM_REGISTER_SLAVE,
 			mysql.COM_TABLE_DUMP, mysql.COM_CONNECT_OUT, mysql.COM_CLONE, mysql.COM_DAEMON,
 			mysql.COM_CONNECT, mysql.COM_TIME, mysql.COM_DELAYED_INSERT, mysql.COM_SLEEP:
-			s.writeErr(newSQLError(mysql.ER_UNKNOWN_COM_ERROR, "Unknown command"))
+			s.client.SendError(newSQLError(mysql.ER_UNKNOWN_COM_ERROR, "Unknown command"))
 			continue
 		}
 		// Where a string literal ends depends on the session's sql_mode.
-		s.lexer.NoBackslashEscapes = s.status&mysql.SERVER_STATUS_NO_BACKSLASH_ESCAPED != 0
-		err = s.dispatch(ctx, pkt)
-		if d := s.srv.digests.Load(); d != nil && s.rec.hasStmt {
-			d.Record(s.rec.stmt.Digest, s.rec.stmt.Fingerprint, start, time.Since(start), s.rec.res.Rows, s.rec.res.Err != nil)
+		err = s.proc.dispatch(ctx, pkt)
+		if d := s.srv.digests.Load(); d != nil && s.proc.rec.hasStmt {
+			r := &s.proc.rec
+			d.Record(r.stmt.Digest, r.stmt.Fingerprint, start, time.Since(start), r.res.Rows, r.res.Err != nil)
 		}
 		if g := s.srv.genlog.Load(); g != nil {
 			s.logCommand(g, cmd, pkt, start)
@@ -398,7 +352,7 @@ func (s *Session) loop(ctx context.Context) error {
 func (s *Session) changeUser(ctx context.Context, pkt []byte) error {
 	cu, err := parseChangeUser(pkt, s.caps)
 	if err != nil {
-		s.writeErr(newSQLError(mysql.ER_HANDSHAKE_ERROR, "Bad handshake"))
+		s.client.SendError(newSQLError(mysql.ER_HANDSHAKE_ERROR, "Bad handshake"))
 		return err
 	}
 	reply := cu.AuthResponse
@@ -410,19 +364,19 @@ func (s *Session) changeUser(ctx context.Context, pkt []byte) error {
 	_, stage1, err := s.srv.accounts.Authenticate(ctx, cu.User, s.clientIP, s.scramble, reply)
 	if err != nil {
 		s.srv.metrics.authFailures.Inc()
-		s.writeErr(toSQLError(err))
+		s.client.SendError(toSQLError(err))
 		return fmt.Errorf("change user to %q: %w", cu.User, err)
 	}
 	if cu.User != s.admitted {
 		if e := s.srv.admitUser(cu.User); e != nil {
-			s.writeErr(e)
+			s.client.SendError(e)
 			return e
 		}
 		s.srv.releaseUser(s.admitted)
 		s.admitted = cu.User
 	}
-	s.backends.closeAll()
-	s.resetState(cu.DB)
+	s.proc.backends.closeAll()
+	s.proc.resetState(cu.DB)
 	if cu.Collation != 0 {
 		s.collation = cu.Collation
 	}
@@ -431,10 +385,10 @@ func (s *Session) changeUser(ctx context.Context, pkt []byte) error {
 	}
 	s.setLogin(cu.User, stage1)
 	s.setLog(s.log.With("user", s.user))
-	if err := s.connect(ctx); err != nil {
+	if err := s.proc.connect(ctx); err != nil {
 		return err
 	}
-	return s.client.Send(okPacket(0, 0, s.status, 0))
+	return s.client.Send(okPacket(0, 0, s.proc.status, 0))
 }
 
 func newScramble() []byte {

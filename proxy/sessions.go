@@ -64,15 +64,16 @@ func (s *Server) SessionList() []SessionInfo {
 // publish updates what the admin API sees of the session when it changed;
 // the session's own fields belong to its goroutine.
 func (s *Session) publish() {
-	inTx := s.status&mysql.SERVER_STATUS_IN_TRANS != 0
-	bs := &s.backends
+	p := &s.proc
+	inTx := p.status&mysql.SERVER_STATUS_IN_TRANS != 0
+	bs := &p.backends
 	backends := bs.count()
-	if v := s.view.Load(); v != nil && v.User == s.user && v.DB == s.state.db && v.InTransaction == inTx &&
-		len(v.Backends) == backends && v.Pinned == s.pinned {
+	if v := s.view.Load(); v != nil && v.User == s.user && v.DB == p.state.db && v.InTransaction == inTx &&
+		len(v.Backends) == backends && v.Pinned == p.pinned {
 		return
 	}
-	info := &SessionInfo{ID: s.id, User: s.user, Client: s.client.Conn().RemoteAddr().String(), DB: s.state.db,
-		Started: s.started, InTransaction: inTx, Pinned: s.pinned, Backends: make([]string, 0, backends)}
+	info := &SessionInfo{ID: s.id, User: s.user, Client: s.client.Conn().RemoteAddr().String(), DB: p.state.db,
+		Started: s.started, InTransaction: inTx, Pinned: p.pinned, Backends: make([]string, 0, backends)}
 	if bs.primary != nil {
 		info.Backends = append(info.Backends, bs.primary.Server)
 	}

@@ -136,34 +136,34 @@ func (ps *preparedStmt) withTypes(pkt []byte) []byte {
 // prepareStmt prepares on the primary (it answers with the metadata the
 // client needs, and writes can only run there) and hands the client
 // Sluice's own statement id.
-func (s *Session) prepareStmt(ctx context.Context, pkt []byte) error {
-	if len(s.stmts.byID) >= maxStatementsPerSession {
-		s.writeErr(newSQLError(1461, "Can't create more than max_prepared_stmt_count statements (current value: %d)", maxStatementsPerSession))
+func (p *processor) prepareStmt(ctx context.Context, pkt []byte) error {
+	if len(p.stmts.byID) >= maxStatementsPerSession {
+		p.client.SendError(newSQLError(1461, "Can't create more than max_prepared_stmt_count statements (current value: %d)", maxStatementsPerSession))
 		return nil
 	}
-	b, err := s.primaryConn(ctx)
+	b, err := p.primaryConn(ctx)
 	if err != nil {
 		return err
 	}
-	query, pkt, st, cl, denied := s.statement(pkt)
+	query, pkt, st, cl, denied := p.statement(pkt)
 	if denied {
 		return nil
 	}
-	s.stmts.nextID++
-	id := s.stmts.nextID
+	p.stmts.nextID++
+	id := p.stmts.nextID
 	// A prepare is harmless to send again: inside a transaction, losing the
 	// primary before it answers replays the transaction.
-	c := &command{pkt: pkt, prepareAs: id, attempt: attempt{replayOnLoss: s.status&mysql.SERVER_STATUS_IN_TRANS != 0}}
-	res, b, err := s.forwardCommand(ctx, c, b, s.primaryConn)
-	s.rec.setStmt(&st, query)
-	s.rec.setRoute(true, router.ReasonPrepare, "")
+	c := &command{pkt: pkt, prepareAs: id, attempt: attempt{replayOnLoss: p.status&mysql.SERVER_STATUS_IN_TRANS != 0}}
+	res, b, err := p.forwardCommand(ctx, c, b, p.primaryConn)
+	p.rec.setStmt(&st, query)
+	p.rec.setRoute(true, router.ReasonPrepare, "")
 	if err != nil || res.Err != nil {
 		return err
 	}
-	if s.stmts.byID == nil {
-		s.stmts.byID = map[uint32]*preparedStmt{}
+	if p.stmts.byID == nil {
+		p.stmts.byID = map[uint32]*preparedStmt{}
 	}
-	s.stmts.byID[id] = &preparedStmt{
+	p.stmts.byID[id] = &preparedStmt{
 		query: query, stmt: st, class: cl, params: res.Prepare.Params,
 		ids:        map[*BackendConn]uint32{b: res.Prepare.StatementID},
 		typesBound: map[*BackendConn]bool{},
@@ -172,30 +172,30 @@ func (s *Session) prepareStmt(ctx context.Context, pkt []byte) error {
 }
 
 // executeStmt runs COM_STMT_EXECUTE through the statement pipeline.
-func (s *Session) executeStmt(ctx context.Context, pkt []byte) error {
-	ps := s.stmtOf(pkt)
+func (p *processor) executeStmt(ctx context.Context, pkt []byte) error {
+	ps := p.stmtOf(pkt)
 	if ps == nil {
 		return nil
 	}
 	longData := ps.longData
 	cursor := len(pkt) > 5 && pkt[5]&cursorFlags != 0
-	inTrans := s.status&mysql.SERVER_STATUS_IN_TRANS != 0
+	inTrans := p.status&mysql.SERVER_STATUS_IN_TRANS != 0
 	if inTrans && (longData || cursor) {
-		s.trx.setUnreplayable() // long data and cursors are not kept
+		p.trx.setUnreplayable() // long data and cursors are not kept
 	}
 	c := &statement{command: command{pkt: pkt, ps: ps, attempt: attempt{
 		retryRead:    ps.class.Route == router.RouteReplica && !ps.stmt.Multi,
 		replayOnLoss: inTrans && !longData && !cursor && replayableKeyword(ps.stmt.Keyword),
-		holdDeadlock: !longData && !cursor && s.deadlockRetryable(ps.stmt.Keyword),
+		holdDeadlock: !longData && !cursor && p.deadlockRetryable(ps.stmt.Keyword),
 	}}, text: ps.query, st: ps.stmt, cl: ps.class}
-	if g := s.srv.genlog.Load(); g != nil && g.WantsParams() {
+	if g := p.srv.genlog.Load(); g != nil && g.WantsParams() {
 		params, err := executeParams(pkt, int(ps.params), ps.types, longData)
 		if err != nil {
-			s.log.Debug("parameters not logged", "err", err)
+			p.log.Debug("parameters not logged", "err", err)
 		}
-		s.rec.params = params
+		p.rec.params = params
 	}
-	err := s.runStatement(ctx, c)
+	err := p.runStatement(ctx, c)
 	ps.longData = false
 	return err
 }
@@ -203,8 +203,8 @@ func (s *Session) executeStmt(ctx context.Context, pkt []byte) error {
 // stmtFollowUp forwards FETCH and RESET where their statement last executed
 // (the primary when it is gone), and SEND_LONG_DATA to the primary, where
 // the execute it belongs to will then run.
-func (s *Session) stmtFollowUp(ctx context.Context, pkt []byte) error {
-	ps := s.stmtOf(pkt)
+func (p *processor) stmtFollowUp(ctx context.Context, pkt []byte) error {
+	ps := p.stmtOf(pkt)
 	if ps == nil {
 		return nil
 	}
@@ -218,22 +218,22 @@ func (s *Session) stmtFollowUp(ctx context.Context, pkt []byte) error {
 	}
 	if b == nil {
 		var err error
-		if b, err = s.primaryConn(ctx); err != nil {
+		if b, err = p.primaryConn(ctx); err != nil {
 			return err
 		}
 	}
-	_, _, err := s.forwardCommand(ctx, &command{pkt: pkt, ps: ps}, b, s.primaryConn)
+	_, _, err := p.forwardCommand(ctx, &command{pkt: pkt, ps: ps}, b, p.primaryConn)
 	return err
 }
 
 // stmtOf is the statement a command names, or nil after telling the client
 // it is unknown (SEND_LONG_DATA has no answer).
-func (s *Session) stmtOf(pkt []byte) *preparedStmt {
+func (p *processor) stmtOf(pkt []byte) *preparedStmt {
 	id, ok := stmtID(pkt)
-	ps := s.stmts.byID[id]
+	ps := p.stmts.byID[id]
 	if !ok || ps == nil {
 		if cmd := pkt[0]; cmd != mysql.COM_STMT_SEND_LONG_DATA {
-			s.writeErr(newSQLError(mysql.ER_UNKNOWN_STMT_HANDLER, "Unknown prepared statement handler (%d) given to %s", id, commandName(cmd)))
+			p.client.SendError(newSQLError(mysql.ER_UNKNOWN_STMT_HANDLER, "Unknown prepared statement handler (%d) given to %s", id, commandName(cmd)))
 		}
 		return nil
 	}
@@ -242,13 +242,13 @@ func (s *Session) stmtOf(pkt []byte) *preparedStmt {
 
 // closeStmt closes a statement everywhere it was prepared; COM_STMT_CLOSE
 // has no answer.
-func (s *Session) closeStmt(pkt []byte) {
+func (p *processor) closeStmt(pkt []byte) {
 	id, ok := stmtID(pkt)
-	ps := s.stmts.byID[id]
+	ps := p.stmts.byID[id]
 	if !ok || ps == nil {
 		return
 	}
-	delete(s.stmts.byID, id)
+	delete(p.stmts.byID, id)
 	for b, backendID := range ps.ids {
 		closeStatement(b, backendID)
 	}
