@@ -113,6 +113,12 @@ func TestGenlogRecordsQueriesAndLogins(t *testing.T) {
 		t.Fatal(err)
 	}
 	conn.ExecContext(ctx, "SELEC broken syntax")
+	// Text the old --where splitter cut at the wrong place.
+	for _, q := range []string{"SELECT 'a==1' AS probe", "SELECT 'x && y' AS probe"} {
+		if _, err := conn.ExecContext(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if _, err := conn.ExecContext(ctx, "CREATE USER IF NOT EXISTS 'audit_pw'@'%' IDENTIFIED BY 'Sup3rSecret'"); err != nil {
 		t.Fatal(err)
 	}
@@ -186,7 +192,7 @@ func TestGenlogRecordsQueriesAndLogins(t *testing.T) {
 		last = r.offset
 	}
 
-	// sluice audit search filters the trail with gjson paths.
+	// sluice audit search filters the trail with a --where expression.
 	actx, acancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer acancel()
 	out, err := exec.CommandContext(actx, binary, "audit", "search", "--brokers", in.broker, "--topic", "audit.test",
@@ -205,6 +211,40 @@ func TestGenlogRecordsQueriesAndLogins(t *testing.T) {
 		"--where", `command=="COM_STMT_EXECUTE"`, "--table").Output()
 	if err != nil || !strings.HasPrefix(string(out), "TS") || !strings.Contains(string(out), "SELECT v FROM audited") {
 		t.Fatalf("audit search --table: %v\n%s", err, out)
+	}
+
+	// --where is an expr-lang expression: quoted operators are text, ||
+	// works, a field a record lacks is no match there.
+	for where, want := range map[string][]string{
+		`query~"a==1"`:                                     {"SELECT 'a==1' AS probe"},
+		`query~"&&" && type=="query"`:                      {"SELECT 'x && y' AS probe"},
+		`(user=="nobody" || user=="app") && query~"probe"`: {"SELECT 'a==1' AS probe", "SELECT 'x && y' AS probe"},
+		`gtid=="x"`:                                        nil,
+		`gtid~"0-1-" && query matches "^REPLACE"`:          {"REPLACE INTO audited VALUES (1, 'one'), (2, 'two')"},
+	} {
+		out, err := exec.CommandContext(actx, binary, "audit", "search", "--brokers", in.broker, "--topic", "audit.test", "--where", where).Output()
+		if err != nil {
+			t.Fatalf("audit search --where %s: %v", where, err)
+		}
+		var got []string
+		for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+			var r record
+			if l != "" && json.Unmarshal([]byte(l), &r) == nil {
+				got = append(got, r.Query)
+			}
+		}
+		if strings.Join(got, "|") != strings.Join(want, "|") {
+			t.Fatalf("audit search --where %s: %q, want %q\n%s", where, got, want, out)
+		}
+	}
+	// An expression that does not compile: exit status 2, its position on
+	// stderr, no records.
+	cmd := exec.CommandContext(actx, binary, "audit", "search", "--brokers", in.broker, "--topic", "audit.test", "--where", `user=="app" && (type=="query"`)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err = cmd.Output()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 || len(out) != 0 || !strings.Contains(stderr.String(), "--where: ") || !strings.Contains(stderr.String(), "(1:29)") {
+		t.Fatalf("audit search with a bad --where: %v, stdout %q, stderr %q", err, out, stderr.String())
 	}
 
 	// kcat, the tool compliance teams already have, reads the same records.

@@ -225,13 +225,9 @@ func Serve(cfgFile string) error {
 	api := admin.API{Health: health, Gatherer: reg, Monitor: mon, Sessions: srv.SessionList, Digests: srv.Digests,
 		Reload: reload, Token: cfg.AdminToken, Stats: srv.Stats, Config: func() any { return configView(running.Load().Redacted()) }}
 	if genlog != nil {
-		api.AuditTail = func(ctx context.Context, where string, since time.Duration, emit func([]byte)) error {
-			w, err := audit.ParseWhere(where)
-			if err != nil {
-				return err
-			}
+		api.AuditTail = func(ctx context.Context, where *audit.Where, since time.Duration, emit func([]byte)) error {
 			return audit.Read(ctx, audit.ReadOptions{Brokers: producerBrokers(cfg), Topic: cfg.Genlog.Topic,
-				Since: since, Where: w, Follow: true}, emit)
+				Since: since, Where: where, Follow: true}, emit)
 		}
 	}
 	adminLn, err := net.Listen("tcp", cfg.AdminListen)
