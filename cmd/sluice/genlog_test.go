@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -269,5 +270,39 @@ func TestGenlogRecordsQueriesAndLogins(t *testing.T) {
 		if !json.Valid([]byte(l)) {
 			t.Fatalf("kcat line is not JSON: %s", l)
 		}
+	}
+}
+
+// With Genlog on, the audit topics exist once Sluice serves, before any
+// record: a consumer can subscribe from the start.
+func TestGenlogTopicsExistBeforeTraffic(t *testing.T) {
+	in := startInstance(t, "genlog:\n  enabled: true\n  topic: audit.early\n")
+	// A metadata request for every topic, which creates none.
+	conn, err := kafka.Dial("tcp", in.broker)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	parts, err := conn.ReadPartitions()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := map[string]int{}
+	for _, p := range parts {
+		n[p.Topic]++
+	}
+	if n["audit.early"] < 1 || n["sluice.events"] < 1 {
+		t.Fatalf("topics once serving: %v", n)
+	}
+	// kcat sees them too, with their partitions.
+	kcat, err := exec.LookPath("kcat")
+	if err != nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, kcat, "-b", in.broker, "-L", "-t", "audit.early").Output()
+	if err != nil || !strings.Contains(string(out), `topic "audit.early" with `+strconv.Itoa(n["audit.early"])+` partitions`) {
+		t.Fatalf("kcat -L: %v\n%s", err, out)
 	}
 }
