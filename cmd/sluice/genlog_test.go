@@ -143,7 +143,7 @@ func TestGenlogRecordsQueriesAndLogins(t *testing.T) {
 		return quits >= 1 && failed >= 1
 	})
 	var session uint32
-	var found struct{ create, insert, prepared, syntax, authOK, authFail, connect, quit bool }
+	var found struct{ create, insert, prepared, closed, syntax, authOK, authFail, connect, quit bool }
 	for _, r := range recs {
 		if r.Proxy != "audit-test" {
 			t.Fatalf("proxy %q in %+v", r.Proxy, r)
@@ -169,11 +169,14 @@ func TestGenlogRecordsQueriesAndLogins(t *testing.T) {
 			found.prepared = r.Query == "SELECT v FROM audited WHERE id = ?" && r.Rows == 1 &&
 				len(r.Params) == 1 && r.Params[0] == float64(2) && r.GTID == "" &&
 				strings.HasPrefix(r.Server, "replica") && strings.HasPrefix(r.Route, "replica")
+		case r.Type == "query" && r.Command == "COM_STMT_CLOSE":
+			// The driver closes the statement it prepared: the record names it.
+			found.closed = r.Query == "SELECT v FROM audited WHERE id = ?" && r.Digest != "0" && r.Digest != ""
 		case r.Type == "query" && r.ErrorCode == 1064:
 			found.syntax = strings.Contains(r.Error, "syntax") && r.Query == "SELEC broken syntax"
 		}
 	}
-	if !found.create || !found.insert || !found.prepared || !found.syntax || !found.authOK || !found.authFail || !found.connect || !found.quit {
+	if !found.create || !found.insert || !found.prepared || !found.closed || !found.syntax || !found.authOK || !found.authFail || !found.connect || !found.quit {
 		t.Fatalf("missing or wrong records: %+v\n%+v", found, recs)
 	}
 	// One session's records are in one partition, in order.
