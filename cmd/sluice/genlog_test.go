@@ -243,12 +243,14 @@ func TestGenlogRecordsQueriesAndLogins(t *testing.T) {
 	}
 	// An expression that does not compile: exit status 2, its position on
 	// stderr, no records.
-	cmd := exec.CommandContext(actx, binary, "audit", "search", "--brokers", in.broker, "--topic", "audit.test", "--where", `user=="app" && (type=="query"`)
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	out, err = cmd.Output()
-	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 || len(out) != 0 || !strings.Contains(stderr.String(), "--where: ") || !strings.Contains(stderr.String(), "(1:29)") {
-		t.Fatalf("audit search with a bad --where: %v, stdout %q, stderr %q", err, out, stderr.String())
+	for _, sub := range []string{"search", "tail"} {
+		cmd := exec.CommandContext(actx, binary, "audit", sub, "--brokers", in.broker, "--topic", "audit.test", "--where", `user=="app" && (type=="query"`)
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 || len(out) != 0 || !strings.Contains(stderr.String(), "--where: ") || !strings.Contains(stderr.String(), "(1:29)") {
+			t.Fatalf("audit %s with a bad --where: %v, stdout %q, stderr %q", sub, err, out, stderr.String())
+		}
 	}
 
 	// kcat, the tool compliance teams already have, reads the same records.
