@@ -4,9 +4,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/expr-lang/expr"
+	"github.com/expr-lang/expr/ast"
 	"github.com/expr-lang/expr/builtin"
 	"github.com/expr-lang/expr/file"
 	"github.com/expr-lang/expr/parser/lexer"
@@ -19,12 +22,15 @@ import (
 //
 //	user == "app" && duration_us > 1000000
 //	(user == "app" || user == "bob") && query ~ "orders"
-//	command in ["COM_STMT_EXECUTE", "COM_STMT_CLOSE"] && !ok
+//	type == "auth" && !ok
 //
 // Every top-level key of the record's JSON is a variable; a field the
-// record does not have is nil, so it matches only comparisons with nil.
-// `a ~ b` is true when the text a contains the text b (expr's
-// `a contains b`, kept from the old --where); regular expressions are
+// record does not have is nil there: gtid == "x" is false on a record
+// without gtid, gtid != "x" true, and gtid > "x", which cannot be
+// evaluated, does not match it either.
+// `a ~ b` is true when the text of a contains the text of b, as in the old
+// --where: like expr's `a contains b`, but a number or boolean is taken as
+// its JSON text and a missing field as ""; regular expressions are
 // `a matches "re"`.
 type Where struct {
 	prog *vm.Program // nil matches everything
@@ -37,7 +43,8 @@ func ParseWhere(src string) (*Where, error) {
 		return &Where{}, nil
 	}
 	rewritten, shifts := rewriteTilde(src)
-	prog, err := expr.Compile(rewritten, expr.Env(fieldsNamedLikeBuiltins(rewritten)), expr.AllowUndefinedVariables(), expr.AsBool())
+	prog, err := expr.Compile(rewritten, expr.Env(fieldsNamedLikeBuiltins(rewritten)), expr.AllowUndefinedVariables(), expr.AsBool(),
+		expr.Function(tildeFunc, tilde, new(func(any, any) bool)), expr.Patch(shifts))
 	if err != nil {
 		var fe *file.Error
 		if !errors.As(err, &fe) {
@@ -130,8 +137,46 @@ func (s tildeShifts) original(at int) int {
 	return at - shift
 }
 
+// Visit turns each "contains" rewriteTilde wrote into a call of tilde.
+func (s tildeShifts) Visit(node *ast.Node) {
+	b, ok := (*node).(*ast.BinaryNode)
+	if !ok || b.Operator != "contains" {
+		return
+	}
+	// The operator's location is the keyword's, after tildeOp's space.
+	if _, found := slices.BinarySearch(s, b.Location().From-1); found {
+		ast.Patch(node, &ast.CallNode{Callee: &ast.IdentifierNode{Value: tildeFunc}, Arguments: []ast.Node{b.Left, b.Right}})
+	}
+}
+
+// tildeFunc is the function a ~ b compiles to.
+const tildeFunc = "_tilde"
+
+// tilde is a ~ b: whether the text of a contains the text of b, as the
+// old --where had it (a number as its JSON text, a missing field as "").
+func tilde(args ...any) (any, error) {
+	return strings.Contains(text(args[0]), text(args[1])), nil
+}
+
+// text is a record value as text.
+func text(v any) string {
+	switch v := v.(type) {
+	case nil:
+		return ""
+	case string:
+		return v
+	case float64:
+		return strconv.FormatFloat(v, 'f', -1, 64)
+	case bool:
+		return strconv.FormatBool(v)
+	default:
+		b, _ := json.Marshal(v)
+		return string(b)
+	}
+}
+
 // rewriteTilde turns every "~" outside string literals into expr's
-// "contains" operator.
+// "contains" operator, which the patch (Visit) makes a call of tilde.
 func rewriteTilde(src string) (string, tildeShifts) {
 	if !strings.Contains(src, "~") {
 		return src, nil

@@ -61,12 +61,19 @@ func TestWhere(t *testing.T) {
 		`ok`:                            "000",
 		// A field absent from a record: no match there, no error.
 		`gtid=="0-1-42"`:     "010",
+		`gtid < "x"`:         "010",
 		`gtid=="x"`:          "000",
 		`gtid~"0-1-"`:        "010",
 		`affected > 0`:       "010",
 		`params[0] == 1`:     "000",
 		`user > 3`:           "000",
 		`$env.user == "bob"`: "010",
+		// ~ is text containment of any value, as it was: numbers by
+		// their JSON text, a missing field as "".
+		`duration_us ~ "1500"`: "100",
+		`session ~ 8`:          "010",
+		`gtid ~ ""`:            "111",
+		`ok ~ "false"`:         "001",
 	}
 	for src, want := range cases {
 		w, err := ParseWhere(src)
@@ -98,6 +105,7 @@ func TestWhereErrorsNamePosition(t *testing.T) {
 		`nonsense(`:                     "(1:9)",
 		`user == "app" @`:               "(1:15)",
 		"user == \"app\" &&\n  ) ":      "(2:3)",
+		`query contains 1`:              "mismatched types",
 		`"text"`:                        "expected bool",
 	} {
 		_, err := ParseWhere(src)
