@@ -3,6 +3,7 @@ module github.com/sluice-proxy/sluice
 go 1.26.8
 
 require (
+	github.com/expr-lang/expr v1.17.8
 	github.com/go-mysql-org/go-mysql v1.16.0
 	github.com/go-sql-driver/mysql v1.9.3
 	github.com/hashicorp/golang-lru/v2 v2.0.7

@@ -19,6 +19,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/sluice-proxy/sluice/audit"
+	"github.com/sluice-proxy/sluice/internal/testenv/lab"
 	"github.com/sluice-proxy/sluice/logbroker"
 )
 
@@ -344,5 +345,33 @@ func TestSharedTopicChains(t *testing.T) {
 	}
 	if verified != 1200 {
 		t.Fatalf("verified %d records, want 1200", verified)
+	}
+}
+
+// A producer creates its topics before any record, in process or with a
+// CreateTopics request, even where auto-creation is off; again is fine.
+func TestProducerCreatesTopics(t *testing.T) {
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	off := false
+	b, ln := startBroker(t, logbroker.Config{Partitions: 3, AutoCreateTopics: &off}, log)
+	addr := ln.Addr().String()
+	for _, c := range []struct {
+		name  string
+		local *logbroker.Broker
+	}{{"in-process", b}, {"kafka", nil}} {
+		p, err := audit.NewProducer(audit.ProducerConfig{Brokers: []string{addr}, Name: c.name, Local: c.local}, log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		topic := "created." + c.name
+		for range 2 {
+			if err := p.CreateTopics(context.Background(), topic, "sluice.events"); err != nil {
+				t.Fatalf("%s: %v", c.name, err)
+			}
+		}
+		p.Close()
+		if got := lab.Topics(t, addr); got[topic] != 3 || got["sluice.events"] != 3 {
+			t.Fatalf("%s: topics %v", c.name, got)
+		}
 	}
 }

@@ -57,6 +57,23 @@ func (k *kafkaWriter) WriteRecords(ctx context.Context, recs []Record) error {
 
 func (k *kafkaWriter) Close() error { return k.w.Close() }
 
+func (k *kafkaWriter) CreateTopics(ctx context.Context, topics []string) error {
+	req := &kafka.CreateTopicsRequest{Addr: k.w.Addr}
+	for _, t := range topics {
+		req.Topics = append(req.Topics, kafka.TopicConfig{Topic: t, NumPartitions: -1, ReplicationFactor: -1})
+	}
+	resp, err := (&kafka.Client{}).CreateTopics(ctx, req)
+	if err != nil {
+		return fmt.Errorf("create topics %v: %w", topics, err)
+	}
+	for _, t := range topics {
+		if err := resp.Errors[t]; err != nil && !errors.Is(err, kafka.TopicAlreadyExists) {
+			return fmt.Errorf("create topic %s: %w", t, err)
+		}
+	}
+	return nil
+}
+
 // firstError shortens kafka-go's per-message error lists to their first.
 func firstError(err error) error {
 	var we kafka.WriteErrors

@@ -97,6 +97,15 @@ func (w *localWriter) add(topic string, part, i int) {
 
 func (w *localWriter) Close() error { return nil }
 
+func (w *localWriter) CreateTopics(_ context.Context, topics []string) error {
+	for _, t := range topics {
+		if _, err := w.broker.CreateTopic(t); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // batchHeaderLen is the size of a RecordBatch v2 header; the records follow.
 const batchHeaderLen = 61
 

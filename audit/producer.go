@@ -58,6 +58,23 @@ type recordWriter interface {
 	Close() error
 }
 
+// topicCreator is a recordWriter that can create topics ahead of records.
+type topicCreator interface {
+	CreateTopics(ctx context.Context, topics []string) error
+}
+
+// CreateTopics makes the topics exist before their first record, so a
+// consumer can subscribe at once: in the bundled broker in process, or
+// with a CreateTopics request (the brokers' default partitions and
+// replication); a topic that exists already is fine.
+func (p *Producer) CreateTopics(ctx context.Context, topics ...string) error {
+	c, ok := p.w.(topicCreator)
+	if !ok {
+		return nil
+	}
+	return c.CreateTopics(ctx, topics)
+}
+
 // ProducerConfig configures a producer.
 type ProducerConfig struct {
 	Brokers []string

@@ -2,6 +2,7 @@ package logbroker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -17,6 +18,21 @@ func (b *Broker) Partitions(topic string) (int, error) {
 	}
 	if t == nil {
 		return 0, fmt.Errorf("topic %s: %w", topic, kerr.UnknownTopicOrPartition)
+	}
+	return len(t.partitions), nil
+}
+
+// CreateTopic creates topic with the configured partition count for a
+// component in the same process, whether or not auto-creation is on; a
+// topic that exists already is kept as it is. It returns the topic's
+// partition count.
+func (b *Broker) CreateTopic(topic string) (int, error) {
+	if !validTopicName(topic) {
+		return 0, fmt.Errorf("topic %q: %w", topic, kerr.InvalidTopicException)
+	}
+	t, err := b.createTopic(topic, b.cfg.Partitions, nil)
+	if err != nil && !errors.Is(err, errTopicExists) {
+		return 0, fmt.Errorf("create topic %s: %w", topic, err)
 	}
 	return len(t.partitions), nil
 }

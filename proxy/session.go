@@ -333,7 +333,9 @@ func (s *Session) loop(ctx context.Context) error {
 		}
 		// Where a string literal ends depends on the session's sql_mode.
 		err = s.proc.dispatch(ctx, pkt)
-		if d := s.srv.digests.Load(); d != nil && s.proc.rec.hasStmt {
+		// A close names its statement for the audit trail; it is no
+		// execution of it.
+		if d := s.srv.digests.Load(); d != nil && s.proc.rec.hasStmt && cmd != mysql.COM_STMT_CLOSE {
 			r := &s.proc.rec
 			d.Record(r.stmt.Digest, r.stmt.Fingerprint, start, time.Since(start), r.res.Rows, r.res.Err != nil)
 		}

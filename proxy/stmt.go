@@ -240,7 +240,8 @@ func (p *processor) stmtOf(pkt []byte) *preparedStmt {
 	return ps
 }
 
-// closeStmt closes a statement everywhere it was prepared; COM_STMT_CLOSE
+// closeStmt closes a statement everywhere it was prepared, and records it
+// for the audit trail (query, fingerprint, digest); COM_STMT_CLOSE
 // has no answer.
 func (p *processor) closeStmt(pkt []byte) {
 	id, ok := stmtID(pkt)
@@ -249,6 +250,8 @@ func (p *processor) closeStmt(pkt []byte) {
 		return
 	}
 	delete(p.stmts.byID, id)
+	// The audit record names the statement it closes.
+	p.rec.setStmt(&ps.stmt, ps.query)
 	for b, backendID := range ps.ids {
 		closeStatement(b, backendID)
 	}

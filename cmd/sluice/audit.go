@@ -90,7 +90,7 @@ func auditCmd() *cobra.Command {
 		c.Flags().StringSliceVar(&brokers, "brokers", []string{"127.0.0.1:9092"}, "Kafka or bundled broker addresses")
 		c.Flags().StringVar(&topic, "topic", "sluice.genlog", "audit topic")
 		c.Flags().StringVar(&since, "since", "", "start this long ago (e.g. 1h, 30m); default: the beginning for search, now for tail")
-		c.Flags().StringVar(&where, "where", "", `filter, e.g. 'user=="app" && duration_us>1000000' (gjson paths; == != > >= < <= ~)`)
+		c.Flags().StringVar(&where, "where", "", `filter: an expr-lang expression over the record's fields, e.g. 'user=="app" && duration_us>1000000' or 'query ~ "orders" || command in ["COM_STMT_EXECUTE"]' (== != < > <= >= && || ! () in matches contains; a ~ b: a contains the text b); exit status 2 when it does not compile`)
 		c.Flags().BoolVar(&table, "table", false, "print a table instead of JSON lines")
 		cmd.AddCommand(c)
 	}

@@ -147,8 +147,8 @@ func TestWebConsole(t *testing.T) {
 		}
 	}
 
-	// A filter that does not parse is reported by the tail, not applied.
-	loadConsole(t, browser, "http://"+in.admin+"/#token="+token+"&where=nonsense", filepath.Join(t.TempDir(), "bad-where.png"),
+	// A filter that does not compile is reported by the tail, not applied.
+	loadConsole(t, browser, "http://"+in.admin+"/#token="+token+"&where="+url.QueryEscape(`user=="app" &&`), filepath.Join(t.TempDir(), "bad-where.png"),
 		func(dom string) []string {
 			if !strings.Contains(section(dom, `id="tail-status"`, "</span>"), "--where") {
 				return []string{"the where error in #tail-status"}

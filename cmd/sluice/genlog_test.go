@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -113,6 +114,12 @@ func TestGenlogRecordsQueriesAndLogins(t *testing.T) {
 		t.Fatal(err)
 	}
 	conn.ExecContext(ctx, "SELEC broken syntax")
+	// Text the old --where splitter cut at the wrong place.
+	for _, q := range []string{"SELECT 'a==1' AS probe", "SELECT 'x && y' AS probe"} {
+		if _, err := conn.ExecContext(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if _, err := conn.ExecContext(ctx, "CREATE USER IF NOT EXISTS 'audit_pw'@'%' IDENTIFIED BY 'Sup3rSecret'"); err != nil {
 		t.Fatal(err)
 	}
@@ -136,7 +143,7 @@ func TestGenlogRecordsQueriesAndLogins(t *testing.T) {
 		return quits >= 1 && failed >= 1
 	})
 	var session uint32
-	var found struct{ create, insert, prepared, syntax, authOK, authFail, connect, quit bool }
+	var found struct{ create, insert, prepared, closed, syntax, authOK, authFail, connect, quit bool }
 	for _, r := range recs {
 		if r.Proxy != "audit-test" {
 			t.Fatalf("proxy %q in %+v", r.Proxy, r)
@@ -162,11 +169,14 @@ func TestGenlogRecordsQueriesAndLogins(t *testing.T) {
 			found.prepared = r.Query == "SELECT v FROM audited WHERE id = ?" && r.Rows == 1 &&
 				len(r.Params) == 1 && r.Params[0] == float64(2) && r.GTID == "" &&
 				strings.HasPrefix(r.Server, "replica") && strings.HasPrefix(r.Route, "replica")
+		case r.Type == "query" && r.Command == "COM_STMT_CLOSE":
+			// The driver closes the statement it prepared: the record names it.
+			found.closed = r.Query == "SELECT v FROM audited WHERE id = ?" && r.Digest != "0" && r.Digest != ""
 		case r.Type == "query" && r.ErrorCode == 1064:
 			found.syntax = strings.Contains(r.Error, "syntax") && r.Query == "SELEC broken syntax"
 		}
 	}
-	if !found.create || !found.insert || !found.prepared || !found.syntax || !found.authOK || !found.authFail || !found.connect || !found.quit {
+	if !found.create || !found.insert || !found.prepared || !found.closed || !found.syntax || !found.authOK || !found.authFail || !found.connect || !found.quit {
 		t.Fatalf("missing or wrong records: %+v\n%+v", found, recs)
 	}
 	// One session's records are in one partition, in order.
@@ -186,7 +196,7 @@ func TestGenlogRecordsQueriesAndLogins(t *testing.T) {
 		last = r.offset
 	}
 
-	// sluice audit search filters the trail with gjson paths.
+	// sluice audit search filters the trail with a --where expression.
 	actx, acancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer acancel()
 	out, err := exec.CommandContext(actx, binary, "audit", "search", "--brokers", in.broker, "--topic", "audit.test",
@@ -205,6 +215,42 @@ func TestGenlogRecordsQueriesAndLogins(t *testing.T) {
 		"--where", `command=="COM_STMT_EXECUTE"`, "--table").Output()
 	if err != nil || !strings.HasPrefix(string(out), "TS") || !strings.Contains(string(out), "SELECT v FROM audited") {
 		t.Fatalf("audit search --table: %v\n%s", err, out)
+	}
+
+	// --where is an expr-lang expression: quoted operators are text, ||
+	// works, a field a record lacks is no match there.
+	for where, want := range map[string][]string{
+		`query~"a==1"`:                                     {"SELECT 'a==1' AS probe"},
+		`query~"&&" && type=="query"`:                      {"SELECT 'x && y' AS probe"},
+		`(user=="nobody" || user=="app") && query~"probe"`: {"SELECT 'a==1' AS probe", "SELECT 'x && y' AS probe"},
+		`gtid=="x"`:                                        nil,
+		`gtid~"0-1-" && query matches "^REPLACE"`:          {"REPLACE INTO audited VALUES (1, 'one'), (2, 'two')"},
+	} {
+		out, err := exec.CommandContext(actx, binary, "audit", "search", "--brokers", in.broker, "--topic", "audit.test", "--where", where).Output()
+		if err != nil {
+			t.Fatalf("audit search --where %s: %v", where, err)
+		}
+		var got []string
+		for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+			var r record
+			if l != "" && json.Unmarshal([]byte(l), &r) == nil {
+				got = append(got, r.Query)
+			}
+		}
+		if strings.Join(got, "|") != strings.Join(want, "|") {
+			t.Fatalf("audit search --where %s: %q, want %q\n%s", where, got, want, out)
+		}
+	}
+	// An expression that does not compile: exit status 2, its position on
+	// stderr, no records.
+	for _, sub := range []string{"search", "tail"} {
+		cmd := exec.CommandContext(actx, binary, "audit", sub, "--brokers", in.broker, "--topic", "audit.test", "--where", `user=="app" && (type=="query"`)
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 || len(out) != 0 || !strings.Contains(stderr.String(), "--where: ") || !strings.Contains(stderr.String(), "(1:29)") {
+			t.Fatalf("audit %s with a bad --where: %v, stdout %q, stderr %q", sub, err, out, stderr.String())
+		}
 	}
 
 	// kcat, the tool compliance teams already have, reads the same records.
@@ -229,5 +275,26 @@ func TestGenlogRecordsQueriesAndLogins(t *testing.T) {
 		if !json.Valid([]byte(l)) {
 			t.Fatalf("kcat line is not JSON: %s", l)
 		}
+	}
+}
+
+// With Genlog on, the audit topics exist once Sluice serves, before any
+// record: a consumer can subscribe from the start.
+func TestGenlogTopicsExistBeforeTraffic(t *testing.T) {
+	in := startInstance(t, "genlog:\n  enabled: true\n  topic: audit.early\n")
+	n := lab.Topics(t, in.broker) // lists without creating
+	if n["audit.early"] < 1 || n["sluice.events"] < 1 {
+		t.Fatalf("topics once serving: %v", n)
+	}
+	// kcat sees them too, with their partitions.
+	kcat, err := exec.LookPath("kcat")
+	if err != nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, kcat, "-b", in.broker, "-L", "-t", "audit.early").Output()
+	if err != nil || !strings.Contains(string(out), `topic "audit.early" with `+strconv.Itoa(n["audit.early"])+` partitions`) {
+		t.Fatalf("kcat -L: %v\n%s", err, out)
 	}
 }

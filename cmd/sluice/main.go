@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/sluice-proxy/sluice/audit"
 	"github.com/sluice-proxy/sluice/internal/app"
 	"github.com/sluice-proxy/sluice/internal/config"
 )
@@ -26,7 +27,8 @@ func main() {
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "sluice:", err)
 		var ce *config.Error
-		if errors.As(err, &ce) {
+		var we *audit.WhereError
+		if errors.As(err, &ce) || errors.As(err, &we) {
 			os.Exit(2)
 		}
 		os.Exit(1)

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/sluice-proxy/sluice/audit"
 	"github.com/sluice-proxy/sluice/internal/admin/console"
 	"github.com/sluice-proxy/sluice/internal/digest"
 	"github.com/sluice-proxy/sluice/monitor"
@@ -42,10 +43,9 @@ type API struct {
 	Reload func() error
 	// Stats are the proxy's running totals.
 	Stats func() proxy.Stats
-	// AuditTail streams the audit records matching where (the audit
-	// tail's --where syntax) from since ago until ctx ends; nil when Genlog
-	// is off.
-	AuditTail func(ctx context.Context, where string, since time.Duration, emit func([]byte)) error
+	// AuditTail streams the audit records matching where from since ago
+	// until ctx ends; nil when Genlog is off.
+	AuditTail func(ctx context.Context, where *audit.Where, since time.Duration, emit func([]byte)) error
 	// Token, when set, must come as "Authorization: Bearer TOKEN" on every
 	// request but GET /health and the console's static page (GET / and
 	// GET /console/NAME).
@@ -129,7 +129,8 @@ func Handler(api API) http.Handler {
 		writeJSON(w, http.StatusOK, map[string]any{"at": time.Now(), "proxy": api.Stats()})
 	})
 	// GET /v1/audit/tail?where=EXPR&since=1m streams matching audit records
-	// as server-sent events, one JSON record per event.
+	// as server-sent events, one JSON record per event. EXPR is the audit
+	// tail's --where expression; one that does not compile answers 400.
 	mux.HandleFunc("GET /v1/audit/tail", func(w http.ResponseWriter, r *http.Request) {
 		if api.AuditTail == nil {
 			writeError(w, http.StatusNotFound, "genlog is disabled: there is no audit trail to tail")
@@ -144,6 +145,11 @@ func Handler(api API) http.Handler {
 			}
 			since = d
 		}
+		where, err := audit.ParseWhere(r.URL.Query().Get("where"))
+		if err != nil {
+			writeError(w, http.StatusBadRequest, err.Error())
+			return
+		}
 		flusher, ok := w.(http.Flusher)
 		if !ok {
 			writeError(w, http.StatusInternalServerError, "streaming unsupported")
@@ -154,7 +160,7 @@ func Handler(api API) http.Handler {
 		w.WriteHeader(http.StatusOK)
 		flusher.Flush()
 		var mu sync.Mutex
-		err := api.AuditTail(r.Context(), r.URL.Query().Get("where"), since, func(rec []byte) {
+		err = api.AuditTail(r.Context(), where, since, func(rec []byte) {
 			mu.Lock()
 			defer mu.Unlock()
 			fmt.Fprintf(w, "data: %s\n\n", rec)

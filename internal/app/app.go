@@ -111,6 +111,12 @@ func Serve(cfgFile string) error {
 		reg.MustRegister(events.Collectors()...)
 		// Closed once the monitor, which sends to it, has returned.
 		lc.start("events producer", func(context.Context) error { return events.Close() })
+		if cfg.Genlog.Enabled {
+			// With the audit trail on, its topics exist from the start.
+			if err := createTopics(events, localBroker(cfg, broker) != nil, log, EventsTopic); err != nil {
+				return err
+			}
+		}
 		name := cfg.Name
 		mon.OnEvent = func(ev monitor.Event) {
 			rec := struct {
@@ -167,6 +173,9 @@ func Serve(cfgFile string) error {
 		reg.MustRegister(producer.Collectors()...)
 		// Closed after the proxy drained, so the last sessions' records go out.
 		lc.start("genlog producer", func(context.Context) error { return producer.Close() })
+		if err := createTopics(producer, localBroker(cfg, broker) != nil, log, cfg.Genlog.Topic); err != nil {
+			return err
+		}
 		genlog = audit.NewGenlog(cfg.Genlog, producer)
 		srv.SetGenlog(genlog)
 	}
@@ -225,13 +234,9 @@ func Serve(cfgFile string) error {
 	api := admin.API{Health: health, Gatherer: reg, Monitor: mon, Sessions: srv.SessionList, Digests: srv.Digests,
 		Reload: reload, Token: cfg.AdminToken, Stats: srv.Stats, Config: func() any { return configView(running.Load().Redacted()) }}
 	if genlog != nil {
-		api.AuditTail = func(ctx context.Context, where string, since time.Duration, emit func([]byte)) error {
-			w, err := audit.ParseWhere(where)
-			if err != nil {
-				return err
-			}
+		api.AuditTail = func(ctx context.Context, where *audit.Where, since time.Duration, emit func([]byte)) error {
 			return audit.Read(ctx, audit.ReadOptions{Brokers: producerBrokers(cfg), Topic: cfg.Genlog.Topic,
-				Since: since, Where: w, Follow: true}, emit)
+				Since: since, Where: where, Follow: true}, emit)
 		}
 	}
 	adminLn, err := net.Listen("tcp", cfg.AdminListen)
@@ -371,6 +376,22 @@ func producerBrokers(cfg *config.Config) []string {
 		return []string{cfg.Broker.Listen}
 	}
 	return nil
+}
+
+// createTopics makes a producer's topics exist before Sluice reports
+// serving, so a consumer can subscribe before the first record. The bundled
+// broker failing to stops the start (it is a disk error); external brokers
+// that do not answer do not: records wait in the queue or the spill file,
+// and the topic is created with the first of them.
+func createTopics(p *audit.Producer, local bool, log *slog.Logger, topics ...string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err := p.CreateTopics(ctx, topics...)
+	if err != nil && !local {
+		log.Warn("audit topics not created; they will be with their first record", "topics", topics, "err", err)
+		return nil
+	}
+	return err
 }
 
 // localBroker is the bundled broker when Sluice's records go to it: the

@@ -293,8 +293,9 @@ function tailEvent(block) {
   if (event === "error") {
     const msg = data.join("\n");
     tailStatus(msg, true);
-    // A bad where expression waits for a new one; anything else retries.
-    return msg.startsWith("--where") ? "stop" : "end";
+    // A where expression that does not compile is a 400 before the
+    // stream starts; an error in the stream is retried.
+    return "end";
   }
   let rec;
   try {

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/segmentio/kafka-go"
 )
 
 // WaitFor polls cond every 20ms until it holds, failing tb after timeout:
@@ -102,4 +104,24 @@ func Healthy(admin string) bool {
 	}
 	resp.Body.Close()
 	return resp.StatusCode == http.StatusOK
+}
+
+// Topics lists every topic of a Kafka-protocol broker with its partition
+// count, by a metadata request for all topics, which creates none.
+func Topics(tb testing.TB, broker string) map[string]int {
+	tb.Helper()
+	conn, err := kafka.Dial("tcp", broker)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer conn.Close()
+	parts, err := conn.ReadPartitions()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	n := map[string]int{}
+	for _, p := range parts {
+		n[p.Topic]++
+	}
+	return n
 }
