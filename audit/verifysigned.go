@@ -335,7 +335,7 @@ func missingHead(c Checkpoint, first, end int64) string {
 	at += ")"
 	switch {
 	case first >= end:
-		return at + " is gone: the partition is empty (the topic was deleted or emptied)"
+		return at + " is gone: the partition is empty (cut to nothing, or the topic was deleted or emptied)"
 	case c.Offset >= end:
 		return fmt.Sprintf("%s is gone: the partition ends at offset %d, cut short", at, end-1)
 	case c.Offset >= 0 && c.Offset < first:
