@@ -104,25 +104,30 @@ type cpState struct {
 }
 
 // noteWritten records, after a write, each partition's chain head, count
-// and the offset of its last record.
+// and the offset of its last record. A partition whose new records were all
+// stored by an earlier failed write (skipped, see resolveInDoubt) has a new
+// count and head too, at an offset the producer does not know.
 func (p *Producer) noteWritten(sent []Record) {
 	if p.signer == nil {
 		return
 	}
-	seen := map[cpKey]bool{}
-	for i := len(sent) - 1; i >= 0; i-- {
-		r := sent[i]
-		st := p.chains[r.Topic]
-		k := cpKey{r.Topic, r.Partition}
-		cs := p.cp[k]
-		if st == nil || cs == nil || seen[k] {
-			continue // a checkpoint, or not the partition's last record
-		}
-		seen[k] = true
-		cs.count, cs.head, cs.dirty = st.count[r.Partition], st.last[r.Partition], true
-		cs.offset = -1
-		if c, ok := chainValue(r.Value); ok && c == cs.head {
-			cs.offset = r.Offset
+	last := map[cpKey]*Record{}
+	for i := range sent {
+		last[cpKey{sent[i].Topic, sent[i].Partition}] = &sent[i]
+	}
+	for topic, st := range p.chains {
+		for part, count := range st.count {
+			k := cpKey{topic, part}
+			cs := p.cp[k]
+			if cs == nil || cs.count == count {
+				continue
+			}
+			cs.count, cs.head, cs.dirty, cs.offset = count, st.last[part], true, -1
+			if r := last[k]; r != nil {
+				if c, ok := chainValue(r.Value); ok && c == cs.head {
+					cs.offset = r.Offset
+				}
+			}
 		}
 	}
 }
