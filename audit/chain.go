@@ -170,15 +170,11 @@ func tailChain(ctx context.Context, topic string, part kafka.Partition, owner st
 // (each window in order), until match has held for a record of a window,
 // or tailScanLimit records were read.
 func scanBack(ctx context.Context, topic string, part kafka.Partition, match func(value []byte) bool) error {
-	lc, err := dialLeader(ctx, topic, part)
+	lc, first, end, err := openPartition(ctx, topic, part)
 	if err != nil {
 		return err
 	}
 	defer lc.Close()
-	first, end, err := lc.ReadOffsets()
-	if err != nil {
-		return err
-	}
 	const window = 2000
 	for to := end; to > first && end-to < tailScanLimit; {
 		from := max(first, to-window)
@@ -199,16 +195,25 @@ func scanBack(ctx context.Context, topic string, part kafka.Partition, match fun
 // scanForward calls fn with every record of a partition from offset from
 // (-1: the first kept) to its end.
 func scanForward(ctx context.Context, topic string, part kafka.Partition, from int64, fn func(offset int64, value []byte)) error {
-	lc, err := dialLeader(ctx, topic, part)
+	lc, first, end, err := openPartition(ctx, topic, part)
 	if err != nil {
 		return err
 	}
 	defer lc.Close()
-	first, end, err := lc.ReadOffsets()
-	if err != nil {
-		return err
-	}
 	return readRange(lc, part.ID, max(first, from), end, fn)
+}
+
+// openPartition connects to a partition's leader and reads its first kept
+// and end offsets; the caller closes the connection.
+func openPartition(ctx context.Context, topic string, part kafka.Partition) (lc *kafka.Conn, first, end int64, err error) {
+	if lc, err = dialLeader(ctx, topic, part); err != nil {
+		return nil, 0, 0, err
+	}
+	if first, end, err = lc.ReadOffsets(); err != nil {
+		lc.Close()
+		return nil, 0, 0, err
+	}
+	return lc, first, end, nil
 }
 
 // readRange calls fn with the records at offsets from to to (excluded).

@@ -7,41 +7,39 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 )
 
 // LoadSigningKey reads an Ed25519 private key in PKCS#8 PEM, as
 // `openssl genpkey -algorithm ed25519` writes it. Its errors name the file
 // but never show the key.
 func LoadSigningKey(path string) (ed25519.PrivateKey, error) {
-	der, err := readPEM(path, "PRIVATE KEY")
-	if err != nil {
-		return nil, err
-	}
-	k, err := x509.ParsePKCS8PrivateKey(der)
-	if err != nil {
-		return nil, fmt.Errorf("%s: not a PKCS#8 private key: %v", path, err)
-	}
-	ek, ok := k.(ed25519.PrivateKey)
-	if !ok {
-		return nil, fmt.Errorf("%s: a %T, not an Ed25519 key; make one with openssl genpkey -algorithm ed25519", path, k)
-	}
-	return ek, nil
+	return loadKey[ed25519.PrivateKey](path, "PRIVATE KEY", x509.ParsePKCS8PrivateKey,
+		"not an Ed25519 key; make one with openssl genpkey -algorithm ed25519")
 }
 
 // LoadPublicKey reads an Ed25519 public key in PKIX PEM, as
 // `openssl pkey -pubout` writes it.
 func LoadPublicKey(path string) (ed25519.PublicKey, error) {
-	der, err := readPEM(path, "PUBLIC KEY")
+	return loadKey[ed25519.PublicKey](path, "PUBLIC KEY", x509.ParsePKIXPublicKey,
+		"not an Ed25519 public key; make it with openssl pkey -in KEY -pubout")
+}
+
+// loadKey reads a PEM block of kind from path, parses it and checks that
+// it is a K.
+func loadKey[K any](path, kind string, parse func([]byte) (any, error), notK string) (K, error) {
+	var zero K
+	der, err := readPEM(path, kind)
 	if err != nil {
-		return nil, err
+		return zero, err
 	}
-	k, err := x509.ParsePKIXPublicKey(der)
+	k, err := parse(der)
 	if err != nil {
-		return nil, fmt.Errorf("%s: not a public key: %v", path, err)
+		return zero, fmt.Errorf("%s: not a %s: %v", path, strings.ToLower(kind), err)
 	}
-	ek, ok := k.(ed25519.PublicKey)
+	ek, ok := k.(K)
 	if !ok {
-		return nil, fmt.Errorf("%s: a %T, not an Ed25519 public key", path, k)
+		return zero, fmt.Errorf("%s: a %T, %s", path, k, notK)
 	}
 	return ek, nil
 }

@@ -179,13 +179,8 @@ func VerifySigned(ctx context.Context, opts SignedOptions) (*SignedReport, error
 	}
 	for _, p := range parts {
 		sp := SignedPartition{Partition: p.ID}
-		lc, err := dialLeader(ctx, opts.Topic, p)
+		lc, first, end, err := openPartition(ctx, opts.Topic, p)
 		if err != nil {
-			return nil, err
-		}
-		first, end, err := lc.ReadOffsets()
-		if err != nil {
-			lc.Close()
 			return nil, err
 		}
 		type rec struct {

@@ -98,6 +98,32 @@ func (l *signedLab) settledOn(t *testing.T, broker string) string {
 	}
 }
 
+// startCovered starts a signing Sluice, writes records until a checkpoint
+// covers them all, and returns an outsider's client and the last record of
+// the fullest partition, for the outsider to attack.
+func startCovered(t *testing.T, topic string) (*signedLab, *kgo.Client, *kgo.Record) {
+	t.Helper()
+	l := startSigned(t, topic)
+	l.sessions(t, 6)
+	l.settled(t)
+	cl := l.client(t)
+	return l, cl, l.lastRecord(t, cl)
+}
+
+// named waits, while Sluice writes on (so that its next checkpoint covers
+// what an attacker appended), until verify exits 1 saying want.
+func (l *signedLab) named(t *testing.T, want string) {
+	t.Helper()
+	var out string
+	lab.WaitFor(t, "verify to say "+want, 30*time.Second, func() bool {
+		l.sessions(t, 2)
+		var code int
+		out, code = l.verify(t, l.broker)
+		return code == 1 && strings.Contains(out, want)
+	})
+	t.Logf("verify:\n%s", out)
+}
+
 func (l *signedLab) client(t *testing.T) *kgo.Client {
 	t.Helper()
 	cl, err := kgo.NewClient(kgo.SeedBrokers(l.broker), kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.DisableIdempotentWrite())
@@ -216,11 +242,7 @@ func TestAuditVerifySignedAttacks(t *testing.T) {
 	})
 
 	t.Run("forged record", func(t *testing.T) {
-		l := startSigned(t, "sign.forged")
-		l.sessions(t, 6)
-		l.settled(t)
-		cl := l.client(t)
-		last := l.lastRecord(t, cl)
+		l, cl, last := startCovered(t, "sign.forged")
 		off := l.produce(t, cl, last.Partition, forge(t, last.Value))
 		// The unkeyed chain is fooled: that is the attack.
 		if out, err := runVerify(t, l.broker, l.topic); err != nil {
@@ -230,34 +252,13 @@ func TestAuditVerifySignedAttacks(t *testing.T) {
 		if out, _ := l.verify(t, l.broker); !strings.Contains(out, "not yet covered") {
 			t.Fatalf("verify before the next checkpoint: %s", out)
 		}
-		// Sluice writes on; its next checkpoint covers the forged offset.
-		want := fmt.Sprintf("partition %d: offset %d: not on the signed chain of \"signer\"", last.Partition, off)
-		var out string
-		lab.WaitFor(t, "verify to name the forged record", 30*time.Second, func() bool {
-			l.sessions(t, 2)
-			var code int
-			out, code = l.verify(t, l.broker)
-			return code == 1 && strings.Contains(out, want)
-		})
-		t.Logf("verify:\n%s", out)
+		l.named(t, fmt.Sprintf("partition %d: offset %d: not on the signed chain of \"signer\"", last.Partition, off))
 	})
 
 	t.Run("duplicated record", func(t *testing.T) {
-		l := startSigned(t, "sign.dup")
-		l.sessions(t, 6)
-		l.settled(t)
-		cl := l.client(t)
-		last := l.lastRecord(t, cl)
+		l, cl, last := startCovered(t, "sign.dup")
 		off := l.produce(t, cl, last.Partition, last.Value)
-		want := fmt.Sprintf("partition %d: offset %d: a copy of the record at offset %d", last.Partition, off, last.Offset)
-		var out string
-		lab.WaitFor(t, "verify to name the copy", 30*time.Second, func() bool {
-			l.sessions(t, 2)
-			var code int
-			out, code = l.verify(t, l.broker)
-			return code == 1 && strings.Contains(out, want)
-		})
-		t.Logf("verify:\n%s", out)
+		l.named(t, fmt.Sprintf("partition %d: offset %d: a copy of the record at offset %d", last.Partition, off, last.Offset))
 	})
 
 	t.Run("cut short", func(t *testing.T) {
