@@ -84,4 +84,36 @@ func TestSignedCheckpoints(t *testing.T) {
 	if rep.Ok() || !strings.Contains(strings.Join(rep.Partitions[0].Problems, "\n"), "not on the signed chain") {
 		t.Fatalf("a forged record inside the covered range: %+v", rep)
 	}
+
+	// Both topics deleted: without checkpoints nothing is proven; the
+	// anchor kept elsewhere says records existed.
+	anchor := p.Checkpoints()
+	conn, err := kafka.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.DeleteTopics(topic, audit.CheckpointTopic(topic)); err != nil {
+		t.Fatal(err)
+	}
+	conn.Close()
+	if rep := verify(); rep.Ok() || !strings.Contains(strings.Join(rep.Problems, "\n"), "no signed checkpoint") {
+		t.Fatalf("deleted topics, no anchor: %+v", rep)
+	}
+	rep, err = audit.VerifySigned(context.Background(), audit.SignedOptions{Brokers: []string{addr}, Topic: topic, Keys: []ed25519.PublicKey{pub}, Anchor: anchor})
+	if err != nil {
+		t.Fatal(err)
+	}
+	all := strings.Join(rep.Problems, "\n")
+	for _, sp := range rep.Partitions {
+		all += strings.Join(sp.Problems, "\n")
+	}
+	if rep.Ok() || !strings.Contains(all, "deleted") {
+		t.Fatalf("deleted topics, with the anchor: %+v", rep)
+	}
+	// A tampered anchor is refused by its signature.
+	anchor[0].Count++
+	rep, _ = audit.VerifySigned(context.Background(), audit.SignedOptions{Brokers: []string{addr}, Topic: topic, Keys: []ed25519.PublicKey{pub}, Anchor: anchor[:1]})
+	if rep.Ok() || !strings.Contains(strings.Join(rep.Problems, "\n"), "anchor checkpoint 1: a checkpoint not signed") {
+		t.Fatalf("a tampered anchor: %+v", rep)
+	}
 }
