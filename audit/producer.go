@@ -197,10 +197,11 @@ func (p *Producer) run() {
 		defer t.Stop()
 		tick = t.C
 	}
-	// checkpoint writes the checkpoints due (all at Close), spilling them
-	// when the broker is away.
-	checkpoint := func(final bool) {
-		if p.signer == nil || !final && time.Since(p.cpLast) < p.cpInterval {
+	// checkpoint writes the checkpoints due (on the ticker and at Close:
+	// every partition written to since the last), spilling them when the
+	// broker is away.
+	checkpoint := func(force bool) {
+		if p.signer == nil || !force && time.Since(p.cpLast) < p.cpInterval {
 			return
 		}
 		p.cpLast = time.Now()
@@ -243,7 +244,7 @@ func (p *Producer) run() {
 				batch = p.gather(append(batch[:0], r))
 				p.toSpill(batch)
 			case <-tick:
-				checkpoint(false)
+				checkpoint(true)
 			case <-retry.C:
 				if p.replay() {
 					backoff = 100 * time.Millisecond
@@ -261,7 +262,7 @@ func (p *Producer) run() {
 		select {
 		case r, ok = <-p.queue:
 		case <-tick:
-			checkpoint(false)
+			checkpoint(true)
 			continue
 		}
 		if !ok {
