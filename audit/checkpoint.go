@@ -230,8 +230,14 @@ func (p *Producer) resumeCheckpoints(ctx context.Context, topic string, part kaf
 		cs.prev, cs.count, from = last.Hash(), last.Count, last.Offset
 	}
 	var head [32]byte
-	found := from < 0
+	found, began := from < 0, false
 	err = scanForward(ctx, topic, part, from, func(offset int64, v []byte) {
+		if !began && !found && offset > from {
+			// Retention removed the record the checkpoint covers last:
+			// every record kept is after it.
+			found = true
+		}
+		began = true
 		if gjson.GetBytes(v, "proxy").String() != p.chainOwner {
 			return
 		}
