@@ -103,6 +103,9 @@ type chainState struct {
 	// skip counts, per partition, the next records to seal but not send:
 	// a failed write stored them after all (see resolveInDoubt).
 	skip []int
+	// count is, per partition, how many records of this chain it holds
+	// (with signed checkpoints; see resumeCheckpoints).
+	count []int64
 }
 
 // loadChain reads a topic's partitions and the chain value of the last
@@ -120,10 +123,20 @@ func (p *Producer) loadChain(topic string) (*chainState, error) {
 			return nil, fmt.Errorf("topic %s has no partitions yet: %v", topic, err)
 		}
 	}
-	st := &chainState{last: make([][32]byte, len(parts)), skip: make([]int, len(parts))}
+	st := &chainState{last: make([][32]byte, len(parts)), skip: make([]int, len(parts)), count: make([]int64, len(parts))}
 	for _, part := range parts {
 		if st.last[part.ID], err = tailChain(ctx, topic, part, p.chainOwner); err != nil {
 			return nil, err
+		}
+		if p.signer != nil {
+			// A first start with a key counts the partition's records: give
+			// it longer than a tail read.
+			rctx, rcancel := context.WithTimeout(context.Background(), 5*time.Minute)
+			err := p.resumeCheckpoints(rctx, topic, part, st)
+			rcancel()
+			if err != nil {
+				return nil, err
+			}
 		}
 	}
 	p.chains[topic] = st
@@ -140,55 +153,100 @@ const tailScanLimit = 200000
 // It is zero when there is none.
 func tailChain(ctx context.Context, topic string, part kafka.Partition, owner string) ([32]byte, error) {
 	var chain [32]byte
-	lc, err := dialLeader(ctx, topic, part)
+	err := scanBack(ctx, topic, part, func(v []byte) bool {
+		if owner != "" && gjson.GetBytes(v, "proxy").String() != owner {
+			return false
+		}
+		c, ok := chainValue(v)
+		if ok {
+			chain = c
+		}
+		return ok
+	})
+	return chain, err
+}
+
+// scanBack reads a partition backwards, a window of records at a time
+// (each window in order), until match has held for a record of a window,
+// or tailScanLimit records were read.
+func scanBack(ctx context.Context, topic string, part kafka.Partition, match func(value []byte) bool) error {
+	lc, first, end, err := openPartition(ctx, topic, part)
 	if err != nil {
-		return chain, err
+		return err
 	}
 	defer lc.Close()
-	first, end, err := lc.ReadOffsets()
-	if err != nil {
-		return chain, err
-	}
 	const window = 2000
 	for to := end; to > first && end-to < tailScanLimit; {
 		from := max(first, to-window)
-		if _, err := lc.Seek(from, kafka.SeekAbsolute); err != nil {
-			return chain, err
-		}
 		found := false
-		for offset := from; offset < to; {
-			lc.SetReadDeadline(time.Now().Add(5 * time.Second))
-			batch := lc.ReadBatch(1, 16<<20)
-			began := offset
-			for offset < to {
-				m, err := batch.ReadMessage()
-				if err != nil {
-					break
-				}
-				offset = m.Offset + 1
-				if m.Offset >= to {
-					break
-				}
-				if owner != "" && gjson.GetBytes(m.Value, "proxy").String() != owner {
-					continue
-				}
-				if c, ok := chainValue(m.Value); ok {
-					chain, found = c, true
-				}
+		err := readRange(lc, part.ID, from, to, func(_ int64, v []byte) {
+			if match(v) {
+				found = true
 			}
-			if err := batch.Close(); err != nil && offset < to {
-				return chain, err
-			}
-			if offset == began {
-				return chain, fmt.Errorf("partition %d: no records readable at offset %d", part.ID, offset)
-			}
-		}
-		if found {
-			return chain, nil
+		})
+		if err != nil || found {
+			return err
 		}
 		to = from
 	}
-	return chain, nil
+	return nil
+}
+
+// scanForward calls fn with every record of a partition from offset from
+// (-1: the first kept) to its end.
+func scanForward(ctx context.Context, topic string, part kafka.Partition, from int64, fn func(offset int64, value []byte)) error {
+	lc, first, end, err := openPartition(ctx, topic, part)
+	if err != nil {
+		return err
+	}
+	defer lc.Close()
+	return readRange(lc, part.ID, max(first, from), end, fn)
+}
+
+// openPartition connects to a partition's leader and reads its first kept
+// and end offsets; the caller closes the connection.
+func openPartition(ctx context.Context, topic string, part kafka.Partition) (lc *kafka.Conn, first, end int64, err error) {
+	if lc, err = dialLeader(ctx, topic, part); err != nil {
+		return nil, 0, 0, err
+	}
+	if first, end, err = lc.ReadOffsets(); err != nil {
+		lc.Close()
+		return nil, 0, 0, err
+	}
+	return lc, first, end, nil
+}
+
+// readRange calls fn with the records at offsets from to to (excluded).
+func readRange(lc *kafka.Conn, partition int, from, to int64, fn func(offset int64, value []byte)) error {
+	if from >= to {
+		return nil
+	}
+	if _, err := lc.Seek(from, kafka.SeekAbsolute); err != nil {
+		return err
+	}
+	for offset := from; offset < to; {
+		lc.SetReadDeadline(time.Now().Add(5 * time.Second))
+		batch := lc.ReadBatch(1, 16<<20)
+		began := offset
+		for offset < to {
+			m, err := batch.ReadMessage()
+			if err != nil {
+				break
+			}
+			offset = m.Offset + 1
+			if m.Offset >= to {
+				break
+			}
+			fn(m.Offset, m.Value)
+		}
+		if err := batch.Close(); err != nil && offset < to {
+			return err
+		}
+		if offset == began {
+			return fmt.Errorf("partition %d: no records readable at offset %d", partition, offset)
+		}
+	}
+	return nil
 }
 
 // inDoubt holds the chain values, per topic and partition in order, of a
@@ -254,13 +312,20 @@ func (p *Producer) seal(batch []Record) ([]Record, func(), error) {
 			// processor every query waits for the whole batch.
 			runtime.Gosched()
 		}
+		if p.isCheckpoint(r.Topic) {
+			// Signed already: sent as it is, all to partition 0, in order.
+			r.Partition = 0
+			out = append(out, r)
+			continue
+		}
 		st, err := p.loadChain(r.Topic)
 		if err != nil {
 			return nil, nil, err
 		}
 		n := next[r.Topic]
 		if n == nil {
-			n = &chainState{last: append([][32]byte(nil), st.last...), skip: append([]int(nil), st.skip...)}
+			n = &chainState{last: append([][32]byte(nil), st.last...), skip: append([]int(nil), st.skip...),
+				count: append(make([]int64, len(st.last)-len(st.count)), st.count...)}
 			next[r.Topic] = n
 		}
 		part := partitionOf(r.Key, len(n.last))
@@ -269,6 +334,7 @@ func (p *Producer) seal(batch []Record) ([]Record, func(), error) {
 			r.Value = slices.Clip(r.Value) // chainRecord copies it
 		}
 		r.Value, n.last[part] = chainRecord(n.last[part], r.Value)
+		n.count[part]++
 		if n.skip[part] > 0 {
 			n.skip[part]--
 			continue
@@ -277,7 +343,7 @@ func (p *Producer) seal(batch []Record) ([]Record, func(), error) {
 	}
 	commit := func() {
 		for topic, n := range next {
-			p.chains[topic].last, p.chains[topic].skip = n.last, n.skip
+			p.chains[topic].last, p.chains[topic].skip, p.chains[topic].count = n.last, n.skip, n.count
 		}
 	}
 	return out, commit, nil

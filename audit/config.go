@@ -3,6 +3,7 @@ package audit
 import (
 	"math/rand/v2"
 	"slices"
+	"time"
 
 	"github.com/sluice-proxy/sluice/internal/confkey"
 )
@@ -43,6 +44,14 @@ type Config struct {
 	// (set by the config loader, which knows it); SpillMaxBytes to 1 GiB.
 	SpillFile     string `yaml:"spill_file"`
 	SpillMaxBytes int64  `yaml:"spill_max_bytes"`
+	// SigningKey is an Ed25519 private key (PKCS#8 PEM, as openssl genpkey
+	// -algorithm ed25519 writes it): the producer signs checkpoints of the
+	// chains with it, written to the topic <topic>.checkpoints. Empty: no
+	// checkpoints, and verify proves order only.
+	SigningKey string `yaml:"signing_key"`
+	// CheckpointInterval: while records flow, a checkpoint per partition
+	// written to at least this often, and one at shutdown. Default 1s.
+	CheckpointInterval time.Duration `yaml:"checkpoint_interval"`
 
 	// Proxy names this Sluice instance in every record (the top-level name).
 	Proxy string `yaml:"-"`
@@ -79,6 +88,9 @@ func (c Config) WithDefaults() Config {
 	if c.SpillMaxBytes == 0 {
 		c.SpillMaxBytes = 1 << 30
 	}
+	if c.CheckpointInterval == 0 {
+		c.CheckpointInterval = time.Second
+	}
 	return c
 }
 
@@ -100,6 +112,14 @@ func (c *Config) Validate() error {
 	}
 	if c.QueueSize < 0 || c.MaxQueryBytes < 0 {
 		return confkey.Errorf("queue_size", "queue_size and max_query_bytes must be > 0")
+	}
+	if c.CheckpointInterval < 10*time.Millisecond {
+		return confkey.Errorf("checkpoint_interval", "%v is too short; use 10ms or more, e.g. 1s", c.CheckpointInterval)
+	}
+	if c.SigningKey != "" {
+		if _, err := LoadSigningKey(c.SigningKey); err != nil {
+			return confkey.Errorf("signing_key", "%v", err)
+		}
 	}
 	return nil
 }

@@ -25,7 +25,71 @@
 //   - Read (read.go) reads the topic back for `sluice audit search` and
 //     `tail` and the admin API's audit tail, filtered by a Where
 //     expression (where.go); Verify (verify.go) recomputes every chain for
-//     `sluice audit verify`.
+//     `sluice audit verify`, and VerifySigned (verifysigned.go) checks
+//     them against signed checkpoints for `sluice audit verify
+//     --public-key`.
+//
+// # Signed checkpoints
+//
+// The chain alone is unkeyed: anyone who can produce to the topic can read
+// the last record, compute the next chain value and append a record that
+// verifies; a deleted topic verifies as empty; records cut off the end
+// leave no trace in a chain. With genlog.signing_key (an Ed25519 key) the
+// producer also signs checkpoints (checkpoint.go): per instance (proxy),
+// topic and partition it wrote to, at least every checkpoint_interval while
+// records flow and at Close, one record in <topic>.checkpoints stating the
+// offset of its last record there, how many of its records the partition
+// holds up to it (count), that record's chain value (the head), the hash of
+// its previous checkpoint there, the time, and a signature over all of it
+// (the JSON without "sig", after a domain line). The producer goroutine,
+// which owns the chain state, makes them after a write succeeds, from the
+// offsets the writer reports (the bundled broker's Append; kafka-go's
+// completions); they go through the same writer, or into the spill file
+// behind the records spilled before them. A restarted producer finds its
+// last checkpoint and counts on from it. One signature per partition per
+// interval, not per record.
+//
+// Why VerifySigned (verifysigned.go, `sluice audit verify --public-key`)
+// may say ok:
+//
+//   - The chain is a hash chain: a record's chain value is SHA-256 of the
+//     previous chain value and the record. A signed head therefore fixes
+//     every record of that instance before it in the partition, and their
+//     order: another sequence reaching the same head is a SHA-256
+//     collision. An outsider without the private key cannot make a
+//     checkpoint, nor change one (Ed25519 is unforgeable).
+//   - A record an outsider appends inside the range a checkpoint covers is
+//     not on the path to the signed head: Sluice's next record chains from
+//     Sluice's own previous record, not from it. Verify rebuilds each
+//     record's predecessor and reports every record up to the newest
+//     checkpoint's offset that is not on that path: added by someone else,
+//     a copy, or altered (an altered record has a chain value no record
+//     follows, and the record after the original no longer finds its
+//     predecessor).
+//   - A removed record breaks the path: the record after it follows no
+//     record present, and the path to the head is shorter than the signed
+//     count.
+//   - A partition cut short of a checkpoint's offset or count loses the
+//     record the checkpoint signs; an emptied partition or a deleted topic
+//     is seen as long as the checkpoints topic or an anchor says records
+//     existed.
+//   - Records after an instance's newest checkpoint are reported as not
+//     yet covered, never as verified; with a key given and no checkpoint
+//     at all verify fails.
+//
+// What is left: records a checkpoint covers are proven; the few written
+// since the newest (at most one interval, or those of an instance killed
+// before its Close) are not. An attacker who deletes the checkpoints topic
+// (or its newest records) and truncates the trail consistently back to an
+// older checkpoint leaves a trail that verifies: only an anchor kept off
+// the machine (GET /v1/audit/checkpoint, given to verify as --checkpoint)
+// catches that, up to the anchor's time. Records removed from the start of
+// a partition (retention, or DeleteRecords on a Kafka cluster) cannot be
+// told from retention: verify counts them as expired. Every instance
+// sharing a topic must sign, and verify needs all their public keys: a
+// record of an instance without a checkpoint in a covered range is
+// reported. Anyone holding the private key (root on the Sluice host) can
+// sign anything: keep the key readable by Sluice only.
 //
 // The same Producer, without chains, carries the topology events of the
 // sluice.events topic.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -15,6 +16,10 @@ import (
 // the one place a Record becomes a kafka.Message.
 type kafkaWriter struct {
 	w *kafka.Writer
+	// offsets, for chained records, are where the writer's completions
+	// said each was stored, by chain value, until WriteRecords reads them.
+	mu      sync.Mutex
+	offsets map[[32]byte]int64
 }
 
 func newKafkaWriter(cfg ProducerConfig) *kafkaWriter {
@@ -33,7 +38,21 @@ func newKafkaWriter(cfg ProducerConfig) *kafkaWriter {
 		WriteBackoffMin: 50 * time.Millisecond,
 		WriteBackoffMax: 200 * time.Millisecond,
 	}
+	k := &kafkaWriter{w: kw}
 	if cfg.Chain {
+		k.offsets = map[[32]byte]int64{}
+		kw.Completion = func(msgs []kafka.Message, err error) {
+			if err != nil {
+				return
+			}
+			k.mu.Lock()
+			defer k.mu.Unlock()
+			for _, m := range msgs {
+				if c, ok := chainValue(m.Value); ok {
+					k.offsets[c] = m.Offset
+				}
+			}
+		}
 		kw.Balancer = chosenPartition{}
 		if cfg.SpillFile != "" {
 			// The producer retries from the spill file, after asking the
@@ -42,7 +61,7 @@ func newKafkaWriter(cfg ProducerConfig) *kafkaWriter {
 			kw.MaxAttempts = 1
 		}
 	}
-	return &kafkaWriter{w: kw}
+	return k
 }
 
 // WriteRecords writes recs. The messages are made anew for each write:
@@ -52,7 +71,22 @@ func (k *kafkaWriter) WriteRecords(ctx context.Context, recs []Record) error {
 	for i, r := range recs {
 		msgs[i] = kafka.Message{Topic: r.Topic, Key: r.Key, Value: r.Value, Partition: r.Partition}
 	}
-	return firstError(k.w.WriteMessages(ctx, msgs...))
+	err := k.w.WriteMessages(ctx, msgs...)
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for i := range recs {
+		recs[i].Offset = -1
+		if c, ok := chainValue(recs[i].Value); ok && k.offsets != nil {
+			if off, ok := k.offsets[c]; ok {
+				recs[i].Offset = off
+				delete(k.offsets, c)
+			}
+		}
+	}
+	if len(k.offsets) > 4*maxBatch {
+		clear(k.offsets) // of writes that failed in part
+	}
+	return firstError(err)
 }
 
 func (k *kafkaWriter) Close() error { return k.w.Close() }

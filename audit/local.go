@@ -66,8 +66,12 @@ func (w *localWriter) WriteRecords(ctx context.Context, recs []Record) error {
 	for _, g := range w.groups[:w.n] {
 		var err error
 		w.buf = encodeBatch(w.buf[:0], recs, g.idx, now)
-		if _, wait, err = w.broker.Append(g.topic, int32(g.partition), w.buf); err != nil {
+		var base int64
+		if base, wait, err = w.broker.Append(g.topic, int32(g.partition), w.buf); err != nil {
 			return err
+		}
+		for n, i := range g.idx {
+			recs[i].Offset = base + int64(n)
 		}
 	}
 	if cap(w.buf) > maxKeptBuf {

@@ -2,7 +2,9 @@ package audit
 
 import (
 	"context"
+	"crypto/ed25519"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -42,6 +44,16 @@ type Producer struct {
 	// so a burst never fills the queue while the producer sleeps.
 	full    chan struct{}
 	flushAt int
+	// signer, when set, signs a checkpoint of each partition written to at
+	// least every cpInterval while records flow, and at Close
+	// (checkpoint.go); cp is the state since the last, cpLatest what was
+	// signed last, for the admin API.
+	signer     ed25519.PrivateKey
+	cpInterval time.Duration
+	cpLast     time.Time
+	cp         map[cpKey]*cpState
+	cpMu       sync.Mutex
+	cpLatest   map[cpKey]Checkpoint
 	// spillPending is the spill file's undelivered bytes, for the metric.
 	spillPending atomic.Int64
 	wg           sync.WaitGroup
@@ -94,6 +106,11 @@ type ProducerConfig struct {
 	// instances sharing a topic keep separate chains), for tamper evidence.
 	Chain      bool
 	ChainOwner string
+	// SigningKey, with Chain, signs checkpoints of the chains into
+	// <topic>.checkpoints every CheckpointInterval (default 1s) while
+	// records flow, and at Close.
+	SigningKey         ed25519.PrivateKey
+	CheckpointInterval time.Duration
 	// Local, when set, is the bundled broker in this process (Brokers
 	// still name its listener, for reading partition tails): records are
 	// appended to it directly instead of through a Kafka connection.
@@ -114,6 +131,13 @@ func NewProducer(cfg ProducerConfig, log *slog.Logger) (*Producer, error) {
 	if cfg.Chain {
 		p.chains = map[string]*chainState{}
 		p.chainOwner = cfg.ChainOwner
+		if cfg.SigningKey != nil {
+			p.signer, p.cpInterval = cfg.SigningKey, cfg.CheckpointInterval
+			if p.cpInterval <= 0 {
+				p.cpInterval = time.Second
+			}
+			p.cp, p.cpLatest = map[cpKey]*cpState{}, map[cpKey]Checkpoint{}
+		}
 	}
 	if cfg.Local == nil {
 		p.w = newKafkaWriter(cfg)
@@ -184,6 +208,46 @@ func (p *Producer) run() {
 	retry := time.NewTimer(0)
 	defer retry.Stop()
 	backoff := 100 * time.Millisecond
+	var tick <-chan time.Time
+	if p.signer != nil {
+		t := time.NewTicker(p.cpInterval)
+		defer t.Stop()
+		tick = t.C
+	}
+	// checkpoint writes the checkpoints due (on the ticker and at Close:
+	// every partition written to since the last), spilling them when the
+	// broker is away.
+	checkpoint := func(force bool) {
+		if p.signer == nil || !force && time.Since(p.cpLast) < p.cpInterval {
+			return
+		}
+		p.cpLast = time.Now()
+		recs, done := p.dueCheckpoints(p.cpLast)
+		if len(recs) == 0 {
+			return
+		}
+		if p.spill != nil && p.spill.pending() {
+			p.toSpill(recs) // after the records spilled before them
+			done()
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err := p.w.WriteRecords(ctx, recs)
+		cancel()
+		switch {
+		case err == nil:
+			done()
+		case p.spill != nil:
+			p.log.Warn("broker unavailable; spilling checkpoints to disk until it is back", "file", p.spill.path, "err", err)
+			p.toSpill(recs)
+			done()
+			backoff = 100 * time.Millisecond
+			retry.Reset(backoff)
+		default:
+			p.log.Warn("checkpoints not delivered to the broker; the next ones will cover their records", "err", err)
+		}
+	}
+	defer checkpoint(true)
 	for {
 		if p.spill != nil && p.spill.pending() {
 			// Spilling: new records join the file behind the older ones, so
@@ -196,10 +260,13 @@ func (p *Producer) run() {
 				}
 				batch = p.gather(append(batch[:0], r))
 				p.toSpill(batch)
+			case <-tick:
+				checkpoint(true)
 			case <-retry.C:
 				if p.replay() {
 					backoff = 100 * time.Millisecond
 					retry.Reset(0)
+					checkpoint(false)
 				} else {
 					backoff = min(2*backoff, 5*time.Second)
 					retry.Reset(backoff)
@@ -207,12 +274,23 @@ func (p *Producer) run() {
 			}
 			continue
 		}
-		r, ok := <-p.queue
+		var r Record
+		var ok bool
+		select {
+		case r, ok = <-p.queue:
+		case <-tick:
+			checkpoint(true)
+			continue
+		}
 		if !ok {
 			return
 		}
 		batch = p.gather(append(batch[:0], r))
-		if err := p.write(batch); err != nil {
+		err := p.write(batch)
+		if err == nil {
+			checkpoint(false)
+		}
+		if err != nil {
 			if p.spill == nil {
 				p.failed.Add(float64(len(batch)))
 				p.log.Warn("records not delivered to the broker", "records", len(batch), "err", err)
@@ -299,6 +377,7 @@ func (p *Producer) write(batch []Record) error {
 		}
 	}
 	commit()
+	p.noteWritten(toSend)
 	p.sent.Add(float64(n))
 	return nil
 }
@@ -350,4 +429,10 @@ func (p *Producer) Close() error {
 		p.spill.close()
 	}
 	return p.w.Close()
+}
+
+// isCheckpoint reports whether topic holds signed checkpoints, which are
+// not chained.
+func (p *Producer) isCheckpoint(topic string) bool {
+	return p.signer != nil && strings.HasSuffix(topic, ".checkpoints")
 }

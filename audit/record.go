@@ -14,6 +14,9 @@ type Record struct {
 	// Partition is the partition whose chain sealed the record; the writer
 	// stores it there. Unsealed records leave it to the writer, by key.
 	Partition int
+	// Offset is where the writer stored the record; -1 when it did not
+	// say.
+	Offset int64
 }
 
 // Sink takes records; the producer behind it owns delivery.

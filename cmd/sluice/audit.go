@@ -51,12 +51,17 @@ func auditCmd() *cobra.Command {
 			return err
 		}
 	}
+	var pubKeys []string
+	var anchor string
 	verify := &cobra.Command{
 		Use:   "verify",
-		Short: "Check every record's hash chain: report removed or altered records (exit status 1)",
+		Short: "Check the trail: with --public-key, that every record up to the newest signed checkpoint is Sluice's own, unaltered and present; without, the order of each hash chain (exit status 1 on a problem)",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
+			if len(pubKeys) > 0 || anchor != "" {
+				return verifySigned(ctx, brokers, topic, pubKeys, anchor)
+			}
 			reports, err := audit.Verify(ctx, brokers, topic)
 			if err != nil {
 				return err
@@ -76,10 +81,12 @@ func auditCmd() *cobra.Command {
 			if problems > 0 {
 				return fmt.Errorf("%d problems in %s: the trail was altered or records were removed", problems, topic)
 			}
-			fmt.Println("ok: every record chains to the one before it")
+			fmt.Println("ok: every record chains to the one before it; " + audit.ProvesOrder)
 			return nil
 		},
 	}
+	verify.Flags().StringArrayVar(&pubKeys, "public-key", nil, "Ed25519 public key (PEM, openssl pkey -pubout) of an instance writing the trail; repeat for each")
+	verify.Flags().StringVar(&anchor, "checkpoint", "", "checkpoints saved from GET /v1/audit/checkpoint (an anchor kept off the machine)")
 	verify.Flags().StringSliceVar(&brokers, "brokers", []string{"127.0.0.1:9092"}, "Kafka or bundled broker addresses")
 	verify.Flags().StringVar(&topic, "topic", "sluice.genlog", "audit topic")
 	cmd.AddCommand(verify)
@@ -103,4 +110,59 @@ func parseSince(s string) (d time.Duration, err error) {
 		return 0, fmt.Errorf("--since %q: use a duration such as 90s, 30m or 24h", s)
 	}
 	return d, nil
+}
+
+// verifySigned is audit verify with public keys.
+func verifySigned(ctx context.Context, brokers []string, topic string, pubKeys []string, anchor string) error {
+	if len(pubKeys) == 0 {
+		return fmt.Errorf("--checkpoint needs --public-key: an anchor is checked by its signature")
+	}
+	opts := audit.SignedOptions{Brokers: brokers, Topic: topic}
+	for _, f := range pubKeys {
+		k, err := audit.LoadPublicKey(f)
+		if err != nil {
+			return fmt.Errorf("--public-key %v", err)
+		}
+		opts.Keys = append(opts.Keys, k)
+	}
+	if anchor != "" {
+		cps, err := audit.LoadAnchor(anchor)
+		if err != nil {
+			return fmt.Errorf("--checkpoint %v", err)
+		}
+		opts.Anchor = cps
+	}
+	rep, err := audit.VerifySigned(ctx, opts)
+	if err != nil {
+		return err
+	}
+	problems := len(rep.Problems)
+	uncovered := 0
+	for _, p := range rep.Partitions {
+		note := ""
+		if p.Expired > 0 {
+			note = fmt.Sprintf(", %d older records expired (before the first kept)", p.Expired)
+		}
+		fmt.Printf("partition %d: %d records verified against signed checkpoints, %d not yet covered by a checkpoint%s\n", p.Partition, p.Covered, p.Uncovered, note)
+		for _, n := range p.Newest {
+			fmt.Printf("partition %d: newest checkpoint of %s\n", p.Partition, n)
+		}
+		for _, m := range p.Problems {
+			fmt.Printf("partition %d: %s\n", p.Partition, m)
+		}
+		problems += len(p.Problems)
+		uncovered += p.Uncovered
+	}
+	for _, m := range rep.Problems {
+		fmt.Println(m)
+	}
+	if problems > 0 {
+		return fmt.Errorf("%d problems in %s: records were added, altered or removed", problems, topic)
+	}
+	fmt.Printf("ok: %d signed checkpoints; every record up to them is the signing instances' own, unaltered and present", rep.Checkpoints)
+	if uncovered > 0 {
+		fmt.Printf(" (%d newer records are not yet covered by a checkpoint, so not proven)", uncovered)
+	}
+	fmt.Println()
+	return nil
 }

@@ -167,6 +167,13 @@ func ctlCmd() *cobra.Command {
 			return c.do("GET", "/v1/config", nil)
 		},
 	})
+	cmd.AddCommand(&cobra.Command{
+		Use: "checkpoint", Short: "The latest signed checkpoints of the audit trail (JSON): an anchor for audit verify --checkpoint", Args: cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			c.json = true
+			return c.do("GET", "/v1/audit/checkpoint", nil)
+		},
+	})
 	var off bool
 	maint := &cobra.Command{
 		Use: "maintenance NAME", Short: "Drain a server (no new reads); --off returns it to service", Args: cobra.ExactArgs(1),

@@ -46,6 +46,9 @@ type API struct {
 	// AuditTail streams the audit records matching where from since ago
 	// until ctx ends; nil when Genlog is off.
 	AuditTail func(ctx context.Context, where *audit.Where, since time.Duration, emit func([]byte)) error
+	// AuditCheckpoints are the latest signed checkpoints of the audit
+	// trail, one per partition written to; nil without genlog.signing_key.
+	AuditCheckpoints func() any
 	// Token, when set, must come as "Authorization: Bearer TOKEN" on every
 	// request but GET /health and the console's static page (GET / and
 	// GET /console/NAME).
@@ -172,6 +175,15 @@ func Handler(api API) http.Handler {
 			flusher.Flush()
 			mu.Unlock()
 		}
+	})
+	// GET /v1/audit/checkpoint is the latest signed checkpoints: an anchor
+	// for `sluice audit verify --checkpoint FILE`, to keep off this machine.
+	mux.HandleFunc("GET /v1/audit/checkpoint", func(w http.ResponseWriter, r *http.Request) {
+		if api.AuditCheckpoints == nil {
+			writeError(w, http.StatusNotFound, "no signed checkpoints: set genlog.signing_key")
+			return
+		}
+		writeJSON(w, http.StatusOK, api.AuditCheckpoints())
 	})
 	mux.HandleFunc("GET /v1/config", func(w http.ResponseWriter, r *http.Request) {
 		if api.Config == nil {

@@ -157,6 +157,7 @@ func Serve(cfgFile string) error {
 	}
 	srv.SetFilters(chain)
 	var genlog *audit.Genlog
+	var checkpoints func() any
 	if cfg.Genlog.Enabled {
 		pc := audit.ProducerConfig{Brokers: producerBrokers(cfg), Name: "genlog", Local: localBroker(cfg, broker),
 			QueueSize: cfg.Genlog.QueueSize, Block: cfg.Genlog.OnFull == audit.OnFullBlock, Chain: true, ChainOwner: cfg.Name}
@@ -165,6 +166,13 @@ func Serve(cfgFile string) error {
 			if err := os.MkdirAll(filepath.Dir(pc.SpillFile), 0o700); err != nil {
 				return fmt.Errorf("genlog.spill_file %s: %w", pc.SpillFile, err)
 			}
+		}
+		if cfg.Genlog.SigningKey != "" {
+			key, err := audit.LoadSigningKey(cfg.Genlog.SigningKey)
+			if err != nil {
+				return fmt.Errorf("genlog.signing_key: %w", err)
+			}
+			pc.SigningKey, pc.CheckpointInterval = key, cfg.Genlog.CheckpointInterval
 		}
 		producer, err := audit.NewProducer(pc, log.With("component", "genlog"))
 		if err != nil {
@@ -178,6 +186,9 @@ func Serve(cfgFile string) error {
 		}
 		genlog = audit.NewGenlog(cfg.Genlog, producer)
 		srv.SetGenlog(genlog)
+		if producer.Signing() {
+			checkpoints = func() any { return producer.Checkpoints() }
+		}
 	}
 	srv.SetDigests(digest.New(cfg.QueryDigests))
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -233,6 +244,7 @@ func Serve(cfgFile string) error {
 	}
 	api := admin.API{Health: health, Gatherer: reg, Monitor: mon, Sessions: srv.SessionList, Digests: srv.Digests,
 		Reload: reload, Token: cfg.AdminToken, Stats: srv.Stats, Config: func() any { return configView(running.Load().Redacted()) }}
+	api.AuditCheckpoints = checkpoints
 	if genlog != nil {
 		api.AuditTail = func(ctx context.Context, where *audit.Where, since time.Duration, emit func([]byte)) error {
 			return audit.Read(ctx, audit.ReadOptions{Brokers: producerBrokers(cfg), Topic: cfg.Genlog.Topic,

@@ -1,7 +1,9 @@
 package config
 
 import (
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -117,5 +119,52 @@ func TestSectionDefaultsAndRedaction(t *testing.T) {
 	}
 	if cfg.Proxy.Accounts[0].Password != "ap" || cfg.ServiceUser.Password != "mp" {
 		t.Fatal("Redacted changed the config it copied")
+	}
+}
+
+// TestSigningKeyErrors: genlog.signing_key must name a readable Ed25519
+// private key (PKCS#8 PEM); anything else is an error naming the file and
+// the line of the key, and never showing the key.
+func TestSigningKeyErrors(t *testing.T) {
+	dir := t.TempDir()
+	good, rsa := filepath.Join(dir, "sluice.key"), filepath.Join(dir, "rsa.key")
+	for _, args := range [][]string{
+		{"genpkey", "-algorithm", "ed25519", "-out", good},
+		{"genpkey", "-algorithm", "rsa", "-pkeyopt", "rsa_keygen_bits:2048", "-out", rsa},
+	} {
+		if out, err := exec.Command("openssl", args...).CombinedOutput(); err != nil {
+			t.Fatalf("openssl %v: %v\n%s", args, err, out)
+		}
+	}
+	unreadable := filepath.Join(dir, "unreadable.key")
+	os.WriteFile(unreadable, []byte("x"), 0o000)
+	notPEM := filepath.Join(dir, "text.key")
+	os.WriteFile(notPEM, []byte("hello\n"), 0o600)
+	secret, _ := os.ReadFile(rsa)
+	base := "listen: 127.0.0.1:4006\nservers: [{name: a, address: '127.0.0.1:1'}]\nservice_user: {user: m}\ngenlog:\n  enabled: true\n  brokers: [127.0.0.1:9092]\n  signing_key: %s\n"
+	cfg, err := Parse("x.yaml", []byte(fmt.Sprintf(base, good)))
+	if err != nil || cfg.Genlog.SigningKey != good || cfg.Genlog.CheckpointInterval != time.Second {
+		t.Fatalf("a good key: %v %+v", err, cfg)
+	}
+	cases := []struct{ file, want string }{
+		{filepath.Join(dir, "missing.key"), "x.yaml:7: genlog.signing_key: cannot read " + filepath.Join(dir, "missing.key") + ": no such file or directory"},
+		{rsa, "x.yaml:7: genlog.signing_key: " + rsa + ": a *rsa.PrivateKey, not an Ed25519 key"},
+		{notPEM, "x.yaml:7: genlog.signing_key: " + notPEM + ": no PEM block"},
+	}
+	if os.Geteuid() != 0 {
+		cases = append(cases, struct{ file, want string }{unreadable, "x.yaml:7: genlog.signing_key: cannot read " + unreadable + ": permission denied"})
+	}
+	for _, c := range cases {
+		_, err := Parse("x.yaml", []byte(fmt.Sprintf(base, c.file)))
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("signing_key %s: error %v, want it to contain %q", c.file, err, c.want)
+		}
+		if err != nil && strings.Contains(err.Error(), strings.Split(string(secret), "\n")[1]) {
+			t.Errorf("the error shows key material: %v", err)
+		}
+	}
+	_, err = Parse("x.yaml", []byte(fmt.Sprintf(base, good)+"  checkpoint_interval: 1ms\n"))
+	if err == nil || !strings.Contains(err.Error(), "x.yaml:8: genlog.checkpoint_interval: 1ms is too short") {
+		t.Errorf("checkpoint_interval 1ms: %v", err)
 	}
 }
