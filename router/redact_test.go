@@ -10,7 +10,7 @@ func TestRedactPlan(t *testing.T) {
 	r := NewRedactor(16)
 	for _, c := range []struct {
 		name, db, query, want string
-		unparsed             bool
+		unparsed              bool
 	}{
 		{"insert multi-row", "shop", "INSERT INTO cards (id, pan, note) VALUES (1, '4111111111111111', 'a'), (2, '5500000000000004', 'b')",
 			"INSERT INTO cards (id, pan, note) VALUES (1, 'R', 'a'), (2, 'R', 'b')", false},
