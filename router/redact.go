@@ -22,15 +22,12 @@ type RedactColumns struct {
 	// tables maps "table" and "db.table" to the first rule naming them,
 	// for INSERTs that list no columns.
 	tables map[string]string
-	// names are the bare column names, for statements the marker text
-	// cannot parse.
-	names map[string]bool
-	key   uint64
+	key    uint64
 }
 
 // NewRedactColumns builds the set from genlog.redact_columns (validated).
 func NewRedactColumns(list []string) *RedactColumns {
-	c := &RedactColumns{rules: map[string]string{}, tables: map[string]string{}, names: map[string]bool{}, key: fnvOffset}
+	c := &RedactColumns{rules: map[string]string{}, tables: map[string]string{}, key: fnvOffset}
 	for _, rule := range list {
 		name := strings.ToLower(rule)
 		c.rules[name] = rule
@@ -38,7 +35,6 @@ func NewRedactColumns(list []string) *RedactColumns {
 		if _, ok := c.tables[table]; !ok {
 			c.tables[table] = rule
 		}
-		c.names[name[strings.LastIndexByte(name, '.')+1:]] = true
 		for i := 0; i < len(name); i++ {
 			c.key = (c.key ^ uint64(name[i])) * fnvPrime
 		}
@@ -155,13 +151,14 @@ func (r *Redactor) plan(st *Statement, query string, spans []Span, cols *RedactC
 	}
 	stmts, _, err := p.Parse(string(text), "", "")
 	if err != nil || len(stmts) == 0 {
-		// Where markers break the grammar (SET NAMES ?, DATE ?), the text
-		// itself may parse: if it names no listed column, nothing is a
-		// listed column's value.
+		// Where markers break the grammar (SET NAMES ?, VARCHAR(?), DATE ?),
+		// the text itself may parse: if no value in it is compared with,
+		// assigned to or inserted into a listed column, there is nothing
+		// to withhold by column.
 		if stmts, _, err := p.Parse(query, "", ""); err == nil && len(stmts) > 0 {
-			v := &redactWalk{cols: cols, db: db}
+			v := &redactWalk{cols: cols, db: db, probe: true}
 			for _, stmt := range stmts {
-				stmt.Accept(&columnNames{cols: cols, found: &v.listed})
+				v.walk(stmt)
 			}
 			if !v.listed {
 				return plan
@@ -172,9 +169,7 @@ func (r *Redactor) plan(st *Statement, query string, spans []Span, cols *RedactC
 	}
 	v := &redactWalk{cols: cols, db: db, spans: spans, plan: plan}
 	for _, stmt := range stmts {
-		v.tables, v.aliases, v.target = nil, map[string][2]string{}, [2]string{}
-		stmt.Accept(&tableNames{w: v})
-		stmt.Accept(v)
+		v.walk(stmt)
 	}
 	if v.markers != len(spans) {
 		// The parser skipped or invented a value (a comment it reads
@@ -191,12 +186,21 @@ type redactWalk struct {
 	spans   []Span
 	plan    *RedactPlan
 	markers int
-	listed  bool
+	// probe: only find out whether any value is a listed column's
+	// (listed), the statement having literals where markers would be.
+	probe  bool
+	listed bool
 	// tables are the statement's tables, (db, table); aliases map alias
 	// and table names to them; target is an INSERT's table.
 	tables  [][2]string
 	aliases map[string][2]string
 	target  [2]string
+}
+
+func (w *redactWalk) walk(stmt ast.StmtNode) {
+	w.tables, w.aliases, w.target = nil, map[string][2]string{}, [2]string{}
+	stmt.Accept(&tableNames{w: w})
+	stmt.Accept(w)
 }
 
 // tableNames collects a statement's tables and their aliases.
@@ -231,21 +235,6 @@ func (t *tableNames) Enter(n ast.Node) (ast.Node, bool) {
 }
 
 func (t *tableNames) Leave(n ast.Node) (ast.Node, bool) { return n, true }
-
-// columnNames reports whether a statement names a listed column's name.
-type columnNames struct {
-	cols  *RedactColumns
-	found *bool
-}
-
-func (c *columnNames) Enter(n ast.Node) (ast.Node, bool) {
-	if cn, ok := n.(*ast.ColumnName); ok && c.cols.names[cn.Name.L] {
-		*c.found = true
-	}
-	return n, false
-}
-
-func (c *columnNames) Leave(n ast.Node) (ast.Node, bool) { return n, true }
 
 // rule is the rule a column reference falls under: a qualified column by
 // its table (an alias resolved), an unqualified one by any of the
@@ -289,6 +278,10 @@ func columnOf(e ast.ExprNode) *ast.ColumnName {
 // mark gives every marker in the values the rule.
 func (w *redactWalk) mark(rule string, values ...ast.ExprNode) {
 	if rule == "" {
+		return
+	}
+	if w.probe {
+		w.listed = w.listed || len(values) > 0
 		return
 	}
 	for _, v := range values {

@@ -33,6 +33,9 @@ func TestRedactPlan(t *testing.T) {
 		{"delete", "shop", "DELETE FROM cards WHERE pan = '1' AND id > 3", "DELETE FROM cards WHERE pan = 'R' AND id > 3", false},
 		{"unparsable", "shop", "SELEC pan FROM cards WHERE pan = '1' AND id = 2", "SELEC pan FROM cards WHERE pan = 'R' AND id = 'R'", true},
 		{"markers break the grammar, no listed column", "shop", "SET NAMES 'utf8mb4'", "SET NAMES 'utf8mb4'", false},
+		{"DDL", "shop", "CREATE TABLE cards (id INT, pan VARCHAR(19) DEFAULT '0')", "CREATE TABLE cards (id INT, pan VARCHAR(19) DEFAULT '0')", false},
+		{"markers break the grammar, a listed column's value", "shop", "SELECT 1 FROM cards WHERE pan = DATE '2020-01-01' AND id = 3",
+			"SELECT 'R' FROM cards WHERE pan = DATE 'R' AND id = 'R'", true},
 		{"multi-statement", "shop", "SELECT 1 FROM cards WHERE pan = '7'; UPDATE cards SET note = 'x' WHERE pan = '8'",
 			"SELECT 1 FROM cards WHERE pan = 'R'; UPDATE cards SET note = 'x' WHERE pan = 'R'", false},
 	} {
