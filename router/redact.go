@@ -8,7 +8,6 @@ import (
 	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/pingcap/tidb/pkg/parser"
 	"github.com/pingcap/tidb/pkg/parser/ast"
-	"github.com/pingcap/tidb/pkg/parser/mysql"
 	"github.com/pingcap/tidb/pkg/parser/opcode"
 	driver "github.com/pingcap/tidb/pkg/parser/test_driver"
 )
@@ -126,20 +125,14 @@ func (r *Redactor) Plan(st *Statement, query string, spans []Span, cols *RedactC
 }
 
 func (r *Redactor) plan(st *Statement, query string, spans []Span, cols *RedactColumns, db string) (plan *RedactPlan) {
-	plan = &RedactPlan{Rules: make([]string, len(spans))}
-	p := r.parsers.Get().(*parser.Parser)
-	defer func() {
-		if e := recover(); e != nil { // see Classifier.parse
-			plan = &RedactPlan{Rules: make([]string, len(spans)), Unparsed: true}
-			return
-		}
-		r.parsers.Put(p)
-	}()
-	var mode mysql.SQLMode
-	if st.NoBackslashEscapes {
-		mode = mysql.ModeNoBackslashEscapes
+	if withParser(&r.parsers, st.NoBackslashEscapes, func(p *parser.Parser) { plan = r.planWith(p, query, spans, cols, db) }) != nil {
+		return &RedactPlan{Rules: make([]string, len(spans)), Unparsed: true}
 	}
-	p.SetSQLMode(mode)
+	return plan
+}
+
+func (r *Redactor) planWith(p *parser.Parser, query string, spans []Span, cols *RedactColumns, db string) *RedactPlan {
+	plan := &RedactPlan{Rules: make([]string, len(spans))}
 	// Each literal becomes a ? padded to its length, so that the parser's
 	// marker offsets are the literals' own.
 	text := []byte(query)
