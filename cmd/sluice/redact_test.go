@@ -60,22 +60,22 @@ func TestRedactColumnsAndPatterns(t *testing.T) {
 		return conn
 	}
 	binary, interpolated := open(false), open(true)
-	exec := func(c *sql.Conn, q string, args ...any) {
+	run := func(c *sql.Conn, q string, args ...any) {
 		t.Helper()
 		if _, err := c.ExecContext(ctx, q, args...); err != nil {
 			t.Fatalf("%s: %v", q, err)
 		}
 	}
-	exec(binary, "CREATE TABLE IF NOT EXISTS redact_cards (id INT PRIMARY KEY, uid INT, pan VARCHAR(40), note VARCHAR(80))")
-	exec(binary, "CREATE TABLE IF NOT EXISTS redact_users (id INT PRIMARY KEY, email VARCHAR(80), name VARCHAR(80))")
+	run(binary, "CREATE TABLE IF NOT EXISTS redact_cards (id INT PRIMARY KEY, uid INT, pan VARCHAR(40), note VARCHAR(80))")
+	run(binary, "CREATE TABLE IF NOT EXISTS redact_users (id INT PRIMARY KEY, email VARCHAR(80), name VARCHAR(80))")
 	// Text protocol: multi-row INSERT, a card number in an unlisted column.
-	exec(binary, "REPLACE INTO redact_cards (id, uid, pan, note) VALUES (1, 1, 'pan-secret-A1', 'note-visible-1'), (2, 1, 'pan-secret-A2', 'card 4111 1111 1111 1111')")
-	exec(binary, "REPLACE INTO redact_users (id, email, name) VALUES (1, 'mail-secret-A', 'name-visible-1')")
+	run(binary, "REPLACE INTO redact_cards (id, uid, pan, note) VALUES (1, 1, 'pan-secret-A1', 'note-visible-1'), (2, 1, 'pan-secret-A2', 'card 4111 1111 1111 1111')")
+	run(binary, "REPLACE INTO redact_users (id, email, name) VALUES (1, 'mail-secret-A', 'name-visible-1')")
 	// Binary prepared statements: the parameters of listed columns.
-	exec(binary, "UPDATE redact_cards SET pan = ?, note = ? WHERE id = ?", "pan-secret-B", "note-visible-2", 1)
-	exec(binary, "UPDATE redact_cards SET note = ? WHERE id = ?", "5105105105105100", 2)
+	run(binary, "UPDATE redact_cards SET pan = ?, note = ? WHERE id = ?", "pan-secret-B", "note-visible-2", 1)
+	run(binary, "UPDATE redact_cards SET note = ? WHERE id = ?", "5105105105105100", 2)
 	// Interpolated by the client: a text query again.
-	exec(interpolated, "UPDATE redact_cards SET pan = ? WHERE id = ? AND note <> ?", "pan-secret-C", 2, "note-visible-3")
+	run(interpolated, "UPDATE redact_cards SET pan = ? WHERE id = ? AND note <> ?", "pan-secret-C", 2, "note-visible-3")
 	rows, err := binary.QueryContext(ctx, "SELECT c.id FROM redact_cards c JOIN redact_users u ON u.id = c.uid WHERE c.pan IN ('pan-secret-D1', 'pan-secret-D2') AND u.email LIKE 'mail-secret-D%' AND u.name = 'name-visible-2'")
 	if err != nil {
 		t.Fatal(err)
@@ -83,11 +83,15 @@ func TestRedactColumnsAndPatterns(t *testing.T) {
 	rows.Close()
 	// The parser cannot read it: every literal is withheld.
 	binary.ExecContext(ctx, "SELEC pan FROM redact_cards WHERE note = 'unparsed-secret-E'")
+	// The server's message quotes the statement from where it went wrong.
+	if _, err := binary.ExecContext(ctx, "SELECT id FROM redact_cards WHERE id = 1 LIMIT 1 2 AND pan = 'pan-secret-J'"); err == nil || !strings.Contains(err.Error(), "pan-secret-J") {
+		t.Fatalf("the server's message does not quote the value: %v", err)
+	}
 	// The mariadb CLI.
 	host, port, _ := net.SplitHostPort(in.listen)
 	cli := func(q string) {
 		t.Helper()
-		if out, err := execCommand(ctx, "mariadb", "-h", host, "-P", port, "-uapp", "-papppass", "app", "-e", q).CombinedOutput(); err != nil {
+		if out, err := exec.CommandContext(ctx, "mariadb", "-h", host, "-P", port, "-uapp", "-papppass", "app", "-e", q).CombinedOutput(); err != nil {
 			t.Fatalf("mariadb -e %q: %v\n%s", q, err, out)
 		}
 	}
@@ -109,7 +113,7 @@ func TestRedactColumnsAndPatterns(t *testing.T) {
 		if r.Type != "query" {
 			continue
 		}
-		fmt.Fprintf(&trail, "%s %v %v\n", r.Query, r.Params, r.Redacted)
+		fmt.Fprintf(&trail, "%s %v %v %s\n", r.Query, r.Params, r.Redacted, r.Error)
 		for _, f := range r.Redacted {
 			fired[f] = true
 		}
@@ -118,6 +122,10 @@ func TestRedactColumnsAndPatterns(t *testing.T) {
 			if len(r.Params) != 3 || r.Params[0] != "<redacted>" || r.Params[1] != "note-visible-2" || r.Params[2] != float64(1) ||
 				!slices.Equal(r.Redacted, []string{"column:redact_cards.pan"}) {
 				t.Errorf("prepared UPDATE: %+v", r)
+			}
+		case strings.Contains(r.Query, "LIMIT 1 2"):
+			if r.ErrorCode != 1064 || !strings.Contains(r.Error, "<redacted>") {
+				t.Errorf("error message: %+v", r)
 			}
 		case strings.HasPrefix(r.Query, "SELEC "):
 			if r.Query != "SELEC pan FROM redact_cards WHERE note = '<redacted>'" || !slices.Equal(r.Redacted, []string{"unparsed: all literals"}) {
@@ -143,7 +151,7 @@ func TestRedactColumnsAndPatterns(t *testing.T) {
 	if t.Failed() {
 		t.Fatalf("the trail:\n%s", trail.String())
 	}
-	raw, err := execCommand(ctx, "kcat", "-b", brokerAddr, "-t", "redact.test", "-C", "-e", "-o", "beginning", "-q").Output()
+	raw, err := exec.CommandContext(ctx, "kcat", "-b", brokerAddr, "-t", "redact.test", "-C", "-e", "-o", "beginning", "-q").Output()
 	if err == nil {
 		for _, s := range secrets {
 			if bytes.Contains(raw, []byte(s)) {
@@ -155,8 +163,8 @@ func TestRedactColumnsAndPatterns(t *testing.T) {
 	// The broker away: records go to the spill file, redacted already.
 	broker.Process.Signal(syscall.SIGKILL)
 	broker.Wait()
-	exec(binary, "UPDATE redact_cards SET pan = ?, note = ? WHERE id = ?", "pan-secret-G", "note-visible-5", 2)
-	exec(binary, "UPDATE redact_cards SET pan = 'pan-secret-H', note = 'card: 4111-1111-1111-1111' WHERE id = 2 AND note <> 'note-visible-6'")
+	run(binary, "UPDATE redact_cards SET pan = ?, note = ? WHERE id = ?", "pan-secret-G", "note-visible-5", 2)
+	run(binary, "UPDATE redact_cards SET pan = 'pan-secret-H', note = 'card: 4111-1111-1111-1111' WHERE id = 2 AND note <> 'note-visible-6'")
 	cli("UPDATE redact_users SET email = 'mail-secret-I', name = 'name-visible-3' WHERE id = 1")
 	var spilled []byte
 	lab.WaitFor(t, "records in the spill file", 20*time.Second, func() bool {
@@ -174,5 +182,3 @@ func TestRedactColumnsAndPatterns(t *testing.T) {
 		}
 	}
 }
-
-var execCommand = exec.CommandContext
