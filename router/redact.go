@@ -255,18 +255,33 @@ func (w *redactWalk) rule(cn *ast.ColumnName) string {
 	return ""
 }
 
-func columnOf(e ast.ExprNode) *ast.ColumnName {
-	for {
-		switch x := e.(type) {
-		case *ast.ColumnNameExpr:
-			return x.Name
-		case *ast.ParenthesesExpr:
-			e = x.Expr
-		default:
-			return nil
+// ruleIn is the rule of the first listed column in e, which may wrap it
+// (LOWER(email), a row (pan, id)), subqueries aside: the values on the
+// other side of the comparison are then withheld, all of them.
+func (w *redactWalk) ruleIn(e ast.ExprNode) string {
+	f := &listedColumn{w: w}
+	e.Accept(f)
+	return f.rule
+}
+
+type listedColumn struct {
+	w    *redactWalk
+	rule string
+}
+
+func (f *listedColumn) Enter(n ast.Node) (ast.Node, bool) {
+	switch x := n.(type) {
+	case *ast.SubqueryExpr:
+		return n, true
+	case *ast.ColumnNameExpr:
+		if f.rule == "" {
+			f.rule = f.w.rule(x.Name)
 		}
 	}
+	return n, f.rule != ""
 }
+
+func (f *listedColumn) Leave(n ast.Node) (ast.Node, bool) { return n, true }
 
 // mark gives every marker in the values the rule.
 func (w *redactWalk) mark(rule string, values ...ast.ExprNode) {
@@ -308,17 +323,17 @@ func (w *redactWalk) Enter(n ast.Node) (ast.Node, bool) {
 	case *ast.BinaryOperationExpr:
 		switch x.Op {
 		case opcode.EQ, opcode.NE, opcode.LT, opcode.LE, opcode.GT, opcode.GE, opcode.NullEQ:
-			w.mark(w.rule(columnOf(x.L)), x.R)
-			w.mark(w.rule(columnOf(x.R)), x.L)
+			w.mark(w.ruleIn(x.L), x.R)
+			w.mark(w.ruleIn(x.R), x.L)
 		}
 	case *ast.PatternInExpr:
-		w.mark(w.rule(columnOf(x.Expr)), x.List...)
+		w.mark(w.ruleIn(x.Expr), x.List...)
 	case *ast.BetweenExpr:
-		w.mark(w.rule(columnOf(x.Expr)), x.Left, x.Right)
+		w.mark(w.ruleIn(x.Expr), x.Left, x.Right)
 	case *ast.PatternLikeOrIlikeExpr:
-		w.mark(w.rule(columnOf(x.Expr)), x.Pattern)
+		w.mark(w.ruleIn(x.Expr), x.Pattern)
 	case *ast.PatternRegexpExpr:
-		w.mark(w.rule(columnOf(x.Expr)), x.Pattern)
+		w.mark(w.ruleIn(x.Expr), x.Pattern)
 	case *ast.Assignment:
 		// UPDATE ... SET, INSERT ... SET, ON DUPLICATE KEY UPDATE.
 		rule := w.rule(x.Column)
@@ -329,6 +344,14 @@ func (w *redactWalk) Enter(n ast.Node) (ast.Node, bool) {
 	case *ast.InsertStmt:
 		if w.target[1] == "" {
 			break
+		}
+		if sel, ok := x.Select.(*ast.SelectStmt); ok && sel.Fields != nil && len(x.Columns) > 0 {
+			// INSERT INTO t (cols) SELECT values...
+			for j, f := range sel.Fields.Fields {
+				if j < len(x.Columns) && f.Expr != nil {
+					w.mark(w.cols.rule(w.target[0], w.target[1], x.Columns[j].Name.L), f.Expr)
+				}
+			}
 		}
 		for _, row := range x.Lists {
 			if len(x.Columns) == 0 {
