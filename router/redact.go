@@ -386,7 +386,15 @@ func RedactText(query string, spans []Span, placeholder string, redact func(i in
 			b.Grow(len(query))
 		}
 		b.WriteString(query[last:s.Start])
+		// A quote on either side would join the placeholder to its
+		// neighbour ("1'a'" is two literals; "'R''a'" would be one).
+		if out := b.String(); out != "" && isQuote(out[len(out)-1]) {
+			b.WriteByte(' ')
+		}
 		b.WriteString(placeholder)
+		if s.End < len(query) && isQuote(query[s.End]) {
+			b.WriteByte(' ')
+		}
 		last = s.End
 	}
 	if last == 0 {
@@ -395,3 +403,5 @@ func RedactText(query string, spans []Span, placeholder string, redact func(i in
 	b.WriteString(query[last:])
 	return b.String()
 }
+
+func isQuote(c byte) bool { return c == '\'' || c == '"' || c == '`' }
