@@ -2,9 +2,6 @@ package faulttest
 
 import (
 	"context"
-	"io/fs"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -70,14 +67,7 @@ func TestRedactedValuesNeverOnDisk(t *testing.T) {
 	}
 	// The broker's files (the records are stored; its segments are read raw).
 	stored := 0
-	filepath.WalkDir(s.dir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() || strings.HasSuffix(path, "sluice.yaml") {
-			return nil
-		}
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return nil
-		}
+	sluiceFiles(s, func(path string, b []byte) {
 		if strings.Contains(string(b), "Visible-2") {
 			stored++
 		}
@@ -86,7 +76,6 @@ func TestRedactedValuesNeverOnDisk(t *testing.T) {
 				t.Errorf("%q on disk in %s", sec, path)
 			}
 		}
-		return nil
 	})
 	if stored == 0 {
 		t.Fatal("no file under the data directory holds the records: the check proves nothing")
