@@ -1,8 +1,10 @@
 package audit
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/sluice-proxy/sluice/internal/confkey"
@@ -22,6 +24,14 @@ type Config struct {
 	MaxQueryBytes int `yaml:"max_query_bytes"`
 	// Redact: "" (log statements) or "literals" (log fingerprints only).
 	Redact string `yaml:"redact"`
+	// RedactColumns withhold the values of these columns ("table.column"
+	// in any database, or "db.table.column"): a literal compared with,
+	// assigned to or inserted into one, or the parameter standing there,
+	// is logged as '<redacted>'.
+	RedactColumns []string `yaml:"redact_columns"`
+	// RedactPatterns withhold any literal or parameter that looks like
+	// one of these (RedactPatternNames: card_number, email).
+	RedactPatterns []string `yaml:"redact_patterns"`
 	// Include and Exclude select query records by user or database: with
 	// Include set, only matching sessions are logged; Exclude wins.
 	Include Select `yaml:"include"`
@@ -106,6 +116,17 @@ func (c *Config) Validate() error {
 	case "", "none", "literals":
 	default:
 		return confkey.Errorf("redact", "unknown %q; use literals, or leave it empty", c.Redact)
+	}
+	for i, col := range c.RedactColumns {
+		parts := strings.Split(col, ".")
+		if (len(parts) != 2 && len(parts) != 3) || slices.Contains(parts, "") {
+			return confkey.Errorf(fmt.Sprintf("redact_columns[%d]", i), "%q is not table.column or db.table.column", col)
+		}
+	}
+	for i, p := range c.RedactPatterns {
+		if detectors[p] == nil {
+			return confkey.Errorf(fmt.Sprintf("redact_patterns[%d]", i), "unknown pattern %q; use %s", p, strings.Join(RedactPatternNames(), " or "))
+		}
 	}
 	if c.Sample < 0 || c.Sample > 1 {
 		return confkey.Errorf("sample", "%v is not a fraction from 0 to 1 (1 logs every query)", c.Sample)

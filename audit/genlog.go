@@ -15,6 +15,8 @@ type Genlog struct {
 	// second caches the date and time of the last second a record was
 	// stamped in: thousands of records a second share it.
 	second atomic.Pointer[stampedSecond]
+	// redaction is the section's selective redaction, nil for none.
+	redaction atomic.Pointer[Redaction]
 }
 
 type stampedSecond struct {
@@ -32,8 +34,14 @@ func NewGenlog(cfg Config, sink Sink) *Genlog {
 // SetConfig applies a reloaded genlog section.
 func (g *Genlog) SetConfig(cfg Config) {
 	cfg = cfg.WithDefaults()
+	g.redaction.Store(newRedaction(&cfg))
 	g.cfg.Store(&cfg)
 }
+
+// Redaction is the selective redaction (genlog.redact_columns,
+// redact_patterns) the caller applies to a Query before LogQuery, or nil.
+// It is the same pointer until the section is reloaded.
+func (g *Genlog) Redaction() *Redaction { return g.redaction.Load() }
 
 // Session identifies the session an event belongs to. Its owner (one
 // goroutine) passes it to every call, which numbers the records.
@@ -79,7 +87,11 @@ type Query struct {
 	Fingerprint string
 	Digest      uint64
 	// Sensitive statements (passwords) are logged by fingerprint only.
-	Sensitive    bool
+	Sensitive bool
+	// Redacted says which rules of the selective redaction withheld
+	// values of Text, Original and Params (Redacted, RedactedColumn...):
+	// the caller redacted them already.
+	Redacted     []string
 	Server       string
 	Route        string
 	Rows         int64
@@ -174,6 +186,16 @@ func (g *Genlog) LogQuery(s *Session, q *Query) {
 	}
 	if q.Detected != "" {
 		b = appendField(b, "filter_detected", q.Detected)
+	}
+	if len(q.Redacted) > 0 {
+		b = append(b, `,"redacted":[`...)
+		for i, r := range q.Redacted {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendJSONString(b, r)
+		}
+		b = append(b, ']')
 	}
 	b = append(b, '}')
 	g.send(s, b, cfg)

@@ -166,3 +166,30 @@ func TestSessionFieldsFollowChanges(t *testing.T) {
 		}
 	}
 }
+
+func TestGenlogRedactedField(t *testing.T) {
+	sink := &memSink{}
+	g := NewGenlog(Config{Topic: "t", Params: true, RedactColumns: []string{"cards.pan"}}, sink)
+	if g.Redaction() == nil || !g.WantsParams() {
+		t.Fatal("redact_columns set, no Redaction")
+	}
+	s := &Session{ID: 1}
+	g.LogQuery(s, &Query{Command: "COM_STMT_EXECUTE", Text: "UPDATE cards SET pan = ? WHERE id = ?", Params: []Param{{Text: Redacted, Quoted: true}, {Text: "7"}},
+		Redacted: []string{RedactedColumn + "cards.pan", RedactedPattern + "email"}})
+	g.LogQuery(s, &Query{Text: "SELECT 1"})
+	var m struct {
+		Params   []any    `json:"params"`
+		Redacted []string `json:"redacted"`
+	}
+	if err := json.Unmarshal([]byte(sink.values[0]), &m); err != nil || m.Params[0] != "<redacted>" ||
+		strings.Join(m.Redacted, "|") != "column:cards.pan|pattern:email" {
+		t.Fatalf("%v %+v: %s", err, m, sink.values[0])
+	}
+	if strings.Contains(sink.values[1], "redacted") {
+		t.Fatalf("a record with nothing redacted says so: %s", sink.values[1])
+	}
+	g.SetConfig(Config{})
+	if g.Redaction() != nil {
+		t.Fatal("a Redaction after reloading without it")
+	}
+}

@@ -96,6 +96,9 @@ func (s *Session) logCommand(g *audit.Genlog, cmd byte, pkt []byte, start time.T
 		q.Text, q.Original, q.Fingerprint, q.Digest = r.text, r.original, r.stmt.Fingerprint, r.stmt.Digest
 		q.Detected, q.Params, q.GTID = r.detected, r.params, r.gtid
 		q.Sensitive = audit.IsSensitive(r.stmt.Keyword, r.stmt.Fingerprint, r.text, r.stmt.Multi)
+		if rd := g.Redaction(); rd != nil && !q.Sensitive {
+			s.redact(rd, &q)
+		}
 	case cmd == mysql.COM_INIT_DB || cmd == mysql.COM_FIELD_LIST:
 		q.Text = string(pkt[1:])
 	}

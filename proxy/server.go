@@ -44,6 +44,9 @@ type Server struct {
 	genlog  atomic.Pointer[audit.Genlog]
 	filters atomic.Pointer[filter.Chain]
 	digests atomic.Pointer[digest.Table]
+	// redact is the router's side of the query log's selective
+	// redaction, made when the first record needs it.
+	redact atomic.Pointer[redactState]
 	// commandsTotal counts client commands, for Stats.
 	commandsTotal atomic.Uint64
 

@@ -18,6 +18,7 @@ import (
 	"github.com/go-mysql-org/go-mysql/mysql"
 
 	"github.com/sluice-proxy/sluice/audit"
+	"github.com/sluice-proxy/sluice/router"
 )
 
 // Session is one client connection: the login and the command loop. The
@@ -51,6 +52,8 @@ type Session struct {
 	started    time.Time
 	statements int64
 	logSess    audit.Session
+	// spans is the buffer of the query log's redaction (Lexer.Literals).
+	spans []router.Span
 	// view and statementCount are what the admin API reads.
 	view           atomic.Pointer[SessionInfo]
 	statementCount atomic.Int64

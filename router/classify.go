@@ -145,25 +145,37 @@ func (c *Classifier) Classify(st *Statement, query string) (*Class, bool) {
 func (c *Classifier) Len() int { return c.cache.Len() }
 
 func (c *Classifier) parse(st *Statement, query string) (class *Class) {
-	p := c.parsers.Get().(*parser.Parser)
-	defer func() {
-		// The parser panics on some input (huge decimal literals in its
-		// test driver): such a statement is one Sluice cannot classify, not
-		// a reason to stop the process. The parser is not reused.
-		if r := recover(); r != nil {
-			if c.log != nil {
-				c.log.Warn("the SQL parser failed on a statement; it goes to the primary", "fingerprint", st.Fingerprint, "panic", fmt.Sprint(r))
-			}
-			class = &Class{Route: RoutePrimary, Reason: "unparsed", Kinds: []Kind{KindUnknown}}
-			return
+	if r := withParser(&c.parsers, st.NoBackslashEscapes, func(p *parser.Parser) { class = c.parseWith(p, st, query) }); r != nil {
+		if c.log != nil {
+			c.log.Warn("the SQL parser failed on a statement; it goes to the primary", "fingerprint", st.Fingerprint, "panic", fmt.Sprint(r))
 		}
-		c.parsers.Put(p)
+		return &Class{Route: RoutePrimary, Reason: "unparsed", Kinds: []Kind{KindUnknown}}
+	}
+	return class
+}
+
+// withParser runs f with a parser of pool set for the statement's
+// sql_mode. The parser panics on some input (huge decimal literals in its
+// test driver): such a statement is one Sluice cannot read, not a reason
+// to stop the process; withParser returns what it panicked with, and the
+// parser is not reused.
+func withParser(pool *sync.Pool, noBackslashEscapes bool, f func(p *parser.Parser)) (panicked any) {
+	p := pool.Get().(*parser.Parser)
+	defer func() {
+		if panicked = recover(); panicked == nil {
+			pool.Put(p)
+		}
 	}()
 	var mode mysql.SQLMode
-	if st.NoBackslashEscapes {
+	if noBackslashEscapes {
 		mode = mysql.ModeNoBackslashEscapes
 	}
 	p.SetSQLMode(mode)
+	f(p)
+	return nil
+}
+
+func (c *Classifier) parseWith(p *parser.Parser, st *Statement, query string) *Class {
 	if st.Multi {
 		cl := &Class{Route: RoutePrimary, Reason: "multi-statement"}
 		add := func(stmt ast.StmtNode) {

@@ -207,3 +207,37 @@ func parseText(p *parser.Parser, q string) (cl *Class) {
 	}
 	return classifyStmt(stmt)
 }
+
+// FuzzRedact: Literals lexes as Lex does, its spans are in order and in
+// bounds, the planner survives any input, and redacting every literal
+// leaves as many literals where they were.
+func FuzzRedact(f *testing.F) {
+	for _, s := range fuzzSeeds {
+		f.Add(s)
+	}
+	cols := NewRedactColumns([]string{"t.a", "app.t.b"})
+	f.Fuzz(func(t *testing.T, q string) {
+		var lx Lexer
+		want := lx.Lex(q)
+		st, spans := lx.Literals(q, nil)
+		if st != want {
+			t.Fatalf("%q: Literals lexes %+v, Lex %+v", q, st, want)
+		}
+		end := 0
+		for _, s := range spans {
+			if s.Start < end || s.End <= s.Start || s.End > len(q) || s.Out > len(st.Fingerprint) {
+				t.Fatalf("%q: span %+v out of order or bounds", q, s)
+			}
+			end = s.End
+		}
+		plan := NewRedactor(4).Plan(&st, q, spans, cols, "app")
+		if len(plan.Rules) != len(spans) {
+			t.Fatalf("%q: %d rules for %d spans", q, len(plan.Rules), len(spans))
+		}
+		red := RedactText(q, spans, "'R'", func(int) bool { return true })
+		_, again := lx.Literals(red, nil)
+		if len(again) != len(spans) {
+			t.Fatalf("%q redacted is %q: %d literals, was %d", q, red, len(again), len(spans))
+		}
+	})
+}

@@ -43,6 +43,34 @@ type Lexer struct {
 	// the same few statement shapes again and again, and reusing the string
 	// saves an allocation per statement.
 	recent [8]string
+	// spans, when collecting (Literals), receives each literal and ?
+	// marker in order; nil otherwise, which costs Lex one test per literal.
+	spans *[]Span
+}
+
+// Span is one literal or ? parameter marker of a statement's text:
+// text[Start:End].
+type Span struct {
+	Start, End int
+	// Marker: a ? parameter marker, not a literal.
+	Marker bool
+	// Out is where the literal's ? stands in the fingerprint: literals of
+	// one folded list ("?, ?, ?" fingerprinted as "?") share it, so the
+	// fingerprint with the Outs of every literal tells statement shapes
+	// apart that the fingerprint alone folds together.
+	Out int
+	// Quoted: a string literal ('...', "...", x'..', b'..', n'..').
+	Quoted bool
+}
+
+// Literals lexes query like Lex and also returns its literals and ?
+// markers, in order, in dst[:0].
+func (l *Lexer) Literals(query string, dst []Span) (Statement, []Span) {
+	dst = dst[:0]
+	l.spans = &dst
+	st := l.Lex(query)
+	l.spans = nil
+	return st, dst
 }
 
 const fnvOffset, fnvPrime = 14695981039346656037, 1099511628211
@@ -60,14 +88,17 @@ func (l *Lexer) Lex(query string) Statement {
 		out = append(out, b...)
 	}
 	// emitLiteral writes ?, folding lists of literals ("?, ?, ?") into one.
-	emitLiteral := func() {
+	emitLiteral := func(start, end int, quoted bool) {
 		n := len(out)
 		if n >= 2 && out[n-1] == ',' && out[n-2] == '?' {
 			out = out[:n-1]
 			space = false
-			return
+		} else {
+			emit('?')
 		}
-		emit('?')
+		if l.spans != nil {
+			*l.spans = append(*l.spans, Span{Start: start, End: end, Out: len(out), Quoted: quoted})
+		}
 	}
 	ended := false // a ; was seen; any further token makes it a multi-statement
 	i, n := 0, len(query)
@@ -116,8 +147,9 @@ func (l *Lexer) Lex(query string) Statement {
 			if ended {
 				st.Multi = true
 			}
+			start := i
 			i = skipQuoted(query, i, c, l.NoBackslashEscapes)
-			emitLiteral()
+			emitLiteral(start, i, true)
 		case c == '`':
 			if ended {
 				st.Multi = true
@@ -139,14 +171,16 @@ func (l *Lexer) Lex(query string) Statement {
 				i = j
 				continue
 			}
+			start := i
 			i = skipNumber(query, i)
-			emitLiteral()
+			emitLiteral(start, i, false)
 		case (c == 'x' || c == 'X' || c == 'b' || c == 'B' || c == 'n' || c == 'N') && i+1 < n && query[i+1] == '\'' && !prevIdent(out, space):
 			if ended {
 				st.Multi = true
 			}
+			start := i
 			i = skipQuoted(query, i+1, '\'', l.NoBackslashEscapes)
-			emitLiteral()
+			emitLiteral(start, i, true)
 		case isIdentByte(c):
 			if ended {
 				st.Multi = true
@@ -170,6 +204,9 @@ func (l *Lexer) Lex(query string) Statement {
 				space = space && c == '('
 			}
 			emit(c)
+			if c == '?' && l.spans != nil {
+				*l.spans = append(*l.spans, Span{Start: i, End: i + 1, Marker: true, Out: len(out)})
+			}
 			i++
 			if c == '(' || c == ',' {
 				space = c == ','

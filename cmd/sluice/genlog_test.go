@@ -18,27 +18,28 @@ import (
 
 // record is a Genlog record as a compliance reader sees it.
 type record struct {
-	Type       string `json:"type"`
-	TS         string `json:"ts"`
-	Session    uint32 `json:"session"`
-	User       string `json:"user"`
-	Client     string `json:"client"`
-	DB         string `json:"db"`
-	Proxy      string `json:"proxy"`
-	Server     string `json:"server"`
-	Command    string `json:"command"`
-	Query      string `json:"query"`
-	Digest     string `json:"digest"`
-	Rows       int64  `json:"rows"`
-	Affected   uint64 `json:"affected"`
-	ErrorCode  int    `json:"error_code"`
-	Error      string `json:"error"`
-	Route      string `json:"route"`
-	OK         bool   `json:"ok"`
-	Statements int64  `json:"statements"`
-	InTx       bool   `json:"in_tx"`
-	Params     []any  `json:"params"`
-	GTID       string `json:"gtid"`
+	Type       string   `json:"type"`
+	TS         string   `json:"ts"`
+	Session    uint32   `json:"session"`
+	User       string   `json:"user"`
+	Client     string   `json:"client"`
+	DB         string   `json:"db"`
+	Proxy      string   `json:"proxy"`
+	Server     string   `json:"server"`
+	Command    string   `json:"command"`
+	Query      string   `json:"query"`
+	Digest     string   `json:"digest"`
+	Rows       int64    `json:"rows"`
+	Affected   uint64   `json:"affected"`
+	ErrorCode  int      `json:"error_code"`
+	Error      string   `json:"error"`
+	Route      string   `json:"route"`
+	OK         bool     `json:"ok"`
+	Statements int64    `json:"statements"`
+	InTx       bool     `json:"in_tx"`
+	Params     []any    `json:"params"`
+	GTID       string   `json:"gtid"`
+	Redacted   []string `json:"redacted"`
 	// Event, From and To are a topology record's (sluice.events).
 	Event     string `json:"event"`
 	From      string `json:"from"`

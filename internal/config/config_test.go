@@ -60,6 +60,10 @@ func TestErrorsNameFileKeyAndLine(t *testing.T) {
 			"x.yaml:6: genlog.on_full: unknown \"sometimes\"; use spill, block or drop"},
 		{"listen: 127.0.0.1:4006\nservers: [{name: a, address: '127.0.0.1:1'}]\nservice_user: {user: m}\ngenlog:\n  sample: 2\n",
 			"x.yaml:5: genlog.sample: 2 is not a fraction from 0 to 1"},
+		{"listen: 127.0.0.1:4006\nservers: [{name: a, address: '127.0.0.1:1'}]\nservice_user: {user: m}\ngenlog:\n  redact_patterns:\n    - email\n    - ssn\n",
+			"x.yaml:7: genlog.redact_patterns[1]: unknown pattern \"ssn\"; use card_number or email"},
+		{"listen: 127.0.0.1:4006\nservers: [{name: a, address: '127.0.0.1:1'}]\nservice_user: {user: m}\ngenlog:\n  redact_columns: [pan]\n",
+			"x.yaml:5: genlog.redact_columns[0]: \"pan\" is not table.column or db.table.column"},
 		{"listen: nope\n", "x.yaml:1: listen: \"nope\" is not host:port"},
 		{"listen: 127.0.0.1:4006\nadmin_listen: 127.0.0.1:99999\n", "x.yaml:2: admin_listen: port \"99999\""},
 		// Unknown keys are refused in inlined sections too.
