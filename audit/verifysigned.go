@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"cmp"
 	"context"
 	"crypto/ed25519"
 	"encoding/hex"
@@ -193,6 +194,8 @@ func VerifySigned(ctx context.Context, opts SignedOptions) (*SignedReport, error
 		var recs []rec
 		nodes := map[[32]byte]*chainNode{}
 		recent := map[string][]*chainNode{}
+		// nodesOf lists each instance's records in offset order.
+		nodesOf := map[string][]*chainNode{}
 		firstOf := map[string]bool{}
 		err = readRange(lc, p.ID, first, end, func(offset int64, v []byte) {
 			r := rec{offset: offset, dup: -1}
@@ -226,6 +229,7 @@ func VerifySigned(ctx context.Context, opts SignedOptions) (*SignedReport, error
 			}
 			firstOf[r.proxy] = true
 			nodes[chain] = n
+			nodesOf[r.proxy] = append(nodesOf[r.proxy], n)
 			if c := append(recent[r.proxy], n); len(c) > 64 {
 				recent[r.proxy] = append(c[:0:0], c[len(c)-64:]...)
 			} else {
@@ -276,21 +280,54 @@ func VerifySigned(ctx context.Context, opts SignedOptions) (*SignedReport, error
 				continue
 			}
 			coveredTo[k.proxy] = best.offset
+			// Follow the signed chain back to where it starts. Where it
+			// breaks (a record whose predecessor is not here), the
+			// instance's records before the break are a chain of their
+			// own: follow that too, so the break is named once, as an
+			// altered record or records removed, and the records before
+			// it are not blamed.
+			var breaks []breakAt
+			held := best.depth
 			root := best.root()
-			switch root.rootKind {
-			case rootStart:
-				if best.depth != bestCp.Count {
-					sp.Problems = append(sp.Problems, fmt.Sprintf("offsets %d..%d: the checkpoint of %q signs %d records, the partition holds %d of them: records were removed",
-						root.offset, best.offset, k.proxy, bestCp.Count, best.depth))
-				}
-			case rootAnchor:
-				sp.Expired += bestCp.Count - best.depth
-			case rootOrphan:
-				sp.Problems = append(sp.Problems, fmt.Sprintf("offset %d: follows no record of %q present: the records before it were removed (the checkpoint of %s signs %d records, %d are here)",
-					root.offset, k.proxy, bestCp.TS, bestCp.Count, best.depth))
-			}
 			for n := best; n != nil; n = n.parent {
 				onPath[n.offset] = true
+			}
+			for root.rootKind == rootOrphan {
+				tip := lastBefore(nodesOf[k.proxy], root.offset, onPath)
+				if tip == nil {
+					break
+				}
+				breaks = append(breaks, breakAt{before: tip.offset, at: root.offset})
+				held += tip.depth
+				for n := tip; n != nil; n = n.parent {
+					onPath[n.offset] = true
+				}
+				root = tip.root()
+			}
+			missing := bestCp.Count - held
+			switch {
+			case root.rootKind == rootOrphan:
+				sp.Problems = append(sp.Problems, fmt.Sprintf("offset %d: follows no record of %q present: the records before it were removed (the checkpoint of %s signs %d records, %d are here)",
+					root.offset, k.proxy, bestCp.TS, bestCp.Count, held))
+			case root.rootKind == rootAnchor:
+				sp.Expired += missing
+				missing = 0
+			case len(breaks) == 0 && missing != 0:
+				sp.Problems = append(sp.Problems, fmt.Sprintf("offsets %d..%d: the checkpoint of %q signs %d records, the partition holds %d of them: records were removed",
+					root.offset, best.offset, k.proxy, bestCp.Count, held))
+			}
+			for _, b := range breaks {
+				switch {
+				case len(breaks) == 1 && missing == 0:
+					sp.Problems = append(sp.Problems, fmt.Sprintf("offset %d: altered: the record no longer hashes to its chain value after the record at offset %d (the checkpoint of %s signs %d records, all are here)",
+						b.at, b.before, bestCp.TS, bestCp.Count))
+				case len(breaks) == 1:
+					sp.Problems = append(sp.Problems, fmt.Sprintf("offsets %d..%d: records of %q were removed between them (%d missing: the checkpoint of %s signs %d records, %d are here)",
+						b.before, b.at, k.proxy, missing, bestCp.TS, bestCp.Count, held))
+				default:
+					sp.Problems = append(sp.Problems, fmt.Sprintf("offsets %d..%d: the chain of %q breaks between them: a record altered or records removed (%d of the %d records the checkpoint of %s signs are missing)",
+						b.before, b.at, k.proxy, missing, bestCp.Count, bestCp.TS))
+				}
 			}
 		}
 		for _, r := range recs {
@@ -319,6 +356,23 @@ func VerifySigned(ctx context.Context, opts SignedOptions) (*SignedReport, error
 		rep.Partitions = append(rep.Partitions, sp)
 	}
 	return rep, nil
+}
+
+// breakAt is where a signed chain breaks: the record at offset at follows
+// no record present, and before is the last record of the same instance
+// ahead of it.
+type breakAt struct{ before, at int64 }
+
+// lastBefore is the last of nodes (in offset order) before offset that no
+// path has taken yet.
+func lastBefore(nodes []*chainNode, offset int64, taken map[int64]bool) *chainNode {
+	i, _ := slices.BinarySearchFunc(nodes, offset, func(n *chainNode, o int64) int { return cmp.Compare(n.offset, o) })
+	for i--; i >= 0; i-- {
+		if !taken[nodes[i].offset] {
+			return nodes[i]
+		}
+	}
+	return nil
 }
 
 // missingHead says why the record a checkpoint signs is not found.

@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -170,6 +171,54 @@ func (l *signedLab) lastRecord(t *testing.T, cl *kgo.Client) *kgo.Record {
 	return best
 }
 
+// deleteTopic deletes the trail's topic with one admin request.
+func (l *signedLab) deleteTopic(t *testing.T, cl *kgo.Client) {
+	t.Helper()
+	req := kmsg.NewPtrDeleteTopicsRequest()
+	req.TopicNames = []string{l.topic}
+	rt := kmsg.NewDeleteTopicsRequestTopic()
+	rt.Topic = &l.topic
+	req.Topics = append(req.Topics, rt)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := req.RequestWith(ctx, cl)
+	if err != nil || len(resp.Topics) != 1 || resp.Topics[0].ErrorCode != 0 {
+		t.Fatalf("DeleteTopics: %v %+v", err, resp)
+	}
+}
+
+// allRecords reads the whole trail with franz-go, in partition and offset
+// order.
+func (l *signedLab) allRecords(t *testing.T) []*kgo.Record {
+	t.Helper()
+	cons, err := kgo.NewClient(kgo.SeedBrokers(l.broker), kgo.ConsumeTopics(l.topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cons.Close()
+	var all []*kgo.Record
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		fs := cons.PollFetches(ctx)
+		cancel()
+		n := 0
+		fs.EachRecord(func(r *kgo.Record) { n++; all = append(all, r) })
+		if n == 0 {
+			break
+		}
+	}
+	slices.SortFunc(all, func(a, b *kgo.Record) int {
+		if a.Partition != b.Partition {
+			return int(a.Partition - b.Partition)
+		}
+		return int(a.Offset - b.Offset)
+	})
+	if len(all) == 0 {
+		t.Fatal("no records")
+	}
+	return all
+}
+
 func (l *signedLab) produce(t *testing.T, cl *kgo.Client, partition int32, value []byte) int64 {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -300,22 +349,81 @@ func TestAuditVerifySignedAttacks(t *testing.T) {
 		t.Logf("verify:\n%s", out)
 	})
 
+	// An outsider who can delete and produce rewrites the topic: every
+	// record back in its partition and order, but one altered, or one in
+	// the middle left out.
+	for _, attack := range []struct {
+		name string
+		edit func(value []byte) (out []byte, keep bool)
+		want string
+	}{
+		{"altered record", func(v []byte) ([]byte, bool) {
+			return regexp.MustCompile(`"user":"[^"]*"`).ReplaceAll(v, []byte(`"user":"eve"`)), true
+		}, "altered"},
+		{"removed record", func([]byte) ([]byte, bool) { return nil, false }, "records of \"signer\" were removed between them (1 missing"},
+	} {
+		t.Run(attack.name, func(t *testing.T) {
+			l := startSigned(t, "sign."+strings.ReplaceAll(attack.name, " ", "-"))
+			l.sessions(t, 6)
+			l.settled(t)
+			l.Process.Signal(syscall.SIGTERM) // Sluice stops: nothing but the outsider writes now
+			if err := l.Process.Wait(30 * time.Second); err != nil {
+				t.Fatalf("sluice stop: %v", err)
+			}
+			cfg := filepath.Join(filepath.Dir(l.config), "broker.yaml")
+			data := filepath.Join(filepath.Dir(l.config), "broker")
+			os.WriteFile(cfg, []byte(fmt.Sprintf("broker:\n  listen: %s\n  data_dir: %s\n", l.broker, data)), 0o600)
+			lab.StartProcess(t, "sluice broker", func() bool {
+				c, err := net.DialTimeout("tcp", l.broker, time.Second)
+				if err == nil {
+					c.Close()
+				}
+				return err == nil
+			}, binary, "broker", "--config", cfg)
+			cl := l.client(t)
+			records := l.allRecords(t)
+			l.deleteTopic(t, cl)
+			// The middle record of the fullest partition is the one edited.
+			var target *kgo.Record
+			for _, r := range records {
+				if target == nil || r.Offset > target.Offset {
+					target = r
+				}
+			}
+			middle := target.Offset / 2
+			edited := false
+			for _, r := range records {
+				v := r.Value
+				if r.Partition == target.Partition && r.Offset == middle {
+					var keep bool
+					if v, keep = attack.edit(v); !keep {
+						edited = true
+						continue
+					}
+					edited = !bytes.Equal(v, r.Value)
+				}
+				l.produce(t, cl, r.Partition, v)
+			}
+			if !edited {
+				t.Fatalf("the attack changed nothing at partition %d offset %d", target.Partition, middle)
+			}
+			out, code := l.verify(t, l.broker)
+			named := fmt.Sprintf("partition %d: offset %d: %s", target.Partition, middle, attack.want)
+			if attack.name == "removed record" {
+				named = fmt.Sprintf("partition %d: offsets %d..%d: %s", target.Partition, middle-1, middle, attack.want)
+			}
+			if code != 1 || !strings.Contains(out, named) || strings.Contains(out, "not on the signed chain") {
+				t.Fatalf("verify of a trail with an %s at partition %d offset %d: exit %d, want 1 naming only %q\n%s", attack.name, target.Partition, middle, code, named, out)
+			}
+			t.Logf("verify:\n%s", out)
+		})
+	}
+
 	t.Run("deleted topic", func(t *testing.T) {
 		l := startSigned(t, "sign.deleted")
 		l.sessions(t, 6)
 		l.settled(t)
-		cl := l.client(t)
-		req := kmsg.NewPtrDeleteTopicsRequest()
-		req.TopicNames = []string{l.topic}
-		rt := kmsg.NewDeleteTopicsRequestTopic()
-		rt.Topic = &l.topic
-		req.Topics = append(req.Topics, rt)
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		resp, err := req.RequestWith(ctx, cl)
-		if err != nil || len(resp.Topics) != 1 || resp.Topics[0].ErrorCode != 0 {
-			t.Fatalf("DeleteTopics: %v %+v", err, resp)
-		}
+		l.deleteTopic(t, l.client(t))
 		out, code := l.verify(t, l.broker)
 		if code != 1 || !strings.Contains(out, "deleted") {
 			t.Fatalf("verify of a deleted topic: exit %d\n%s", code, out)
