@@ -171,6 +171,22 @@ func (l *signedLab) lastRecord(t *testing.T, cl *kgo.Client) *kgo.Record {
 	return best
 }
 
+// brokerAlone starts `sluice broker` on the stopped Sluice's broker data
+// and address: the trail without Sluice writing to it.
+func (l *signedLab) brokerAlone(t *testing.T) {
+	t.Helper()
+	cfg := filepath.Join(filepath.Dir(l.config), "broker.yaml")
+	data := filepath.Join(filepath.Dir(l.config), "broker")
+	os.WriteFile(cfg, []byte(fmt.Sprintf("broker:\n  listen: %s\n  data_dir: %s\n", l.broker, data)), 0o600)
+	lab.StartProcess(t, "sluice broker", func() bool {
+		c, err := net.DialTimeout("tcp", l.broker, time.Second)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	}, binary, "broker", "--config", cfg)
+}
+
 // deleteTopic deletes the trail's topic with one admin request.
 func (l *signedLab) deleteTopic(t *testing.T, cl *kgo.Client) {
 	t.Helper()
@@ -333,15 +349,7 @@ func TestAuditVerifySignedAttacks(t *testing.T) {
 		if cut == 0 {
 			t.Fatalf("no segment files in %s", data)
 		}
-		cfg := filepath.Join(filepath.Dir(l.config), "broker.yaml")
-		os.WriteFile(cfg, []byte(fmt.Sprintf("broker:\n  listen: %s\n  data_dir: %s\n", l.broker, data)), 0o600)
-		lab.StartProcess(t, "sluice broker", func() bool {
-			c, err := net.DialTimeout("tcp", l.broker, time.Second)
-			if err == nil {
-				c.Close()
-			}
-			return err == nil
-		}, binary, "broker", "--config", cfg)
+		l.brokerAlone(t)
 		out, code := l.verify(t, l.broker)
 		if code != 1 || !strings.Contains(out, "cut short") {
 			t.Fatalf("verify of a trail cut short: exit %d\n%s", code, out)
@@ -370,16 +378,7 @@ func TestAuditVerifySignedAttacks(t *testing.T) {
 			if err := l.Process.Wait(30 * time.Second); err != nil {
 				t.Fatalf("sluice stop: %v", err)
 			}
-			cfg := filepath.Join(filepath.Dir(l.config), "broker.yaml")
-			data := filepath.Join(filepath.Dir(l.config), "broker")
-			os.WriteFile(cfg, []byte(fmt.Sprintf("broker:\n  listen: %s\n  data_dir: %s\n", l.broker, data)), 0o600)
-			lab.StartProcess(t, "sluice broker", func() bool {
-				c, err := net.DialTimeout("tcp", l.broker, time.Second)
-				if err == nil {
-					c.Close()
-				}
-				return err == nil
-			}, binary, "broker", "--config", cfg)
+			l.brokerAlone(t)
 			cl := l.client(t)
 			records := l.allRecords(t)
 			l.deleteTopic(t, cl)
