@@ -166,3 +166,16 @@ func TestSessionFieldsFollowChanges(t *testing.T) {
 		}
 	}
 }
+
+// The fields of a query that changed nothing are written as one constant:
+// the same bytes as field by field.
+func TestNoWriteNoErrorFields(t *testing.T) {
+	b := appendUint(nil, "affected", 0)
+	b = appendUint(b, "last_insert_id", 0)
+	b = appendUint(b, "warnings", 0)
+	b = appendUint(b, "error_code", 0)
+	b = appendField(b, "error", "")
+	if string(b) != noWriteNoError {
+		t.Fatalf("%s, want %s", noWriteNoError, b)
+	}
+}
