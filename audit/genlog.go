@@ -169,15 +169,22 @@ func (g *Genlog) LogQuery(s *Session, q *Query) {
 	b = append(b, '"')
 	b = appendInt(b, "duration_us", q.Duration.Microseconds())
 	b = appendInt(b, "rows", q.Rows)
-	b = appendUint(b, "affected", q.Affected)
-	b = appendUint(b, "last_insert_id", q.LastInsertID)
-	b = appendUint(b, "warnings", uint64(q.Warnings))
-	b = appendUint(b, "error_code", uint64(q.ErrorCode))
-	if q.Sensitive && q.Error != "" {
-		// Server messages quote the statement ("near 'BY 'secret''").
-		b = appendField(b, "error", "(withheld: the statement holds a password)")
-	} else {
-		b = appendField(b, "error", q.Error)
+	switch {
+	case q.Affected == 0 && q.LastInsertID == 0 && q.Warnings == 0 && q.ErrorCode == 0 && q.Error == "":
+		// Most records (every read): the same bytes, without the number
+		// formatting.
+		b = append(b, noWriteNoError...)
+	default:
+		b = appendUint(b, "affected", q.Affected)
+		b = appendUint(b, "last_insert_id", q.LastInsertID)
+		b = appendUint(b, "warnings", uint64(q.Warnings))
+		b = appendUint(b, "error_code", uint64(q.ErrorCode))
+		if q.Sensitive && q.Error != "" {
+			// Server messages quote the statement ("near 'BY 'secret''").
+			b = appendField(b, "error", "(withheld: the statement holds a password)")
+		} else {
+			b = appendField(b, "error", q.Error)
+		}
 	}
 	b = appendBool(b, "in_tx", q.InTx)
 	b = appendField(b, "route", q.Route)
@@ -200,6 +207,10 @@ func (g *Genlog) LogQuery(s *Session, q *Query) {
 	b = append(b, '}')
 	g.send(s, b, cfg)
 }
+
+// noWriteNoError is what a query record says of a statement that changed
+// nothing and had no warning nor error.
+const noWriteNoError = `,"affected":0,"last_insert_id":0,"warnings":0,"error_code":0,"error":""`
 
 // WantsParams reports whether records carry prepared-statement parameters.
 func (g *Genlog) WantsParams() bool {

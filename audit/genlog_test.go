@@ -193,3 +193,16 @@ func TestGenlogRedactedField(t *testing.T) {
 		t.Fatal("a Redaction after reloading without it")
 	}
 }
+
+// The fields of a query that changed nothing are written as one constant:
+// the same bytes as field by field.
+func TestNoWriteNoErrorFields(t *testing.T) {
+	b := appendUint(nil, "affected", 0)
+	b = appendUint(b, "last_insert_id", 0)
+	b = appendUint(b, "warnings", 0)
+	b = appendUint(b, "error_code", 0)
+	b = appendField(b, "error", "")
+	if string(b) != noWriteNoError {
+		t.Fatalf("%s, want %s", noWriteNoError, b)
+	}
+}

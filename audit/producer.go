@@ -20,7 +20,7 @@ import (
 // sluice.events.
 type Producer struct {
 	w     recordWriter
-	queue chan Record
+	queue *recordQueue
 	log   *slog.Logger
 	block bool
 	spill *spill
@@ -123,7 +123,7 @@ func NewProducer(cfg ProducerConfig, log *slog.Logger) (*Producer, error) {
 		cfg.QueueSize = 10000
 	}
 	p := &Producer{
-		queue:   make(chan Record, cfg.QueueSize),
+		queue:   newRecordQueue(cfg.QueueSize),
 		log:     log,
 		block:   cfg.Block,
 		brokers: cfg.Brokers,
@@ -156,7 +156,7 @@ func NewProducer(cfg ProducerConfig, log *slog.Logger) (*Producer, error) {
 	p.failed = prometheus.NewCounter(prometheus.CounterOpts{Name: "sluice_producer_records_failed_total", Help: "Records the broker did not take.", ConstLabels: labels})
 	p.spilled = prometheus.NewCounter(prometheus.CounterOpts{Name: "sluice_producer_records_spilled_total", Help: "Records written to the spill file while the broker was away.", ConstLabels: labels})
 	p.depth = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sluice_producer_queue_depth", Help: "Records waiting to be sent.", ConstLabels: labels},
-		func() float64 { return float64(len(p.queue)) })
+		func() float64 { return float64(p.queue.len()) })
 	p.spillBytes = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sluice_producer_spill_bytes", Help: "Bytes in the spill file not yet delivered.", ConstLabels: labels},
 		func() float64 { return float64(p.spillPending.Load()) })
 	if cfg.SpillFile != "" {
@@ -183,21 +183,13 @@ func (p *Producer) Collectors() []prometheus.Collector {
 // Send queues a record; the producer owns it from then on. When the queue
 // is full it waits (Block) or drops the record, counts it and reports false.
 func (p *Producer) Send(r Record) bool {
-	if p.block {
-		p.queue <- r
-	} else {
-		select {
-		case p.queue <- r:
-		default:
-			p.dropped.Inc()
-			return false
-		}
+	n, ok := p.queue.put(r, p.block)
+	if !ok {
+		p.dropped.Inc()
+		return false
 	}
-	if p.full != nil && len(p.queue) >= p.flushAt {
-		select {
-		case p.full <- struct{}{}:
-		default:
-		}
+	if p.full != nil && n >= p.flushAt {
+		signal(p.full)
 	}
 	return true
 }
@@ -253,13 +245,16 @@ func (p *Producer) run() {
 			// Spilling: new records join the file behind the older ones, so
 			// order holds; the file is replayed while the broker takes it.
 			select {
-			case r, ok := <-p.queue:
-				if !ok {
+			case <-p.queue.ready:
+				var done bool
+				batch, done = p.gather(recycle(batch))
+				if len(batch) > 0 {
+					p.toSpill(batch)
+				}
+				if done {
 					p.drainSpill()
 					return
 				}
-				batch = p.gather(append(batch[:0], r))
-				p.toSpill(batch)
 			case <-tick:
 				checkpoint(true)
 			case <-retry.C:
@@ -274,21 +269,26 @@ func (p *Producer) run() {
 			}
 			continue
 		}
-		var r Record
-		var ok bool
 		select {
-		case r, ok = <-p.queue:
+		case <-p.queue.ready:
 		case <-tick:
 			checkpoint(true)
 			continue
 		}
-		if !ok {
-			return
+		var done bool
+		batch, done = p.gather(recycle(batch))
+		if len(batch) == 0 {
+			if done {
+				return
+			}
+			continue
 		}
-		batch = p.gather(append(batch[:0], r))
 		err := p.write(batch)
 		if err == nil {
 			checkpoint(false)
+		}
+		if done && err == nil {
+			return
 		}
 		if err != nil {
 			if p.spill == nil {
@@ -315,10 +315,11 @@ const localLinger = 200 * time.Millisecond
 // maxBatch bounds the records of one batch.
 const maxBatch = 16384
 
-// gather adds whatever else is queued, up to the batch's capacity, after
-// the linger time unless the batch can already be filled.
-func (p *Producer) gather(batch []Record) []Record {
-	if p.linger > 0 && len(p.queue) < p.flushAt {
+// gather takes what is queued, up to maxBatch records, after the linger
+// time unless the batch can already be filled; done reports that the queue
+// is closed and empty.
+func (p *Producer) gather(batch []Record) ([]Record, bool) {
+	if n, closed := p.queue.state(); p.linger > 0 && n < p.flushAt && !closed {
 		// Sleep rather than wait on the queue: a receive per record
 		// would wake this goroutine once per query.
 		select {
@@ -332,18 +333,14 @@ func (p *Producer) gather(batch []Record) []Record {
 			p.lingerTimer.Stop()
 		}
 	}
-	for len(batch) < maxBatch {
-		select {
-		case r, ok := <-p.queue:
-			if !ok {
-				return batch
-			}
-			batch = append(batch, r)
-		default:
-			return batch
-		}
-	}
-	return batch
+	return p.queue.take(batch, maxBatch)
+}
+
+// recycle empties a written batch for the next, clearing its records so
+// that its buffer, which becomes the queue's, keeps none of them alive.
+func recycle(batch []Record) []Record {
+	clear(batch)
+	return batch[:0]
 }
 
 // write delivers batch. When it fails, batch holds the records as they
@@ -423,7 +420,8 @@ func (p *Producer) drainSpill() {
 
 // Close sends what is queued (or spills it) and stops.
 func (p *Producer) Close() error {
-	close(p.queue)
+	p.queue.close()
+	signal(p.full)
 	p.wg.Wait()
 	if p.spill != nil {
 		p.spill.close()
