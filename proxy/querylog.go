@@ -73,7 +73,7 @@ func (s *Session) routeLabel(r *queryRecord) string {
 // logSession is the session as the query log names it.
 func (s *Session) logSession() *audit.Session {
 	if s.logSess.ID == 0 {
-		s.logSess = audit.Session{ID: s.id, Client: s.client.Conn().RemoteAddr().String()}
+		s.logSess = audit.Session{ID: s.id, Client: s.clientAddr.String()}
 	}
 	s.logSess.User, s.logSess.DB = s.user, s.proc.state.db
 	return &s.logSess

@@ -434,6 +434,14 @@ func proxySection(cfg *config.Config) proxy.Config {
 	pc.Name = cfg.Name
 	pc.Recovery = cfg.Router.Recovery
 	pc.ClassifierCacheSize = cfg.Router.ClassifierCacheSize
+	for _, s := range cfg.Servers {
+		if s.ProxyProtocol {
+			if pc.ProxyProtocolServers == nil {
+				pc.ProxyProtocolServers = map[string]bool{}
+			}
+			pc.ProxyProtocolServers[s.Name] = true
+		}
+	}
 	pc.RequireTLS = cfg.TLS.Require
 	// Validated with the config; files that changed since are re-read at
 	// the next reload.

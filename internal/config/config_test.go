@@ -33,6 +33,8 @@ func TestErrorsNameFileKeyAndLine(t *testing.T) {
 		{"listen: 127.0.0.1:4006\nservers: [{name: a, address: '127.0.0.1:1'}]\nservice_user: {user: m}\nbroker:\n  enabled: true\n  partitions: -3\n",
 			"x.yaml:6: broker.partitions: must be >= 1"},
 		{"", "x.yaml: config is empty"},
+		{"listen: 127.0.0.1:4006\nservers: [{name: a, address: '127.0.0.1:1'}]\nservice_user: {user: m}\nproxy_protocol_networks:\n  - 10.0.0.0/24\n  - haproxy.local\n",
+			"x.yaml:6: proxy_protocol_networks[1]: \"haproxy.local\" is neither a CIDR (10.0.0.0/24) nor an address (10.0.0.7); list the balancers"},
 		{"listen: 127.0.0.1:4006\nservers: [{name: a, address: '127.0.0.1:1'}]\nservice_user: {user: m}\nsched_slice: 10us\n",
 			"x.yaml:4: sched_slice: 10µs is outside the kernel's range: use 100µs to 100ms, or 0s for the kernel's default"},
 		{"listen: 127.0.0.1:4006\nservers: [{name: a, address: '127.0.0.1:1'}]\nservice_user: {user: m}\nrouter:\n  primary_wait: -1s\n",
