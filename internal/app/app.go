@@ -26,6 +26,7 @@ import (
 	"github.com/sluice-proxy/sluice/audit"
 	"github.com/sluice-proxy/sluice/filter"
 	"github.com/sluice-proxy/sluice/internal/admin"
+	"github.com/sluice-proxy/sluice/internal/buildinfo"
 	"github.com/sluice-proxy/sluice/internal/config"
 	"github.com/sluice-proxy/sluice/internal/digest"
 	"github.com/sluice-proxy/sluice/logbroker"
@@ -76,7 +77,7 @@ func Serve(cfgFile string) error {
 	}()
 
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), buildInfoGauge())
 
 	var broker *logbroker.Broker
 	if cfg.Broker.Enabled {
@@ -464,4 +465,14 @@ func serverAddrs(mon *monitor.Monitor) []string {
 		}
 	}
 	return addrs
+}
+
+// buildInfoGauge is sluice_build_info: 1, labelled with what this binary
+// is, so dashboards can show (and alert on) the versions running.
+func buildInfoGauge() prometheus.Collector {
+	bi := buildinfo.Read()
+	g := prometheus.NewGauge(prometheus.GaugeOpts{Name: "sluice_build_info", Help: "Always 1; the labels say which Sluice this is.",
+		ConstLabels: prometheus.Labels{"version": bi.Version, "revision": bi.Commit, "go_version": bi.GoVersion}})
+	g.Set(1)
+	return g
 }
