@@ -373,14 +373,16 @@ func (s *Session) loop(ctx context.Context) error {
 		}
 		// Where a string literal ends depends on the session's sql_mode.
 		err = s.proc.dispatch(ctx, pkt)
+		took := time.Since(start)
+		r := &s.proc.rec
+		m.observe(cmd, r.routed, r.toPrimary, took)
 		// A close names its statement for the audit trail; it is no
 		// execution of it.
-		if d := s.srv.digests.Load(); d != nil && s.proc.rec.hasStmt && cmd != mysql.COM_STMT_CLOSE {
-			r := &s.proc.rec
-			d.Record(r.stmt.Digest, r.stmt.Fingerprint, start, time.Since(start), r.res.Rows, r.res.Err != nil)
+		if d := s.srv.digests.Load(); d != nil && r.hasStmt && cmd != mysql.COM_STMT_CLOSE {
+			d.Record(r.stmt.Digest, r.stmt.Fingerprint, start, took, r.res.Rows, r.res.Err != nil)
 		}
 		if g := s.srv.genlog.Load(); g != nil {
-			s.logCommand(g, cmd, pkt, start)
+			s.logCommand(g, cmd, pkt, start, took)
 		}
 		s.publish()
 		if err != nil && !errors.Is(err, errReported) {

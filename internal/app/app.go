@@ -195,8 +195,8 @@ func Serve(cfgFile string) error {
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "sluice_query_digests", Help: "Statement shapes in the digest table (at most query_digests).",
 	}, func() float64 { return float64(srv.Digests().Len()) }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "sluice_query_digests_evicted", Help: "Statement shapes evicted from the digest table since it was created (start or resize).",
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "sluice_query_digests_evicted_total", Help: "Statement shapes evicted from the digest table since it was created (start, or a resize by reload, which starts the count anew).",
 		}, func() float64 { return float64(srv.Digests().Evicted()) }))
 
 	// running is the config in force, for GET /v1/config and reloads.
