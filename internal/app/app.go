@@ -4,6 +4,7 @@ package app
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -104,6 +105,8 @@ func Serve(cfgFile string) error {
 
 	mon := monitor.New(monitorSection(cfg), log.With("component", "monitor"))
 	reg.MustRegister(mon)
+	// recordEvent sends a record to the events topic, when there is one.
+	recordEvent := func(key string, v any) {}
 	if brokers := producerBrokers(cfg); len(brokers) > 0 {
 		events, err := audit.NewProducer(audit.ProducerConfig{Brokers: brokers, Name: "events", QueueSize: 10000, Local: localBroker(cfg, broker)}, log.With("component", "events"))
 		if err != nil {
@@ -118,16 +121,18 @@ func Serve(cfgFile string) error {
 				return err
 			}
 		}
+		recordEvent = func(key string, v any) {
+			if b, err := json.Marshal(v); err == nil {
+				events.Send(audit.Record{Topic: EventsTopic, Key: []byte(key), Value: b})
+			}
+		}
 		name := cfg.Name
 		mon.OnEvent = func(ev monitor.Event) {
-			rec := struct {
+			recordEvent(ev.Server, struct {
 				Type  string `json:"type"`
 				Proxy string `json:"proxy"`
 				monitor.Event
-			}{"topology", name, ev}
-			if b, err := json.Marshal(rec); err == nil {
-				events.Send(audit.Record{Topic: EventsTopic, Key: []byte(ev.Server), Value: b})
-			}
+			}{"topology", name, ev})
 		}
 	}
 	lc.start("monitor", goStop(mon.Run))
@@ -202,6 +207,12 @@ func Serve(cfgFile string) error {
 	// running is the config in force, for GET /v1/config and reloads.
 	var running atomic.Pointer[config.Config]
 	running.Store(cfg)
+	var creds atomic.Pointer[admin.Credentials]
+	if c, err := cfg.Admin.Credentials(); err != nil {
+		return err
+	} else {
+		creds.Store(c)
+	}
 	var reloadMu sync.Mutex
 	// reload applies the config file anew, from SIGHUP or POST /v1/reload;
 	// a config that does not load is refused and the running one kept.
@@ -233,6 +244,9 @@ func Serve(cfgFile string) error {
 		if next.QueryDigests != running.Load().QueryDigests {
 			srv.SetDigests(digest.New(next.QueryDigests))
 		}
+		if c, err := next.Admin.Credentials(); err == nil {
+			creds.Store(c)
+		}
 		running.Store(next)
 		log.Info("config reloaded", "file", cfgFile)
 		return nil
@@ -244,7 +258,16 @@ func Serve(cfgFile string) error {
 		return true, "serving"
 	}
 	api := admin.API{Health: health, Gatherer: reg, Monitor: mon, Sessions: srv.SessionList, Digests: srv.Digests,
-		Reload: reload, Token: cfg.AdminToken, Stats: srv.Stats, Config: func() any { return configView(running.Load().Redacted()) }}
+		Reload: reload, Stats: srv.Stats, Config: func() any { return configView(running.Load().Redacted()) },
+		Credentials: creds.Load,
+		Record: func(a admin.Action) {
+			log.Info("admin action", "user", a.User, "role", a.Role, "address", a.Address, "action", a.Action,
+				"target", a.Target, "outcome", a.Outcome, "status", a.Status, "error", a.Error)
+			recordEvent(a.User, struct {
+				admin.Action
+				Proxy string `json:"proxy"`
+			}{a, cfg.Name})
+		}}
 	api.AuditCheckpoints = checkpoints
 	if genlog != nil {
 		api.AuditTail = func(ctx context.Context, where *audit.Where, since time.Duration, emit func([]byte)) error {
@@ -252,9 +275,17 @@ func Serve(cfgFile string) error {
 				Since: since, Where: where, Follow: true}, emit)
 		}
 	}
-	adminLn, err := net.Listen("tcp", cfg.AdminListen)
+	adminLn, err := net.Listen("tcp", cfg.Admin.Listen)
 	if err != nil {
-		return fmt.Errorf("admin_listen %s: %w", cfg.AdminListen, err)
+		return fmt.Errorf("admin_listen %s: %w", cfg.Admin.Listen, err)
+	}
+	if cfg.Admin.TLS.Cert != "" {
+		tc, err := cfg.Admin.TLS.ServerConfig()
+		if err != nil {
+			adminLn.Close()
+			return fmt.Errorf("admin_tls: %w", err)
+		}
+		adminLn = tls.NewListener(adminLn, tc)
 	}
 	adminSrv := &http.Server{Handler: admin.Handler(api), ReadHeaderTimeout: 5 * time.Second}
 	adminDone := make(chan struct{})

@@ -22,6 +22,7 @@ import (
 
 	"github.com/sluice-proxy/sluice/audit"
 	"github.com/sluice-proxy/sluice/filter"
+	"github.com/sluice-proxy/sluice/internal/admin"
 	"github.com/sluice-proxy/sluice/internal/confkey"
 	"github.com/sluice-proxy/sluice/logbroker"
 	"github.com/sluice-proxy/sluice/monitor"
@@ -43,11 +44,10 @@ type Config struct {
 	// client_idle_timeout, backend_read_timeout, server_version,
 	// max_allowed_packet, connect_timeout, drain_timeout, accounts and
 	// users_refresh_interval.
-	Proxy       proxy.Config `yaml:",inline"`
-	AdminListen string       `yaml:"admin_listen"`
-	// AdminToken, when set, is required as "Authorization: Bearer TOKEN"
-	// on every admin request but GET /health.
-	AdminToken string `yaml:"admin_token"`
+	Proxy proxy.Config `yaml:",inline"`
+	// Admin is the admin interface's top-level keys: admin_listen,
+	// admin_token, admin_users, admin_allow_anonymous and admin_tls.
+	Admin admin.Config `yaml:",inline"`
 	// QueryDigests bounds the statement shapes whose statistics are kept
 	// for GET /v1/digests (least recently seen evicted). Default 1000; -1
 	// keeps none.
@@ -157,7 +157,11 @@ func (c *Config) Redacted() *Config {
 	}
 	hide(&r.ServiceUser.Password)
 	hide(&r.Monitor.Failover.ReplicationUser.Password)
-	hide(&r.AdminToken)
+	hide(&r.Admin.Token)
+	r.Admin.Users = append([]admin.User(nil), c.Admin.Users...)
+	for i := range r.Admin.Users {
+		hide(&r.Admin.Users[i].Token)
+	}
 	r.Proxy.Accounts = append([]proxy.AccountConfig(nil), c.Proxy.Accounts...)
 	for i := range r.Proxy.Accounts {
 		hide(&r.Proxy.Accounts[i].Password)
@@ -392,9 +396,7 @@ func (c *Config) setDefaults() {
 	if c.QueryDigests == 0 {
 		c.QueryDigests = 1000
 	}
-	if c.AdminListen == "" {
-		c.AdminListen = "127.0.0.1:8989"
-	}
+	c.Admin = c.Admin.WithDefaults()
 	if c.SchedSlice == nil {
 		d := DefaultSchedSlice
 		c.SchedSlice = &d
@@ -422,7 +424,7 @@ func (c *Config) validate() error {
 	if err := c.Proxy.Validate(); err != nil {
 		return sectionError("", err)
 	}
-	if err := confkey.CheckAddr("admin_listen", c.AdminListen); err != nil {
+	if err := c.Admin.Validate(); err != nil {
 		return sectionError("", err)
 	}
 	if len(c.Servers) == 0 {

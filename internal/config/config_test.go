@@ -98,7 +98,7 @@ func TestDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	if cfg.Router.Type != "readwritesplit" || cfg.Monitor.Interval != time.Second || cfg.Proxy.UsersRefreshInterval != 30*time.Second ||
-		cfg.Servers[0].Weight != 1 || cfg.AdminListen != "127.0.0.1:8989" || cfg.Genlog.Topic != "sluice.genlog" ||
+		cfg.Servers[0].Weight != 1 || cfg.Admin.Listen != "127.0.0.1:8989" || cfg.Genlog.Topic != "sluice.genlog" ||
 		*cfg.SchedSlice != 100*time.Microsecond {
 		t.Fatalf("defaults: %+v", cfg)
 	}
@@ -125,7 +125,7 @@ func TestSectionDefaultsAndRedaction(t *testing.T) {
 		t.Fatalf("section defaults: %+v", cfg)
 	}
 	r := cfg.Redacted()
-	for what, got := range map[string]string{"service_user": r.ServiceUser.Password, "admin_token": r.AdminToken,
+	for what, got := range map[string]string{"service_user": r.ServiceUser.Password, "admin_token": r.Admin.Token,
 		"accounts": r.Proxy.Accounts[0].Password, "replication_user": r.Monitor.Failover.ReplicationUser.Password} {
 		if got != "********" {
 			t.Errorf("%s password shown redacted as %q", what, got)
