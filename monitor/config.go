@@ -68,8 +68,10 @@ type FailoverConfig struct {
 
 // Credentials is a user and password pair.
 type Credentials struct {
-	User     string `yaml:"user"`
-	Password string `yaml:"password"`
+	User string `yaml:"user"`
+	// Password, or PasswordFile holding it, or ${VAR} (confkey.ResolveSecrets).
+	Password     string `yaml:"password"`
+	PasswordFile string `yaml:"password_file"`
 }
 
 // WithDefaults returns a copy of c with every zero value that has a

@@ -77,8 +77,10 @@ type Config struct {
 type AccountConfig struct {
 	User string `yaml:"user"`
 	// Host is the client host pattern, as in mysql.user. Default %.
-	Host     string `yaml:"host"`
-	Password string `yaml:"password"`
+	Host string `yaml:"host"`
+	// Password, or PasswordFile holding it, or ${VAR} (confkey.ResolveSecrets).
+	Password     string `yaml:"password"`
+	PasswordFile string `yaml:"password_file"`
 }
 
 // WithDefaults returns a copy of c with every zero value that has a

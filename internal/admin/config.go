@@ -21,7 +21,9 @@ type Config struct {
 	Listen string `yaml:"admin_listen"`
 	// Token, when set, is one user with the admin role, named
 	// "admin_token": how the admin API was guarded before users and roles.
-	Token string `yaml:"admin_token"`
+	// TokenFile holds it instead (confkey.ResolveSecrets).
+	Token     string `yaml:"admin_token"`
+	TokenFile string `yaml:"admin_token_file"`
 	// Users are the people and programs that call the API, each with a
 	// token (or a file holding it) and a role.
 	Users []User `yaml:"admin_users"`
@@ -33,7 +35,8 @@ type Config struct {
 	TLS TLS `yaml:"admin_tls"`
 }
 
-// User is one admin API user.
+// User is one admin API user. TokenFile, when set, holds the token
+// (confkey.ResolveSecrets reads it into Token).
 type User struct {
 	Name      string `yaml:"name"`
 	Token     string `yaml:"token"`
@@ -72,15 +75,10 @@ func (c *Config) Validate() error {
 			return confkey.Errorf(key+".name", "%q is named twice", u.Name)
 		case !u.Role.valid():
 			return confkey.Errorf(key+".role", "%q is not a role; use viewer, auditor, operator or admin", u.Role)
-		case (u.Token == "") == (u.TokenFile == ""):
-			return confkey.Errorf(key, "give token or token_file (one of them)")
+		case u.Token == "":
+			return confkey.Errorf(key, "give token or token_file")
 		}
 		names[u.Name] = true
-		if u.TokenFile != "" {
-			if _, err := readToken(u.TokenFile); err != nil {
-				return confkey.Errorf(key+".token_file", "%v", err)
-			}
-		}
 	}
 	if (c.TLS.Cert == "") != (c.TLS.Key == "") {
 		return confkey.Errorf("admin_tls", "give both cert and key")
@@ -113,18 +111,6 @@ func loopback(addr string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
-}
-
-func readToken(path string) (string, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return "", fmt.Errorf("cannot read the token: %w", err)
-	}
-	t := strings.TrimRight(string(b), "\r\n")
-	if t == "" {
-		return "", fmt.Errorf("%s is empty", path)
-	}
-	return t, nil
 }
 
 // ServerConfig is the admin listener's TLS config.
@@ -171,15 +157,7 @@ func (c *Config) Credentials() (*Credentials, error) {
 		cr.users = append(cr.users, credential{tokenUser, RoleAdmin, sha256.Sum256([]byte(c.Token))})
 	}
 	for _, u := range c.Users {
-		tok := u.Token
-		if u.TokenFile != "" {
-			t, err := readToken(u.TokenFile)
-			if err != nil {
-				return nil, fmt.Errorf("admin_users %s: %w", u.Name, err)
-			}
-			tok = t
-		}
-		cr.users = append(cr.users, credential{u.Name, u.Role, sha256.Sum256([]byte(tok))})
+		cr.users = append(cr.users, credential{u.Name, u.Role, sha256.Sum256([]byte(u.Token))})
 	}
 	cr.anonymous = len(cr.users) == 0
 	return cr, nil

@@ -238,6 +238,11 @@ func parse(file string, data []byte, validate func(*Config) error) (*Config, err
 		}
 		return nil, yamlError(file, &root, err)
 	}
+	if err := confkey.ResolveSecrets(cfg); err != nil {
+		ce := sectionError("", err).(*Error)
+		ce.File, ce.Line = file, lineOf(&root, ce.Key)
+		return nil, ce
+	}
 	cfg.setDefaults()
 	if err := validate(cfg); err != nil {
 		var ce *Error
