@@ -44,6 +44,9 @@ type Config struct {
 	// GTID records the GTID each committed write produced (MariaDB; one
 	// more round trip per write, free when router.causal_reads reads it).
 	GTID bool `yaml:"gtid"`
+	// ResultChecksums records a checksum of each answer's rows
+	// ("rows_checksum", RowsChecksum), for sluice replay to compare.
+	ResultChecksums bool `yaml:"result_checksums"`
 	// QueueSize bounds records waiting for the broker. Default 100,000.
 	QueueSize int `yaml:"queue_size"`
 	// OnFull: when the broker is away or slow, spill (to SpillFile,
