@@ -1,0 +1,253 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/sluice-proxy/sluice/audit"
+	"github.com/sluice-proxy/sluice/replay"
+)
+
+// passwordEnv holds the target's password when --password-file is not given.
+const passwordEnv = "SLUICE_REPLAY_PASSWORD"
+
+func replayCmd() *cobra.Command {
+	var (
+		brokers                                  []string
+		topic, since, until, fromGTID            string
+		target, user, passwordFile, speed        string
+		reportFile, htmlFile                     string
+		readOnly                                 bool
+		maxSessions, maxRecords, top             int
+		orderTimeout, progressEvery, slowerDelta time.Duration
+		slowerFactor                             float64
+	)
+	cmd := &cobra.Command{
+		Use:   "replay",
+		Short: "Replay the audit trail's statements against another server and report what answered differently or ran slower (exit status 1 when anything did)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if target == "" || user == "" {
+				return errors.New("--target HOST:PORT and --user are required")
+			}
+			password, err := replayPassword(passwordFile)
+			if err != nil {
+				return err
+			}
+			sp, err := parseSpeed(speed)
+			if err != nil {
+				return err
+			}
+			now := time.Now()
+			var popts replay.PlanOptions
+			if popts.Since, err = parseWhen("--since", since, now); err != nil {
+				return err
+			}
+			if popts.Until, err = parseWhen("--until", until, now); err != nil {
+				return err
+			}
+			if fromGTID != "" {
+				if popts.FromGTID, err = replay.ParsePosition(fromGTID); err != nil {
+					return fmt.Errorf("--from-gtid: %w", err)
+				}
+			}
+			popts.ReadOnly = readOnly
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+
+			recs, err := readWindow(ctx, brokers, topic, popts.Since, popts.Until, maxRecords)
+			if err != nil {
+				return err
+			}
+			plan, err := replay.BuildPlan(recs, popts, replay.NewClassifier().Classify)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(os.Stderr, "replay: read %d records from %s: %d statements of %d sessions to replay, %d skipped\n",
+				len(recs), topic, plan.Replayed, len(plan.Sessions), total(plan.Skipped))
+			opts := replay.Options{
+				Dial: replay.MySQLDialer(target, user, password, readOnly), Speed: sp,
+				MaxSessions: maxSessions, OrderTimeout: orderTimeout,
+				Slower:   replay.Thresholds{Factor: slowerFactor, MinDelta: slowerDelta},
+				Progress: os.Stderr, ProgressEvery: progressEvery,
+			}
+			if progressEvery <= 0 {
+				opts.Progress = nil
+			}
+			rep, err := replay.Run(ctx, plan, opts)
+			if rep == nil {
+				return err
+			}
+			rep.Target, rep.ReadOnly, rep.Speed, rep.Records = target, readOnly, speed, len(recs)
+			if werr := writeReports(rep, reportFile, htmlFile, top); werr != nil {
+				return errors.Join(err, werr)
+			}
+			if err != nil {
+				return err
+			}
+			if rep.Differs() {
+				return fmt.Errorf("%d statements answered differently and %d fingerprints ran slower on %s", rep.Differing, rep.Slower, target)
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringSliceVar(&brokers, "brokers", []string{"127.0.0.1:9092"}, "Kafka or bundled broker addresses")
+	f.StringVar(&topic, "topic", "sluice.genlog", "audit topic")
+	f.StringVar(&since, "since", "", "replay records from this time (RFC 3339, e.g. 2026-12-05T09:00:00Z) or this long ago (e.g. 1h); default: the beginning of the trail")
+	f.StringVar(&until, "until", "", "replay records before this time (RFC 3339) or this long ago; default: now")
+	f.StringVar(&fromGTID, "from-gtid", "", "the target's GTID position (SELECT @@gtid_current_pos where it was restored): transactions committed at or before it are not replayed, nor what ran before them")
+	f.StringVar(&target, "target", "", "the server to replay onto, HOST:PORT")
+	f.StringVar(&user, "user", "", "account on the target every session replays as")
+	f.StringVar(&passwordFile, "password-file", "", "file holding the account's password (else $"+passwordEnv+")")
+	f.StringVar(&speed, "speed", "1", "pace: 1 keeps the recorded timing, 2 replays twice as fast, max as fast as the recorded order allows")
+	f.BoolVar(&readOnly, "read-only", false, "replay only what cannot change data (skipped transactions are counted by reason); safe against a production replica")
+	f.IntVar(&maxSessions, "max-sessions", 256, "sessions replayed at once, at most; more wait for one to end (the replay then falls behind schedule)")
+	f.IntVar(&maxRecords, "max-records", 1000000, "records read into memory, at most; a larger window is refused (narrow --since/--until)")
+	f.DurationVar(&orderTimeout, "order-timeout", 5*time.Second, "how long a statement waits for the statements of other sessions recorded before it, at most (counted when it gives up)")
+	f.StringVar(&reportFile, "report", "", "write the report as JSON to this file")
+	f.StringVar(&htmlFile, "html", "", "write the report as an HTML page to this file")
+	f.IntVar(&top, "top", 20, "fingerprints shown in the terminal table (all are in --report)")
+	f.Float64Var(&slowerFactor, "slower-factor", 2, "a fingerprint is slower when its replay p50 is this many times the original's (0: never) ...")
+	f.DurationVar(&slowerDelta, "slower-min", time.Millisecond, "... and at least this much more")
+	f.DurationVar(&progressEvery, "progress", 5*time.Second, "print progress this often on stderr (0: never)")
+	return cmd
+}
+
+// replayPassword reads the target's password from file, or from the
+// environment; it is never a flag's value (ps shows those).
+func replayPassword(file string) (string, error) {
+	if file != "" {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return "", fmt.Errorf("--password-file: %w", err)
+		}
+		return strings.TrimRight(string(b), "\r\n"), nil
+	}
+	return os.Getenv(passwordEnv), nil
+}
+
+// parseSpeed reads --speed: a positive factor, or max (0).
+func parseSpeed(s string) (float64, error) {
+	if s == "max" {
+		return 0, nil
+	}
+	v, err := strconv.ParseFloat(s, 64)
+	if err != nil || v <= 0 {
+		return 0, fmt.Errorf("--speed %q: use a positive factor (1 keeps the recorded pace, 2 is twice as fast) or max", s)
+	}
+	return v, nil
+}
+
+// parseWhen reads --since/--until: a time (RFC 3339) or a duration ago.
+func parseWhen(flag, s string, now time.Time) (time.Time, error) {
+	if s == "" {
+		return time.Time{}, nil
+	}
+	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+		return t, nil
+	}
+	if d, err := time.ParseDuration(s); err == nil && d > 0 {
+		return now.Add(-d), nil
+	}
+	return time.Time{}, fmt.Errorf("%s %q: use a time such as 2026-12-05T09:00:00Z or a duration ago such as 90m", flag, s)
+}
+
+// tsText is a time as the records' ts write it, for comparing in --where.
+func tsText(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000000Z") }
+
+// readWindow reads the records a replay needs (queries, connects, quits)
+// between since and until, at most limit of them.
+func readWindow(ctx context.Context, brokers []string, topic string, since, until time.Time, limit int) ([]replay.Record, error) {
+	cond := `type in ["query", "connect", "quit"]`
+	opts := audit.ReadOptions{Brokers: brokers, Topic: topic}
+	if !since.IsZero() {
+		cond += fmt.Sprintf(` && ts >= %q`, tsText(since))
+		// Kafka timestamps are when the records were written: a little
+		// after the statements began.
+		opts.Since = time.Since(since) + time.Minute
+	}
+	if !until.IsZero() {
+		cond += fmt.Sprintf(` && ts < %q`, tsText(until))
+	}
+	w, err := audit.ParseWhere(cond)
+	if err != nil {
+		return nil, err
+	}
+	opts.Where = w
+	var recs []replay.Record
+	var perr error
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	err = audit.Read(rctx, opts, func(b []byte) {
+		if perr != nil {
+			return
+		}
+		if len(recs) >= limit {
+			perr = fmt.Errorf("the window holds more than --max-records %d records: narrow it with --since/--until, or raise --max-records if the memory allows", limit)
+			cancel()
+			return
+		}
+		r, err := replay.ParseRecord(b)
+		if err != nil {
+			perr = err
+			cancel()
+			return
+		}
+		recs = append(recs, r)
+	})
+	if perr != nil {
+		return nil, perr
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read %s from %v: %w", topic, brokers, err)
+	}
+	return recs, nil
+}
+
+// writeReports writes the table on stdout and the files asked for.
+func writeReports(rep *replay.Report, jsonFile, htmlFile string, top int) error {
+	if err := rep.WriteTable(os.Stdout, top); err != nil {
+		return err
+	}
+	for _, out := range []struct {
+		file  string
+		write func(*os.File) error
+	}{
+		{jsonFile, func(f *os.File) error { return rep.WriteJSON(f) }},
+		{htmlFile, func(f *os.File) error { return rep.WriteHTML(f) }},
+	} {
+		if out.file == "" {
+			continue
+		}
+		f, err := os.Create(out.file)
+		if err != nil {
+			return fmt.Errorf("report: %w", err)
+		}
+		err = out.write(f)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return fmt.Errorf("report %s: %w", out.file, err)
+		}
+	}
+	return nil
+}
+
+func total(m map[string]int) int {
+	n := 0
+	for _, v := range m {
+		n += v
+	}
+	return n
+}
