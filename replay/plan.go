@@ -23,10 +23,12 @@ type Step struct {
 	Rec *Record
 	// Skip says why the step is not replayed; "" replays it.
 	Skip string
-	// order is the step's place among replayed steps by recorded end;
-	// needs is how many of them ended before this one started: the gate
-	// lets it run once they have been replayed.
-	order, needs int
+	// read: a read, whose snapshot a commit must not overtake; commits:
+	// a commit or a write that committed.
+	read, commits bool
+	// order is the step's place on each line of the gate (-1: not on
+	// it); needs how many steps of each line it waits for.
+	order, needs [lines]int
 }
 
 // SessionPlan is one recorded session's steps, in order.
@@ -50,6 +52,8 @@ type Plan struct {
 	// Replayed counts the steps to replay; Skipped the others, by reason.
 	Replayed int
 	Skipped  map[string]int
+	// lines are the sizes of the gate's lines.
+	lines [lines]int
 }
 
 // ErrNoGTIDs: --from-gtid over a trail whose records carry no gtid.
@@ -121,7 +125,7 @@ func BuildPlan(recs []Record, opts PlanOptions, classify func(string) Statement)
 		p.Start = p.Sessions[0].first
 	}
 	p.Replayed = len(replayed)
-	orderSteps(replayed)
+	p.lines = orderSteps(replayed)
 	return p, nil
 }
 
@@ -183,9 +187,14 @@ func unitVerdict(unit []Step, quit bool, opts PlanOptions, cutoff time.Time, cla
 			return ReasonBeforeGTID
 		}
 	}
-	for _, s := range unit {
+	for i := range unit {
+		s := &unit[i]
 		var st Statement
-		if s.Rec.Command == "COM_QUERY" || s.Rec.Command == "COM_STMT_PREPARE" || s.Rec.Command == "COM_STMT_EXECUTE" {
+		switch s.Rec.Command {
+		case "COM_QUERY", "COM_STMT_EXECUTE":
+			st = classify(s.Rec.Query)
+			s.read, s.commits = isRead(st), s.Rec.GTID != "" || isCommit(st)
+		case "COM_STMT_PREPARE":
 			st = classify(s.Rec.Query)
 		}
 		if why := stepVerdict(s.Rec, st, opts.ReadOnly); why != "" {
@@ -195,18 +204,59 @@ func unitVerdict(unit []Step, quit bool, opts PlanOptions, cutoff time.Time, cla
 	return ""
 }
 
-// orderSteps numbers replayed steps by recorded end and counts, for each,
-// the steps that ended before it started: it runs after them, so that what
-// one session saw of another's commits is what it saw in the capture.
-func orderSteps(steps []*Step) {
-	byEnd := slices.Clone(steps)
-	slices.SortStableFunc(byEnd, func(a, b *Step) int { return a.Rec.end().Compare(b.Rec.end()) })
-	ends := make([]time.Time, len(byEnd))
-	for i, s := range byEnd {
-		s.order = i
-		ends[i] = s.Rec.end()
+// effect is when a step took effect for other sessions in the capture:
+// its end, but for a write that recorded its GTID the middle (Sluice read
+// the GTID in a second round trip after the commit).
+func effect(r *Record) time.Time {
+	if r.GTID != "" {
+		return r.TS.Add(time.Duration(r.DurationUS) * time.Microsecond / 2)
+	}
+	return r.end()
+}
+
+// orderSteps places replayed steps on the gate's lines and counts, for
+// each, the steps it waits for: those that took effect before it started;
+// for a commit, also the reads that started before it, and for a read the
+// commits that did.
+func orderSteps(steps []*Step) (sizes [lines]int) {
+	byEffect := slices.Clone(steps)
+	slices.SortStableFunc(byEffect, func(a, b *Step) int { return effect(a.Rec).Compare(effect(b.Rec)) })
+	effects := make([]time.Time, len(byEffect))
+	for i, s := range byEffect {
+		s.order = [lines]int{i, -1, -1}
+		effects[i] = effect(s.Rec)
+	}
+	reads := byKey(steps, byReadStart, func(s *Step) bool { return s.read }, func(r *Record) time.Time { return r.TS })
+	commits := byKey(steps, byCommitStart, func(s *Step) bool { return s.commits }, func(r *Record) time.Time { return r.TS })
+	before := func(ts []time.Time, t time.Time) int {
+		return sort.Search(len(ts), func(i int) bool { return !ts[i].Before(t) })
 	}
 	for _, s := range steps {
-		s.needs = sort.Search(len(ends), func(i int) bool { return !ends[i].Before(s.Rec.TS) })
+		s.needs[byEnd] = before(effects, s.Rec.TS)
+		if s.commits {
+			s.needs[byReadStart] = before(reads, s.Rec.TS)
+		}
+		if s.read {
+			s.needs[byCommitStart] = before(commits, s.Rec.TS)
+		}
 	}
+	return [lines]int{len(byEffect), len(reads), len(commits)}
+}
+
+// byKey places the steps that are in a line on it by key, and returns
+// their keys.
+func byKey(steps []*Step, line int, in func(*Step) bool, key func(*Record) time.Time) []time.Time {
+	var on []*Step
+	for _, s := range steps {
+		if in(s) {
+			on = append(on, s)
+		}
+	}
+	slices.SortStableFunc(on, func(a, b *Step) int { return key(a.Rec).Compare(key(b.Rec)) })
+	keys := make([]time.Time, len(on))
+	for i, s := range on {
+		s.order[line] = i
+		keys[i] = key(s.Rec)
+	}
+	return keys
 }

@@ -89,7 +89,8 @@ func TestStepVerdict(t *testing.T) {
 		{"multi", Record{Command: "COM_QUERY", Query: "SELECT 1; SELECT 2"}, false, ReasonMulti},
 		{"fetch", Record{Command: "COM_STMT_FETCH"}, false, reasonCommand + "COM_STMT_FETCH"},
 		{"init db", Record{Command: "COM_INIT_DB", Query: "app"}, true, ""},
-		{"prepare of a write, read-only", Record{Command: "COM_STMT_PREPARE", Query: "DELETE FROM t WHERE id=?"}, true, ""},
+		{"prepare of a write, read-only", Record{Command: "COM_STMT_PREPARE", Query: "DELETE FROM t WHERE id=?"}, true, ReasonROWrite},
+		{"prepare of a read, read-only", Record{Command: "COM_STMT_PREPARE", Query: "SELECT c FROM t WHERE id=?"}, true, ""},
 		{"execute of a write, read-only", Record{Command: "COM_STMT_EXECUTE", Query: "DELETE FROM t WHERE id=?", Params: raw("1")}, true, ReasonROWrite},
 		{"write, read-only", Record{Command: "COM_QUERY", Query: "DELETE FROM t"}, true, ReasonROWrite},
 		{"write", Record{Command: "COM_QUERY", Query: "DELETE FROM t"}, false, ""},
@@ -209,11 +210,22 @@ func TestOrderSteps(t *testing.T) {
 	c := rec(1, 2, 2, "SELECT 3", false, "")  // 2-3ms: after a and b
 	d := rec(2, 2, 2, "SELECT 4", false, "")  // 2-3ms
 	e := rec(3, 1, 10, "SELECT 5", false, "") // after all
-	steps := []*Step{{Rec: &a}, {Rec: &b}, {Rec: &c}, {Rec: &d}, {Rec: &e}}
-	orderSteps(steps)
-	for i, want := range []int{0, 0, 2, 2, 4} {
+	// f commits at 10.5ms, overlapping e (a read that began before it):
+	// it waits for e; g, which began at 11.5ms, after f's commit at 11.1ms (its
+	// GTID read lasts to 12ms), waits for f.
+	f := rec(4, 1, 10, "COMMIT", false, "0-1-5")
+	f.TS, f.DurationUS = f.TS.Add(100*time.Microsecond), 2000
+	g := rec(5, 1, 10, "SELECT 6", false, "")
+	g.TS = g.TS.Add(1500 * time.Microsecond)
+	steps := []*Step{{Rec: &a, read: true}, {Rec: &b, read: true}, {Rec: &c, read: true}, {Rec: &d, read: true},
+		{Rec: &e, read: true}, {Rec: &f, commits: true}, {Rec: &g, read: true}}
+	sizes := orderSteps(steps)
+	if sizes != [lines]int{7, 6, 1} {
+		t.Fatalf("lines of %v steps", sizes)
+	}
+	for i, want := range [][lines]int{{0, 0, 0}, {0, 0, 0}, {2, 0, 0}, {2, 0, 0}, {4, 0, 0}, {4, 5, 0}, {6, 0, 1}} {
 		if steps[i].needs != want {
-			t.Errorf("step %d needs %d, want %d", i, steps[i].needs, want)
+			t.Errorf("step %d needs %v, want %v", i, steps[i].needs, want)
 		}
 	}
 }

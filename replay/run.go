@@ -64,7 +64,7 @@ func Run(ctx context.Context, plan *Plan, opts Options) (*Report, error) {
 	}
 	c.Close()
 
-	r := &runner{plan: plan, opts: opts, col: NewCollector(), gate: newGate(plan.Replayed), start: time.Now(),
+	r := &runner{plan: plan, opts: opts, col: NewCollector(), gate: newGate(plan.lines), start: time.Now(),
 		slots: make(chan struct{}, opts.MaxSessions)}
 	for reason, n := range plan.Skipped {
 		r.col.Skip(reason, n)

@@ -83,7 +83,8 @@ func stepVerdict(r *Record, st Statement, readOnly bool) string {
 			return ReasonNoParams
 		}
 	}
-	if readOnly && r.Command != "COM_STMT_PREPARE" {
+	if readOnly {
+		// A write is not prepared either: a read-only session may refuse it.
 		return readOnlyVerdict(st.Class)
 	}
 	return ""
@@ -124,4 +125,16 @@ func begins(r *Record, st Statement) bool {
 	}
 	// SET autocommit=0 leaves the next statement in a transaction.
 	return strings.Contains(strings.ToLower(r.Query), "autocommit")
+}
+
+// isRead: a plain read (no lock, no write), whose snapshot is taken when
+// it starts.
+func isRead(st Statement) bool {
+	return st.Class != nil && !st.Class.Locks && !st.Class.IsWrite() && len(st.Class.Kinds) == 1 && st.Class.Kinds[0] == router.KindSelect
+}
+
+// isCommit: COMMIT (the class of ROLLBACK is the same; it is harmless to
+// order it too).
+func isCommit(st Statement) bool {
+	return st.Class != nil && st.Class.IsWrite() && len(st.Class.Kinds) == 1 && st.Class.Kinds[0] == router.KindTransaction
 }
