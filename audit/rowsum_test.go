@@ -2,6 +2,7 @@ package audit
 
 import (
 	"bytes"
+	"strings"
 	"testing"
 )
 
@@ -47,5 +48,24 @@ func TestRowsChecksumMatchesChecksumRows(t *testing.T) {
 	}
 	if ChecksumRows([][]byte{[]byte("ab"), []byte("c")}) == ChecksumRows([][]byte{[]byte("a"), []byte("bc")}) {
 		t.Fatal("rows split differently must not sum alike")
+	}
+}
+
+// A record carries rows_checksum when the statement's answer was
+// checksummed, and no such field otherwise.
+func TestGenlogRowsChecksumField(t *testing.T) {
+	sink := &memSink{}
+	g := NewGenlog(Config{Topic: "t", ResultChecksums: true}, sink)
+	s := &Session{ID: 1}
+	g.LogQuery(s, &Query{Command: "COM_QUERY", Text: "SELECT 1", Rows: 1, RowsChecksum: 0x9f3c, RowsChecked: true})
+	g.LogQuery(s, &Query{Command: "COM_QUERY", Text: "DO 1"})
+	if !strings.Contains(sink.values[0], `,"rows":1,"rows_checksum":"9f3c",`) {
+		t.Fatalf("no rows_checksum: %s", sink.values[0])
+	}
+	if strings.Contains(sink.values[1], "rows_checksum") {
+		t.Fatalf("rows_checksum without a result set: %s", sink.values[1])
+	}
+	if !g.WantsResultChecksums() || NewGenlog(Config{}, sink).WantsResultChecksums() {
+		t.Fatal("WantsResultChecksums does not follow genlog.result_checksums")
 	}
 }

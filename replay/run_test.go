@@ -1,0 +1,171 @@
+package replay
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// fakeServer answers replayed statements from a table and logs the order
+// in which they ran; a statement listed in slow takes that long.
+type fakeServer struct {
+	mu      sync.Mutex
+	log     []string
+	answers map[string]Outcome
+	slow    map[string]time.Duration
+	dials   []string
+}
+
+func (f *fakeServer) dial(ctx context.Context, db string) (Conn, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.dials = append(f.dials, db)
+	return &fakeConn{f: f}, nil
+}
+
+type fakeConn struct{ f *fakeServer }
+
+func (c *fakeConn) run(q string) Outcome {
+	c.f.mu.Lock()
+	c.f.log = append(c.f.log, "start "+q)
+	d := c.f.slow[q]
+	c.f.mu.Unlock()
+	time.Sleep(d) // the server's time for it
+	c.f.mu.Lock()
+	defer c.f.mu.Unlock()
+	c.f.log = append(c.f.log, "end "+q)
+	return c.f.answers[q]
+}
+func (c *fakeConn) Query(q string) Outcome               { return c.run(q) }
+func (c *fakeConn) Prepare(q string) Outcome             { return c.run("prepare " + q) }
+func (c *fakeConn) Execute(q string, args []any) Outcome { return c.run(q) }
+func (c *fakeConn) CloseStmt(q string)                   {}
+func (c *fakeConn) UseDB(db string) Outcome              { return c.run("use " + db) }
+func (c *fakeConn) Ping() Outcome                        { return Outcome{} }
+func (c *fakeConn) Broken() bool                         { return false }
+func (c *fakeConn) Close()                               {}
+
+func ctxT(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// A read that started after another session's commit ended waits for the
+// replayed commit, even when the commit is slow on the target.
+func TestRunKeepsTheRecordedOrderBetweenSessions(t *testing.T) {
+	recs := []Record{
+		rec(1, 1, 0, "INSERT INTO t VALUES (1)", false, "0-1-1"),
+		rec(2, 1, 5, "SELECT a FROM t", false, ""),
+	}
+	recs[1].Rows = 1
+	f := &fakeServer{answers: map[string]Outcome{"SELECT a FROM t": {Rows: 1}, "INSERT INTO t VALUES (1)": {Affected: 0}},
+		slow: map[string]time.Duration{"INSERT INTO t VALUES (1)": 50 * time.Millisecond}}
+	p, err := BuildPlan(recs, PlanOptions{}, NewClassifier().Classify)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := Run(ctxT(t, 10*time.Second), p, Options{Dial: f.dial, OrderTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"start INSERT INTO t VALUES (1)", "end INSERT INTO t VALUES (1)", "start SELECT a FROM t", "end SELECT a FROM t"}
+	if !slices.Equal(f.log, want) {
+		t.Fatalf("ran %q, want %q", f.log, want)
+	}
+	if rep.Replayed != 2 || rep.Differing != 0 || rep.OrderTimeouts != 0 || rep.Differs() {
+		t.Fatalf("report %+v", rep)
+	}
+	if !slices.Equal(f.dials, []string{"", "app", "app"}) {
+		t.Fatalf("dialled schemas %q: want the check, then each session in its db", f.dials)
+	}
+}
+
+// Differences are counted by kind and fingerprint with an example; skipped
+// steps by reason; the limit on sessions says so once.
+func TestRunReportsDifferencesAndLimits(t *testing.T) {
+	recs := []Record{
+		rec(1, 1, 0, "SELECT a FROM t", false, ""),
+		rec(2, 1, 0, "UPDATE t SET a = 2", false, "0-1-2"),
+		rec(3, 1, 0, "SELECT b FROM t", false, ""),
+		rec(3, 2, 1, "SELECT 1; SELECT 2", false, ""),
+	}
+	recs[0].Fingerprint, recs[0].Rows, recs[0].RowsChecksum = "SELECT a FROM t", 2, "aa"
+	recs[1].Fingerprint, recs[1].Affected = "UPDATE t SET a = ?", 1
+	recs[2].Fingerprint = "SELECT b FROM t"
+	f := &fakeServer{answers: map[string]Outcome{
+		"SELECT a FROM t":    {Rows: 2, Checksum: 0xab, Checked: true},
+		"UPDATE t SET a = 2": {ErrorCode: 1290},
+		"SELECT b FROM t":    {},
+	}}
+	p, err := BuildPlan(recs, PlanOptions{}, NewClassifier().Classify)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var progress strings.Builder
+	var mu sync.Mutex
+	rep, err := Run(ctxT(t, 10*time.Second), p, Options{Dial: f.dial, MaxSessions: 1, Progress: writerFunc(func(b []byte) {
+		mu.Lock()
+		defer mu.Unlock()
+		progress.Write(b)
+	})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Replayed != 3 || rep.Differing != 2 || rep.ByDiff[DiffChecksum] != 1 || rep.ByDiff[DiffError] != 1 || rep.Skipped[ReasonMulti] != 1 || !rep.Differs() {
+		t.Fatalf("report %+v", rep)
+	}
+	for _, fp := range rep.Fingerprints {
+		switch fp.Fingerprint {
+		case "UPDATE t SET a = ?":
+			if len(fp.ErrorChanges) != 1 || fp.ErrorChanges[0] != (ErrorChange{From: 0, To: 1290, Count: 1}) || fp.Example == nil || fp.Example.Replay.ErrorCode != 1290 {
+				t.Errorf("update: %+v", fp)
+			}
+		case "SELECT a FROM t":
+			if fp.Example == nil || fp.Example.Original.Checksum != "aa" || fp.Example.Replay.Checksum != "ab" {
+				t.Errorf("select: %+v", fp)
+			}
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if n := strings.Count(progress.String(), "--max-sessions 1 reached"); n != 1 {
+		t.Fatalf("the limit was told %d times:\n%s", n, progress.String())
+	}
+	var table strings.Builder
+	if err := rep.WriteTable(&table, 10); err != nil || !strings.Contains(table.String(), "0→1290 ×1") || !strings.Contains(table.String(), "skipped 1: "+ReasonMulti) {
+		t.Fatalf("table (%v):\n%s", err, table.String())
+	}
+	var page strings.Builder
+	if err := rep.WriteHTML(&page); err != nil || !strings.Contains(page.String(), "UPDATE t SET a = ?") {
+		t.Fatalf("html (%v):\n%s", err, page.String())
+	}
+}
+
+// The recorded pace, scaled: a step recorded 200ms after the first runs no
+// sooner than 100ms after the start at --speed 2.
+func TestRunKeepsThePace(t *testing.T) {
+	recs := []Record{rec(1, 1, 0, "SELECT 1", false, ""), rec(2, 1, 200, "SELECT 2", false, "")}
+	f := &fakeServer{answers: map[string]Outcome{}}
+	p, err := BuildPlan(recs, PlanOptions{}, NewClassifier().Classify)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if _, err := Run(ctxT(t, 10*time.Second), p, Options{Dial: f.dial, Speed: 2}); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d < 100*time.Millisecond {
+		t.Fatalf("replayed in %v, want at least 100ms", d)
+	}
+	if len(f.log) != 4 {
+		t.Fatalf("ran %q", f.log)
+	}
+}
+
+type writerFunc func([]byte)
+
+func (w writerFunc) Write(b []byte) (int, error) { w(b); return len(b), nil }
