@@ -5,6 +5,8 @@ import (
 	"slices"
 	"sort"
 	"time"
+
+	"github.com/sluice-proxy/sluice/router"
 )
 
 // PlanOptions choose the records a replay replays.
@@ -18,11 +20,17 @@ type PlanOptions struct {
 	ReadOnly bool
 }
 
+// A record before Since is replayed only when it sets the session's state
+// (SET, USE, a prepare) outside a transaction, at the start of a session
+// that has steps in the window: its window starts in the state it had.
+
 // Step is one recorded command of a session.
 type Step struct {
 	Rec *Record
 	// Skip says why the step is not replayed; "" replays it.
 	Skip string
+	// state: before the window, replayed for the session's state only.
+	state bool
 	// read: a read, whose snapshot a commit must not overtake; commits:
 	// a commit or a write that committed.
 	read, commits bool
@@ -68,7 +76,11 @@ func BuildPlan(recs []Record, opts PlanOptions, classify func(string) Statement)
 	gtids := false
 	for i := range recs {
 		r := &recs[i]
-		if (!opts.Since.IsZero() && r.TS.Before(opts.Since)) || (!opts.Until.IsZero() && !r.TS.Before(opts.Until)) {
+		before := !opts.Since.IsZero() && r.TS.Before(opts.Since)
+		if !opts.Until.IsZero() && !r.TS.Before(opts.Until) {
+			continue
+		}
+		if before && r.Type != "connect" && (r.Type != "query" || r.InTx || !setsState(r, classify)) {
 			continue
 		}
 		sp := bySession[r.sessionKey()]
@@ -88,7 +100,7 @@ func BuildPlan(recs []Record, opts PlanOptions, classify func(string) Statement)
 			if len(sp.Steps) == 0 && sp.DB == "" {
 				sp.DB = r.DB
 			}
-			sp.Steps = append(sp.Steps, Step{Rec: r})
+			sp.Steps = append(sp.Steps, Step{Rec: r, state: before})
 			if r.GTID != "" {
 				gtids = true
 				if opts.FromGTID != nil && opts.FromGTID.Applied(r.GTID) && r.end().After(cutoff) {
@@ -105,20 +117,27 @@ func BuildPlan(recs []Record, opts PlanOptions, classify func(string) Statement)
 	for _, sp := range order {
 		slices.SortStableFunc(sp.Steps, func(a, b Step) int { return compareSeq(a.Rec.Seq, b.Rec.Seq) })
 		planSession(sp, opts, cutoff, classify)
+		var mine []*Step
 		for i := range sp.Steps {
 			st := &sp.Steps[i]
-			if st.Skip != "" {
+			if st.Skip == "" {
+				if sp.first.IsZero() && !st.state {
+					sp.first = st.Rec.TS
+				}
+				mine = append(mine, st)
+			}
+		}
+		for i := range sp.Steps {
+			// With nothing to replay in the window, no state to set either.
+			if st := &sp.Steps[i]; st.Skip != "" && (!st.state || !sp.first.IsZero()) {
 				p.Skipped[st.Skip]++
-				continue
 			}
-			if sp.first.IsZero() {
-				sp.first = st.Rec.TS
-			}
-			replayed = append(replayed, st)
 		}
-		if !sp.first.IsZero() {
-			p.Sessions = append(p.Sessions, sp)
+		if sp.first.IsZero() {
+			continue
 		}
+		p.Sessions = append(p.Sessions, sp)
+		replayed = append(replayed, mine...)
 	}
 	sort.SliceStable(p.Sessions, func(i, j int) bool { return p.Sessions[i].first.Before(p.Sessions[j].first) })
 	if len(p.Sessions) > 0 {
@@ -143,6 +162,10 @@ func compareSeq(a, b uint64) int {
 // transaction (or an autocommit statement) at a time.
 func planSession(sp *SessionPlan, opts PlanOptions, cutoff time.Time, classify func(string) Statement) {
 	steps := sp.Steps
+	for len(steps) > 0 && steps[0].state {
+		steps[0].Skip = stepVerdict(steps[0].Rec, classify(steps[0].Rec.Query), opts.ReadOnly)
+		steps = steps[1:]
+	}
 	skip := func(from, to int, reason string) {
 		for k := from; k <= to; k++ {
 			steps[k].Skip = reason
@@ -165,6 +188,19 @@ func planSession(sp *SessionPlan, opts PlanOptions, cutoff time.Time, classify f
 		skip(i, j, unitVerdict(steps[i:j+1], sp.Quit, opts, cutoff, classify))
 		i = j + 1
 	}
+}
+
+// setsState reports a statement that sets the session's state: SET of
+// session variables, USE, a prepare.
+func setsState(r *Record, classify func(string) Statement) bool {
+	switch r.Command {
+	case "COM_INIT_DB", "COM_STMT_PREPARE":
+		return true
+	case "COM_QUERY":
+		st := classify(r.Query)
+		return st.Class != nil && st.Class.Route == router.RouteSession
+	}
+	return false
 }
 
 // unitVerdict says why a transaction (or one autocommit statement) is not

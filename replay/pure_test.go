@@ -2,6 +2,7 @@ package replay
 
 import (
 	"encoding/json"
+	"fmt"
 	"maps"
 	"slices"
 	"testing"
@@ -303,5 +304,40 @@ func TestPercentile(t *testing.T) {
 		if got := percentile(tc.samples, tc.p); got != tc.want {
 			t.Errorf("p%d of %d samples: %d, want %d", tc.p, len(tc.samples), got, tc.want)
 		}
+	}
+}
+
+// Before the window, only what sets a session's state is kept, for a
+// session that has something to replay in the window.
+func TestBuildPlanKeepsSessionState(t *testing.T) {
+	base := time.Unix(1000, 0)
+	recs := []Record{
+		rec(1, 1, 0, "SET SESSION sql_mode = 'ANSI'", false, ""),
+		rec(1, 2, 1, "SELECT 1", false, ""),
+		rec(1, 3, 2, "SET @a = 1", true, ""),
+		rec(1, 4, 3, "COMMIT", false, ""),
+		rec(1, 5, 4, "USE other", false, ""),
+		rec(1, 6, 20, "SELECT 2", false, ""),
+		rec(2, 1, 0, "SET NAMES utf8mb4", false, ""),
+		rec(2, 2, 21, "UPDATE t SET a = 1", false, ""),
+	}
+	c := NewClassifier()
+	p, err := BuildPlan(recs, PlanOptions{Since: base.Add(10 * time.Millisecond), ReadOnly: true}, c.Classify)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Sessions) != 1 || !p.Start.Equal(base.Add(20*time.Millisecond)) {
+		t.Fatalf("%d sessions from %v", len(p.Sessions), p.Start)
+	}
+	var got []string
+	for _, st := range p.Sessions[0].Steps {
+		got = append(got, fmt.Sprintf("%s %v %q", st.Rec.Query, st.state, st.Skip))
+	}
+	want := []string{`SET SESSION sql_mode = 'ANSI' true ""`, `USE other true ""`, `SELECT 2 false ""`}
+	if !slices.Equal(got, want) {
+		t.Fatalf("steps %q, want %q", got, want)
+	}
+	if !maps.Equal(p.Skipped, map[string]int{ReasonROWrite: 1}) {
+		t.Fatalf("skipped %v", p.Skipped)
 	}
 }

@@ -69,10 +69,7 @@ func (c *Collector) Add(rec *Record, got *Outcome) []Diff {
 	if got.NoAnswer {
 		return nil
 	}
-	fp := rec.Fingerprint
-	if fp == "" {
-		fp = rec.Command + " " + rec.Query
-	}
+	fp := fingerprintOf(rec)
 	a := c.byFP[fp]
 	if a == nil {
 		a = &fpAcc{diffs: map[Diff]int{}, errorChanges: map[[2]uint16]int{}}
@@ -99,6 +96,23 @@ func (c *Collector) Add(rec *Record, got *Outcome) []Diff {
 		}
 	}
 	return diffs
+}
+
+// fingerprintOf is the report's key of a statement: its fingerprint, but a
+// prepare is told from its executes (a prepare's time is not an
+// execution's).
+func fingerprintOf(rec *Record) string {
+	fp := rec.Fingerprint
+	if fp == "" {
+		fp = rec.Query
+	}
+	switch rec.Command {
+	case "COM_QUERY", "COM_STMT_EXECUTE":
+		return fp
+	case "COM_STMT_PREPARE":
+		return "(prepare) " + fp
+	}
+	return "(" + rec.Command + ") " + fp
 }
 
 // Example is one statement that answered differently.

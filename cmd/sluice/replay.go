@@ -13,7 +13,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/sluice-proxy/sluice/audit"
 	"github.com/sluice-proxy/sluice/replay"
 )
 
@@ -29,6 +28,7 @@ func replayCmd() *cobra.Command {
 		readOnly                                 bool
 		maxSessions, maxRecords, top             int
 		orderTimeout, progressEvery, slowerDelta time.Duration
+		lookback                                 time.Duration
 		slowerFactor                             float64
 	)
 	cmd := &cobra.Command{
@@ -64,7 +64,8 @@ func replayCmd() *cobra.Command {
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 
-			recs, err := readWindow(ctx, brokers, topic, popts.Since, popts.Until, maxRecords)
+			recs, err := replay.Read(ctx, replay.ReadOptions{Brokers: brokers, Topic: topic, Since: popts.Since, Until: popts.Until,
+				Lookback: lookback, MaxRecords: maxRecords})
 			if err != nil {
 				return err
 			}
@@ -105,6 +106,7 @@ func replayCmd() *cobra.Command {
 	f.StringVar(&topic, "topic", "sluice.genlog", "audit topic")
 	f.StringVar(&since, "since", "", "replay records from this time (RFC 3339, e.g. 2026-12-05T09:00:00Z) or this long ago (e.g. 1h); default: the beginning of the trail")
 	f.StringVar(&until, "until", "", "replay records before this time (RFC 3339) or this long ago; default: now")
+	f.DurationVar(&lookback, "state-lookback", time.Hour, "with --since, also read this far before it for the sessions' state: SET, USE and prepares outside transactions are replayed first (0: none)")
 	f.StringVar(&fromGTID, "from-gtid", "", "the target's GTID position (SELECT @@gtid_current_pos where it was restored): transactions committed at or before it are not replayed, nor what ran before them")
 	f.StringVar(&target, "target", "", "the server to replay onto, HOST:PORT")
 	f.StringVar(&user, "user", "", "account on the target every session replays as")
@@ -160,58 +162,6 @@ func parseWhen(flag, s string, now time.Time) (time.Time, error) {
 		return now.Add(-d), nil
 	}
 	return time.Time{}, fmt.Errorf("%s %q: use a time such as 2026-12-05T09:00:00Z or a duration ago such as 90m", flag, s)
-}
-
-// tsText is a time as the records' ts write it, for comparing in --where.
-func tsText(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000000Z") }
-
-// readWindow reads the records a replay needs (queries, connects, quits)
-// between since and until, at most limit of them.
-func readWindow(ctx context.Context, brokers []string, topic string, since, until time.Time, limit int) ([]replay.Record, error) {
-	cond := `type in ["query", "connect", "quit"]`
-	opts := audit.ReadOptions{Brokers: brokers, Topic: topic}
-	if !since.IsZero() {
-		cond += fmt.Sprintf(` && ts >= %q`, tsText(since))
-		// Kafka timestamps are when the records were written: a little
-		// after the statements began.
-		opts.Since = time.Since(since) + time.Minute
-	}
-	if !until.IsZero() {
-		cond += fmt.Sprintf(` && ts < %q`, tsText(until))
-	}
-	w, err := audit.ParseWhere(cond)
-	if err != nil {
-		return nil, err
-	}
-	opts.Where = w
-	var recs []replay.Record
-	var perr error
-	rctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	err = audit.Read(rctx, opts, func(b []byte) {
-		if perr != nil {
-			return
-		}
-		if len(recs) >= limit {
-			perr = fmt.Errorf("the window holds more than --max-records %d records: narrow it with --since/--until, or raise --max-records if the memory allows", limit)
-			cancel()
-			return
-		}
-		r, err := replay.ParseRecord(b)
-		if err != nil {
-			perr = err
-			cancel()
-			return
-		}
-		recs = append(recs, r)
-	})
-	if perr != nil {
-		return nil, perr
-	}
-	if err != nil {
-		return nil, fmt.Errorf("read %s from %v: %w", topic, brokers, err)
-	}
-	return recs, nil
 }
 
 // writeReports writes the table on stdout and the files asked for.

@@ -115,7 +115,7 @@ func sysbench(t *testing.T, ctx context.Context, addr string, args ...string) st
 	t.Helper()
 	host, port, _ := net.SplitHostPort(addr)
 	all := append([]string{"oltp_read_write", "--db-driver=mysql", "--mysql-host=" + host, "--mysql-port=" + port,
-		"--mysql-user=sbtest", "--mysql-password=sbtest", "--mysql-db=sbtest", "--tables=2", "--table-size=10000", "--rand-type=uniform"}, args...)
+		"--mysql-user=sbtest", "--mysql-password=sbtest", "--mysql-db=sbtest", "--tables=2", "--table-size=50000", "--rand-type=uniform"}, args...)
 	out, err := exec.CommandContext(ctx, "sysbench", all...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("sysbench %v: %v\n%s", args, err, out)
@@ -253,7 +253,7 @@ func ownSession(t *testing.T, ctx context.Context, listen string) {
 	}
 	for i := range 30 {
 		var n int
-		if err := tx.QueryRowContext(ctx, "SELECT COUNT(*) FROM sbtest1 WHERE k BETWEEN ? AND ?", 4000+i, 4010+i).Scan(&n); err != nil {
+		if err := tx.QueryRowContext(ctx, "SELECT COUNT(*) FROM sbtest1 WHERE k BETWEEN ? AND ?", 25000+i, 25010+i).Scan(&n); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -327,6 +327,7 @@ func TestReplayOntoTheCapturesFirstStateMatches(t *testing.T) {
 	}
 	if rep.Differing != 0 || code != 0 {
 		t.Errorf("%d statements differ, exit status %d; want 0 and 0", rep.Differing, code)
+		logAround(t, ctx, rep)
 	}
 	if got, want := checksums(t, ctx, target), checksums(t, ctx, topo.Primary); got != want {
 		t.Errorf("CHECKSUM TABLE on %s: %s, on the primary: %s", target.Name, got, want)
@@ -339,7 +340,8 @@ func TestReplayOntoAChangedServerReportsItAndExits1(t *testing.T) {
 	target := topo.Replicas[1]
 	exec1(t, ctx, target, "ALTER TABLE sbtest.sbtest1 DROP INDEX k_1",
 		"SET GLOBAL sql_mode = CONCAT(@@GLOBAL.sql_mode, ',ONLY_FULL_GROUP_BY')")
-	rep, code, out := runReplay(t, ctx, "--target", target.Addr(), "--speed", "max", "--slower-min", "300us")
+	page := filepath.Join(t.TempDir(), "replay.html")
+	rep, code, out := runReplay(t, ctx, "--target", target.Addr(), "--speed", "max", "--slower-min", "300us", "--html", page)
 	t.Logf("sluice replay:\n%s", out)
 	if code != 1 {
 		t.Errorf("exit status %d, want 1", code)
@@ -365,6 +367,9 @@ func TestReplayOntoAChangedServerReportsItAndExits1(t *testing.T) {
 	}
 	if !rep.Differs() {
 		t.Error("the report says nothing differs")
+	}
+	if b, err := os.ReadFile(page); err != nil || !strings.Contains(string(b), "GROUP BY k") {
+		t.Errorf("--html page (%v):\n%.500s", err, b)
 	}
 }
 
@@ -399,4 +404,33 @@ func TestReadOnlyReplayLeavesAReplicaUnchanged(t *testing.T) {
 	if got := checksums(t, ctx, target); got != sums {
 		t.Errorf("CHECKSUM TABLE changed from %s to %s", sums, got)
 	}
+}
+
+// logAround logs the records around the first differing statement: what
+// the sessions did then.
+func logAround(t *testing.T, ctx context.Context, rep *replay.Report) {
+	for _, f := range rep.Fingerprints {
+		e := f.Example
+		if e == nil {
+			continue
+		}
+		recs, err := records(ctx, capture.broker, fmt.Sprintf(`type == "query" && ts >= %q && ts <= %q && (query in ["BEGIN", "COMMIT"] || ts >= %q)`,
+			e.TS.Add(-20*time.Millisecond).UTC().Format("2006-01-02T15:04:05.000000Z"), e.TS.Add(time.Millisecond).UTC().Format("2006-01-02T15:04:05.000000Z"),
+			e.TS.Add(-time.Millisecond).UTC().Format("2006-01-02T15:04:05.000000Z")))
+		if err != nil {
+			t.Log(err)
+			return
+		}
+		var b strings.Builder
+		for _, r := range recs {
+			fmt.Fprintf(&b, "%s s%d +%dus tx=%v gtid=%s rows=%d sum=%s %.60s %v\n", r.TS.Format("05.000000"), r.Session, r.DurationUS, r.InTx, r.GTID, r.Rows, r.RowsChecksum, r.Query, string(mustJSON(r.Params)))
+		}
+		t.Logf("around %s (session %s):\n%s", e.TS.Format("05.000000"), e.Session, b.String())
+		return
+	}
+}
+
+func mustJSON(v any) []byte {
+	b, _ := json.Marshal(v)
+	return b
 }
