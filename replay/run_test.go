@@ -169,3 +169,26 @@ func TestRunKeepsThePace(t *testing.T) {
 type writerFunc func([]byte)
 
 func (w writerFunc) Write(b []byte) (int, error) { w(b); return len(b), nil }
+
+// The gate opens a wait once every step before it on each line is done,
+// in whatever order they finish, and gives up after the timeout.
+func TestGate(t *testing.T) {
+	g := newGate([lines]int{3, 1, 0})
+	ctx := ctxT(t, 10*time.Second)
+	if !g.wait(ctx, [lines]int{0, 0, 0}, time.Millisecond) {
+		t.Fatal("nothing to wait for, yet it waited")
+	}
+	g.finish([lines]int{1, -1, -1})
+	if g.wait(ctx, [lines]int{1, 0, 0}, 10*time.Millisecond) {
+		t.Fatal("step 0 is not done, yet the wait for it returned")
+	}
+	done := make(chan bool)
+	go func() { done <- g.wait(ctx, [lines]int{2, 1, 0}, 5*time.Second) }()
+	g.finish([lines]int{0, 0, -1})
+	if !<-done {
+		t.Fatal("steps 0 and 1 done, read 0 done, yet the wait gave up")
+	}
+	if g.lines[byEnd].prefix != 2 || g.lines[byReadStart].prefix != 1 {
+		t.Fatalf("prefixes %d %d", g.lines[byEnd].prefix, g.lines[byReadStart].prefix)
+	}
+}

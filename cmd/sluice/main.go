@@ -28,7 +28,8 @@ func main() {
 		fmt.Fprintln(os.Stderr, "sluice:", err)
 		var ce *config.Error
 		var we *audit.WhereError
-		if errors.As(err, &ce) || errors.As(err, &we) {
+		var rf *replayFailed
+		if errors.As(err, &ce) || errors.As(err, &we) || errors.As(err, &rf) {
 			os.Exit(2)
 		}
 		os.Exit(1)

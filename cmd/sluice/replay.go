@@ -19,111 +19,134 @@ import (
 // passwordEnv holds the target's password when --password-file is not given.
 const passwordEnv = "SLUICE_REPLAY_PASSWORD"
 
+// replayFlags are sluice replay's flags.
+type replayFlags struct {
+	brokers                                  []string
+	topic, since, until, fromGTID            string
+	target, user, passwordFile, speed        string
+	reportFile, htmlFile                     string
+	readOnly                                 bool
+	maxSessions, maxRecords, top             int
+	orderTimeout, progressEvery, slowerDelta time.Duration
+	lookback                                 time.Duration
+	slowerFactor                             float64
+}
+
 func replayCmd() *cobra.Command {
-	var (
-		brokers                                  []string
-		topic, since, until, fromGTID            string
-		target, user, passwordFile, speed        string
-		reportFile, htmlFile                     string
-		readOnly                                 bool
-		maxSessions, maxRecords, top             int
-		orderTimeout, progressEvery, slowerDelta time.Duration
-		lookback                                 time.Duration
-		slowerFactor                             float64
-	)
+	var fl replayFlags
 	cmd := &cobra.Command{
 		Use:   "replay",
-		Short: "Replay the audit trail's statements against another server and report what answered differently or ran slower (exit status 1 when anything did)",
+		Short: "Replay the audit trail's statements against another server and report what answered differently or ran slower (exit status 1 when anything did, 2 when the replay could not run)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if target == "" || user == "" {
-				return errors.New("--target HOST:PORT and --user are required")
-			}
-			password, err := replayPassword(passwordFile)
-			if err != nil {
-				return err
-			}
-			sp, err := parseSpeed(speed)
-			if err != nil {
-				return err
-			}
-			now := time.Now()
-			var popts replay.PlanOptions
-			if popts.Since, err = parseWhen("--since", since, now); err != nil {
-				return err
-			}
-			if popts.Until, err = parseWhen("--until", until, now); err != nil {
-				return err
-			}
-			if fromGTID != "" {
-				if popts.FromGTID, err = replay.ParsePosition(fromGTID); err != nil {
-					return fmt.Errorf("--from-gtid: %w", err)
-				}
-			}
-			popts.ReadOnly = readOnly
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-
-			recs, err := replay.Read(ctx, replay.ReadOptions{Brokers: brokers, Topic: topic, Since: popts.Since, Until: popts.Until,
-				Lookback: lookback, MaxRecords: maxRecords})
+			rep, err := fl.run(ctx)
 			if err != nil {
-				return err
-			}
-			plan, err := replay.BuildPlan(recs, popts, replay.NewClassifier().Classify)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(os.Stderr, "replay: read %d records from %s: %d statements of %d sessions to replay, %d skipped\n",
-				len(recs), topic, plan.Replayed, len(plan.Sessions), total(plan.Skipped))
-			opts := replay.Options{
-				Dial: replay.MySQLDialer(target, user, password, readOnly), Speed: sp,
-				MaxSessions: maxSessions, OrderTimeout: orderTimeout,
-				Slower:   replay.Thresholds{Factor: slowerFactor, MinDelta: slowerDelta},
-				Progress: os.Stderr, ProgressEvery: progressEvery,
-			}
-			if progressEvery <= 0 {
-				opts.Progress = nil
-			}
-			rep, err := replay.Run(ctx, plan, opts)
-			if rep == nil {
-				return err
-			}
-			rep.Target, rep.ReadOnly, rep.Speed, rep.Records = target, readOnly, speed, len(recs)
-			if werr := writeReports(rep, reportFile, htmlFile, top); werr != nil {
-				return errors.Join(err, werr)
-			}
-			if err != nil {
-				return err
+				return &replayFailed{err}
 			}
 			if rep.Differs() {
-				return fmt.Errorf("%d statements answered differently and %d fingerprints ran slower on %s", rep.Differing, rep.Slower, target)
+				return fmt.Errorf("%d statements answered differently and %d fingerprints ran slower on %s", rep.Differing, rep.Slower, fl.target)
 			}
 			return nil
 		},
 	}
 	f := cmd.Flags()
-	f.StringSliceVar(&brokers, "brokers", []string{"127.0.0.1:9092"}, "Kafka or bundled broker addresses")
-	f.StringVar(&topic, "topic", "sluice.genlog", "audit topic")
-	f.StringVar(&since, "since", "", "replay records from this time (RFC 3339, e.g. 2026-12-05T09:00:00Z) or this long ago (e.g. 1h); default: the beginning of the trail")
-	f.StringVar(&until, "until", "", "replay records before this time (RFC 3339) or this long ago; default: now")
-	f.DurationVar(&lookback, "state-lookback", time.Hour, "with --since, also read this far before it for the sessions' state: SET, USE and prepares outside transactions are replayed first (0: none)")
-	f.StringVar(&fromGTID, "from-gtid", "", "the target's GTID position (SELECT @@gtid_current_pos where it was restored): transactions committed at or before it are not replayed, nor what ran before them")
-	f.StringVar(&target, "target", "", "the server to replay onto, HOST:PORT")
-	f.StringVar(&user, "user", "", "account on the target every session replays as")
-	f.StringVar(&passwordFile, "password-file", "", "file holding the account's password (else $"+passwordEnv+")")
-	f.StringVar(&speed, "speed", "1", "pace: 1 keeps the recorded timing, 2 replays twice as fast, max as fast as the recorded order allows")
-	f.BoolVar(&readOnly, "read-only", false, "replay only what cannot change data (skipped transactions are counted by reason); safe against a production replica")
-	f.IntVar(&maxSessions, "max-sessions", 256, "sessions replayed at once, at most; more wait for one to end (the replay then falls behind schedule)")
-	f.IntVar(&maxRecords, "max-records", 1000000, "records read into memory, at most; a larger window is refused (narrow --since/--until)")
-	f.DurationVar(&orderTimeout, "order-timeout", 5*time.Second, "how long a statement waits for the statements of other sessions recorded before it, at most (counted when it gives up)")
-	f.StringVar(&reportFile, "report", "", "write the report as JSON to this file")
-	f.StringVar(&htmlFile, "html", "", "write the report as an HTML page to this file")
-	f.IntVar(&top, "top", 20, "fingerprints shown in the terminal table (all are in --report)")
-	f.Float64Var(&slowerFactor, "slower-factor", 2, "a fingerprint is slower when its replay p50 is this many times the original's (0: never) ...")
-	f.DurationVar(&slowerDelta, "slower-min", time.Millisecond, "... and at least this much more")
-	f.DurationVar(&progressEvery, "progress", 5*time.Second, "print progress this often on stderr (0: never)")
+	f.StringSliceVar(&fl.brokers, "brokers", []string{"127.0.0.1:9092"}, "Kafka or bundled broker addresses")
+	f.StringVar(&fl.topic, "topic", "sluice.genlog", "audit topic")
+	f.StringVar(&fl.since, "since", "", "replay records from this time (RFC 3339, e.g. 2026-12-05T09:00:00Z) or this long ago (e.g. 1h); default: the beginning of the trail")
+	f.StringVar(&fl.until, "until", "", "replay records before this time (RFC 3339) or this long ago; default: now")
+	f.DurationVar(&fl.lookback, "state-lookback", time.Hour, "with --since, also read this far before it for the sessions' state: SET, USE and prepares outside transactions are replayed first (0: none)")
+	f.StringVar(&fl.fromGTID, "from-gtid", "", "the target's GTID position (SELECT @@gtid_current_pos where it was restored): transactions committed at or before it are not replayed, nor what ran before them")
+	f.StringVar(&fl.target, "target", "", "the server to replay onto, HOST:PORT")
+	f.StringVar(&fl.user, "user", "", "account on the target every session replays as")
+	f.StringVar(&fl.passwordFile, "password-file", "", "file holding the account's password (else $"+passwordEnv+")")
+	f.StringVar(&fl.speed, "speed", "1", "pace: 1 keeps the recorded timing, 2 replays twice as fast, max as fast as the recorded order allows")
+	f.BoolVar(&fl.readOnly, "read-only", false, "replay only what cannot change data (skipped transactions are counted by reason); safe against a production replica")
+	f.IntVar(&fl.maxSessions, "max-sessions", 256, "sessions replayed at once, at most; more wait for one to end (the replay then falls behind schedule)")
+	f.IntVar(&fl.maxRecords, "max-records", 1000000, "records read into memory, at most; a larger window is refused (narrow --since/--until)")
+	f.DurationVar(&fl.orderTimeout, "order-timeout", 5*time.Second, "how long a statement waits for the statements of other sessions recorded before it, at most (counted when it gives up)")
+	f.StringVar(&fl.reportFile, "report", "", "write the report as JSON to this file")
+	f.StringVar(&fl.htmlFile, "html", "", "write the report as an HTML page to this file")
+	f.IntVar(&fl.top, "top", 20, "fingerprints shown in the terminal table (all are in --report)")
+	f.Float64Var(&fl.slowerFactor, "slower-factor", 2, "a fingerprint is slower when its replay p50 is this many times the original's (0: never) ...")
+	f.DurationVar(&fl.slowerDelta, "slower-min", time.Millisecond, "... and at least this much more")
+	f.DurationVar(&fl.progressEvery, "progress", 5*time.Second, "print progress this often on stderr (0: never)")
 	return cmd
 }
+
+// planOptions reads the flags that choose what is replayed.
+func (fl *replayFlags) planOptions(now time.Time) (popts replay.PlanOptions, err error) {
+	if popts.Since, err = parseWhen("--since", fl.since, now); err != nil {
+		return popts, err
+	}
+	if popts.Until, err = parseWhen("--until", fl.until, now); err != nil {
+		return popts, err
+	}
+	if fl.fromGTID != "" {
+		if popts.FromGTID, err = replay.ParsePosition(fl.fromGTID); err != nil {
+			return popts, fmt.Errorf("--from-gtid: %w", err)
+		}
+	}
+	popts.ReadOnly = fl.readOnly
+	return popts, nil
+}
+
+// run reads the window, replays it and writes the reports.
+func (fl *replayFlags) run(ctx context.Context) (*replay.Report, error) {
+	if fl.target == "" || fl.user == "" {
+		return nil, errors.New("--target HOST:PORT and --user are required")
+	}
+	password, err := replayPassword(fl.passwordFile)
+	if err != nil {
+		return nil, err
+	}
+	speed, err := parseSpeed(fl.speed)
+	if err != nil {
+		return nil, err
+	}
+	popts, err := fl.planOptions(time.Now())
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(os.Stderr, "replay: reading %s from %s\n", fl.topic, strings.Join(fl.brokers, ","))
+	recs, err := replay.Read(ctx, replay.ReadOptions{Brokers: fl.brokers, Topic: fl.topic, Since: popts.Since, Until: popts.Until,
+		Lookback: fl.lookback, MaxRecords: fl.maxRecords})
+	if err != nil {
+		return nil, err
+	}
+	plan, err := replay.BuildPlan(recs, popts, replay.NewClassifier().Classify)
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(os.Stderr, "replay: read %d records from %s: %d statements of %d sessions to replay, %d skipped\n",
+		len(recs), fl.topic, plan.Replayed, len(plan.Sessions), total(plan.Skipped))
+	opts := replay.Options{
+		Dial: replay.MySQLDialer(fl.target, fl.user, password, fl.readOnly), Speed: speed,
+		MaxSessions: fl.maxSessions, OrderTimeout: fl.orderTimeout,
+		Slower:   replay.Thresholds{Factor: fl.slowerFactor, MinDelta: fl.slowerDelta},
+		Progress: os.Stderr, ProgressEvery: fl.progressEvery,
+	}
+	if fl.progressEvery <= 0 {
+		opts.Progress = nil
+	}
+	rep, err := replay.Run(ctx, plan, opts)
+	if rep == nil {
+		return nil, err
+	}
+	rep.Target, rep.ReadOnly, rep.Speed, rep.Records = fl.target, fl.readOnly, fl.speed, len(recs)
+	if werr := writeReports(rep, fl.reportFile, fl.htmlFile, fl.top); werr != nil {
+		return nil, errors.Join(err, werr)
+	}
+	return rep, err
+}
+
+// replayFailed is an error that kept the replay from running or finishing
+// (flags, the trail, the target): exit status 2, where 1 says that the
+// target answered differently.
+type replayFailed struct{ error }
+
+func (e *replayFailed) Unwrap() error { return e.error }
 
 // replayPassword reads the target's password from file, or from the
 // environment; it is never a flag's value (ps shows those).
