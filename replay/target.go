@@ -39,7 +39,7 @@ func MySQLDialer(addr, user, password string, readOnly bool) Dialer {
 	return func(ctx context.Context, db string) (Conn, error) {
 		c, err := client.ConnectWithContext(ctx, addr, user, password, db, 10*time.Second)
 		if err != nil {
-			return nil, fmt.Errorf("connect to --target %s as %s (schema %q): %w", addr, user, db, err)
+			return nil, fmt.Errorf("connect to --target %s as %s (schema %q): %w; check the address, --user and the password (--password-file or $SLUICE_REPLAY_PASSWORD), and that the schema exists there", addr, user, db, err)
 		}
 		if readOnly {
 			if _, err := c.Execute("SET SESSION TRANSACTION READ ONLY"); err != nil {

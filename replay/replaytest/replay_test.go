@@ -194,7 +194,9 @@ func captureOnce(t *testing.T) {
 	t.Helper()
 	capture.once.Do(func() {
 		ctx := ctxT(t, 3*time.Minute)
-		exec1(t, ctx, topo.Primary, "DROP DATABASE IF EXISTS sbtest", "CREATE DATABASE sbtest")
+		exec1(t, ctx, topo.Primary, "DROP DATABASE IF EXISTS sbtest", "CREATE DATABASE sbtest",
+			"CREATE USER IF NOT EXISTS '"+replayUser+"'@'%' IDENTIFIED BY '"+replayPassword+"'",
+			"GRANT ALL PRIVILEGES ON sbtest.* TO '"+replayUser+"'@'%'")
 		sysbench(t, ctx, topo.Primary.Addr(), "prepare")
 		if err := topo.WaitReplicasCaughtUp(ctx); err != nil {
 			t.Fatal(err)
@@ -275,17 +277,27 @@ func grepLine(out, prefix string) string {
 	return ""
 }
 
+// The account the replays use (created before replica1 and replica2
+// stopped replicating), with a password to look for in their output.
+const replayUser, replayPassword = "replayer", "Rp-51c0d3-never-shown"
+
 // runReplay runs bin/sluice replay and returns its report and exit status.
-func runReplay(t *testing.T, ctx context.Context, args ...string) (*replay.Report, int, string) {
+// The password comes from a file, or with viaEnv from the environment.
+func runReplay(t *testing.T, ctx context.Context, viaEnv bool, args ...string) (*replay.Report, int, string) {
 	t.Helper()
 	report := filepath.Join(t.TempDir(), "report.json")
-	pw := filepath.Join(t.TempDir(), "pw")
-	if err := os.WriteFile(pw, []byte("sbtest\n"), 0o600); err != nil {
-		t.Fatal(err)
+	all := []string{"replay", "--brokers", capture.broker, "--user", replayUser, "--report", report, "--progress", "1s"}
+	if !viaEnv {
+		pw := filepath.Join(t.TempDir(), "pw")
+		if err := os.WriteFile(pw, []byte(replayPassword+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, "--password-file", pw)
 	}
-	all := append([]string{"replay", "--brokers", capture.broker, "--user", "sbtest", "--password-file", pw,
-		"--report", report, "--progress", "1s"}, args...)
-	cmd := exec.CommandContext(ctx, binary, all...)
+	cmd := exec.CommandContext(ctx, binary, append(all, args...)...)
+	if viaEnv {
+		cmd.Env = append(os.Environ(), "SLUICE_REPLAY_PASSWORD="+replayPassword)
+	}
 	out, err := cmd.CombinedOutput()
 	code := 0
 	if ee, ok := err.(*exec.ExitError); ok {
@@ -301,8 +313,8 @@ func runReplay(t *testing.T, ctx context.Context, args ...string) (*replay.Repor
 	if err := json.Unmarshal(b, &rep); err != nil {
 		t.Fatal(err)
 	}
-	if strings.Contains(string(out), "sbtest\n") && strings.Contains(string(out), "password") {
-		t.Fatalf("the output shows the password:\n%s", out)
+	if strings.Contains(string(out), replayPassword) || strings.Contains(string(b), replayPassword) {
+		t.Fatalf("the output or the report shows the password:\n%s", out)
 	}
 	return &rep, code, string(out)
 }
@@ -315,7 +327,7 @@ func TestReplayOntoTheCapturesFirstStateMatches(t *testing.T) {
 	if pos != capture.startPos {
 		t.Fatalf("%s is at %s, the capture began at %s", target.Name, pos, capture.startPos)
 	}
-	rep, code, out := runReplay(t, ctx, "--target", target.Addr(), "--from-gtid", pos)
+	rep, code, out := runReplay(t, ctx, false, "--target", target.Addr(), "--from-gtid", pos)
 	t.Logf("sluice replay:\n%s", out)
 	if rep.Replayed < 1000 {
 		t.Fatalf("only %d statements replayed", rep.Replayed)
@@ -341,7 +353,7 @@ func TestReplayOntoAChangedServerReportsItAndExits1(t *testing.T) {
 	exec1(t, ctx, target, "ALTER TABLE sbtest.sbtest1 DROP INDEX k_1",
 		"SET GLOBAL sql_mode = CONCAT(@@GLOBAL.sql_mode, ',ONLY_FULL_GROUP_BY')")
 	page := filepath.Join(t.TempDir(), "replay.html")
-	rep, code, out := runReplay(t, ctx, "--target", target.Addr(), "--speed", "max", "--slower-min", "300us", "--html", page)
+	rep, code, out := runReplay(t, ctx, false, "--target", target.Addr(), "--speed", "max", "--slower-min", "300us", "--html", page)
 	t.Logf("sluice replay:\n%s", out)
 	if code != 1 {
 		t.Errorf("exit status %d, want 1", code)
@@ -388,7 +400,7 @@ func TestReadOnlyReplayLeavesAReplicaUnchanged(t *testing.T) {
 	exec1(t, ctx, target, "SET GLOBAL read_only = 0")
 	t.Cleanup(func() { target.Exec(context.Background(), "SET GLOBAL read_only = 1") })
 	pos, sums := queryString(t, ctx, target, "SELECT @@GLOBAL.gtid_current_pos"), checksums(t, ctx, target)
-	rep, _, out := runReplay(t, ctx, "--target", target.Addr(), "--read-only", "--speed", "max")
+	rep, _, out := runReplay(t, ctx, true, "--target", target.Addr(), "--read-only", "--speed", "max")
 	t.Logf("sluice replay --read-only:\n%s", out)
 	if rep.Replayed == 0 || rep.Skipped[replay.ReasonROWrite] == 0 {
 		t.Errorf("replayed %d, skipped %v: want reads replayed and writes skipped", rep.Replayed, rep.Skipped)
