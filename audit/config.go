@@ -140,6 +140,9 @@ func (c *Config) Validate() error {
 	if c.CheckpointInterval < 10*time.Millisecond {
 		return confkey.Errorf("checkpoint_interval", "%v is too short; use 10ms or more, e.g. 1s", c.CheckpointInterval)
 	}
+	if c.ResultChecksums && (c.redactLiterals() || len(c.RedactColumns) > 0 || len(c.RedactPatterns) > 0) {
+		return confkey.Errorf("result_checksums", "a checksum of the rows lets a reader of the trail confirm a guessed value (a card number, an e-mail) that redaction withholds: use result_checksums or redact/redact_columns/redact_patterns, not both")
+	}
 	if c.SigningKey != "" {
 		if _, err := LoadSigningKey(c.SigningKey); err != nil {
 			return confkey.Errorf("signing_key", "%v", err)

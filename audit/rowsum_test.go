@@ -69,3 +69,24 @@ func TestGenlogRowsChecksumField(t *testing.T) {
 		t.Fatal("WantsResultChecksums does not follow genlog.result_checksums")
 	}
 }
+
+// Checksums of rows and redaction exclude each other.
+func TestResultChecksumsRefusedWithRedaction(t *testing.T) {
+	for _, tc := range []struct {
+		cfg Config
+		ok  bool
+	}{
+		{Config{ResultChecksums: true}, true},
+		{Config{ResultChecksums: true, Redact: "literals"}, false},
+		{Config{ResultChecksums: true, RedactColumns: []string{"cards.pan"}}, false},
+		{Config{ResultChecksums: true, RedactPatterns: []string{"email"}}, false},
+		{Config{Redact: "literals"}, true},
+	} {
+		c := tc.cfg.WithDefaults()
+		if err := c.Validate(); (err == nil) != tc.ok {
+			t.Errorf("%+v: %v", tc.cfg, err)
+		} else if err != nil && !strings.Contains(err.Error(), "result_checksums") {
+			t.Errorf("the error does not name the key: %v", err)
+		}
+	}
+}

@@ -446,3 +446,18 @@ func mustJSON(v any) []byte {
 	b, _ := json.Marshal(v)
 	return b
 }
+
+// A window larger than --max-records is refused before anything is
+// replayed, saying what to do; exit status 2 (it could not run).
+func TestReplayRefusesAWindowOverItsBound(t *testing.T) {
+	captureOnce(t)
+	ctx := ctxT(t, time.Minute)
+	cmd := exec.CommandContext(ctx, binary, "replay", "--brokers", capture.broker, "--user", replayUser,
+		"--target", topo.Replicas[0].Addr(), "--max-records", "100")
+	cmd.Env = append(os.Environ(), "SLUICE_REPLAY_PASSWORD="+replayPassword)
+	out, err := cmd.CombinedOutput()
+	ee, ok := err.(*exec.ExitError)
+	if !ok || ee.ExitCode() != 2 || !strings.Contains(string(out), "more than --max-records 100 records: narrow it with --since/--until") {
+		t.Fatalf("exit %v, want status 2 and the bound named:\n%s", err, out)
+	}
+}
