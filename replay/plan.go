@@ -118,10 +118,18 @@ func BuildPlan(recs []Record, opts PlanOptions, classify func(string) Statement)
 		slices.SortStableFunc(sp.Steps, func(a, b Step) int { return compareSeq(a.Rec.Seq, b.Rec.Seq) })
 		planSession(sp, opts, cutoff, classify)
 		var mine []*Step
+		states := 0
 		for i := range sp.Steps {
 			st := &sp.Steps[i]
-			if st.Skip == "" {
-				if sp.first.IsZero() && !st.state {
+			switch {
+			case st.Skip != "":
+			case st.state:
+				// Run first when the session starts, off the gate's
+				// lines: no other session waits for them.
+				st.order = [lines]int{-1, -1, -1}
+				states++
+			default:
+				if sp.first.IsZero() {
 					sp.first = st.Rec.TS
 				}
 				mine = append(mine, st)
@@ -137,13 +145,14 @@ func BuildPlan(recs []Record, opts PlanOptions, classify func(string) Statement)
 			continue
 		}
 		p.Sessions = append(p.Sessions, sp)
+		p.Replayed += states
 		replayed = append(replayed, mine...)
 	}
 	sort.SliceStable(p.Sessions, func(i, j int) bool { return p.Sessions[i].first.Before(p.Sessions[j].first) })
 	if len(p.Sessions) > 0 {
 		p.Start = p.Sessions[0].first
 	}
-	p.Replayed = len(replayed)
+	p.Replayed += len(replayed)
 	p.lines = orderSteps(replayed)
 	return p, nil
 }

@@ -326,8 +326,11 @@ func TestBuildPlanKeepsSessionState(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(p.Sessions) != 1 || !p.Start.Equal(base.Add(20*time.Millisecond)) {
-		t.Fatalf("%d sessions from %v", len(p.Sessions), p.Start)
+	if len(p.Sessions) != 1 || !p.Start.Equal(base.Add(20*time.Millisecond)) || p.Replayed != 3 || p.lines != [lines]int{1, 1, 0} {
+		t.Fatalf("%d sessions from %v, %d steps, lines %v", len(p.Sessions), p.Start, p.Replayed, p.lines)
+	}
+	if st := p.Sessions[0].Steps[0]; st.order != [lines]int{-1, -1, -1} || st.needs != [lines]int{} {
+		t.Fatalf("a state step is on the gate: %v %v", st.order, st.needs)
 	}
 	var got []string
 	for _, st := range p.Sessions[0].Steps {

@@ -163,7 +163,7 @@ func (r *runner) session(ctx context.Context, sp *SessionPlan) {
 		if st.Skip != "" {
 			continue
 		}
-		if ctx.Err() != nil || !r.waitUntil(ctx, st.Rec.TS) {
+		if ctx.Err() != nil || (!st.state && !r.waitUntil(ctx, st.Rec.TS)) {
 			r.gate.finish(st.order)
 			continue
 		}

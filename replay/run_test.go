@@ -192,3 +192,26 @@ func TestGate(t *testing.T) {
 		t.Fatalf("prefixes %d %d", g.lines[byEnd].prefix, g.lines[byReadStart].prefix)
 	}
 }
+
+// A session's state from before the window is set first, without holding
+// up another session that starts earlier in the window.
+func TestRunSetsStateFirst(t *testing.T) {
+	recs := []Record{
+		rec(1, 1, 0, "SET SESSION sql_mode = 'ANSI'", false, ""),
+		rec(2, 1, 100, "SELECT 1", false, ""),
+		rec(1, 2, 150, "SELECT 2", false, ""),
+	}
+	f := &fakeServer{answers: map[string]Outcome{}}
+	p, err := BuildPlan(recs, PlanOptions{Since: time.Unix(1000, 0).Add(50 * time.Millisecond)}, NewClassifier().Classify)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := Run(ctxT(t, 10*time.Second), p, Options{Dial: f.dial, Speed: 1, OrderTimeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"start SELECT 1", "end SELECT 1", "start SET SESSION sql_mode = 'ANSI'", "end SET SESSION sql_mode = 'ANSI'", "start SELECT 2", "end SELECT 2"}
+	if !slices.Equal(f.log, want) || rep.OrderTimeouts != 0 || rep.Replayed != 3 {
+		t.Fatalf("ran %q (%d order timeouts, %d replayed), want %q", f.log, rep.OrderTimeouts, rep.Replayed, want)
+	}
+}
