@@ -44,6 +44,11 @@ type ServerConfig struct {
 	Address string `yaml:"address"`
 	// Weight biases balancing among replicas; 0 means 1.
 	Weight int `yaml:"weight"`
+	// ProxyProtocol: session connections to this server start with a PROXY
+	// v2 header naming the client, so the server's host-based grants and
+	// processlist see it; the server must trust Sluice's address for it
+	// (MariaDB's proxy_protocol_networks).
+	ProxyProtocol bool `yaml:"proxy_protocol"`
 }
 
 // FailoverConfig governs automatic failover and rejoin for MariaDB GTID

@@ -249,6 +249,7 @@ func (bs *backendSet) dial(ctx context.Context, t router.Target) (*BackendConn, 
 	defer cancel()
 	login := bs.login
 	login.DB = bs.state.db
+	login.ProxyHeader = cfg.ProxyProtocolServers[t.Server]
 	if bt := cfg.BackendTLS; bt != nil {
 		login.TLS = bt
 		if bt.ServerName == "" {

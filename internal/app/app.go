@@ -26,6 +26,7 @@ import (
 	"github.com/sluice-proxy/sluice/audit"
 	"github.com/sluice-proxy/sluice/filter"
 	"github.com/sluice-proxy/sluice/internal/admin"
+	"github.com/sluice-proxy/sluice/internal/buildinfo"
 	"github.com/sluice-proxy/sluice/internal/config"
 	"github.com/sluice-proxy/sluice/internal/digest"
 	"github.com/sluice-proxy/sluice/logbroker"
@@ -76,7 +77,7 @@ func Serve(cfgFile string) error {
 	}()
 
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), buildInfoGauge())
 
 	var broker *logbroker.Broker
 	if cfg.Broker.Enabled {
@@ -194,8 +195,8 @@ func Serve(cfgFile string) error {
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "sluice_query_digests", Help: "Statement shapes in the digest table (at most query_digests).",
 	}, func() float64 { return float64(srv.Digests().Len()) }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "sluice_query_digests_evicted", Help: "Statement shapes evicted from the digest table since it was created (start or resize).",
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "sluice_query_digests_evicted_total", Help: "Statement shapes evicted from the digest table since it was created (start, or a resize by reload, which starts the count anew).",
 		}, func() float64 { return float64(srv.Digests().Evicted()) }))
 
 	// running is the config in force, for GET /v1/config and reloads.
@@ -434,6 +435,14 @@ func proxySection(cfg *config.Config) proxy.Config {
 	pc.Name = cfg.Name
 	pc.Recovery = cfg.Router.Recovery
 	pc.ClassifierCacheSize = cfg.Router.ClassifierCacheSize
+	for _, s := range cfg.Servers {
+		if s.ProxyProtocol {
+			if pc.ProxyProtocolServers == nil {
+				pc.ProxyProtocolServers = map[string]bool{}
+			}
+			pc.ProxyProtocolServers[s.Name] = true
+		}
+	}
 	pc.RequireTLS = cfg.TLS.Require
 	// Validated with the config; files that changed since are re-read at
 	// the next reload.
@@ -456,4 +465,14 @@ func serverAddrs(mon *monitor.Monitor) []string {
 		}
 	}
 	return addrs
+}
+
+// buildInfoGauge is sluice_build_info: 1, labelled with what this binary
+// is, so dashboards can show (and alert on) the versions running.
+func buildInfoGauge() prometheus.Collector {
+	bi := buildinfo.Read()
+	g := prometheus.NewGauge(prometheus.GaugeOpts{Name: "sluice_build_info", Help: "Always 1; the labels say which Sluice this is.",
+		ConstLabels: prometheus.Labels{"version": bi.Version, "revision": bi.Commit, "go_version": bi.GoVersion}})
+	g.Set(1)
+	return g
 }

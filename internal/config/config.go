@@ -223,7 +223,7 @@ func LoadBroker(file string) (*Config, error) {
 func parse(file string, data []byte, validate func(*Config) error) (*Config, error) {
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
-		return nil, yamlError(file, err)
+		return nil, yamlError(file, nil, err)
 	}
 	cfg := &Config{File: file}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
@@ -232,7 +232,7 @@ func parse(file string, data []byte, validate func(*Config) error) (*Config, err
 		if errors.Is(err, io.EOF) {
 			return nil, &Error{File: file, Msg: "config is empty; see configs/sluice.yaml for every key"}
 		}
-		return nil, yamlError(file, err)
+		return nil, yamlError(file, &root, err)
 	}
 	cfg.setDefaults()
 	if err := validate(cfg); err != nil {
@@ -247,8 +247,10 @@ func parse(file string, data []byte, validate func(*Config) error) (*Config, err
 }
 
 // yamlError turns yaml.v3's messages ("line 3: field foo not found in type
-// config.Config") into one line naming the file.
-func yamlError(file string, err error) error {
+// config.Config", "line 2: cannot unmarshal !!int `5` into time.Duration")
+// into one line naming the file, the line and the full key path (from
+// root, the document as a tree), and for a type error the form expected.
+func yamlError(file string, root *yaml.Node, err error) error {
 	msg := err.Error()
 	var te *yaml.TypeError
 	if errors.As(err, &te) && len(te.Errors) > 0 {
@@ -264,14 +266,105 @@ func yamlError(file string, err error) error {
 			}
 		}
 	}
-	if strings.Contains(msg, "not found in type") {
-		field := strings.TrimPrefix(msg, "field ")
-		if i := strings.Index(field, " not found"); i > 0 {
-			field = field[:i]
+	if field, ok := strings.CutPrefix(msg, "field "); ok && strings.Contains(field, " not found in type") {
+		field = field[:strings.Index(field, " not found")]
+		return &Error{File: file, Line: line, Key: keyAt(root, line, field, "", ""),
+			Msg: "unknown key; see configs/sluice.yaml for the keys that exist"}
+	}
+	if what, into, ok := strings.Cut(msg, " into "); ok && strings.HasPrefix(what, "cannot unmarshal ") {
+		// what is "cannot unmarshal !!str `many`": the value, when quoted.
+		value := ""
+		if i := strings.IndexByte(what, '`'); i >= 0 {
+			value = strings.Trim(what[i:], "`")
 		}
-		msg = fmt.Sprintf("unknown key %q; see configs/sluice.yaml for the keys that exist", field)
+		if key := keyAt(root, line, "", what, value); key != "" {
+			return &Error{File: file, Line: line, Key: key, Msg: expectedForm(into, what, value)}
+		}
 	}
 	return &Error{File: file, Line: line, Msg: msg}
+}
+
+// expectedForm says what a key of Go type into takes, for a type error
+// about value (what names its kind).
+func expectedForm(into, what, value string) string {
+	got := strconv.Quote(value)
+	switch {
+	case strings.Contains(what, "!!seq"):
+		got = "a list"
+	case strings.Contains(what, "!!map"):
+		got = "a mapping"
+	}
+	switch into {
+	case "time.Duration":
+		return got + " is not a duration; expected a number with a unit, such as 500ms, 5s or 1m"
+	case "int", "int8", "int16", "int32", "int64", "uint", "uint8", "uint16", "uint32", "uint64":
+		return got + " is not a whole number; expected one such as 4"
+	case "float32", "float64":
+		return got + " is not a number; expected one such as 0.5"
+	case "bool":
+		return got + " is not true or false"
+	case "string":
+		return "expected a single value, not a list or a mapping"
+	}
+	switch {
+	case strings.HasPrefix(into, "[]"):
+		return "expected a list, such as [a, b] or lines starting with -"
+	case strings.HasPrefix(into, "map["), strings.Contains(into, "."):
+		return "expected a mapping: key: value lines indented below it, or {key: value}"
+	}
+	return "cannot be read as " + into
+}
+
+// keyAt is the dotted path ("servers[0].weight") of the key on line
+// named name, or (name empty) of the value on line of the kind the type
+// error names (what: "cannot unmarshal !!seq", or "!!str `x`", then
+// reading value); "" when none is there. The deepest match wins: in flow
+// style ({a: 1, b: x}) a mapping and its keys share a line.
+func keyAt(root *yaml.Node, line int, name, what, value string) string {
+	if root == nil || len(root.Content) == 0 || line == 0 {
+		return ""
+	}
+	kind := yaml.ScalarNode
+	switch {
+	case strings.Contains(what, "!!seq"):
+		kind = yaml.SequenceNode
+	case strings.Contains(what, "!!map"):
+		kind = yaml.MappingNode
+	}
+	isValue := func(v *yaml.Node) bool {
+		return name == "" && v.Line == line && v.Kind == kind && (kind != yaml.ScalarNode || value == "" || v.Value == value)
+	}
+	var walk func(n *yaml.Node, path string) string
+	walk = func(n *yaml.Node, path string) string {
+		switch n.Kind {
+		case yaml.MappingNode:
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				k, v := n.Content[i], n.Content[i+1]
+				p := k.Value
+				if path != "" {
+					p = path + "." + k.Value
+				}
+				if found := walk(v, p); found != "" {
+					return found
+				}
+				if name != "" && k.Line == line && k.Value == name || isValue(v) {
+					return p
+				}
+			}
+		case yaml.SequenceNode:
+			for i, c := range n.Content {
+				p := fmt.Sprintf("%s[%d]", path, i)
+				if found := walk(c, p); found != "" {
+					return found
+				}
+				if isValue(c) {
+					return p
+				}
+			}
+		}
+		return ""
+	}
+	return walk(root.Content[0], "")
 }
 
 // DefaultSchedSlice is sched_slice when unset; the kernel takes slices
