@@ -82,7 +82,7 @@ func Read(ctx context.Context, opts ReadOptions) ([]Record, error) {
 		return nil, perr
 	}
 	if err != nil {
-		return nil, fmt.Errorf("read %s from %v: %w", opts.Topic, opts.Brokers, err)
+		return nil, fmt.Errorf("read %s from %v: %w (check --brokers and --topic, as for sluice audit search)", opts.Topic, opts.Brokers, err)
 	}
 	return recs, nil
 }

@@ -38,7 +38,7 @@ type Record struct {
 func ParseRecord(b []byte) (Record, error) {
 	var r Record
 	if err := json.Unmarshal(b, &r); err != nil {
-		return r, fmt.Errorf("a record of the trail is not Genlog's JSON: %w", err)
+		return r, fmt.Errorf("a record of the trail is not Genlog's JSON (is --topic the genlog.topic?): %w", err)
 	}
 	return r, nil
 }

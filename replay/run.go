@@ -94,7 +94,7 @@ func Run(ctx context.Context, plan *Plan, opts Options) (*Report, error) {
 	rep.Started, rep.Finished, rep.Sessions = r.start, time.Now(), len(plan.Sessions)
 	rep.MaxLag = (time.Duration(r.maxLagUS.Load()) * time.Microsecond).Round(time.Millisecond).String()
 	if err := ctx.Err(); err != nil {
-		return rep, fmt.Errorf("replay stopped after %d of %d statements: %w", rep.Replayed, plan.Replayed, err)
+		return rep, fmt.Errorf("replay stopped after %d of %d statements (the report covers those): %w", rep.Replayed, plan.Replayed, err)
 	}
 	return rep, nil
 }

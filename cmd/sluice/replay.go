@@ -154,7 +154,7 @@ func replayPassword(file string) (string, error) {
 	if file != "" {
 		b, err := os.ReadFile(file)
 		if err != nil {
-			return "", fmt.Errorf("--password-file: %w", err)
+			return "", fmt.Errorf("--password-file: %w (or leave it out and set $%s)", err, passwordEnv)
 		}
 		return strings.TrimRight(string(b), "\r\n"), nil
 	}
@@ -204,14 +204,14 @@ func writeReports(rep *replay.Report, jsonFile, htmlFile string, top int) error 
 		}
 		f, err := os.Create(out.file)
 		if err != nil {
-			return fmt.Errorf("report: %w", err)
+			return fmt.Errorf("report: %w (the table above has the results)", err)
 		}
 		err = out.write(f)
 		if cerr := f.Close(); err == nil {
 			err = cerr
 		}
 		if err != nil {
-			return fmt.Errorf("report %s: %w", out.file, err)
+			return fmt.Errorf("report %s: %w (the table above has the results)", out.file, err)
 		}
 	}
 	return nil
