@@ -151,12 +151,11 @@ func (r *runner) waitUntil(ctx context.Context, ts time.Time) bool {
 
 // session replays one session's steps in order on its own connection.
 func (r *runner) session(ctx context.Context, sp *SessionPlan) {
-	var conn Conn
-	defer func() {
-		if conn != nil {
-			conn.Close()
-		}
-	}()
+	c := &sessionConn{}
+	// Ctrl-C ends a statement waiting on the target (a lock) too.
+	stop := context.AfterFunc(ctx, c.close)
+	defer stop()
+	defer c.close()
 	db := sp.DB
 	for i := range sp.Steps {
 		st := &sp.Steps[i]
@@ -170,21 +169,17 @@ func (r *runner) session(ctx context.Context, sp *SessionPlan) {
 		if !r.gate.wait(ctx, st.needs, r.opts.OrderTimeout) && ctx.Err() == nil {
 			r.col.OrderTimeout()
 		}
-		if conn != nil && conn.Broken() {
-			conn.Close()
-			conn = nil
-		}
-		var out Outcome
-		if conn == nil {
-			var err error
-			if conn, err = r.opts.Dial(ctx, db); err != nil {
-				out = Outcome{ErrorCode: crServerLost, Error: err.Error()}
-			}
-		}
-		if conn != nil {
+		conn, err := c.get(ctx, r.opts.Dial, db)
+		out := Outcome{ErrorCode: crServerLost}
+		if err != nil {
+			out.Error = err.Error()
+		} else {
 			out = execute(conn, st.Rec)
 		}
 		r.gate.finish(st.order)
+		if ctx.Err() != nil {
+			continue // cut short: not an answer to compare
+		}
 		if st.Rec.Command == "COM_INIT_DB" && out.ErrorCode == 0 {
 			db = st.Rec.Query
 		}
@@ -192,6 +187,53 @@ func (r *runner) session(ctx context.Context, sp *SessionPlan) {
 			r.differing.Add(1)
 		}
 		r.replayed.Add(1)
+	}
+}
+
+// sessionConn is a session's connection, opened again when lost; close
+// may come from another goroutine (the context ending).
+type sessionConn struct {
+	mu     sync.Mutex
+	conn   Conn
+	closed bool
+}
+
+// get returns the open connection, dialling one in db if there is none or
+// it was lost.
+func (c *sessionConn) get(ctx context.Context, dial Dialer, db string) (Conn, error) {
+	c.mu.Lock()
+	old := c.conn
+	if old != nil && !old.Broken() {
+		c.mu.Unlock()
+		return old, nil
+	}
+	c.conn = nil
+	c.mu.Unlock()
+	if old != nil {
+		old.Close()
+	}
+	conn, err := dial(ctx, db)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		conn.Close()
+		return nil, ctx.Err()
+	}
+	c.conn = conn
+	return conn, nil
+}
+
+// close closes the connection for good.
+func (c *sessionConn) close() {
+	c.mu.Lock()
+	conn := c.conn
+	c.conn, c.closed = nil, true
+	c.mu.Unlock()
+	if conn != nil {
+		conn.Close()
 	}
 }
 

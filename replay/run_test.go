@@ -215,3 +215,53 @@ func TestRunSetsStateFirst(t *testing.T) {
 		t.Fatalf("ran %q (%d order timeouts, %d replayed), want %q", f.log, rep.OrderTimeouts, rep.Replayed, want)
 	}
 }
+
+// blockingConn's statements wait until the connection is closed, as one
+// waiting on a lock does.
+type blockingConn struct {
+	started chan struct{}
+	closed  chan struct{}
+	once    sync.Once
+}
+
+func (c *blockingConn) run() Outcome {
+	close(c.started)
+	<-c.closed
+	return Outcome{ErrorCode: crServerLost}
+}
+func (c *blockingConn) Query(string) Outcome          { return c.run() }
+func (c *blockingConn) Prepare(string) Outcome        { return c.run() }
+func (c *blockingConn) Execute(string, []any) Outcome { return c.run() }
+func (c *blockingConn) CloseStmt(string)              {}
+func (c *blockingConn) UseDB(string) Outcome          { return c.run() }
+func (c *blockingConn) Ping() Outcome                 { return Outcome{} }
+func (c *blockingConn) Broken() bool                  { return false }
+func (c *blockingConn) Close()                        { c.once.Do(func() { close(c.closed) }) }
+
+// Ending the context ends a replay whose statement waits on the target,
+// and reports what ran.
+func TestRunStopsWhenTheContextEnds(t *testing.T) {
+	p, err := BuildPlan([]Record{rec(1, 1, 0, "SELECT SLEEP(3600)", false, "")}, PlanOptions{}, NewClassifier().Classify)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &blockingConn{started: make(chan struct{}), closed: make(chan struct{})}
+	dials := 0
+	dial := func(ctx context.Context, db string) (Conn, error) {
+		if dials++; dials == 1 {
+			return &fakeConn{f: &fakeServer{}}, nil // the check
+		}
+		return c, nil
+	}
+	ctx, cancel := context.WithCancel(ctxT(t, 10*time.Second))
+	done := make(chan error)
+	go func() {
+		_, err := Run(ctx, p, Options{Dial: dial})
+		done <- err
+	}()
+	<-c.started
+	cancel()
+	if err := <-done; err == nil || !strings.Contains(err.Error(), "replay stopped after 0 of 1 statements") {
+		t.Fatalf("Run: %v", err)
+	}
+}
