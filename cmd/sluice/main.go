@@ -27,12 +27,13 @@ func main() {
 		SilenceErrors: true,
 	}
 	root.SetVersionTemplate("{{.Version}}\n")
-	root.AddCommand(versionCmd(), serveCmd(), brokerCmd(), auditCmd(), ctlCmd())
+	root.AddCommand(versionCmd(), serveCmd(), brokerCmd(), auditCmd(), ctlCmd(), replayCmd())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "sluice:", err)
 		var ce *config.Error
 		var we *audit.WhereError
-		if errors.As(err, &ce) || errors.As(err, &we) {
+		var rf *replayFailed
+		if errors.As(err, &ce) || errors.As(err, &we) || errors.As(err, &rf) {
 			os.Exit(2)
 		}
 		os.Exit(1)
