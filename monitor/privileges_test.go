@@ -1,8 +1,12 @@
 package monitor
 
 import (
+	"context"
+	"io"
+	"log/slog"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestPrivilegeGaps(t *testing.T) {
@@ -54,6 +58,55 @@ func TestPrivilegeGaps(t *testing.T) {
 			if !strings.HasPrefix(got[i], c.want[i]) {
 				t.Errorf("%s: gap %d is %q, want it to start %q", c.name, i, got[i], c.want[i])
 			}
+		}
+	}
+}
+
+// A service user granted only what monitoring needs: the monitor monitors,
+// and every server's snapshot says what auto_failover and switchover lack,
+// naming the GRANT; the full lab user has no gaps.
+func TestPrivilegeGapsInTheSnapshot(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for _, q := range []string{
+		"CREATE USER IF NOT EXISTS 'weakmon'@'%' IDENTIFIED BY 'weakpass'",
+		"GRANT SELECT ON mysql.user TO 'weakmon'@'%'",
+		"GRANT SLAVE MONITOR ON *.* TO 'weakmon'@'%'",
+	} {
+		if err := topo.Primary.Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() { _ = topo.Primary.Exec(context.Background(), "DROP USER IF EXISTS 'weakmon'@'%'") })
+	if err := topo.WaitReplicasCaughtUp(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var servers []ServerConfig
+	for _, s := range topo.Servers() {
+		servers = append(servers, ServerConfig{Name: s.Name, Address: s.Addr(), Weight: 1})
+	}
+	weak := New(Config{Servers: servers, User: "weakmon", Password: "weakpass", Interval: time.Second, Timeout: 2 * time.Second,
+		Failover: FailoverConfig{AutoFailover: true}}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	defer weak.closeConns()
+	weak.Poll(ctx)
+	snap := weak.Snapshot()
+	if _, ok := snap.PrimaryServer(); !ok {
+		t.Fatalf("monitoring grants should find the primary: %+v", snap.Servers)
+	}
+	for _, s := range snap.Servers {
+		joined := strings.Join(s.PrivilegeGaps, "\n")
+		if !strings.Contains(joined, "auto_failover needs privileges service_user `weakmon`@`%` lacks: GRANT REPLICATION SLAVE ADMIN ON *.* TO `weakmon`@`%`") ||
+			!strings.Contains(joined, "GRANT READ_ONLY ADMIN") || !strings.Contains(joined, "switchover needs") || strings.Contains(joined, "monitoring") {
+			t.Errorf("%s: gaps %q", s.Name, s.PrivilegeGaps)
+		}
+	}
+	full := newMonitor(t, Config{Failover: FailoverConfig{AutoFailover: true}, Heartbeat: true})
+	if _, err := full.WaitPrimary(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range full.Snapshot().Servers {
+		if len(s.PrivilegeGaps) != 0 {
+			t.Errorf("%s: the lab's monitor user has every grant, yet %q", s.Name, s.PrivilegeGaps)
 		}
 	}
 }
