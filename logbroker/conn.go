@@ -37,7 +37,7 @@ var supportedAPIs = map[int16]apiRange{
 	kmsg.ListGroups.Int16():       {0, 4},
 	kmsg.ApiVersions.Int16():      {0, 3},
 	kmsg.CreateTopics.Int16():     {0, 5},
-	kmsg.DeleteTopics.Int16():     {0, 4},
+	kmsg.DeleteTopics.Int16():     {0, 5},
 	kmsg.InitProducerID.Int16():   {0, 4},
 	kmsg.DescribeConfigs.Int16():  {0, 4},
 	kmsg.SASLHandshake.Int16():    {0, 1},

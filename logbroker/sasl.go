@@ -174,7 +174,9 @@ func (s *saslUsers) step(ss *saslSession, token []byte) (reply []byte, user stri
 		}
 		out, err := ss.conv.Step(string(token))
 		if err != nil {
-			return nil, "", false, errAuthFailed
+			// xdg-go/scram's errors name the step that failed (a bad
+			// proof, a nonce mismatch), never a secret.
+			return nil, "", false, fmt.Errorf("%w (%v)", errAuthFailed, err)
 		}
 		if !ss.conv.Done() {
 			return []byte(out), "", false, nil
@@ -220,11 +222,13 @@ func (b *Broker) handleSASLAuthenticate(cs *connState, req *kmsg.SASLAuthenticat
 		resp.ErrorMessage = strPtr("SaslAuthenticate without a SaslHandshake v1 choosing the mechanism")
 		return &pendingResponse{resp: resp, closeAfter: true, closeReason: "SaslAuthenticate before SaslHandshake"}
 	}
-	reply, user, done, err := b.saslStep(cs, req.SASLAuthBytes)
+	mech := cs.sasl.mech
+	reply, done, err := b.saslStep(cs, req.SASLAuthBytes)
 	if err != nil {
+		b.counters.authFailures.Add(1)
 		resp.ErrorCode = kerr.SaslAuthenticationFailed.Code
-		resp.ErrorMessage = strPtr(err.Error())
-		return &pendingResponse{resp: resp, closeAfter: true, closeReason: "SASL authentication failed (" + cs.sasl.mech + ")"}
+		resp.ErrorMessage = strPtr(errAuthFailed.Error())
+		return &pendingResponse{resp: resp, closeAfter: true, closeReason: fmt.Sprintf("SASL %s authentication failed: %v", mech, err)}
 	}
 	if reply != nil {
 		resp.SASLAuthBytes = reply
@@ -232,25 +236,25 @@ func (b *Broker) handleSASLAuthenticate(cs *connState, req *kmsg.SASLAuthenticat
 	if done && b.sasl.lifetime > 0 {
 		resp.SessionLifetimeMillis = b.sasl.lifetime.Milliseconds()
 	}
-	_ = user
 	return &pendingResponse{resp: resp}
 }
 
 // saslStep runs one step for the connection and, once the exchange
 // completes, makes its user the connection's principal. Re-authentication
 // must be as the same principal.
-func (b *Broker) saslStep(cs *connState, token []byte) (reply []byte, user string, done bool, err error) {
-	reply, user, done, err = b.sasl.step(&cs.sasl, token)
+func (b *Broker) saslStep(cs *connState, token []byte) (reply []byte, done bool, err error) {
+	mech := cs.sasl.mech
+	reply, user, done, err := b.sasl.step(&cs.sasl, token)
 	if err != nil {
 		cs.sasl.mech, cs.sasl.conv = "", nil
-		return nil, "", false, err
+		return nil, false, err
 	}
 	if !done {
-		return reply, "", false, nil
+		return reply, false, nil
 	}
 	if cs.sasl.principal != "" && cs.sasl.principal != user {
 		cs.sasl.mech, cs.sasl.conv = "", nil
-		return nil, "", false, errors.New("re-authentication must be as the same user as the connection's")
+		return nil, false, fmt.Errorf("re-authentication as %q on a connection of %q: it must be as the same user", user, cs.sasl.principal)
 	}
 	cs.sasl.principal = user
 	cs.principal = user
@@ -259,5 +263,6 @@ func (b *Broker) saslStep(cs *connState, token []byte) (reply []byte, user strin
 		cs.sasl.expiry = time.Now().Add(b.sasl.lifetime)
 	}
 	cs.authenticated()
-	return reply, user, true, nil
+	b.log.Debug("SASL authenticated", "principal", user, "mechanism", mech)
+	return reply, true, nil
 }

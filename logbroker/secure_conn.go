@@ -86,10 +86,10 @@ func (cs *connState) admit(key int16, now time.Time) error {
 // have no way to carry an error, so a failure closes the connection.
 func (b *Broker) handleRawSASL(cs *connState, token []byte) (*pendingResponse, error) {
 	b.counters.countRequest(kmsg.SASLAuthenticate.Int16())
-	reply, _, _, err := b.saslStep(cs, token)
+	reply, _, err := b.saslStep(cs, token)
 	if err != nil {
 		b.counters.authFailures.Add(1)
-		return nil, errCloseConn{"SASL authentication failed (SaslHandshake v0)"}
+		return nil, errCloseConn{fmt.Sprintf("SASL authentication failed (SaslHandshake v0): %v", err)}
 	}
 	if reply == nil {
 		reply = []byte{}
