@@ -104,8 +104,8 @@ func benchProduceConsume(b *testing.B, addr string, opts ...kgo.Opt) {
 	prod, err := kgo.NewClient(append([]kgo.Opt{
 		kgo.SeedBrokers(addr),
 		kgo.DefaultProduceTopic(benchTopic),
-		kgo.ProducerLinger(5*time.Millisecond),
-		kgo.ProducerBatchMaxBytes(1<<20),
+		kgo.ProducerLinger(5 * time.Millisecond),
+		kgo.ProducerBatchMaxBytes(1 << 20),
 		kgo.MaxBufferedRecords(200_000),
 		kgo.ProducerBatchCompression(kgo.NoCompression()),
 		kgo.RecordPartitioner(kgo.RoundRobinPartitioner()),
@@ -148,8 +148,8 @@ func benchProduceConsume(b *testing.B, addr string, opts ...kgo.Opt) {
 		kgo.SeedBrokers(addr),
 		kgo.ConsumeTopics(benchTopic),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-		kgo.FetchMaxBytes(64<<20),
-		kgo.FetchMaxPartitionBytes(8<<20),
+		kgo.FetchMaxBytes(64 << 20),
+		kgo.FetchMaxPartitionBytes(8 << 20),
 	}, opts...)...)
 	if err != nil {
 		b.Fatal(err)
