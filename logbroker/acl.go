@@ -161,15 +161,16 @@ func newAuthorizer(cfg Config) *authorizer {
 }
 
 // allowed is the ACL decision: may principal do op on the resource? A
-// network write to a protected (audit) topic needs a rule that names the
-// topic itself: "*" and prefixes do not grant it, because Sluice writes
-// its audit topics in process and only a Sluice of a clone set whose
-// genlog.brokers points here has a reason to write them over the network.
+// network write to a protected (audit) topic, or its creation, needs a
+// rule that names the topic itself: "*" and prefixes do not grant it,
+// because Sluice writes (and creates) its audit topics in process and only
+// a Sluice of a clone set whose genlog.brokers points here has a reason to
+// do so over the network.
 func (a *authorizer) allowed(principal string, op aclOp, kind resourceKind, name string) bool {
 	if a == nil {
 		return true
 	}
-	explicit := kind == resTopic && op == kmsg.ACLOperationWrite && a.protected[name]
+	explicit := kind == resTopic && (op == kmsg.ACLOperationWrite || op == kmsg.ACLOperationCreate) && a.protected[name]
 	for _, r := range a.rules {
 		if r.principal != "*" && r.principal != principal {
 			continue

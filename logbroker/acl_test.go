@@ -43,6 +43,8 @@ func TestAuthorizerDecisions(t *testing.T) {
 		// "*" and prefixes never grant a network write to an audit topic.
 		{"ops", W, resTopic, "sluice.genlog", false},
 		{"ops", W, resTopic, "sluice.other", true},
+		{"ops", C, resTopic, "sluice.genlog", false},
+		{"ops", C, resTopic, "sluice.other", true},
 		{"clone", W, resTopic, "sluice.genlog", true},
 		{"clone", W, resTopic, "sluice.events", false},
 		{"app", W, resTopic, "app.orders", true},

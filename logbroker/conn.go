@@ -124,12 +124,17 @@ func (b *Broker) readRequests(ctx context.Context, c net.Conn, cs *connState, qu
 			return err
 		}
 		size := int32(binary.BigEndian.Uint32(sizeBuf[:]))
-		minSize := int32(8)
+		minSize, maxSize, limit := int32(8), b.cfg.MaxRequestBytes, "broker.max_request_bytes"
 		if cs.sasl.raw {
 			minSize = 0 // a raw SASL token (SaslHandshake v0)
 		}
-		if size < minSize || size > b.cfg.MaxRequestBytes {
-			return errCloseConn{fmt.Sprintf("request size %d outside %d..%d (broker.max_request_bytes)", size, minSize, b.cfg.MaxRequestBytes)}
+		if cs.needSASL {
+			// Before authentication a client gets no more memory than the
+			// SASL exchange needs, as Kafka's sasl.server.max.receive.size.
+			maxSize, limit = preAuthMaxRequest, "before SASL authentication"
+		}
+		if size < minSize || size > maxSize {
+			return errCloseConn{fmt.Sprintf("request size %d outside %d..%d (%s)", size, minSize, maxSize, limit)}
 		}
 		// A fresh buffer per request: kmsg keeps slices of it (record
 		// batches) that live until the request is fully handled.

@@ -18,6 +18,9 @@ const tlsHandshakeTimeout = 10 * time.Second
 // is on.
 const authTimeout = 30 * time.Second
 
+// preAuthMaxRequest bounds a request frame before SASL authentication.
+const preAuthMaxRequest = 512 << 10
+
 // anonymousPrincipal is the principal of clients that are not identified
 // (no SASL, no client certificate), as Kafka names it.
 const anonymousPrincipal = "ANONYMOUS"

@@ -180,6 +180,15 @@ func TestSASLHandshakeV0(t *testing.T) {
 	if _, err := rawCall[*kmsg.MetadataResponse](c, metadataV4(), 1); err == nil {
 		t.Fatal("metadata before authentication was answered")
 	}
+	// An unauthenticated client cannot make the broker hold a large frame.
+	c = e.dialTLS(t)
+	c.Write([]byte{0, 0x10, 0, 0}) // announces 1 MiB
+	if _, err := readFrame(c); err == nil {
+		t.Fatal("a 1 MiB frame before authentication was not refused")
+	}
+	waitFor(t, 5*time.Second, "the refusal of the large frame", func() bool {
+		return strings.Contains(e.logs.String(), "before SASL authentication)")
+	})
 	au := kmsg.NewPtrSASLAuthenticateRequest()
 	au.SetVersion(1)
 	c = e.dialTLS(t)

@@ -298,18 +298,9 @@ func TestSecureBrokerClients(t *testing.T) {
 		if err != nil || rr.Topics[0].Partitions[0].ErrorCode != kerr.PolicyViolation.Code {
 			t.Fatalf("admin delete records: %v %+v", err, rr)
 		}
-		for _, cfg := range [][2]string{{"cleanup.policy", "compact"}, {"retention.ms", "60000"}} {
-			create := kmsg.NewPtrCreateTopicsRequest()
-			ct := kmsg.NewCreateTopicsRequestTopic()
-			ct.Topic, ct.NumPartitions, ct.ReplicationFactor = checkpointTopic, 1, 1
-			c := kmsg.NewCreateTopicsRequestTopicConfig()
-			c.Name, c.Value = cfg[0], kmsg.StringPtr(cfg[1])
-			ct.Configs = append(ct.Configs, c)
-			create.Topics = append(create.Topics, ct)
-			cr, err := request[*kmsg.CreateTopicsResponse](t, admin, create)
-			if err != nil || cr.Topics[0].ErrorCode != kerr.PolicyViolation.Code {
-				t.Fatalf("admin create %s with %s=%s: %v %+v", checkpointTopic, cfg[0], cfg[1], err, cr)
-			}
+		// Creating an audit topic over the network needs an ACL naming it.
+		if cr := createAuditTopic(t, admin, "cleanup.policy", "compact"); cr.ErrorCode != kerr.TopicAuthorizationFailed.Code {
+			t.Fatalf("admin create %s: %+v", checkpointTopic, cr)
 		}
 	})
 
@@ -386,6 +377,63 @@ func TestSecureBrokerClients(t *testing.T) {
 
 	if after := e.trail(t); after != before {
 		t.Fatalf("the trail changed:\nbefore %s\nafter  %s", before, after)
+	}
+}
+
+// createAuditTopic asks to create the checkpoints topic with one config.
+func createAuditTopic(t *testing.T, cl *kgo.Client, name, value string) kmsg.CreateTopicsResponseTopic {
+	t.Helper()
+	create := kmsg.NewPtrCreateTopicsRequest()
+	ct := kmsg.NewCreateTopicsRequestTopic()
+	ct.Topic, ct.NumPartitions, ct.ReplicationFactor = checkpointTopic, 1, 1
+	c := kmsg.NewCreateTopicsRequestTopicConfig()
+	c.Name, c.Value = name, kmsg.StringPtr(value)
+	ct.Configs = append(ct.Configs, c)
+	create.Topics = append(create.Topics, ct)
+	cr, err := request[*kmsg.CreateTopicsResponse](t, cl, create)
+	if err != nil {
+		t.Fatalf("create %s: %v", checkpointTopic, err)
+	}
+	return cr.Topics[0]
+}
+
+// TestAuditTopicsAppendOnlyWithoutAuth: on a loopback broker with no
+// authentication at all, where any client may do anything else, the
+// audit topics still cannot be deleted, cut or compacted.
+func TestAuditTopicsAppendOnlyWithoutAuth(t *testing.T) {
+	tb := startBroker(t, Config{Partitions: 2, ProtectedTopics: []string{auditTopic, eventsTopic, checkpointTopic}}, "")
+	for p := int32(0); p < 2; p++ {
+		if _, _, err := tb.Append(auditTopic, p, sampleBatch(t, 5)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cl := newFranzClient(t, tb.addr)
+	for _, cfg := range [][2]string{{"cleanup.policy", "compact"}, {"retention.ms", "60000"}, {"retention.bytes", "1024"}} {
+		cr := createAuditTopic(t, cl, cfg[0], cfg[1])
+		if cr.ErrorCode != kerr.PolicyViolation.Code || cr.ErrorMessage == nil || !strings.Contains(*cr.ErrorMessage, "append-only") {
+			t.Fatalf("create %s with %s=%s: %+v", checkpointTopic, cfg[0], cfg[1], cr)
+		}
+	}
+	if cr := createAuditTopic(t, cl, "retention.ms", "-1"); cr.ErrorCode != 0 {
+		t.Fatalf("create %s kept forever: %+v", checkpointTopic, cr)
+	}
+	del := kmsg.NewPtrDeleteTopicsRequest()
+	del.TopicNames = []string{auditTopic, checkpointTopic}
+	dr, err := request[*kmsg.DeleteTopicsResponse](t, cl, del)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, dt := range dr.Topics {
+		if dt.ErrorCode != kerr.TopicDeletionDisabled.Code || dt.ErrorMessage == nil || !strings.Contains(*dt.ErrorMessage, "audit topic") {
+			t.Fatalf("delete %s: %+v", *dt.Topic, dt)
+		}
+	}
+	rr, err := request[*kmsg.DeleteRecordsResponse](t, cl, deleteRecords(auditTopic))
+	if err != nil || rr.Topics[0].Partitions[0].ErrorCode != kerr.PolicyViolation.Code {
+		t.Fatalf("delete records: %v %+v", err, rr)
+	}
+	if st := tb.partition(auditTopic, 0).stats(); st.HighWatermark != 5 || st.LogStartOffset != 0 {
+		t.Fatalf("the trail changed: %+v", st)
 	}
 }
 
