@@ -43,6 +43,11 @@ func openBroker(cfg *config.Config, log *slog.Logger) (*logbroker.Broker, func()
 		lock.Release()
 		return nil, nil, err
 	}
+	// The broker keeps only the salted credentials it derived: drop the
+	// config's copy of the passwords too.
+	for i := range cfg.Broker.SASL.Users {
+		cfg.Broker.SASL.Users[i].Password = ""
+	}
 	return b, func() error {
 		err := b.Close()
 		lock.Release()
