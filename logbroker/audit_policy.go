@@ -12,12 +12,11 @@ import (
 // client, whatever its ACLs: DeleteTopics answers TOPIC_DELETION_DISABLED,
 // DeleteRecords POLICY_VIOLATION, and a CreateTopics of one with
 // cleanup.policy=compact, a retention.ms below broker.audit_min_retention
-// or a retention.bytes answers POLICY_VIOLATION. Whatever configs such a
-// topic has on disk or inherits from broker.retention, its effective
-// retention is at least audit_min_retention and it is never compacted
-// (effectiveSettings). Retention still deletes segments older than that.
-// The broker serves no AlterConfigs, so configs cannot change after
-// creation.
+// or a retention.bytes answers POLICY_VIOLATION, and so does an
+// IncrementalAlterConfigs leaving it so. Whatever configs such a topic has
+// on disk or inherits from broker.retention, its effective retention is at
+// least audit_min_retention and it is never compacted (protectSettings).
+// Retention still deletes segments older than that.
 
 // errAuditPolicy marks a refusal that protects an audit topic.
 var errAuditPolicy = errors.New("audit topics are append-only")

@@ -52,7 +52,8 @@
 //
 // Not implemented: replication, transactions, fetch sessions, topic ids
 // (Fetch 13+, Metadata 10+), OffsetForLeaderEpoch, static group membership
-// semantics, AlterConfigs, CreateAcls and DeleteAcls (ACLs come from the
+// semantics, AlterConfigs (IncrementalAlterConfigs SET and DELETE of topic
+// configs are served), CreateAcls and DeleteAcls (ACLs come from the
 // config), DeleteRecords (served only to refuse it), delegation tokens
 // and OAUTHBEARER.
 package logbroker

@@ -66,6 +66,8 @@ func (b *Broker) dispatch(ctx context.Context, req kmsg.Request, h requestHeader
 		resp = b.handleDeleteRecords(req, cs)
 	case *kmsg.DescribeConfigsRequest:
 		resp = b.handleDescribeConfigs(req, cs)
+	case *kmsg.IncrementalAlterConfigsRequest:
+		resp = b.handleIncrementalAlterConfigs(req, cs)
 	case *kmsg.InitProducerIDRequest:
 		resp = b.handleInitProducerID(req, cs)
 	case *kmsg.DescribeACLsRequest:
@@ -562,12 +564,16 @@ func (b *Broker) handleDescribeConfigs(req *kmsg.DescribeConfigsRequest, cs *con
 			}
 			b.topicsMu.RLock()
 			t := b.topics[rr.ResourceName]
+			var configs map[string]string
+			if t != nil {
+				configs = t.configs // replaced, never changed, under topicsMu
+			}
 			b.topicsMu.RUnlock()
 			if t == nil {
 				sr.ErrorCode = kerr.UnknownTopicOrPartition.Code
 				break
 			}
-			for _, c := range b.topicConfigEntries(t.configs) {
+			for _, c := range b.topicConfigEntries(configs) {
 				if rr.ConfigNames == nil || contains(rr.ConfigNames, c.Name) {
 					sr.Configs = append(sr.Configs, c)
 				}

@@ -298,6 +298,12 @@ func TestSecureBrokerClients(t *testing.T) {
 		if err != nil || rr.Topics[0].Partitions[0].ErrorCode != kerr.PolicyViolation.Code {
 			t.Fatalf("admin delete records: %v %+v", err, rr)
 		}
+		if r := alterConfig(t, admin, auditTopic, "retention.ms", "1000"); r.ErrorCode != kerr.PolicyViolation.Code {
+			t.Fatalf("admin lowers the audit topic's retention: %+v", r)
+		}
+		if r := alterConfig(t, reader, auditTopic, "retention.ms", "1000"); r.ErrorCode != kerr.TopicAuthorizationFailed.Code {
+			t.Fatalf("reader lowers the audit topic's retention: %+v", r)
+		}
 		// Creating an audit topic over the network needs an ACL naming it.
 		if cr := createAuditTopic(t, admin, "cleanup.policy", "compact"); cr.ErrorCode != kerr.TopicAuthorizationFailed.Code {
 			t.Fatalf("admin create %s: %+v", checkpointTopic, cr)
@@ -432,9 +438,52 @@ func TestAuditTopicsAppendOnlyWithoutAuth(t *testing.T) {
 	if err != nil || rr.Topics[0].Partitions[0].ErrorCode != kerr.PolicyViolation.Code {
 		t.Fatalf("delete records: %v %+v", err, rr)
 	}
+	// Configs: raising retention is fine, lowering it below
+	// audit_min_retention or compacting is not; other topics are free.
+	for _, tc := range []struct {
+		topic, name, value string
+		code               int16
+	}{
+		{auditTopic, "retention.ms", "60000", kerr.PolicyViolation.Code},
+		{auditTopic, "cleanup.policy", "compact", kerr.PolicyViolation.Code},
+		{auditTopic, "retention.bytes", "1", kerr.PolicyViolation.Code},
+		{auditTopic, "retention.ms", "1209600000", 0},
+		{"ordinary", "retention.ms", "60000", 0},
+		{"ordinary", "cleanup.policy", "compact", 0},
+	} {
+		if _, err := tb.topic(tc.topic, true); err != nil {
+			t.Fatal(err)
+		}
+		if r := alterConfig(t, cl, tc.topic, tc.name, tc.value); r.ErrorCode != tc.code {
+			t.Fatalf("alter %s %s=%s: %+v, want code %d", tc.topic, tc.name, tc.value, r, tc.code)
+		}
+	}
+	if s := tb.partition(auditTopic, 0).topic.settings(); s.retention != 336*time.Hour || s.compact {
+		t.Fatalf("audit topic settings after the alters: %+v", s)
+	}
+	if s := tb.partition("ordinary", 0).topic.settings(); s.retention != time.Minute || !s.compact {
+		t.Fatalf("ordinary topic settings after the alters: %+v", s)
+	}
 	if st := tb.partition(auditTopic, 0).stats(); st.HighWatermark != 5 || st.LogStartOffset != 0 {
 		t.Fatalf("the trail changed: %+v", st)
 	}
+}
+
+// alterConfig sets one topic config with IncrementalAlterConfigs.
+func alterConfig(t *testing.T, cl *kgo.Client, topic, name, value string) kmsg.IncrementalAlterConfigsResponseResource {
+	t.Helper()
+	req := kmsg.NewPtrIncrementalAlterConfigsRequest()
+	rr := kmsg.NewIncrementalAlterConfigsRequestResource()
+	rr.ResourceType, rr.ResourceName = kmsg.ConfigResourceTypeTopic, topic
+	c := kmsg.NewIncrementalAlterConfigsRequestResourceConfig()
+	c.Name, c.Op, c.Value = name, kmsg.IncrementalAlterConfigOpSet, kmsg.StringPtr(value)
+	rr.Configs = append(rr.Configs, c)
+	req.Resources = append(req.Resources, rr)
+	resp, err := request[*kmsg.IncrementalAlterConfigsResponse](t, cl, req)
+	if err != nil {
+		t.Fatalf("IncrementalAlterConfigs: %v", err)
+	}
+	return resp.Resources[0]
 }
 
 // kcatFails runs kcat expecting failure, bounded to 20s.
