@@ -328,6 +328,15 @@ func TestSecureBrokerClients(t *testing.T) {
 				t.Fatalf("kafka-go read %d: %v", i, err)
 			}
 		}
+		// Anonymous and with a wrong password: refused.
+		if _, err := (&kafka.Dialer{Timeout: 5 * time.Second, TLS: e.tlsConfig()}).DialLeader(ctx, "tcp", e.addr, auditTopic, 0); err == nil {
+			t.Fatal("kafka-go without SASL was served")
+		}
+		wrong, _ := kscram.Mechanism(kscram.SHA512, "reader", "wrong")
+		_, err = (&kafka.Dialer{Timeout: 5 * time.Second, TLS: e.tlsConfig(), SASLMechanism: wrong}).DialLeader(ctx, "tcp", e.addr, auditTopic, 0)
+		if !errors.Is(err, kafka.SASLAuthenticationFailed) {
+			t.Fatalf("kafka-go with a wrong password: %v, want SASL_AUTHENTICATION_FAILED", err)
+		}
 		w := &kafka.Writer{Addr: kafka.TCP(e.addr), Topic: auditTopic, RequiredAcks: kafka.RequireAll, MaxAttempts: 1, Transport: &kafka.Transport{TLS: e.tlsConfig(), SASL: mech}}
 		defer w.Close()
 		err = w.WriteMessages(ctx, kafka.Message{Value: []byte("forged")})
