@@ -70,7 +70,6 @@ func loadSASLUsers(cfg SASLConfig) (*saslUsers, error) {
 				return nil, fmt.Errorf("broker.sasl.users[%d].password_file: %w", i, err)
 			}
 			pw = bytes.TrimRight(b, "\r\n")
-			defer clear(b)
 		}
 		if len(pw) == 0 {
 			return nil, fmt.Errorf("broker.sasl.users[%d]: the password of %q is empty", i, u.Name)
@@ -92,6 +91,7 @@ func loadSASLUsers(cfg SASLConfig) (*saslUsers, error) {
 			}
 			*h.out = cl.GetStoredCredentials(scram.KeyFactors{Salt: string(salt), Iters: s.iters})
 		}
+		clear(pw) // our copy; the strings made of it are left to the GC
 		s.users[u.Name] = uc
 	}
 	var err error
