@@ -10,13 +10,16 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
-// tlsHandshakeTimeout bounds a TLS handshake: a client that opens the
-// port and sends nothing (or plaintext Kafka) is closed within it.
-const tlsHandshakeTimeout = 10 * time.Second
-
-// authTimeout is how long a connection may stay unauthenticated when SASL
-// is on.
-const authTimeout = 30 * time.Second
+// Connections that do not identify themselves are closed within these
+// (variables only so that tests can shorten them before a broker starts).
+var (
+	// tlsHandshakeTimeout bounds a TLS handshake: a client that opens
+	// the port and sends nothing is closed within it.
+	tlsHandshakeTimeout = 10 * time.Second
+	// authTimeout is how long a connection may stay unauthenticated when
+	// SASL is on.
+	authTimeout = 30 * time.Second
+)
 
 // preAuthMaxRequest bounds a request frame before SASL authentication.
 const preAuthMaxRequest = 512 << 10

@@ -289,3 +289,34 @@ func TestProtectedTopicRetention(t *testing.T) {
 		t.Fatalf("log start %d: want the 4h-old segments gone and the 2h-old ones (from offset 200) kept", st.LogStartOffset)
 	}
 }
+
+// TestSilentClientsAreClosed: a client that opens the TLS port and says
+// nothing, and one that completes TLS but never authenticates, are closed
+// within their timeouts and logged; neither holds its slot.
+func TestSilentClientsAreClosed(t *testing.T) {
+	defer func(h, a time.Duration) { tlsHandshakeTimeout, authTimeout = h, a }(tlsHandshakeTimeout, authTimeout)
+	tlsHandshakeTimeout, authTimeout = 300*time.Millisecond, 500*time.Millisecond
+	e := startSecureBroker(t, nil)
+
+	silent, err := net.DialTimeout("tcp", e.addr, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	c := e.dialTLS(t)
+	start := time.Now()
+	for _, conn := range []net.Conn{silent, c} {
+		conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.ReadAll(conn); err != nil {
+			t.Fatalf("a silent connection was not closed: %v", err)
+		}
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("silent connections closed after %s", d)
+	}
+	waitFor(t, 5*time.Second, "both closures in the log", func() bool {
+		l := e.logs.String()
+		return strings.Contains(l, "TLS handshake failed") && strings.Contains(l, "no SASL authentication within")
+	})
+	waitFor(t, 5*time.Second, "the slots to be free", func() bool { return e.connCount() == 0 })
+}
