@@ -96,7 +96,7 @@ func (b *Broker) serveConn(ctx context.Context, c net.Conn) {
 	writerDone := make(chan struct{})
 	go func() {
 		defer close(writerDone)
-		b.writeResponses(ctx, c, queue, log)
+		b.writeResponses(ctx, c, cs.batch, queue, log)
 		cancel()
 		c.Close() // unblocks the reader
 	}()
@@ -279,7 +279,8 @@ func (b *Broker) handleFrame(ctx context.Context, frame []byte, cs *connState) (
 }
 
 // writeResponses writes handled requests back in order.
-func (b *Broker) writeResponses(ctx context.Context, c net.Conn, queue <-chan *pendingResponse, log interface{ Warn(string, ...any) }) {
+// batch, when set, is the coalescing layer under c's TLS.
+func (b *Broker) writeResponses(ctx context.Context, c net.Conn, batch *coalescingConn, queue <-chan *pendingResponse, log interface{ Warn(string, ...any) }) {
 	var buf []byte
 	for pr := range queue {
 		if pr.noHeader {
@@ -310,7 +311,13 @@ func (b *Broker) writeResponses(ctx context.Context, c net.Conn, queue <-chan *p
 			buf = pr.resp.AppendTo(buf)
 		}
 		binary.BigEndian.PutUint32(buf, uint32(len(buf)-4))
-		if _, err := c.Write(buf); err != nil {
+		if batch != nil && len(buf) > coalescedBytes {
+			batch.begin()
+			_, err := c.Write(buf)
+			if err = errors.Join(err, batch.end()); err != nil {
+				return
+			}
+		} else if _, err := c.Write(buf); err != nil {
 			return
 		}
 		if pr.closeAfter {

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -34,6 +35,66 @@ type connState struct {
 	principal string // "" until SASL authentication completes
 	needSASL  bool
 	sasl      saslSession
+	batch     *coalescingConn // under TLS: gathers a response's records
+}
+
+// coalescedBytes is how much TLS output a response gathers before one
+// write to the socket.
+const coalescedBytes = 256 << 10
+
+var coalesceBufs = sync.Pool{New: func() any {
+	b := make([]byte, 0, coalescedBytes+20<<10) // and one more record
+	return &b
+}}
+
+// coalescingConn sits under crypto/tls. While a response is written
+// (begin to end) it gathers TLS records, 16 KiB each, and sends them in
+// writes of about coalescedBytes rather than one system call per record;
+// otherwise (the handshake, alerts) it writes through. Its buffer is
+// pooled and held only while a response is written.
+type coalescingConn struct {
+	net.Conn
+	mu       sync.Mutex
+	batching bool
+	buf      *[]byte
+}
+
+func (c *coalescingConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.batching {
+		return c.Conn.Write(p)
+	}
+	*c.buf = append(*c.buf, p...)
+	if len(*c.buf) >= coalescedBytes {
+		if err := c.flushLocked(); err != nil {
+			return 0, err
+		}
+	}
+	return len(p), nil
+}
+
+func (c *coalescingConn) flushLocked() error {
+	_, err := c.Conn.Write(*c.buf)
+	*c.buf = (*c.buf)[:0]
+	return err
+}
+
+// begin starts gathering a response's records.
+func (c *coalescingConn) begin() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.batching, c.buf = true, coalesceBufs.Get().(*[]byte)
+}
+
+// end sends what was gathered and writes through again.
+func (c *coalescingConn) end() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	err := c.flushLocked()
+	coalesceBufs.Put(c.buf)
+	c.batching, c.buf = false, nil
+	return err
 }
 
 // openConn does the TLS handshake when broker.tls is set and works out
@@ -42,7 +103,8 @@ type connState struct {
 func (b *Broker) openConn(ctx context.Context, c net.Conn) (*connState, net.Conn, error) {
 	cs := &connState{conn: c, principal: anonymousPrincipal}
 	if b.tlsConfig != nil {
-		tc := tls.Server(c, b.tlsConfig)
+		cs.batch = &coalescingConn{Conn: c}
+		tc := tls.Server(cs.batch, b.tlsConfig)
 		tc.SetDeadline(time.Now().Add(tlsHandshakeTimeout))
 		hctx, cancel := context.WithTimeout(ctx, tlsHandshakeTimeout)
 		err := tc.HandshakeContext(hctx)
