@@ -124,7 +124,7 @@ func TestSecurityConfigValidate(t *testing.T) {
 		{"PLAIN with TLS", Config{TLS: tlsOn, SASL: SASLConfig{Users: users, Mechanisms: []string{MechPlain}}}, ""},
 		{"unknown mechanism", Config{SASL: SASLConfig{Users: users, Mechanisms: []string{"GSSAPI"}}}, "broker.sasl.mechanisms[0]"},
 		{"mechanisms without users", Config{SASL: SASLConfig{Mechanisms: []string{MechScramSHA512}}}, "broker.sasl.users"},
-		{"both password and file", Config{SASL: SASLConfig{Users: []SASLUser{{Name: "u", Password: "s3cret-pw", PasswordFile: "f"}}}}, "broker.sasl.users[0]"},
+		{"password read from its file by the loader", Config{SASL: SASLConfig{Users: []SASLUser{{Name: "u", Password: "s3cret-pw", PasswordFile: "f"}}}}, ""},
 		{"neither password nor file", Config{SASL: SASLConfig{Users: []SASLUser{{Name: "u"}}}}, "broker.sasl.users[0]"},
 		{"duplicate user", Config{SASL: SASLConfig{Users: []SASLUser{users[0], users[0]}}}, "broker.sasl.users[1].name"},
 		{"few iterations", Config{SASL: SASLConfig{Users: users, ScramIterations: 1000}}, "broker.sasl.scram_iterations"},

@@ -64,7 +64,7 @@ func loadSASLUsers(cfg SASLConfig) (*saslUsers, error) {
 	}
 	for i, u := range cfg.Users {
 		pw := []byte(u.Password)
-		if u.PasswordFile != "" {
+		if u.Password == "" {
 			b, err := os.ReadFile(u.PasswordFile)
 			if err != nil {
 				return nil, fmt.Errorf("broker.sasl.users[%d].password_file: %w", i, err)

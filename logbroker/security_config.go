@@ -46,10 +46,11 @@ type SASLConfig struct {
 	SessionLifetime time.Duration `yaml:"session_lifetime"`
 }
 
-// SASLUser is one of broker.sasl.users: a name and exactly one of
-// Password or PasswordFile (whose content, without a trailing newline, is
-// the password). The password is read once at start, turned into salted
-// SCRAM credentials, and not kept.
+// SASLUser is one of broker.sasl.users: a name and its password, given as
+// password (which Sluice's config loader expands from ${VAR}) or
+// password_file (one line; the loader reads it into Password, and New
+// reads it when Password is empty). The password is turned into salted
+// SCRAM credentials at start and not kept.
 type SASLUser struct {
 	Name         string `yaml:"name"`
 	Password     string `yaml:"password"`
@@ -126,8 +127,8 @@ func (d *Config) validateSecurity(bad func(key, format string, args ...any) erro
 			return bad(key+".name", "%q: a user name cannot contain ',' or '=' or surrounding spaces", u.Name)
 		case seen[u.Name]:
 			return bad(key+".name", "user %q is listed twice", u.Name)
-		case (u.Password == "") == (u.PasswordFile == ""):
-			return bad(key, "set exactly one of password or password_file")
+		case u.Password == "" && u.PasswordFile == "":
+			return bad(key, "give password (or ${VAR}) or password_file")
 		}
 		seen[u.Name] = true
 	}
