@@ -36,6 +36,7 @@ const (
 	checkpointTopic = "sluice.genlog.checkpoints"
 	readerPassword  = "reader-secret-Hj8s"
 	adminPassword   = "admin-secret-Qp2w"
+	clonePassword   = "clone-secret-Zr5t"
 	auditRecords    = 60
 )
 
@@ -69,12 +70,14 @@ func startSecureBroker(t *testing.T, adjust func(dir string, cfg *Config)) *secu
 		TLS:        TLSConfig{Cert: filepath.Join(dir, "server.pem"), Key: filepath.Join(dir, "server-key.pem")},
 		SASL: SASLConfig{
 			Mechanisms: []string{MechScramSHA512, MechScramSHA256, MechPlain},
-			Users:      []SASLUser{{Name: "reader", PasswordFile: pwFile}, {Name: "admin", Password: adminPassword}},
+			Users:      []SASLUser{{Name: "reader", PasswordFile: pwFile}, {Name: "admin", Password: adminPassword}, {Name: "clone", Password: clonePassword}},
 		},
 		ACLs: []ACL{
 			{Principal: "reader", Operations: []string{"read", "describe"}, Topics: []string{auditTopic, eventsTopic}, Groups: []string{"*"}},
 			{Principal: "certreader", Operations: []string{"read"}, Topics: []string{"prefix:sluice."}, Groups: []string{"cert-*"}},
 			{Principal: "User:admin", Operations: []string{"all"}, Topics: []string{"*"}, Groups: []string{"*"}, Cluster: true},
+			// Another Sluice of a clone set writing its events here.
+			{Principal: "clone", Operations: []string{"write", "create"}, Topics: []string{eventsTopic}},
 		},
 		ProtectedTopics: []string{auditTopic, eventsTopic, checkpointTopic},
 	}
@@ -105,7 +108,7 @@ func startSecureBroker(t *testing.T, adjust func(dir string, cfg *Config)) *secu
 		}
 	}
 	t.Cleanup(func() {
-		for _, secret := range []string{readerPassword, adminPassword} {
+		for _, secret := range []string{readerPassword, adminPassword, clonePassword} {
 			if strings.Contains(logs.String(), secret) {
 				t.Errorf("a password appears in the broker's log")
 			}
@@ -307,6 +310,16 @@ func TestSecureBrokerClients(t *testing.T) {
 		// Creating an audit topic over the network needs an ACL naming it.
 		if cr := createAuditTopic(t, admin, "cleanup.policy", "compact"); cr.ErrorCode != kerr.TopicAuthorizationFailed.Code {
 			t.Fatalf("admin create %s: %+v", checkpointTopic, cr)
+		}
+	})
+
+	t.Run("an explicit ACL lets a clone set's Sluice write its audit topic", func(t *testing.T) {
+		clone := e.franz(t, scram512("clone", clonePassword))
+		if code := rawProduce(t, clone, eventsTopic).Topics[0].Partitions[0].ErrorCode; code != 0 {
+			t.Fatalf("clone produce to %s: code %d", eventsTopic, code)
+		}
+		if code := rawProduce(t, clone, auditTopic).Topics[0].Partitions[0].ErrorCode; code != kerr.TopicAuthorizationFailed.Code {
+			t.Fatalf("clone produce to %s: code %d", auditTopic, code)
 		}
 	})
 
