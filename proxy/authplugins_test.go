@@ -1,0 +1,299 @@
+package proxy_test
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"database/sql"
+	"encoding/base64"
+	"errors"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+	"github.com/tidwall/gjson"
+
+	"github.com/sluice-proxy/sluice/audit"
+	"github.com/sluice-proxy/sluice/internal/testenv/lab"
+	"github.com/sluice-proxy/sluice/internal/testenv/testpki"
+	"github.com/sluice-proxy/sluice/proxy"
+	"github.com/sluice-proxy/sluice/router"
+)
+
+var pkiOnce struct {
+	sync.Once
+	dir string
+	err error
+}
+
+// testPKI writes a CA and a server certificate for 127.0.0.1 once, and
+// registers the CA with go-sql-driver as "sluice-ca".
+func testPKI(t *testing.T) (dir string, server *tls.Config) {
+	t.Helper()
+	pkiOnce.Do(func() {
+		pkiOnce.dir, pkiOnce.err = os.MkdirTemp("", "sluice-auth-pki-")
+		if pkiOnce.err == nil {
+			pkiOnce.err = testpki.Write(pkiOnce.dir)
+		}
+		if pkiOnce.err != nil {
+			return
+		}
+		ca, err := os.ReadFile(filepath.Join(pkiOnce.dir, "ca.pem"))
+		if err != nil {
+			pkiOnce.err = err
+			return
+		}
+		pool := x509.NewCertPool()
+		pool.AppendCertsFromPEM(ca)
+		pkiOnce.err = mysql.RegisterTLSConfig("sluice-ca", &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"})
+	})
+	if pkiOnce.err != nil {
+		t.Fatal(pkiOnce.err)
+	}
+	cert, err := tls.LoadX509KeyPair(filepath.Join(pkiOnce.dir, "server.pem"), filepath.Join(pkiOnce.dir, "server-key.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pkiOnce.dir, &tls.Config{Certificates: []tls.Certificate{cert}}
+}
+
+// installEd25519 loads MariaDB's ed25519 plugin on every server (the
+// replicas replay the CREATE USER too).
+func installEd25519(t *testing.T) {
+	t.Helper()
+	for _, s := range topo.Servers() {
+		err := s.Exec(context.Background(), "INSTALL SONAME 'auth_ed25519'")
+		if err != nil && !strings.Contains(err.Error(), "already installed") {
+			t.Fatalf("%s: INSTALL SONAME 'auth_ed25519': %v", s.Name, err)
+		}
+	}
+}
+
+// goLogin logs in with go-sql-driver and runs a write and a read.
+type clientOpts struct {
+	tls, cleartext bool
+}
+
+func goLogin(s *sluice, user, pass string, o clientOpts) (string, error) {
+	cfg := mysql.NewConfig()
+	cfg.User, cfg.Passwd, cfg.Net, cfg.Addr, cfg.DBName = user, pass, "tcp", s.addr, "app"
+	cfg.Timeout = 5 * time.Second
+	cfg.AllowCleartextPasswords = o.cleartext
+	if o.tls {
+		cfg.TLSConfig = "sluice-ca"
+	}
+	db, err := sql.Open("mysql", cfg.FormatDSN())
+	if err != nil {
+		return "", err
+	}
+	defer db.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := db.ExecContext(ctx, "INSERT INTO auth_rows (who) VALUES ('go')"); err != nil {
+		return "", err
+	}
+	var who string
+	err = db.QueryRowContext(ctx, "SELECT CURRENT_USER()").Scan(&who)
+	return who, err
+}
+
+func wantCode(t *testing.T, what string, err error, code uint16, contains ...string) {
+	t.Helper()
+	var me *mysql.MySQLError
+	if !errors.As(err, &me) || me.Number != code {
+		t.Fatalf("%s: %v; want error %d", what, err, code)
+	}
+	for _, c := range contains {
+		if !strings.Contains(me.Message, c) {
+			t.Fatalf("%s: %q does not say %q", what, me.Message, c)
+		}
+	}
+}
+
+// pyLogin logs in with PyMySQL (PyNaCl for client_ed25519), writes and
+// reads; it prints "OK <current_user>" or "ERR <code>".
+const pyLogin = `
+import os, sys, pymysql
+kw = dict(host=os.environ["H"], port=int(os.environ["P"]), user=os.environ["U"], password=os.environ["PW"], database="app")
+if os.environ.get("CA"):
+    kw["ssl"] = {"ca": os.environ["CA"]}
+try:
+    c = pymysql.connect(**kw)
+except pymysql.err.OperationalError as e:
+    print("ERR", e.args[0]); sys.exit(0)
+with c.cursor() as cur:
+    cur.execute("INSERT INTO auth_rows (who) VALUES ('pymysql')")
+    c.commit()
+    cur.execute("SELECT CURRENT_USER()")
+    print("OK", cur.fetchone()[0])
+`
+
+func runPy(t *testing.T, s *sluice, user, pass, ca string) string {
+	t.Helper()
+	if err := exec.Command("/usr/bin/python3", "-c", "import pymysql, nacl").Run(); err != nil {
+		t.Skip("PyMySQL or PyNaCl missing (python3-pymysql, python3-nacl; scripts/install-deps.sh)")
+	}
+	host, port, _ := net.SplitHostPort(s.addr)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "/usr/bin/python3", "-c", pyLogin)
+	cmd.Env = append(os.Environ(), "H="+host, "P="+port, "U="+user, "PW="+pass, "CA="+ca)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("pymysql: %v\n%s", err, out)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// runCLI runs the mariadb CLI (libmariadb's client plugins), password in
+// MYSQL_PWD; it returns the output and whether it succeeded.
+func runCLI(t *testing.T, s *sluice, user, pass string, args ...string) (string, bool) {
+	t.Helper()
+	cli, err := exec.LookPath("mariadb")
+	if err != nil {
+		t.Skip("mariadb client not installed")
+	}
+	host, port, _ := net.SplitHostPort(s.addr)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	all := append([]string{"--protocol=TCP", "-h", host, "-P", port, "-u", user, "-N", "-B"}, args...)
+	all = append(all, "app", "-e", "INSERT INTO auth_rows (who) VALUES ('cli'); SELECT CURRENT_USER();")
+	cmd := exec.CommandContext(ctx, cli, all...)
+	cmd.Env = append(os.Environ(), "MYSQL_PWD="+pass)
+	out, err := cmd.CombinedOutput()
+	return strings.TrimSpace(string(out)), err == nil
+}
+
+// authRecords are the audit trail's auth records as "user plugin ok".
+func authRecords(sink *recordSink) map[string]bool {
+	out := map[string]bool{}
+	for _, r := range sink.all() {
+		if g := gjson.Parse(r); g.Get("type").String() == "auth" {
+			out[g.Get("user").String()+" "+g.Get("plugin").String()+" "+g.Get("ok").String()] = true
+		}
+	}
+	return out
+}
+
+func TestEd25519Accounts(t *testing.T) {
+	ctx := context.Background()
+	installEd25519(t)
+	for _, q := range []string{
+		"CREATE OR REPLACE USER 'eduser'@'%' IDENTIFIED VIA ed25519 USING PASSWORD('edpass-9')",
+		"GRANT ALL PRIVILEGES ON app.* TO 'eduser'@'%'",
+		"CREATE TABLE IF NOT EXISTS app.auth_rows (id INT AUTO_INCREMENT PRIMARY KEY, who VARCHAR(32))",
+	} {
+		if err := topo.Primary.Exec(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	t.Cleanup(func() { _ = topo.Primary.Exec(ctx, "DROP USER IF EXISTS 'eduser'@'%'") })
+
+	// Sluice derives the key from the password as MariaDB does.
+	db, err := sql.Open("mysql", topo.Primary.DSN("monitor", "monpass", ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var stored string
+	if err := db.QueryRow("SELECT authentication_string FROM mysql.user WHERE user = 'eduser'").Scan(&stored); err != nil {
+		t.Fatal(err)
+	}
+	if want := base64.RawStdEncoding.EncodeToString(proxy.Ed25519PublicKey([]byte("edpass-9"))); stored != want {
+		t.Fatalf("MariaDB stores %q for the password, Sluice derives %q", stored, want)
+	}
+
+	dir, serverTLS := testPKI(t)
+	var logs lab.SyncBuffer
+	s := startLogged(t, router.Config{Type: "readconnroute", Target: "primary", MaxReplicationLag: 10 * time.Second},
+		proxy.Config{TLS: serverTLS}, &logs)
+	sink := &recordSink{}
+	s.srv.SetGenlog(audit.NewGenlog(audit.Config{Topic: "t", Proxy: "test"}, sink))
+
+	// Sluice does not hold the password yet and the client is not on
+	// TLS: refused, naming the plugin and the fix.
+	_, err = goLogin(s, "eduser", "edpass-9", clientOpts{})
+	wantCode(t, "ed25519 without TLS, password unknown", err, 3159, "plugin ed25519", "TLS")
+	if out, ok := runCLI(t, s, "eduser", "edpass-9", "--skip-ssl"); ok || !strings.Contains(out, "plugin ed25519") {
+		t.Fatalf("mariadb CLI without TLS, password unknown: ok=%v %q", ok, out)
+	}
+	// Over TLS, a client that does not allow mysql_clear_password stops.
+	if _, err := goLogin(s, "eduser", "edpass-9", clientOpts{tls: true}); err == nil {
+		t.Fatal("a client that does not allow cleartext passwords logged in")
+	}
+	// Over TLS with cleartext allowed: a wrong password is refused, the
+	// right one learned (checked against the public key) and used to log
+	// in to MariaDB with client_ed25519.
+	_, err = goLogin(s, "eduser", "wrong-pw-1", clientOpts{tls: true, cleartext: true})
+	wantCode(t, "wrong password over TLS", err, 1045, "Access denied for user 'eduser'")
+	who, err := goLogin(s, "eduser", "edpass-9", clientOpts{tls: true, cleartext: true})
+	if err != nil || who != "eduser@%" {
+		t.Fatalf("ed25519 account over TLS: %q, %v", who, err)
+	}
+	// Learned: now every client logs in with client_ed25519, even
+	// without TLS, and Sluice signs MariaDB's nonce with the password.
+	if who, err := goLogin(s, "eduser", "edpass-9", clientOpts{}); err != nil || who != "eduser@%" {
+		t.Fatalf("go-sql-driver client_ed25519: %q, %v", who, err)
+	}
+	_, err = goLogin(s, "eduser", "wrong-pw-2", clientOpts{})
+	wantCode(t, "go-sql-driver client_ed25519, wrong password", err, 1045)
+	if out := runPy(t, s, "eduser", "edpass-9", ""); out != "OK eduser@%" {
+		t.Fatalf("PyMySQL client_ed25519: %q", out)
+	}
+	if out := runPy(t, s, "eduser", "wrong-pw-3", ""); out != "ERR 1045" {
+		t.Fatalf("PyMySQL client_ed25519, wrong password: %q", out)
+	}
+	if out := runPy(t, s, "eduser", "edpass-9", filepath.Join(dir, "ca.pem")); out != "OK eduser@%" {
+		t.Fatalf("PyMySQL client_ed25519 over TLS: %q", out)
+	}
+	if out, ok := runCLI(t, s, "eduser", "edpass-9"); !ok || out != "eduser@%" {
+		t.Fatalf("mariadb CLI client_ed25519: ok=%v %q", ok, out)
+	}
+	if out, ok := runCLI(t, s, "eduser", "wrong-pw-4", "--ssl", "--ssl-ca="+filepath.Join(dir, "ca.pem")); ok || !strings.Contains(out, "1045") {
+		t.Fatalf("mariadb CLI over TLS, wrong password: ok=%v %q", ok, out)
+	}
+	// The native accounts go on as before, with every client.
+	if who, err := goLogin(s, "app", "apppass", clientOpts{}); err != nil || who != "app@%" {
+		t.Fatalf("native account: %q, %v", who, err)
+	}
+	if out := runPy(t, s, "app", "apppass", ""); out != "OK app@%" {
+		t.Fatalf("PyMySQL native: %q", out)
+	}
+
+	// The trail names the plugin of each attempt.
+	recs := authRecords(sink)
+	for _, want := range []string{
+		"eduser client_ed25519 false", "eduser mysql_clear_password false", "eduser mysql_clear_password true",
+		"eduser client_ed25519 true", "app mysql_native_password true",
+	} {
+		if !recs[want] {
+			t.Errorf("no auth record %q among %v", want, recs)
+		}
+	}
+	// No password in the log or the trail.
+	all := logs.String() + strings.Join(sink.all(), "\n")
+	for _, pw := range []string{"edpass-9", "wrong-pw-1", "wrong-pw-2", "wrong-pw-3", "wrong-pw-4", "apppass"} {
+		if strings.Contains(all, pw) {
+			t.Errorf("the password %q appears in the log or the trail", pw)
+		}
+	}
+	// Dropping the account on the servers wipes the learned password.
+	if s.accounts.LearnedPasswords() != 1 {
+		t.Fatalf("%d passwords learned, want 1", s.accounts.LearnedPasswords())
+	}
+	if err := topo.Primary.Exec(ctx, "DROP USER 'eduser'@'%'"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.accounts.Load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := s.accounts.LearnedPasswords(); n != 0 {
+		t.Fatalf("%d passwords kept after the account was dropped", n)
+	}
+}
