@@ -183,6 +183,17 @@ func (a *Accounts) password(acct *Account) []byte {
 	return bytes.Clone(l.password)
 }
 
+// ForgetPasswords wipes every learned password (at shutdown, or to make
+// every client authenticate in full again).
+func (a *Accounts) ForgetPasswords() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for key, l := range a.learned {
+		l.wipe()
+		delete(a.learned, key)
+	}
+}
+
 // LearnedPasswords is how many passwords Sluice holds, learned.
 func (a *Accounts) LearnedPasswords() int {
 	a.mu.Lock()

@@ -2,10 +2,13 @@ package proxy_test
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/rsa"
 	"crypto/tls"
 	"crypto/x509"
 	"database/sql"
 	"encoding/base64"
+	"encoding/pem"
 	"errors"
 	"net"
 	"os"
@@ -17,6 +20,7 @@ import (
 	"time"
 
 	"github.com/go-sql-driver/mysql"
+	tidbauth "github.com/pingcap/tidb/pkg/parser/auth"
 	"github.com/tidwall/gjson"
 
 	"github.com/sluice-proxy/sluice/audit"
@@ -295,5 +299,125 @@ func TestEd25519Accounts(t *testing.T) {
 	}
 	if n := s.accounts.LearnedPasswords(); n != 0 {
 		t.Fatalf("%d passwords kept after the account was dropped", n)
+	}
+}
+
+// writeRSAKeys writes a key pair for auth.rsa_private_key/rsa_public_key.
+func writeRSAKeys(t *testing.T) (priv, pub string) {
+	t.Helper()
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKIXPublicKey(&key.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	priv, pub = filepath.Join(dir, "private_key.pem"), filepath.Join(dir, "public_key.pem")
+	if err := os.WriteFile(priv, pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(pub, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return priv, pub
+}
+
+// TestCachingSHA2Clients: an account Sluice knows as caching_sha2_password
+// with MySQL 8's $A$005$ hash (MariaDB has no such plugin: on the servers
+// the same account is native, which Sluice logs in to with SHA1 of the
+// password it learned). Full authentication over TLS and with RSA keys,
+// then the fast path, with go-sql-driver, PyMySQL and the mariadb CLI.
+func TestCachingSHA2Clients(t *testing.T) {
+	ctx := context.Background()
+	for _, q := range []string{
+		"CREATE OR REPLACE USER 'sha2app'@'%' IDENTIFIED BY 'sha2-pass-7'",
+		"GRANT ALL PRIVILEGES ON app.* TO 'sha2app'@'%'",
+		"CREATE TABLE IF NOT EXISTS app.auth_rows (id INT AUTO_INCREMENT PRIMARY KEY, who VARCHAR(32))",
+	} {
+		if err := topo.Primary.Exec(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	t.Cleanup(func() { _ = topo.Primary.Exec(ctx, "DROP USER IF EXISTS 'sha2app'@'%'") })
+	acct := proxy.Account{User: "sha2app", Host: "%", Plugin: "caching_sha2_password",
+		SHA2Hash: tidbauth.NewHashPassword("sha2-pass-7", "caching_sha2_password")}
+	dir, serverTLS := testPKI(t)
+	rcfg := router.Config{Type: "readconnroute", Target: "primary", MaxReplicationLag: 10 * time.Second}
+	var logs lab.SyncBuffer
+	sink := &recordSink{}
+
+	// Without RSA keys: TLS or nothing until Sluice holds the password.
+	s := startLogged(t, rcfg, proxy.Config{TLS: serverTLS}, &logs, acct)
+	s.srv.SetGenlog(audit.NewGenlog(audit.Config{Topic: "t", Proxy: "test"}, sink))
+	_, err := goLogin(s, "sha2app", "sha2-pass-7", clientOpts{})
+	wantCode(t, "caching_sha2 without TLS or RSA keys", err, 3159, "caching_sha2_password", "TLS")
+	_, err = goLogin(s, "sha2app", "wrong-pw-5", clientOpts{tls: true})
+	wantCode(t, "caching_sha2 full authentication, wrong password", err, 1045, "Access denied for user 'sha2app'")
+	if who, err := goLogin(s, "sha2app", "sha2-pass-7", clientOpts{tls: true}); err != nil || who != "sha2app@%" {
+		t.Fatalf("caching_sha2 full authentication over TLS: %q, %v", who, err)
+	}
+	// Sluice holds it now: the fast path, with or without TLS.
+	if who, err := goLogin(s, "sha2app", "sha2-pass-7", clientOpts{}); err != nil || who != "sha2app@%" {
+		t.Fatalf("go-sql-driver fast path: %q, %v", who, err)
+	}
+	_, err = goLogin(s, "sha2app", "wrong-pw-6", clientOpts{})
+	wantCode(t, "fast path, wrong password", err, 1045)
+	if out := runPy(t, s, "sha2app", "sha2-pass-7", ""); out != "OK sha2app@%" {
+		t.Fatalf("PyMySQL fast path: %q", out)
+	}
+	if out := runPy(t, s, "sha2app", "wrong-pw-7", ""); out != "ERR 1045" {
+		t.Fatalf("PyMySQL fast path, wrong password: %q", out)
+	}
+	if out, ok := runCLI(t, s, "sha2app", "sha2-pass-7", "--skip-ssl"); !ok || out != "sha2app@%" {
+		t.Fatalf("mariadb CLI fast path: ok=%v %q", ok, out)
+	}
+	// Full authentication with the mariadb CLI over TLS.
+	s.accounts.ForgetPasswords()
+	if out, ok := runCLI(t, s, "sha2app", "sha2-pass-7", "--ssl-ca="+filepath.Join(dir, "ca.pem")); !ok || out != "sha2app@%" {
+		t.Fatalf("mariadb CLI full authentication over TLS: ok=%v %q", ok, out)
+	}
+	if s.accounts.LearnedPasswords() != 1 {
+		t.Fatal("the CLI's full authentication taught Sluice nothing")
+	}
+
+	// With RSA keys, and a handshake that offers caching_sha2_password
+	// first: full authentication without TLS, the password RSA-encrypted.
+	priv, pub := writeRSAKeys(t)
+	r := startLogged(t, rcfg, proxy.Config{Auth: proxy.AuthConfig{RSAPrivateKey: priv, RSAPublicKey: pub,
+		Plugins: []string{"caching_sha2_password", "mysql_native_password", "client_ed25519"}}}, &logs, acct)
+	r.srv.SetGenlog(audit.NewGenlog(audit.Config{Topic: "t", Proxy: "test"}, sink))
+	_, err = goLogin(r, "sha2app", "wrong-pw-8", clientOpts{})
+	wantCode(t, "RSA full authentication, wrong password", err, 1045)
+	if who, err := goLogin(r, "sha2app", "sha2-pass-7", clientOpts{}); err != nil || who != "sha2app@%" {
+		t.Fatalf("go-sql-driver RSA full authentication: %q, %v", who, err)
+	}
+	r.accounts.ForgetPasswords()
+	if out := runPy(t, r, "sha2app", "sha2-pass-7", ""); out != "OK sha2app@%" {
+		t.Fatalf("PyMySQL RSA full authentication: %q", out)
+	}
+	if r.accounts.LearnedPasswords() != 1 {
+		t.Fatal("PyMySQL's RSA full authentication taught Sluice nothing")
+	}
+	// A native account behind a caching_sha2 handshake is switched back.
+	if who, err := goLogin(r, "app", "apppass", clientOpts{}); err != nil || who != "app@%" {
+		t.Fatalf("native account after a caching_sha2 handshake: %q, %v", who, err)
+	}
+	if out := runPy(t, r, "app", "apppass", ""); out != "OK app@%" {
+		t.Fatalf("PyMySQL native account after a caching_sha2 handshake: %q", out)
+	}
+
+	recs := authRecords(sink)
+	for _, want := range []string{"sha2app caching_sha2_password true", "sha2app caching_sha2_password false", "app mysql_native_password true"} {
+		if !recs[want] {
+			t.Errorf("no auth record %q among %v", want, recs)
+		}
+	}
+	all := logs.String() + strings.Join(sink.all(), "\n")
+	for _, pw := range []string{"sha2-pass-7", "wrong-pw-5", "wrong-pw-6", "wrong-pw-7", "wrong-pw-8", "apppass"} {
+		if strings.Contains(all, pw) {
+			t.Errorf("the password %q appears in the log or the trail", pw)
+		}
 	}
 }

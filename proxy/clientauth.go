@@ -133,8 +133,8 @@ func needsTLSError(acct *Account) *SQLError {
 }
 
 // authSwitchTo sends an AuthSwitchRequest moving the client to plugin
-// with data (a scramble, sent NUL-terminated, or client_ed25519's bare
-// nonce) and reads the client's answer.
+// with data (the scramble, or client_ed25519's nonce) and reads the
+// client's answer.
 func (s *Session) authSwitchTo(plugin string, data []byte) ([]byte, error) {
 	req := make([]byte, 0, 2+len(plugin)+len(data)+1)
 	req = append(req, mysql.EOF_HEADER)
@@ -142,7 +142,7 @@ func (s *Session) authSwitchTo(plugin string, data []byte) ([]byte, error) {
 	req = append(req, 0)
 	switch plugin {
 	case pluginEd25519:
-		req = append(req, data...)
+		req = append(req, data...) // exactly 32 bytes, no NUL
 	case pluginClear:
 	default:
 		req = append(req, data...)
@@ -175,11 +175,15 @@ func (s *Session) sha2Exchange(acct *Account, reply, password []byte, cfg *Confi
 	if len(reply) == 0 {
 		return []byte{}, nil // an empty password: nothing more is sent
 	}
-	if password != nil && len(password) > 0 &&
-		subtle.ConstantTimeCompare(sha2FastReply(s.scramble, password), reply) == 1 {
+	if len(password) > 0 && sha2FastMatches(s.scramble, password, reply) {
 		return nil, s.client.Send([]byte{moreDataHeader, sha2FastOK})
 	}
 	var keys *rsaKeys
+	if !s.tls && password != nil && cfg.Auth.RSAPrivateKey == "" {
+		// Sluice holds the password and this is not it; full
+		// authentication could not run here anyway.
+		return nil, errAccessDenied(acct.User, s.clientIP, true)
+	}
 	if !s.tls {
 		var err error
 		if keys, err = cfg.Auth.LoadRSAKeys(); err != nil || keys == nil {
@@ -218,6 +222,16 @@ func (s *Session) sha2Exchange(acct *Account, reply, password []byte, cfg *Confi
 		plain[i] ^= s.scramble[i%len(s.scramble)]
 	}
 	return trimNul(plain), nil
+}
+
+// sha2FastMatches checks a fast-path reply. The AuthSwitchRequest carries
+// the scramble NUL-terminated, as MySQL sends it (libmariadb insists on
+// the 21 bytes); PyMySQL before 1.1 hashes the NUL with it, which proves
+// the password as well, so that answer is taken too.
+func sha2FastMatches(scramble, password, reply []byte) bool {
+	ok := subtle.ConstantTimeCompare(sha2FastReply(scramble, password), reply)
+	ok |= subtle.ConstantTimeCompare(sha2FastReply(append(bytes.Clone(scramble), 0), password), reply)
+	return ok == 1
 }
 
 // rsaKeys are auth.rsa_private_key and auth.rsa_public_key, loaded.
