@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"encoding/base64"
 	"encoding/hex"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -87,6 +88,31 @@ func TestDecideAuth(t *testing.T) {
 	} {
 		if got := decideAuth(c.in); got != c.want {
 			t.Errorf("%s: decideAuth = %+v, want %+v", c.name, got, c.want)
+		}
+	}
+}
+
+func TestSHA2Path(t *testing.T) {
+	for _, c := range []struct {
+		empty, held, fastOK, tls, rsa bool
+		want                          sha2Step
+	}{
+		{empty: true, want: sha2Empty},
+		{empty: true, held: true, tls: true, want: sha2Empty},
+		{held: true, fastOK: true, want: sha2Fast},
+		{held: true, fastOK: true, tls: true, rsa: true, want: sha2Fast},
+		// A fast answer that does not match: full authentication where it
+		// is safe (the password may have changed), else a wrong password.
+		{held: true, tls: true, want: sha2FullTLS},
+		{held: true, rsa: true, want: sha2FullRSA},
+		{held: true, want: sha2Deny},
+		// Nothing held: full authentication, TLS preferred over RSA.
+		{tls: true, rsa: true, want: sha2FullTLS},
+		{rsa: true, want: sha2FullRSA},
+		{want: sha2NeedsSecure},
+	} {
+		if got := sha2Path(c.empty, c.held, c.fastOK, c.tls, c.rsa); got != c.want {
+			t.Errorf("sha2Path(%+v) = %d, want %d", c, got, c.want)
 		}
 	}
 }
@@ -229,5 +255,29 @@ func TestLearnedPasswords(t *testing.T) {
 	accts.learn(&cfgAcct, []byte("cpw"))
 	if accts.LearnedPasswords() != 0 || string(accts.password(&cfgAcct)) != "cpw" {
 		t.Fatal("config account")
+	}
+}
+
+func TestAuthConfig(t *testing.T) {
+	c := Config{Listen: "127.0.0.1:4006"}.WithDefaults()
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(c.Auth.Plugins, DefaultAuthPlugins) || c.Auth.PasswordCacheTTL != 8*time.Hour {
+		t.Fatalf("defaults: %+v", c.Auth)
+	}
+	for _, tc := range []struct {
+		auth AuthConfig
+		want string
+	}{
+		{AuthConfig{Plugins: []string{pluginNative, "sha256_password"}}, "auth.plugins[1]: unknown plugin"},
+		{AuthConfig{PasswordCacheTTL: -time.Second}, "auth.password_cache_ttl"},
+		{AuthConfig{RSAPrivateKey: "/x.pem"}, "auth.rsa_private_key: set both"},
+		{AuthConfig{RSAPrivateKey: "/nonexistent/private.pem", RSAPublicKey: "/nonexistent/public.pem"}, "auth.rsa_private_key: open /nonexistent/private.pem"},
+	} {
+		c := Config{Listen: "127.0.0.1:4006", Auth: tc.auth}.WithDefaults()
+		if err := c.Validate(); err == nil || !strings.HasPrefix(err.Error(), tc.want) {
+			t.Errorf("%+v: %v; want %q", tc.auth, err, tc.want)
+		}
 	}
 }

@@ -168,28 +168,65 @@ const (
 	errSha2NeedsKeys = "caching_sha2_password full authentication of '%s'@'%s' needs TLS or RSA keys: connect with TLS, or configure auth.rsa_private_key and auth.rsa_public_key"
 )
 
+// sha2Step is how a caching_sha2_password exchange goes on after the
+// client's first answer.
+type sha2Step int
+
+const (
+	// sha2Empty: the client sent no password; the account must have none.
+	sha2Empty sha2Step = iota
+	// sha2Fast: the fast-path answer matches the password Sluice holds.
+	sha2Fast
+	// sha2FullTLS, sha2FullRSA: full authentication, the password in
+	// clear over TLS or RSA-encrypted.
+	sha2FullTLS
+	sha2FullRSA
+	// sha2Deny: Sluice holds the password, the answer is not for it, and
+	// full authentication has no safe channel: a wrong password.
+	sha2Deny
+	// sha2NeedsSecure: full authentication is needed and has no safe
+	// channel (MySQL refuses it too).
+	sha2NeedsSecure
+)
+
+// sha2Path decides a caching_sha2_password exchange: emptyReply (no
+// password sent), held (Sluice holds the account's password), fastOK (the
+// fast-path answer matches it), tls and rsa (keys configured).
+func sha2Path(emptyReply, held, fastOK, tls, rsa bool) sha2Step {
+	switch {
+	case emptyReply:
+		return sha2Empty
+	case held && fastOK:
+		return sha2Fast
+	case tls:
+		return sha2FullTLS
+	case rsa:
+		return sha2FullRSA
+	case held:
+		return sha2Deny
+	}
+	return sha2NeedsSecure
+}
+
 // sha2Exchange runs caching_sha2_password with the client: the fast path
 // when Sluice holds the account's password (nil returned), else full
 // authentication, whose password it returns unchecked.
 func (s *Session) sha2Exchange(acct *Account, reply, password []byte, cfg *Config) ([]byte, error) {
-	if len(reply) == 0 {
-		return []byte{}, nil // an empty password: nothing more is sent
-	}
-	if len(password) > 0 && sha2FastMatches(s.scramble, password, reply) {
-		return nil, s.client.Send([]byte{moreDataHeader, sha2FastOK})
-	}
+	fastOK := len(password) > 0 && len(reply) > 0 && sha2FastMatches(s.scramble, password, reply)
 	var keys *rsaKeys
-	if !s.tls && password != nil && cfg.Auth.RSAPrivateKey == "" {
-		// Sluice holds the password and this is not it; full
-		// authentication could not run here anyway.
+	switch sha2Path(len(reply) == 0, password != nil, fastOK, s.tls, cfg.Auth.RSAPrivateKey != "") {
+	case sha2Empty:
+		return []byte{}, nil // an empty password: nothing more is sent
+	case sha2Fast:
+		return nil, s.client.Send([]byte{moreDataHeader, sha2FastOK})
+	case sha2Deny:
 		return nil, errAccessDenied(acct.User, s.clientIP, true)
-	}
-	if !s.tls {
+	case sha2NeedsSecure:
+		return nil, newSQLError(errSecureTransportRequired, errSha2NeedsKeys, acct.User, acct.Host)
+	case sha2FullRSA:
 		var err error
 		if keys, err = cfg.Auth.LoadRSAKeys(); err != nil || keys == nil {
-			if err != nil {
-				s.log.Warn("caching_sha2_password: cannot load the RSA keys", "err", err)
-			}
+			s.log.Warn("caching_sha2_password: cannot load the RSA keys", "err", err)
 			return nil, newSQLError(errSecureTransportRequired, errSha2NeedsKeys, acct.User, acct.Host)
 		}
 	}

@@ -336,6 +336,8 @@ func Serve(cfgFile string) error {
 		if err := srv.Shutdown(dctx); err != nil {
 			log.Warn("drain incomplete", "err", err)
 		}
+		// The passwords learned from full authentications die with Sluice.
+		accounts.ForgetPasswords()
 		return nil
 	})
 
