@@ -67,6 +67,10 @@ func (s *Session) authenticate(ctx context.Context, user, clientPlugin string, r
 	if d.Switch {
 		var err error
 		if reply, err = s.authSwitchTo(d.Plugin, data); err != nil {
+			if d.Plugin == pluginClear {
+				s.log.Warn("the client would not send its password (mysql_clear_password over TLS), which Sluice needs once to log in to the servers as this account; allow cleartext over TLS in the client (mariadb --enable-cleartext-plugin, go-sql-driver allowCleartextPasswords=true) or use a mysql_native_password account",
+					"user", user, "host", acct.Host, "plugin", acct.Plugin)
+			}
 			return nil, err
 		}
 	}
