@@ -67,18 +67,6 @@ func testPKI(t *testing.T) (dir string, server *tls.Config) {
 	return pkiOnce.dir, &tls.Config{Certificates: []tls.Certificate{cert}}
 }
 
-// installEd25519 loads MariaDB's ed25519 plugin on every server (the
-// replicas replay the CREATE USER too).
-func installEd25519(t *testing.T) {
-	t.Helper()
-	for _, s := range topo.Servers() {
-		err := s.Exec(context.Background(), "INSTALL SONAME 'auth_ed25519'")
-		if err != nil && !strings.Contains(err.Error(), "already installed") {
-			t.Fatalf("%s: INSTALL SONAME 'auth_ed25519': %v", s.Name, err)
-		}
-	}
-}
-
 // goLogin logs in with go-sql-driver and runs a write and a read.
 type clientOpts struct {
 	tls, cleartext bool
@@ -187,7 +175,9 @@ func authRecords(sink *recordSink) map[string]bool {
 
 func TestEd25519Accounts(t *testing.T) {
 	ctx := context.Background()
-	installEd25519(t)
+	if err := topo.InstallSoname(ctx, "auth_ed25519"); err != nil {
+		t.Fatal(err)
+	}
 	for _, q := range []string{
 		"CREATE OR REPLACE USER 'eduser'@'%' IDENTIFIED VIA ed25519 USING PASSWORD('edpass-9')",
 		"GRANT ALL PRIVILEGES ON app.* TO 'eduser'@'%'",
