@@ -270,13 +270,21 @@ func TestEd25519Accounts(t *testing.T) {
 			t.Errorf("no auth record %q among %v", want, recs)
 		}
 	}
-	// No password in the log or the trail.
-	all := logs.String() + strings.Join(sink.all(), "\n")
-	for _, pw := range []string{"edpass-9", "wrong-pw-1", "wrong-pw-2", "wrong-pw-3", "wrong-pw-4", "apppass"} {
-		if strings.Contains(all, pw) {
-			t.Errorf("the password %q appears in the log or the trail", pw)
-		}
+	// A new password set on the servers: the old one is wiped at the
+	// reload the failed check triggers, and Sluice must learn the new one.
+	if err := topo.Primary.Exec(ctx, "ALTER USER 'eduser'@'%' IDENTIFIED VIA ed25519 USING PASSWORD('edpass-10')"); err != nil {
+		t.Fatal(err)
 	}
+	_, err = goLogin(s, "eduser", "edpass-10", clientOpts{})
+	wantCode(t, "new password, Sluice holds the old one", err, 3159, "plugin ed25519")
+	if who, err := goLogin(s, "eduser", "edpass-10", clientOpts{tls: true, cleartext: true}); err != nil || who != "eduser@%" {
+		t.Fatalf("new password over TLS: %q, %v", who, err)
+	}
+	if who, err := goLogin(s, "eduser", "edpass-10", clientOpts{}); err != nil || who != "eduser@%" {
+		t.Fatalf("new password, client_ed25519: %q, %v", who, err)
+	}
+	_, err = goLogin(s, "eduser", "edpass-9", clientOpts{})
+	wantCode(t, "the old password", err, 1045)
 	// Dropping the account on the servers wipes the learned password.
 	if s.accounts.LearnedPasswords() != 1 {
 		t.Fatalf("%d passwords learned, want 1", s.accounts.LearnedPasswords())
@@ -289,6 +297,13 @@ func TestEd25519Accounts(t *testing.T) {
 	}
 	if n := s.accounts.LearnedPasswords(); n != 0 {
 		t.Fatalf("%d passwords kept after the account was dropped", n)
+	}
+	// No password in the log or the trail.
+	all := logs.String() + strings.Join(sink.all(), "\n")
+	for _, pw := range []string{"edpass-9", "edpass-10", "wrong-pw-1", "wrong-pw-2", "wrong-pw-3", "wrong-pw-4", "apppass"} {
+		if strings.Contains(all, pw) {
+			t.Errorf("the password %q appears in the log or the trail", pw)
+		}
 	}
 }
 

@@ -89,7 +89,7 @@ func (s *Session) authenticate(ctx context.Context, user, clientPlugin string, r
 		check = func(a *Account) (*clientLogin, bool) { return s.learned(a, sent) }
 	case pluginEd25519:
 		check = func(a *Account) (*clientLogin, bool) {
-			return &clientLogin{acct: a, password: password}, a.verifyEd25519(data, reply)
+			return &clientLogin{acct: a, password: s.srv.accounts.password(a)}, a.verifyEd25519(data, reply)
 		}
 	case pluginSHA2:
 		sent, err := s.sha2Exchange(acct, reply, password, cfg)
@@ -109,6 +109,11 @@ func (s *Session) authenticate(ctx context.Context, user, clientPlugin string, r
 	}
 	if !ok {
 		return nil, errAccessDenied(user, s.clientIP, len(reply) > 0)
+	}
+	if login.password == nil && clientPluginFor(login.acct.Plugin) != pluginNative {
+		// The account changed on the servers under a client that proved
+		// the new password without sending it: Sluice cannot log in yet.
+		return nil, needsTLSError(login.acct)
 	}
 	return login, nil
 }
