@@ -188,6 +188,9 @@ func TestEd25519Accounts(t *testing.T) {
 		}
 	}
 	t.Cleanup(func() { _ = topo.Primary.Exec(ctx, "DROP USER IF EXISTS 'eduser'@'%'") })
+	if err := topo.WaitReplicasCaughtUp(ctx); err != nil {
+		t.Fatal(err)
+	}
 
 	// Sluice derives the key from the password as MariaDB does.
 	db, err := sql.Open("mysql", topo.Primary.DSN("monitor", "monpass", ""))
@@ -205,7 +208,9 @@ func TestEd25519Accounts(t *testing.T) {
 
 	dir, serverTLS := testPKI(t)
 	var logs lab.SyncBuffer
-	s := startLogged(t, router.Config{Type: "readconnroute", Target: "primary", MaxReplicationLag: 10 * time.Second},
+	// readwritesplit: each session logs in to the primary and a replica
+	// with what Sluice learned.
+	s := startLogged(t, router.Config{Type: "readwritesplit", MaxReplicationLag: 10 * time.Second},
 		proxy.Config{TLS: serverTLS}, &logs)
 	sink := &recordSink{}
 	s.srv.SetGenlog(audit.NewGenlog(audit.Config{Topic: "t", Proxy: "test"}, sink))
@@ -260,6 +265,16 @@ func TestEd25519Accounts(t *testing.T) {
 		t.Fatalf("PyMySQL native: %q", out)
 	}
 
+	// The sessions ran on the primary and on replicas.
+	servers := map[string]bool{}
+	for _, r := range sink.all() {
+		if g := gjson.Parse(r); g.Get("type").String() == "query" && g.Get("user").String() == "eduser" {
+			servers[g.Get("server").String()] = true
+		}
+	}
+	if !servers["primary"] || len(servers) < 2 {
+		t.Errorf("eduser's statements ran on %v; want the primary and a replica", servers)
+	}
 	// The trail names the plugin of each attempt.
 	recs := authRecords(sink)
 	for _, want := range []string{
@@ -273,6 +288,9 @@ func TestEd25519Accounts(t *testing.T) {
 	// A new password set on the servers: the old one is wiped at the
 	// reload the failed check triggers, and Sluice must learn the new one.
 	if err := topo.Primary.Exec(ctx, "ALTER USER 'eduser'@'%' IDENTIFIED VIA ed25519 USING PASSWORD('edpass-10')"); err != nil {
+		t.Fatal(err)
+	}
+	if err := topo.WaitReplicasCaughtUp(ctx); err != nil {
 		t.Fatal(err)
 	}
 	_, err = goLogin(s, "eduser", "edpass-10", clientOpts{})

@@ -94,6 +94,12 @@ func (s *Session) authenticate(ctx context.Context, user, clientPlugin string, r
 	case pluginSHA2:
 		sent, err := s.sha2Exchange(acct, reply, password, cfg)
 		if err != nil {
+			var se *SQLError
+			if errors.As(err, &se) && se.Code == mysql.ER_ACCESS_DENIED_ERROR {
+				// Perhaps the password changed on the servers: reload
+				// (throttled) so the next attempt sees it.
+				s.srv.accounts.reloaded(ctx, acct, s.clientIP)
+			}
 			return nil, err
 		}
 		if sent == nil { // fast authentication passed
