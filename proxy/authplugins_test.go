@@ -19,6 +19,8 @@ import (
 	"testing"
 	"time"
 
+	gomysql "github.com/go-mysql-org/go-mysql/client"
+	mysqlconst "github.com/go-mysql-org/go-mysql/mysql"
 	"github.com/go-sql-driver/mysql"
 	tidbauth "github.com/pingcap/tidb/pkg/parser/auth"
 	"github.com/tidwall/gjson"
@@ -257,6 +259,51 @@ func TestEd25519Accounts(t *testing.T) {
 	if out, ok := runCLI(t, s, "eduser", "wrong-pw-4", "--ssl", "--ssl-ca="+filepath.Join(dir, "ca.pem")); ok || !strings.Contains(out, "1045") {
 		t.Fatalf("mariadb CLI over TLS, wrong password: ok=%v %q", ok, out)
 	}
+	// COM_CHANGE_USER to the ed25519 account: the client answered for
+	// native, Sluice switches it to client_ed25519 with a fresh nonce.
+	changeToEd := func(password string) []byte {
+		rec := &recordingConn{}
+		dialer := func(ctx context.Context, network, addr string) (net.Conn, error) {
+			conn, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+			rec.Conn = conn
+			return rec, err
+		}
+		c, err := gomysql.ConnectWithDialer(ctx, "tcp", s.addr, "app", "apppass", "", dialer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.ResetSequence()
+		if err := c.WritePacket(changeUserPacket("eduser", password, rec.scramble(), "app")); err != nil {
+			t.Fatal(err)
+		}
+		pkt, err := c.ReadPacket()
+		if err != nil || len(pkt) != 1+len("client_ed25519")+1+32 || string(pkt[1:15]) != "client_ed25519" {
+			t.Fatalf("COM_CHANGE_USER to eduser: %q, %v; want a switch to client_ed25519 with a 32-byte nonce", pkt, err)
+		}
+		sig, err := mysqlconst.CalcEd25519Password(pkt[16:], password)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.WritePacket(append([]byte{0, 0, 0, 0}, sig...)); err != nil {
+			t.Fatal(err)
+		}
+		if pkt, err = c.ReadPacket(); err != nil || pkt[0] != mysqlconst.OK_HEADER {
+			return pkt
+		}
+		r, err := c.Execute("SELECT CURRENT_USER()")
+		if err != nil {
+			t.Fatal(err)
+		}
+		who, _ := r.GetString(0, 0)
+		return []byte(who)
+	}
+	if got := changeToEd("edpass-9"); string(got) != "eduser@%" {
+		t.Fatalf("COM_CHANGE_USER to eduser: %q", got)
+	}
+	if got := changeToEd("wrong-pw-5"); len(got) < 3 || got[0] != mysqlconst.ERR_HEADER || got[1] != 0x15 || got[2] != 0x04 {
+		t.Fatalf("COM_CHANGE_USER to eduser, wrong password: %q; want error 1045", got)
+	}
 	// The native accounts go on as before, with every client.
 	if who, err := goLogin(s, "app", "apppass", clientOpts{}); err != nil || who != "app@%" {
 		t.Fatalf("native account: %q, %v", who, err)
@@ -318,7 +365,7 @@ func TestEd25519Accounts(t *testing.T) {
 	}
 	// No password in the log or the trail.
 	all := logs.String() + strings.Join(sink.all(), "\n")
-	for _, pw := range []string{"edpass-9", "edpass-10", "wrong-pw-1", "wrong-pw-2", "wrong-pw-3", "wrong-pw-4", "apppass"} {
+	for _, pw := range []string{"edpass-9", "edpass-10", "wrong-pw-1", "wrong-pw-2", "wrong-pw-3", "wrong-pw-4", "wrong-pw-5", "apppass"} {
 		if strings.Contains(all, pw) {
 			t.Errorf("the password %q appears in the log or the trail", pw)
 		}
