@@ -41,6 +41,16 @@ func (s *Session) authenticate(ctx context.Context, user, clientPlugin string, r
 	}
 	acct := s.srv.accounts.lookupRefresh(ctx, user, s.clientIP)
 	if acct == nil {
+		// As for a native account, so that the exchange does not tell
+		// which accounts exist.
+		d := decideAuth(authInput{AccountPlugin: pluginNative, ClientPlugin: clientPlugin, PluginAuth: s.caps&mysql.CLIENT_PLUGIN_AUTH != 0,
+			Offered: offered, Accepted: []string{pluginNative}})
+		if d.Switch {
+			s.authPlugin = pluginNative
+			if _, err := s.authSwitchTo(pluginNative, s.scramble); err != nil {
+				return nil, err
+			}
+		}
 		return nil, errAccessDenied(user, s.clientIP, len(reply) > 0)
 	}
 	password := s.srv.accounts.password(acct)
