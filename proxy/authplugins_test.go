@@ -259,6 +259,17 @@ func TestEd25519Accounts(t *testing.T) {
 	if out, ok := runCLI(t, s, "eduser", "wrong-pw-4", "--ssl", "--ssl-ca="+filepath.Join(dir, "ca.pem")); ok || !strings.Contains(out, "1045") {
 		t.Fatalf("mariadb CLI over TLS, wrong password: ok=%v %q", ok, out)
 	}
+	if out := runJDBC(t, s, "eduser", "edpass-9", ""); out != "OK eduser@%" {
+		t.Fatalf("MariaDB JDBC client_ed25519: %q", out)
+	}
+	if out := runJDBC(t, s, "eduser", "wrong-pw-6", "&useSsl=true&trustServerCertificate=true"); out != "ERR 1045" {
+		t.Fatalf("MariaDB JDBC over TLS, wrong password: %q", out)
+	}
+	// The JDBC driver sends mysql_clear_password over TLS too.
+	s.accounts.ForgetPasswords()
+	if out := runJDBC(t, s, "eduser", "edpass-9", "&useSsl=true&trustServerCertificate=true"); out != "OK eduser@%" {
+		t.Fatalf("MariaDB JDBC over TLS, learning the password: %q", out)
+	}
 	// COM_CHANGE_USER to the ed25519 account: the client answered for
 	// native, Sluice switches it to client_ed25519 with a fresh nonce.
 	changeToEd := func(password string) []byte {
@@ -365,7 +376,7 @@ func TestEd25519Accounts(t *testing.T) {
 	}
 	// No password in the log or the trail.
 	all := logs.String() + strings.Join(sink.all(), "\n")
-	for _, pw := range []string{"edpass-9", "edpass-10", "wrong-pw-1", "wrong-pw-2", "wrong-pw-3", "wrong-pw-4", "wrong-pw-5", "apppass"} {
+	for _, pw := range []string{"edpass-9", "edpass-10", "wrong-pw-1", "wrong-pw-2", "wrong-pw-3", "wrong-pw-4", "wrong-pw-5", "wrong-pw-6", "apppass"} {
 		if strings.Contains(all, pw) {
 			t.Errorf("the password %q appears in the log or the trail", pw)
 		}
@@ -443,6 +454,13 @@ func TestCachingSHA2Clients(t *testing.T) {
 	if out, ok := runCLI(t, s, "sha2app", "sha2-pass-7", "--skip-ssl"); !ok || out != "sha2app@%" {
 		t.Fatalf("mariadb CLI fast path: ok=%v %q", ok, out)
 	}
+	if out := runJDBC(t, s, "sha2app", "sha2-pass-7", ""); out != "OK sha2app@%" {
+		t.Fatalf("MariaDB JDBC fast path: %q", out)
+	}
+	s.accounts.ForgetPasswords()
+	if out := runJDBC(t, s, "sha2app", "sha2-pass-7", "&useSsl=true&trustServerCertificate=true"); out != "OK sha2app@%" {
+		t.Fatalf("MariaDB JDBC full authentication over TLS: %q", out)
+	}
 	// Full authentication with the mariadb CLI over TLS.
 	s.accounts.ForgetPasswords()
 	if out, ok := runCLI(t, s, "sha2app", "sha2-pass-7", "--ssl-ca="+filepath.Join(dir, "ca.pem")); !ok || out != "sha2app@%" {
@@ -470,6 +488,10 @@ func TestCachingSHA2Clients(t *testing.T) {
 	if r.accounts.LearnedPasswords() != 1 {
 		t.Fatal("PyMySQL's RSA full authentication taught Sluice nothing")
 	}
+	r.accounts.ForgetPasswords()
+	if out := runJDBC(t, r, "sha2app", "sha2-pass-7", "&allowPublicKeyRetrieval=true"); out != "OK sha2app@%" {
+		t.Fatalf("MariaDB JDBC RSA full authentication: %q", out)
+	}
 	// A native account behind a caching_sha2 handshake is switched back.
 	if who, err := goLogin(r, "app", "apppass", clientOpts{}); err != nil || who != "app@%" {
 		t.Fatalf("native account after a caching_sha2 handshake: %q, %v", who, err)
@@ -490,4 +512,48 @@ func TestCachingSHA2Clients(t *testing.T) {
 			t.Errorf("the password %q appears in the log or the trail", pw)
 		}
 	}
+}
+
+// jdbcLogin logs in with the MariaDB JDBC driver (Connector/J), writes and
+// reads; it prints "OK <current_user>" or "ERR <code>".
+const jdbcLogin = `
+import java.sql.*;
+public class Login {
+    public static void main(String[] a) throws Exception {
+        try (Connection c = DriverManager.getConnection(a[0], System.getenv("U"), System.getenv("PW"))) {
+            try (Statement s = c.createStatement()) {
+                s.executeUpdate("INSERT INTO auth_rows (who) VALUES ('jdbc')");
+                try (ResultSet r = s.executeQuery("SELECT CURRENT_USER()")) {
+                    r.next();
+                    System.out.println("OK " + r.getString(1));
+                }
+            }
+        } catch (SQLException e) {
+            System.out.println("ERR " + e.getErrorCode());
+        }
+    }
+}
+`
+
+// runJDBC runs jdbcLogin with params appended to the URL.
+func runJDBC(t *testing.T, s *sluice, user, pass, params string) string {
+	t.Helper()
+	const jar = "/usr/share/java/mariadb-java-client.jar"
+	java, err := exec.LookPath("java")
+	if _, serr := os.Stat(jar); err != nil || serr != nil {
+		t.Skip("java or the MariaDB JDBC driver missing (libmariadb-java; scripts/install-deps.sh)")
+	}
+	src := filepath.Join(t.TempDir(), "Login.java")
+	if err := os.WriteFile(src, []byte(jdbcLogin), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, java, "-cp", jar, src, "jdbc:mariadb://"+s.addr+"/app?connectTimeout=5000"+params)
+	cmd.Env = append(os.Environ(), "U="+user, "PW="+pass)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("java: %v\n%s", err, out)
+	}
+	return strings.TrimSpace(string(out))
 }
