@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	"crypto/sha1"
-	"crypto/sha256"
 	"crypto/sha512"
 	"crypto/subtle"
 	"encoding/base64"
@@ -333,13 +332,6 @@ func (a *Account) verifyEd25519(nonce, sig []byte) bool {
 // caching_sha2_password's fast path.
 func sha2FastReply(scramble, password []byte) []byte {
 	return mysql.CalcCachingSha2Password(scramble, password)
-}
-
-// sha2Digest is SHA256(SHA256(password)), what a caching_sha2 server caches.
-func sha2Digest(password []byte) []byte {
-	h1 := sha256.Sum256(password)
-	h2 := sha256.Sum256(h1[:])
-	return h2[:]
 }
 
 // parseCredential fills in what an account's authentication_string holds
