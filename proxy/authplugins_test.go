@@ -253,6 +253,11 @@ func TestEd25519Accounts(t *testing.T) {
 	if out := runPy(t, s, "eduser", "edpass-9", filepath.Join(dir, "ca.pem")); out != "OK eduser@%" {
 		t.Fatalf("PyMySQL client_ed25519 over TLS: %q", out)
 	}
+	// PyMySQL sends mysql_clear_password over TLS: Sluice learns from it.
+	s.accounts.ForgetPasswords()
+	if out := runPy(t, s, "eduser", "edpass-9", filepath.Join(dir, "ca.pem")); out != "OK eduser@%" || s.accounts.LearnedPasswords() != 1 {
+		t.Fatalf("PyMySQL over TLS, learning the password: %q", out)
+	}
 	if out, ok := runCLI(t, s, "eduser", "edpass-9"); !ok || out != "eduser@%" {
 		t.Fatalf("mariadb CLI client_ed25519: ok=%v %q", ok, out)
 	}
