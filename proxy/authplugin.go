@@ -108,7 +108,8 @@ type authDecision struct {
 }
 
 // decideAuth chooses the plugin a client authenticates with, as a server
-// does: the account's own plugin, if auth.plugins accepts it. An account
+// does: the account's own plugin, if auth.plugins accepts it, else
+// caching_sha2_password if that is accepted. An account
 // whose servers need its password (anything but native) and whose password
 // Sluice does not hold yet must send it: caching_sha2_password's full
 // authentication does (over TLS, or RSA-encrypted when keys are
@@ -116,11 +117,22 @@ type authDecision struct {
 // TLS for mysql_clear_password instead.
 func decideAuth(in authInput) authDecision {
 	want := clientPluginFor(in.AccountPlugin)
-	if want == "" || !slices.Contains(in.Accepted, want) {
+	if want == "" {
 		return authDecision{Refuse: refusePlugin}
+	}
+	if !slices.Contains(in.Accepted, want) {
+		// caching_sha2_password serves any account Sluice knows: its full
+		// authentication sends the password, which every stored
+		// credential checks (native hash, ed25519 key, $A$005$ hash).
+		if !slices.Contains(in.Accepted, pluginSHA2) {
+			return authDecision{Refuse: refusePlugin}
+		}
+		want = pluginSHA2
 	}
 	d := authDecision{Plugin: want}
 	if want != pluginNative && !in.HavePassword {
+		// Sluice needs the password: for the servers, or (a native
+		// account over caching_sha2) to check it at all.
 		switch {
 		case want == pluginSHA2 && (in.TLS || in.RSA):
 			d.Learn = true

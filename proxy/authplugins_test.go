@@ -505,14 +505,34 @@ func TestCachingSHA2Clients(t *testing.T) {
 		t.Fatalf("PyMySQL native account after a caching_sha2 handshake: %q", out)
 	}
 
+	// auth.plugins: [caching_sha2_password] alone: MariaDB's native
+	// accounts too log in with it, their password checked against the
+	// native hash in full authentication, then on the fast path.
+	only := startLogged(t, rcfg, proxy.Config{TLS: serverTLS, Auth: proxy.AuthConfig{Plugins: []string{"caching_sha2_password"}}}, &logs)
+	only.srv.SetGenlog(audit.NewGenlog(audit.Config{Topic: "t", Proxy: "test"}, sink))
+	_, err = goLogin(only, "app", "apppass", clientOpts{})
+	wantCode(t, "native account over caching_sha2 without TLS", err, 3159, "caching_sha2_password", "mysql_native_password")
+	_, err = goLogin(only, "app", "wrong-pw-9", clientOpts{tls: true})
+	wantCode(t, "native account over caching_sha2, wrong password", err, 1045)
+	if who, err := goLogin(only, "app", "apppass", clientOpts{tls: true}); err != nil || who != "app@%" {
+		t.Fatalf("native account, caching_sha2 full authentication: %q, %v", who, err)
+	}
+	if who, err := goLogin(only, "app", "apppass", clientOpts{}); err != nil || who != "app@%" {
+		t.Fatalf("native account, caching_sha2 fast path: %q, %v", who, err)
+	}
+	if out, ok := runCLI(t, only, "app", "apppass", "--skip-ssl"); !ok || out != "app@%" {
+		t.Fatalf("mariadb CLI, native account, caching_sha2 fast path: ok=%v %q", ok, out)
+	}
+
 	recs := authRecords(sink)
-	for _, want := range []string{"sha2app caching_sha2_password true", "sha2app caching_sha2_password false", "app mysql_native_password true"} {
+	for _, want := range []string{"sha2app caching_sha2_password true", "sha2app caching_sha2_password false", "app mysql_native_password true",
+		"app caching_sha2_password true", "app caching_sha2_password false"} {
 		if !recs[want] {
 			t.Errorf("no auth record %q among %v", want, recs)
 		}
 	}
 	all := logs.String() + strings.Join(sink.all(), "\n")
-	for _, pw := range []string{"sha2-pass-7", "wrong-pw-5", "wrong-pw-6", "wrong-pw-7", "wrong-pw-8", "apppass"} {
+	for _, pw := range []string{"sha2-pass-7", "wrong-pw-5", "wrong-pw-6", "wrong-pw-7", "wrong-pw-8", "wrong-pw-9", "apppass"} {
 		if strings.Contains(all, pw) {
 			t.Errorf("the password %q appears in the log or the trail", pw)
 		}

@@ -150,8 +150,14 @@ func (s *Session) learned(a *Account, password []byte) (*clientLogin, bool) {
 }
 
 // needsTLSError is the refusal of a client that must send its password
-// for Sluice to log in to the servers and will not send it safely.
+// (for Sluice to log in to the servers, or to check it over
+// caching_sha2_password) and will not send it safely.
 func needsTLSError(acct *Account) *SQLError {
+	if acct.Plugin == pluginNative {
+		return newSQLError(errSecureTransportRequired,
+			"Sluice checks the password of '%s'@'%s' (plugin %s) over caching_sha2_password (auth.plugins), whose full authentication needs TLS or RSA keys: connect with TLS, configure auth.rsa_private_key/auth.rsa_public_key, or add mysql_native_password to auth.plugins",
+			acct.User, acct.Host, acct.Plugin)
+	}
 	return newSQLError(errSecureTransportRequired,
 		"Sluice needs the password of '%s'@'%s' (plugin %s) to log in to the servers, and takes it only over TLS: connect with TLS (and for %s allow mysql_clear_password once, e.g. mariadb --ssl --enable-cleartext-plugin, go-sql-driver allowCleartextPasswords=true), configure auth.rsa_private_key/auth.rsa_public_key for caching_sha2_password, or use a mysql_native_password account",
 		acct.User, acct.Host, acct.Plugin, accountEd25519)

@@ -82,7 +82,8 @@ type Config struct {
 type AuthConfig struct {
 	// Plugins are the client-side plugins accepted, in order of
 	// preference: the handshake offers the first that a 20-byte scramble
-	// serves, and each account is moved to its own plugin, if listed.
+	// serves, and each account is moved to its own plugin if listed,
+	// else to caching_sha2_password if that is.
 	// Default [mysql_native_password, caching_sha2_password, client_ed25519].
 	Plugins []string `yaml:"plugins"`
 	// PasswordCacheTTL is how long a password learned from a full
