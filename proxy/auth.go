@@ -183,6 +183,17 @@ func (a *Accounts) password(acct *Account) []byte {
 	return bytes.Clone(l.password)
 }
 
+// forget wipes the password learned for acct.
+func (a *Accounts) forget(acct *Account) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	key := accountKey(acct)
+	if l := a.learned[key]; l != nil {
+		l.wipe()
+		delete(a.learned, key)
+	}
+}
+
 // ForgetPasswords wipes every learned password (at shutdown, or to make
 // every client authenticate in full again).
 func (a *Accounts) ForgetPasswords() {

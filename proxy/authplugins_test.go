@@ -356,6 +356,13 @@ func TestEd25519Accounts(t *testing.T) {
 	if err := topo.WaitReplicasCaughtUp(ctx); err != nil {
 		t.Fatal(err)
 	}
+	// The old password still passes Sluice's stale view, but the server
+	// refuses it: Sluice forgets it.
+	_, err = goLogin(s, "eduser", "edpass-9", clientOpts{})
+	wantCode(t, "the old password, refused by the server", err, 1045)
+	if n := s.accounts.LearnedPasswords(); n != 0 {
+		t.Fatalf("%d passwords kept after the server refused the learned one", n)
+	}
 	_, err = goLogin(s, "eduser", "edpass-10", clientOpts{})
 	wantCode(t, "new password, Sluice holds the old one", err, 3159, "plugin ed25519")
 	if who, err := goLogin(s, "eduser", "edpass-10", clientOpts{tls: true, cleartext: true}); err != nil || who != "eduser@%" {

@@ -260,9 +260,22 @@ func (s *Session) handshake(ctx context.Context) error {
 	s.proc.state.db = hr.DB
 	s.log.Debug("authenticated", "user", login.acct.User, "host", login.acct.Host, "plugin", s.authPlugin)
 	if err := s.proc.connect(ctx); err != nil {
+		s.serverRefused(ctx, login, err)
 		return err
 	}
 	return s.client.Send(okPacket(0, 0, s.proc.status, 0))
+}
+
+// serverRefused handles a login the client passed and the server refused:
+// what Sluice knew of the account is stale (changed on the servers), so a
+// learned password is forgotten and the accounts reload (throttled).
+func (s *Session) serverRefused(ctx context.Context, login *clientLogin, err error) {
+	var se *SQLError
+	if !errors.As(err, &se) || se.Code != mysql.ER_ACCESS_DENIED_ERROR {
+		return
+	}
+	s.srv.accounts.forget(login.acct)
+	s.srv.accounts.refresh(ctx)
 }
 
 // errClientInactive is MySQL's ER_CLIENT_INTERACTION_TIMEOUT.
@@ -415,6 +428,7 @@ func (s *Session) changeUser(ctx context.Context, pkt []byte) error {
 	s.setLogin(cu.User, login)
 	s.setLog(s.log.With("user", s.user))
 	if err := s.proc.connect(ctx); err != nil {
+		s.serverRefused(ctx, login, err)
 		return err
 	}
 	return s.client.Send(okPacket(0, 0, s.proc.status, 0))
