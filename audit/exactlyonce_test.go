@@ -181,7 +181,7 @@ func TestLostAcknowledgementDeliversOnce(t *testing.T) {
 	}()
 
 	const topic = "once.test"
-	p, err := audit.NewProducer(audit.ProducerConfig{Brokers: []string{rl.ln.Addr().String()}, Name: "test", Chain: true,
+	p, err := audit.NewProducer(audit.ProducerConfig{Kafka: audit.PlainKafka(rl.ln.Addr().String()), Name: "test", Chain: true,
 		SpillFile: filepath.Join(dir, "spill")}, log)
 	if err != nil {
 		t.Fatal(err)
@@ -227,7 +227,7 @@ func TestLostAcknowledgementDeliversOnce(t *testing.T) {
 			t.Errorf("record %d stored %d times", i, seen[i])
 		}
 	}
-	reps, err := audit.Verify(context.Background(), []string{ln.Addr().String()}, topic)
+	reps, err := audit.Verify(context.Background(), audit.PlainKafka(ln.Addr().String()), topic)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -264,7 +264,7 @@ func TestLocalWriter(t *testing.T) {
 	b, ln := startBroker(t, logbroker.Config{Partitions: 3}, log)
 
 	const topic = "local.test"
-	p, err := audit.NewProducer(audit.ProducerConfig{Brokers: []string{ln.Addr().String()}, Name: "test", Chain: true, Local: b}, log)
+	p, err := audit.NewProducer(audit.ProducerConfig{Kafka: audit.PlainKafka(ln.Addr().String()), Name: "test", Chain: true, Local: b}, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -281,7 +281,7 @@ func TestLocalWriter(t *testing.T) {
 			t.Fatalf("record %d stored %d times", i, seen[i])
 		}
 	}
-	reps, err := audit.Verify(context.Background(), []string{ln.Addr().String()}, topic)
+	reps, err := audit.Verify(context.Background(), audit.PlainKafka(ln.Addr().String()), topic)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -305,7 +305,7 @@ func TestSharedTopicChains(t *testing.T) {
 
 	const topic = "shared.test"
 	newProducer := func(owner string) *audit.Producer {
-		p, err := audit.NewProducer(audit.ProducerConfig{Brokers: []string{ln.Addr().String()}, Name: owner, Chain: true, ChainOwner: owner}, log)
+		p, err := audit.NewProducer(audit.ProducerConfig{Kafka: audit.PlainKafka(ln.Addr().String()), Name: owner, Chain: true, ChainOwner: owner}, log)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -332,7 +332,7 @@ func TestSharedTopicChains(t *testing.T) {
 	if len(seen) != 1200 { // 500 + 100 from a, 500 + 100 from b
 		t.Fatalf("%d distinct records, want 1200", len(seen))
 	}
-	reps, err := audit.Verify(context.Background(), []string{ln.Addr().String()}, topic)
+	reps, err := audit.Verify(context.Background(), audit.PlainKafka(ln.Addr().String()), topic)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -359,7 +359,7 @@ func TestProducerCreatesTopics(t *testing.T) {
 		name  string
 		local *logbroker.Broker
 	}{{"in-process", b}, {"kafka", nil}} {
-		p, err := audit.NewProducer(audit.ProducerConfig{Brokers: []string{addr}, Name: c.name, Local: c.local}, log)
+		p, err := audit.NewProducer(audit.ProducerConfig{Kafka: audit.PlainKafka(addr), Name: c.name, Local: c.local}, log)
 		if err != nil {
 			t.Fatal(err)
 		}
