@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"cmp"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -213,10 +214,13 @@ func (k Kafka) key(key string) string {
 // failed or which broker SASL last ran with, so that errors name the
 // broker.
 type connWatch struct {
-	mu      sync.Mutex
-	failed  map[string]error
-	saslTo  string
-	started time.Time
+	mu     sync.Mutex
+	failed map[string]error
+	saslTo string
+	// saslCut is a broker that cut the connection during the SASL
+	// exchange, as some do on a wrong password instead of answering
+	// SASL_AUTHENTICATION_FAILED.
+	saslCut string
 }
 
 var (
@@ -235,10 +239,14 @@ func (w *connWatch) OnBrokerConnect(meta kgo.BrokerMetadata, _ time.Duration, _ 
 	}
 }
 
-func (w *connWatch) OnBrokerE2E(meta kgo.BrokerMetadata, key int16, _ kgo.BrokerE2E) {
+func (w *connWatch) OnBrokerE2E(meta kgo.BrokerMetadata, key int16, e2e kgo.BrokerE2E) {
 	if key == 17 || key == 36 { // SaslHandshake, SaslAuthenticate
+		addr := net.JoinHostPort(meta.Host, strconv.Itoa(int(meta.Port)))
 		w.mu.Lock()
-		w.saslTo = net.JoinHostPort(meta.Host, strconv.Itoa(int(meta.Port)))
+		w.saslTo = addr
+		if e2e.Err() != nil {
+			w.saslCut = addr
+		}
 		w.mu.Unlock()
 	}
 }
@@ -269,7 +277,7 @@ func (k Kafka) client(extra ...kgo.Opt) (*kgo.Client, *connWatch, error) {
 	if len(k.Brokers) == 0 {
 		return nil, nil, errors.New("no brokers: pass --brokers host:port, or set genlog.brokers")
 	}
-	w := &connWatch{failed: map[string]error{}, started: time.Now()}
+	w := &connWatch{failed: map[string]error{}}
 	cl, err := kgo.NewClient(append(k.opts(w), extra...)...)
 	if err != nil {
 		return nil, nil, fmt.Errorf("kafka client for %s: %w", strings.Join(k.Brokers, ","), err)
@@ -285,17 +293,20 @@ func (k Kafka) explain(w *connWatch, err error) error {
 		return nil
 	}
 	brokers := strings.Join(k.Brokers, ", ")
+	var saslTo, saslCut string
+	if w != nil {
+		w.mu.Lock()
+		saslTo, saslCut = w.saslTo, w.saslCut
+		w.mu.Unlock()
+	}
 	if errors.Is(err, kerr.SaslAuthenticationFailed) || errors.Is(err, kerr.UnsupportedSaslMechanism) || errors.Is(err, kerr.IllegalSaslState) {
-		at := brokers
-		if w != nil {
-			w.mu.Lock()
-			if w.saslTo != "" {
-				at = w.saslTo
-			}
-			w.mu.Unlock()
-		}
 		return fmt.Errorf("broker %s refused SASL %s authentication of user %q: check %s and the password in %s (%w)",
-			at, k.mechanism, k.user, k.key("sasl.user"), k.key("sasl.password_file"), err)
+			cmp.Or(saslTo, brokers), k.mechanism, k.user, k.key("sasl.user"), k.key("sasl.password_file"), err)
+	}
+	if saslCut != "" && k.SASL != nil {
+		return fmt.Errorf("broker %s closed the connection during SASL %s authentication of user %q: the password or the user is wrong, "+
+			"or the broker does not enable %s: check %s and the password in %s (%w)",
+			saslCut, k.mechanism, k.user, k.mechanism, k.key("sasl.user"), k.key("sasl.password_file"), err)
 	}
 	if w != nil {
 		w.mu.Lock()
@@ -307,7 +318,10 @@ func (k Kafka) explain(w *connWatch, err error) error {
 		for _, a := range addrs {
 			if e := k.explainConnect(a, w.failed[a]); e != nil {
 				w.mu.Unlock()
-				return fmt.Errorf("%w (while: %v)", e, err)
+				if strings.Contains(e.Error(), err.Error()) {
+					return e
+				}
+				return fmt.Errorf("%w (then: %v)", e, err)
 			}
 		}
 		w.mu.Unlock()

@@ -4,17 +4,11 @@ package tlstest
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"database/sql"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
-	"math/big"
 	"net"
 	"os"
 	"os/exec"
@@ -26,6 +20,7 @@ import (
 	"github.com/go-sql-driver/mysql"
 
 	"github.com/sluice-proxy/sluice/internal/testenv/lab"
+	"github.com/sluice-proxy/sluice/internal/testenv/testpki"
 )
 
 var (
@@ -43,7 +38,7 @@ func testMain(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(pki)
-	if err := writePKI(pki); err != nil {
+	if err := testpki.Write(pki); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
@@ -52,56 +47,6 @@ func testMain(m *testing.M) int {
 		"--ssl-cert=" + filepath.Join(pki, "server.pem"),
 		"--ssl-key=" + filepath.Join(pki, "server-key.pem"),
 	}}, func(t *lab.Topology, bin string) { topo, binary = t, bin })
-}
-
-// writePKI makes a CA, a certificate for 127.0.0.1 signed by it (used by the
-// servers and by Sluice), and an unrelated CA.
-func writePKI(dir string) error {
-	newKey := func() *ecdsa.PrivateKey {
-		k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		return k
-	}
-	writePEM := func(name, typ string, der []byte) error {
-		return os.WriteFile(filepath.Join(dir, name), pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600)
-	}
-	ca := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "sluice test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
-	caKey := newKey()
-	caDER, err := x509.CreateCertificate(rand.Reader, ca, ca, &caKey.PublicKey, caKey)
-	if err != nil {
-		return err
-	}
-	leaf := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "127.0.0.1"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, DNSNames: []string{"localhost"},
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
-	leafKey := newKey()
-	leafDER, err := x509.CreateCertificate(rand.Reader, leaf, ca, &leafKey.PublicKey, caKey)
-	if err != nil {
-		return err
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(leafKey)
-	if err != nil {
-		return err
-	}
-	other := &x509.Certificate{SerialNumber: big.NewInt(3), Subject: pkix.Name{CommonName: "another CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
-	otherKey := newKey()
-	otherDER, err := x509.CreateCertificate(rand.Reader, other, other, &otherKey.PublicKey, otherKey)
-	if err != nil {
-		return err
-	}
-	for _, f := range []struct {
-		name, typ string
-		der       []byte
-	}{{"ca.pem", "CERTIFICATE", caDER}, {"server.pem", "CERTIFICATE", leafDER}, {"server-key.pem", "PRIVATE KEY", keyDER}, {"other-ca.pem", "CERTIFICATE", otherDER}} {
-		if err := writePEM(f.name, f.typ, f.der); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 type instance struct {
