@@ -118,7 +118,7 @@ func (r *relay) pipe(client net.Conn) {
 func readValues(t *testing.T, broker, topic string) map[int]int {
 	t.Helper()
 	seen := map[int]int{}
-	for _, values := range readAll(t, &kafka.Dialer{Timeout: 10 * time.Second}, []string{broker}, topic) {
+	for _, values := range lab.ReadTopic(t, &kafka.Dialer{Timeout: 10 * time.Second}, []string{broker}, topic) {
 		for _, v := range values {
 			var rec struct{ N int }
 			if err := json.Unmarshal(v, &rec); err != nil {
@@ -128,59 +128,6 @@ func readValues(t *testing.T, broker, topic string) map[int]int {
 		}
 	}
 	return seen
-}
-
-// readAll reads every record of topic with kafka-go, an independent
-// client, by partition in offset order.
-func readAll(t *testing.T, d *kafka.Dialer, brokers []string, topic string) map[int][][]byte {
-	t.Helper()
-	var conn *kafka.Conn
-	var err error
-	for _, b := range brokers {
-		if conn, err = d.Dial("tcp", b); err == nil {
-			break
-		}
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	parts, err := conn.ReadPartitions(topic)
-	conn.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := map[int][][]byte{}
-	for _, p := range parts {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		lc, err := d.DialLeader(ctx, "tcp", net.JoinHostPort(p.Leader.Host, strconv.Itoa(p.Leader.Port)), topic, p.ID)
-		cancel()
-		if err != nil {
-			t.Fatal(err)
-		}
-		first, last, err := lc.ReadOffsets()
-		if err != nil {
-			t.Fatal(err)
-		}
-		lc.Seek(first, kafka.SeekAbsolute)
-		for off := first; off < last; {
-			lc.SetReadDeadline(time.Now().Add(10 * time.Second))
-			batch := lc.ReadBatch(1, 16<<20)
-			began := off
-			for {
-				m, err := batch.ReadMessage()
-				if err != nil {
-					break
-				}
-				off = m.Offset + 1
-				out[p.ID] = append(out[p.ID], m.Value)
-			}
-			if err := batch.Close(); err != nil && off < last || off == began {
-				t.Fatalf("partition %d at %d: %v", p.ID, off, err)
-			}
-		}
-		lc.Close()
-	}
-	return out
 }
 
 // A write the broker stored but did not acknowledge is not sent again: the

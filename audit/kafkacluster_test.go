@@ -2,7 +2,6 @@ package audit_test
 
 import (
 	"context"
-	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -13,8 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/segmentio/kafka-go"
-	"github.com/segmentio/kafka-go/sasl/scram"
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/sluice-proxy/sluice/audit"
@@ -66,20 +63,6 @@ func security(t *testing.T, pki, ca, password string) audit.Security {
 	}
 	return audit.Security{TLS: audit.ClientTLS{CA: filepath.Join(pki, ca)},
 		SASL: audit.ClientSASL{Mechanism: "SCRAM-SHA-512", User: clusterUser, PasswordFile: pw}}
-}
-
-// clusterDialer is kafka-go's dialer for the cluster: TLS and SCRAM-SHA-512.
-func clusterDialer(t *testing.T, pki string) *kafka.Dialer {
-	t.Helper()
-	mech, err := scram.Mechanism(scram.SHA512, clusterUser, clusterPassword)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool, err := testpki.Pool(pki, "ca.pem")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &kafka.Dialer{Timeout: 10 * time.Second, TLS: &tls.Config{RootCAs: pool}, SASLMechanism: mech}
 }
 
 // The producer to a three-broker cluster over TLS and SCRAM stores every
@@ -136,7 +119,7 @@ func TestKafkaClusterExactlyOnceThroughLeaderMoves(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Every record once, in per-session order, read by kafka-go.
-	got := readAll(t, clusterDialer(t, pki), c.ListenAddrs(), topic)
+	got := lab.ReadTopic(t, lab.SecureDialer(t, filepath.Join(pki, "ca.pem"), clusterUser, clusterPassword), c.ListenAddrs(), topic)
 	seen := map[[2]int]int{}
 	last := map[int]int{}
 	total := 0

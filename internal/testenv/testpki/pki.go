@@ -76,14 +76,3 @@ func ServerTLS(dir string) (*tls.Config, error) {
 	}
 	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
 }
-
-// Pool is the certificate pool of one of dir's CAs ("ca.pem", "other-ca.pem").
-func Pool(dir, name string) (*x509.CertPool, error) {
-	b, err := os.ReadFile(filepath.Join(dir, name))
-	if err != nil {
-		return nil, err
-	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(b)
-	return pool, nil
-}
