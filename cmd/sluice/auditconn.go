@@ -42,8 +42,11 @@ func (f *trailFlags) register(c *cobra.Command) {
 
 // flagOf names a genlog key ("tls.ca") by its flag.
 func flagOf(key string) string {
-	if key == "tls" {
+	switch key {
+	case "tls":
 		return "--tls"
+	case "sasl.password_file":
+		return "--sasl-password-file (or " + passwordEnv + ")"
 	}
 	return "--" + strings.NewReplacer(".", "-", "_", "-").Replace(key)
 }

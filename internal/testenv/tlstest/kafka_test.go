@@ -1,6 +1,7 @@
 package tlstest
 
 import (
+	"bufio"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -8,6 +9,8 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -151,6 +154,23 @@ func TestGenlogToKafkaClusterExactlyOnce(t *testing.T) {
 	if !removed {
 		t.Fatal("the load ended before a broker was removed")
 	}
+	// The admin API's audit tail reads the cluster with genlog's TLS and SASL.
+	tailCtx, tailCancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer tailCancel()
+	req, _ := http.NewRequestWithContext(tailCtx, "GET", "http://"+in.admin+"/v1/audit/tail?since=5m&where="+url.QueryEscape(`query ~ "e2e-1-0'"`), nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tailed := false
+	for sc := bufio.NewScanner(resp.Body); !tailed && sc.Scan(); {
+		tailed = strings.HasPrefix(sc.Text(), "data: {") && strings.Contains(sc.Text(), "e2e-1-0'")
+	}
+	resp.Body.Close()
+	tailCancel()
+	if !tailed {
+		t.Fatalf("GET /v1/audit/tail: %d, no record of the cluster", resp.StatusCode)
+	}
 	// A clean stop sends what is queued and the last checkpoints.
 	if err := in.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
@@ -224,4 +244,22 @@ func TestGenlogToKafkaClusterExactlyOnce(t *testing.T) {
 	if err != nil || strings.Count(strings.TrimSpace(string(out)), "\n") != 0 || !strings.Contains(string(out), "e2e-0-0") {
 		t.Fatalf("audit search --config: %v\n%s", err, out)
 	}
+
+	// What an auditor gets wrong is named: the flag to fix, the broker.
+	secured := []string{"audit", "search", "--brokers", strings.Join(brokers, ","), "--topic", topic,
+		"--tls-ca", filepath.Join(pki, "ca.pem"), "--sasl-mechanism", "SCRAM-SHA-512", "--sasl-user", kafkaUser}
+	missing := filepath.Join(t.TempDir(), "missing.pw")
+	out, err = exec.Command(binary, append(secured, "--sasl-password-file", missing)...).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "--sasl-password-file (or SLUICE_AUDIT_PASSWORD): cannot read the password of \""+kafkaUser+"\"") || !strings.Contains(string(out), missing) {
+		t.Fatalf("a missing --sasl-password-file: %v\n%s", err, out)
+	}
+	const wrongPassword = "Wrong-pa55word"
+	search := exec.Command(binary, secured...)
+	search.Env = append(os.Environ(), "SLUICE_AUDIT_PASSWORD="+wrongPassword)
+	out, err = search.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "--sasl-password-file") || !strings.Contains(string(out), "SCRAM-SHA-512 authentication") ||
+		strings.Contains(string(out), wrongPassword) || !strings.Contains(string(out), "127.0.0.1:") {
+		t.Fatalf("a wrong password: %v\n%s", err, out)
+	}
+	t.Logf("a wrong password: %s", strings.TrimSpace(string(out)))
 }
