@@ -351,7 +351,7 @@ func (k Kafka) explainConnect(addr string, err error) error {
 		return fmt.Errorf("broker %s: its TLS certificate is not valid: %w", addr, err)
 	case errors.As(err, &recordHeader):
 		return fmt.Errorf("broker %s does not speak TLS on this port: remove %s, or use the brokers' TLS port: %w", addr, k.key("tls"), err)
-	case k.TLS == nil && (errors.As(err, new(*kgo.ErrFirstReadEOF)) || strings.Contains(err.Error(), "EOF")):
+	case k.TLS == nil && errors.As(err, new(*kgo.ErrFirstReadEOF)):
 		return fmt.Errorf("broker %s closed the connection at once: if it wants TLS, set %s: %w", addr, k.key("tls.ca"), err)
 	}
 	return nil

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -26,11 +27,13 @@ import (
 // relay forwards Kafka frames between clients and the broker. While
 // swallow is set it passes produce requests on but discards the broker's
 // answers to them and cuts the connection: the broker stores a write whose
-// acknowledgement is lost.
+// acknowledgement is lost. While down is set it passes nothing and cuts
+// every connection: no broker answers.
 type relay struct {
 	ln      net.Listener
 	target  string
 	swallow atomic.Bool
+	down    atomic.Bool
 	wg      sync.WaitGroup
 }
 
@@ -70,6 +73,9 @@ func readFrame(c net.Conn) ([]byte, error) {
 
 func (r *relay) pipe(client net.Conn) {
 	defer client.Close()
+	if r.down.Load() {
+		return
+	}
 	server, err := net.DialTimeout("tcp", r.target, 5*time.Second)
 	if err != nil {
 		return
@@ -84,6 +90,9 @@ func (r *relay) pipe(client net.Conn) {
 		for {
 			frame, err := readFrame(client)
 			if err != nil || len(frame) < 12 {
+				return
+			}
+			if r.down.Load() {
 				return
 			}
 			if binary.BigEndian.Uint16(frame[4:]) == 0 { // Produce
@@ -132,16 +141,20 @@ func readValues(t *testing.T, broker, topic string) map[int]int {
 
 // A write the broker stored but did not acknowledge is not sent again: the
 // producer finds its records at the partitions' ends by their chain values.
+// While no broker answers, records go to the spill file, and arrive once
+// when it is back.
 func TestLostAcknowledgementDeliversOnce(t *testing.T) {
 	dir := t.TempDir()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	logs := &lab.SyncBuffer{}
+	var out io.Writer = logs
 	if testing.Verbose() {
-		log = slog.New(slog.NewTextHandler(os.Stderr, nil))
+		out = io.MultiWriter(logs, os.Stderr)
 	}
+	log := slog.New(slog.NewTextHandler(out, nil))
 	rl := startRelay(t, ln.Addr().String())
 	b, err := logbroker.New(logbroker.Config{Listen: ln.Addr().String(), AdvertisedListen: rl.ln.Addr().String(),
 		DataDir: filepath.Join(dir, "broker"), Partitions: 2}, log)
@@ -197,11 +210,19 @@ func TestLostAcknowledgementDeliversOnce(t *testing.T) {
 	waitFor("the unacknowledged write to be stored", func() bool { return stored() == 200 })
 	rl.swallow.Store(false)
 	send(200, 300)
+	waitFor("the next records", func() bool { return stored() == 300 })
+
+	spills := strings.Count(logs.String(), "spilling records")
+	rl.down.Store(true)
+	send(300, 400)
+	waitFor("records to go to the spill file", func() bool { return strings.Count(logs.String(), "spilling records") > spills })
+	rl.down.Store(false)
+	send(400, 500)
 	if err := p.Close(); err != nil {
 		t.Fatal(err)
 	}
 	seen := readValues(t, ln.Addr().String(), topic)
-	for i := range 300 {
+	for i := range 500 {
 		if seen[i] != 1 {
 			t.Errorf("record %d stored %d times", i, seen[i])
 		}

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -30,7 +31,14 @@ type kafkaWriter struct {
 	w  *connWatch
 	// closing counts clients being closed in the background.
 	closing sync.WaitGroup
+	// down: the last write failed. The next asks first whether any broker
+	// answers (pingTimeout), so that while the cluster is away the spill
+	// file's replay fails at once rather than after writeTimeout.
+	down atomic.Bool
 }
+
+// pingTimeout bounds the check that a broker answers, after a failed write.
+const pingTimeout = 2 * time.Second
 
 // writeGrace is how long a write that reached its deadline waits for the
 // client to fail the records it holds before the client is replaced.
@@ -117,10 +125,19 @@ func (k *kafkaWriter) replace(cl *kgo.Client) {
 
 // WriteRecords writes recs and sets each one's Offset from the brokers'
 // acknowledgement (-1 for a record not stored).
-func (k *kafkaWriter) WriteRecords(ctx context.Context, recs []Record) error {
+func (k *kafkaWriter) WriteRecords(ctx context.Context, recs []Record) (err error) {
 	cl, err := k.client()
 	if err != nil {
 		return err
+	}
+	defer func() { k.down.Store(err != nil) }()
+	if k.down.Load() {
+		pctx, cancel := context.WithTimeout(ctx, pingTimeout)
+		err := cl.Ping(pctx)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("no broker of %s answers: %w", strings.Join(k.k.Brokers, ","), k.k.explain(k.watch(), err))
+		}
 	}
 	var (
 		wg    sync.WaitGroup
