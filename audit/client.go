@@ -244,8 +244,11 @@ func (w *connWatch) OnBrokerE2E(meta kgo.BrokerMetadata, key int16, e2e kgo.Brok
 		addr := net.JoinHostPort(meta.Host, strconv.Itoa(int(meta.Port)))
 		w.mu.Lock()
 		w.saslTo = addr
-		if e2e.Err() != nil {
+		switch {
+		case e2e.Err() != nil:
 			w.saslCut = addr
+		case w.saslCut == addr:
+			w.saslCut = "" // authenticated since
 		}
 		w.mu.Unlock()
 	}
@@ -258,8 +261,9 @@ func (k Kafka) opts(w *connWatch) []kgo.Opt {
 		kgo.SeedBrokers(k.Brokers...),
 		kgo.DialTimeout(5 * time.Second),
 		kgo.WithHooks(w),
-		// Errors that will not pass by retrying (a wrong password, an
-		// untrusted certificate) come back at once rather than at a deadline.
+		// A request that keeps failing (no broker answers, a refused
+		// password) gives up after 10s, as a write does, rather than
+		// kgo's default 30s.
 		kgo.RetryTimeout(10 * time.Second),
 	}
 	if k.TLS != nil {

@@ -69,6 +69,7 @@ func newKafkaWriter(cfg ProducerConfig) (*kafkaWriter, error) {
 		return nil, badSetting("compression", "%v", err)
 	}
 	opts := []kgo.Opt{
+		// kgo produces idempotently unless told not to; that needs acks=all.
 		kgo.RequiredAcks(kgo.AllISRAcks()),
 		kgo.ProducerBatchCompression(codec),
 		kgo.AllowAutoTopicCreation(),

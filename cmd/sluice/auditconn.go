@@ -68,12 +68,20 @@ func (f *trailFlags) kafka(c *cobra.Command) (audit.Kafka, string, error) {
 		if !set("topic") {
 			topic = cfg.Genlog.Topic
 		}
-		if !anyChanged(c, "tls", "tls-ca", "tls-cert", "tls-key", "tls-server-name") {
+		// Settings from the file are named by their key in it.
+		tlsFromFile := !anyChanged(c, "tls", "tls-ca", "tls-cert", "tls-key", "tls-server-name")
+		saslFromFile := !anyChanged(c, "sasl-mechanism", "sasl-user", "sasl-password-file")
+		if tlsFromFile {
 			sec.TLS = cfg.Genlog.TLS
 		}
-		if !anyChanged(c, "sasl-mechanism", "sasl-user", "sasl-password-file") {
+		if saslFromFile {
 			sec.SASL = cfg.Genlog.SASL
-			sec.Keys = func(key string) string { return f.config + ": genlog." + key }
+		}
+		sec.Keys = func(key string) string {
+			if strings.HasPrefix(key, "tls") && tlsFromFile || strings.HasPrefix(key, "sasl") && saslFromFile {
+				return f.config + ": genlog." + key
+			}
+			return flagOf(key)
 		}
 	}
 	k, err := audit.NewKafka(brokers, sec)
