@@ -263,3 +263,38 @@ func TestGenlogToKafkaClusterExactlyOnce(t *testing.T) {
 	}
 	t.Logf("a wrong password: %s", strings.TrimSpace(string(out)))
 }
+
+// A Sluice whose Kafka password is wrong, or whose CA did not sign the
+// brokers' certificates, still serves (the records wait in the spill file)
+// and says in its log which broker refused it and which setting to fix,
+// without the password.
+func TestGenlogKafkaSecurityErrorsInLog(t *testing.T) {
+	c := startKafka(t, "bad.audit")
+	brokers := strings.Join(c.ListenAddrs(), ", ")
+	const wrong = "Wrong-kafka-pa55"
+	for _, tc := range []struct{ name, ca, password, want string }{
+		{"wrong password", "ca.pem", wrong, "during SASL SCRAM-SHA-512 authentication of user"},
+		{"untrusted CA", "other-ca.pem", kafkaPassword, "its TLS certificate is not signed by the CA in genlog.tls.ca"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pw := writeFile(t, "kafka.pw", []byte(tc.password+"\n"))
+			in := startWith(t, fmt.Sprintf("service_user: {user: monitor, password: monpass}\ngenlog:\n  enabled: true\n  topic: bad.audit\n  brokers: [%s]\n"+
+				"  tls: {ca: %s}\n  sasl: {mechanism: SCRAM-SHA-512, user: %s, password_file: %s}\n",
+				brokers, filepath.Join(pki, tc.ca), kafkaUser, pw), "")
+			var one int
+			if err := in.open(t, "false").QueryRow("SELECT 1").Scan(&one); err != nil {
+				t.Fatalf("query while the trail's brokers refuse Sluice: %v", err)
+			}
+			lab.WaitFor(t, "the log to name the problem", 40*time.Second, func() bool {
+				return strings.Contains(in.Stderr.String(), tc.want)
+			})
+			log := in.Stderr.String()
+			if !strings.Contains(log, "127.0.0.1:") {
+				t.Errorf("the log names no broker:\n%s", in.Stderr.Tail(3000))
+			}
+			if strings.Contains(log, wrong) || strings.Contains(log, kafkaPassword) {
+				t.Errorf("a password is in the log")
+			}
+		})
+	}
+}
