@@ -1,13 +1,13 @@
 # Sluice. `make demo` runs the main job; `make test` passes the tests.
 GO        ?= go
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS   := -X main.version=$(VERSION)
+LDFLAGS   := -X github.com/sluice-proxy/sluice/internal/buildinfo.Version=$(VERSION)
 PKGS      := ./...
 
 .PHONY: build test test-short test-ha cross bench bench-broker fuzz demo lab deps clean
 
 build:
-	$(GO) build -ldflags "$(LDFLAGS)" -o bin/sluice ./cmd/sluice
+	$(GO) build -buildvcs=auto -ldflags "$(LDFLAGS)" -o bin/sluice ./cmd/sluice
 
 # Installs the Debian packages the tests need when they are missing (root or sudo).
 deps:

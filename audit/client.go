@@ -19,6 +19,8 @@ import (
 	"github.com/twmb/franz-go/pkg/sasl"
 	"github.com/twmb/franz-go/pkg/sasl/plain"
 	"github.com/twmb/franz-go/pkg/sasl/scram"
+
+	"github.com/sluice-proxy/sluice/internal/confkey"
 )
 
 // ClientTLS is genlog.tls: TLS to the Kafka brokers. It is on when any key
@@ -40,8 +42,8 @@ type ClientSASL struct {
 	// Mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512; empty: no SASL.
 	Mechanism string `yaml:"mechanism"`
 	User      string `yaml:"user"`
-	// Password, or better PasswordFile (its first line; the file is read
-	// at start).
+	// Password, or better PasswordFile (one line, read at start), or
+	// ${VAR} in Password (confkey.ResolveSecrets).
 	Password     string `yaml:"password"`
 	PasswordFile string `yaml:"password_file"`
 }
@@ -120,23 +122,18 @@ func (s ClientSASL) load(envPassword string) (sasl.Mechanism, error) {
 	if s.User == "" {
 		return nil, badSetting("sasl.user", "missing: the user %s authenticates as", mech)
 	}
-	pass := s.Password
-	switch {
-	case s.Password != "" && s.PasswordFile != "":
-		return nil, badSetting("sasl.password_file", "set password or password_file, not both")
-	case s.PasswordFile != "":
-		b, err := os.ReadFile(s.PasswordFile)
-		if err != nil {
-			return nil, badSetting("sasl.password_file", "cannot read the password of %q: %v", s.User, err)
+	if s.Password == "" && s.PasswordFile != "" {
+		// The audit commands' file; sluice.yaml's was read at load
+		// (confkey.ResolveSecrets, which also expands ${VAR}).
+		if err := confkey.ResolveSecrets(&s); err != nil {
+			var ke *confkey.Error
+			if errors.As(err, &ke) {
+				return nil, badSetting("sasl."+ke.Key, "%s", ke.Msg)
+			}
+			return nil, err
 		}
-		pass, _, _ = strings.Cut(string(b), "\n")
-		pass = strings.TrimRight(pass, "\r")
-		if pass == "" {
-			return nil, badSetting("sasl.password_file", "%s is empty: write the password of %q on its first line", s.PasswordFile, s.User)
-		}
-	case pass == "":
-		pass = envPassword
 	}
+	pass := cmp.Or(s.Password, envPassword)
 	if pass == "" {
 		return nil, badSetting("sasl.password_file", "missing: the password of %q, in a file (password_file) or in password", s.User)
 	}

@@ -127,7 +127,7 @@ func (g *Genlog) LogQuery(s *Session, q *Query) {
 		return
 	}
 	// Room for the fields, the text and the chain value the producer adds.
-	b := make([]byte, 0, 512+len(q.Text)+len(q.Fingerprint))
+	buf, b := newRecordBuffer(512 + len(q.Text) + len(q.Fingerprint))
 	b = g.head(b, "query", q.Start, s, cfg)
 	b = appendField(b, "server", q.Server)
 	b = appendField(b, "command", q.Command)
@@ -205,7 +205,7 @@ func (g *Genlog) LogQuery(s *Session, q *Query) {
 		b = append(b, ']')
 	}
 	b = append(b, '}')
-	g.send(s, b, cfg)
+	g.send(s, buf, b, cfg)
 }
 
 // noWriteNoError is what a query record says of a statement that changed
@@ -224,29 +224,31 @@ func (g *Genlog) WantsGTID() bool { return g.cfg.Load().GTID }
 // LogAuth records a login attempt.
 func (g *Genlog) LogAuth(s *Session, a *Auth) {
 	cfg := g.cfg.Load()
-	b := g.head(make([]byte, 0, 256), "auth", a.Time, s, cfg)
+	buf, b := newRecordBuffer(256)
+	b = g.head(b, "auth", a.Time, s, cfg)
 	b = appendBool(b, "ok", a.OK)
 	b = appendUint(b, "error_code", uint64(a.ErrorCode))
 	b = appendField(b, "plugin", a.Plugin)
 	b = appendBool(b, "tls", a.TLS)
-	b = append(b, '}')
-	g.send(s, b, cfg)
+	g.send(s, buf, append(b, '}'), cfg)
 }
 
 // LogConnect records a new client connection.
 func (g *Genlog) LogConnect(s *Session, at time.Time) {
 	cfg := g.cfg.Load()
-	b := g.head(make([]byte, 0, 192), "connect", at, s, cfg)
-	g.send(s, append(b, '}'), cfg)
+	buf, b := newRecordBuffer(256)
+	b = g.head(b, "connect", at, s, cfg)
+	g.send(s, buf, append(b, '}'), cfg)
 }
 
 // LogQuit records the end of a session.
 func (g *Genlog) LogQuit(s *Session, at time.Time, duration time.Duration, statements int64) {
 	cfg := g.cfg.Load()
-	b := g.head(make([]byte, 0, 256), "quit", at, s, cfg)
+	buf, b := newRecordBuffer(256)
+	b = g.head(b, "quit", at, s, cfg)
 	b = appendInt(b, "duration_us", duration.Microseconds())
 	b = appendInt(b, "statements", statements)
-	g.send(s, append(b, '}'), cfg)
+	g.send(s, buf, append(b, '}'), cfg)
 }
 
 func (g *Genlog) head(b []byte, typ string, ts time.Time, s *Session, cfg *Config) []byte {
@@ -269,11 +271,12 @@ func (g *Genlog) head(b []byte, typ string, ts time.Time, s *Session, cfg *Confi
 	return append(b, w.json...)
 }
 
-func (g *Genlog) send(s *Session, rec []byte, cfg *Config) {
+// send hands rec, built in the array buf holds, to the sink.
+func (g *Genlog) send(s *Session, buf *[]byte, rec []byte, cfg *Config) {
 	if s.key == nil || s.keyID != s.ID {
 		s.key, s.keyID = strconv.AppendUint(nil, uint64(s.ID), 10), s.ID
 	}
-	g.sink.Send(Record{Topic: cfg.Topic, Key: s.key, Value: rec})
+	g.sink.Send(Record{Topic: cfg.Topic, Key: s.key, Value: rec, buf: buf})
 }
 
 // IsSensitive reports statements whose text may hold a password: CREATE

@@ -30,9 +30,10 @@ type Producer struct {
 	// doubt holds the records of the last failed write, resolved against
 	// the broker before the next one (exactly-once delivery of the trail).
 	doubt inDoubt
-	// sealInPlace: records are sealed in their own spare capacity. Only
-	// with the in-process broker, which is done with a batch when its
-	// write returns; a Kafka client may still hold one after a timeout.
+	// sealInPlace: records are sealed in their own spare capacity, and
+	// their arrays recycled once written. Only with the in-process broker,
+	// which is done with a batch when its write returns; a Kafka client
+	// may still hold one after a timeout.
 	sealInPlace bool
 	// brokers are how to reach the brokers, to read partition tails (and,
 	// without Local, to write).
@@ -386,6 +387,11 @@ func (p *Producer) write(batch []Record) error {
 	commit()
 	p.noteWritten(toSend)
 	p.sent.Add(float64(n))
+	if p.sealInPlace {
+		for i := range toSend {
+			toSend[i].release()
+		}
+	}
 	return nil
 }
 

@@ -48,6 +48,11 @@ type ServerConfig struct {
 	Address string `yaml:"address"`
 	// Weight biases balancing among replicas; 0 means 1.
 	Weight int `yaml:"weight"`
+	// ProxyProtocol: session connections to this server start with a PROXY
+	// v2 header naming the client, so the server's host-based grants and
+	// processlist see it; the server must trust Sluice's address for it
+	// (MariaDB's proxy_protocol_networks).
+	ProxyProtocol bool `yaml:"proxy_protocol"`
 }
 
 // FailoverConfig governs automatic failover and rejoin for MariaDB GTID
@@ -67,8 +72,10 @@ type FailoverConfig struct {
 
 // Credentials is a user and password pair.
 type Credentials struct {
-	User     string `yaml:"user"`
-	Password string `yaml:"password"`
+	User string `yaml:"user"`
+	// Password, or PasswordFile holding it, or ${VAR} (confkey.ResolveSecrets).
+	Password     string `yaml:"password"`
+	PasswordFile string `yaml:"password_file"`
 }
 
 // WithDefaults returns a copy of c with every zero value that has a

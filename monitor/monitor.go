@@ -72,6 +72,9 @@ type Server struct {
 	GaleraPrimary bool
 	LastError     string
 	CheckedAt     time.Time
+	// RoundTrip is how long the monitor's first query took to answer (0
+	// when the server did not).
+	RoundTrip time.Duration
 	// Maintenance: an operator drained the server; it gets no new reads.
 	Maintenance bool
 }
@@ -433,10 +436,12 @@ func (m *Monitor) check(ctx context.Context, sc ServerConfig) Server {
 
 func (m *Monitor) query(conn *client.Conn, s *Server) error {
 	_ = conn.SetDeadline(time.Now().Add(m.cfg.Timeout))
+	start := time.Now()
 	res, err := conn.Execute("SELECT @@read_only, @@server_id, @@version")
 	if err != nil {
 		return err
 	}
+	s.RoundTrip = time.Since(start)
 	ro, _ := res.GetInt(0, 0)
 	id, _ := res.GetUint(0, 1)
 	// go-mysql's strings point into a pooled buffer that Close hands back:
@@ -639,7 +644,8 @@ var (
 	serverUpDesc      = prometheus.NewDesc("sluice_server_up", "1 when the server answers the monitor.", []string{"server"}, nil)
 	serverPrimaryDesc = prometheus.NewDesc("sluice_server_primary", "1 for the server writes go to.", []string{"server"}, nil)
 	serverUsableDesc  = prometheus.NewDesc("sluice_server_readable", "1 for a replica that gets reads (not broken, not lagging).", []string{"server"}, nil)
-	serverLagDesc     = prometheus.NewDesc("sluice_server_replica_lag_seconds", "Replica lag; -1 when unknown.", []string{"server"}, nil)
+	serverLagDesc     = prometheus.NewDesc("sluice_server_replica_lag_seconds", "Replica lag; absent while unknown (the server is down, not replicating, or its replication is broken).", []string{"server"}, nil)
+	serverRTTDesc     = prometheus.NewDesc("sluice_server_round_trip_seconds", "How long the server took to answer the monitor's last probe query; absent while it is down.", []string{"server"}, nil)
 )
 
 // Describe implements prometheus.Collector: each server's state and lag,
@@ -649,6 +655,7 @@ func (m *Monitor) Describe(ch chan<- *prometheus.Desc) {
 	ch <- serverPrimaryDesc
 	ch <- serverUsableDesc
 	ch <- serverLagDesc
+	ch <- serverRTTDesc
 	m.events.Describe(ch)
 }
 
@@ -665,11 +672,12 @@ func (m *Monitor) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(serverUpDesc, prometheus.GaugeValue, b(s.Up), s.Name)
 		ch <- prometheus.MustNewConstMetric(serverPrimaryDesc, prometheus.GaugeValue, b(i == snap.Primary), s.Name)
 		ch <- prometheus.MustNewConstMetric(serverUsableDesc, prometheus.GaugeValue, b(s.Up && s.Role == RoleReplica && !s.Broken && !s.Lagging), s.Name)
-		lag := -1.0
-		if s.ReplicaLag >= 0 {
-			lag = s.ReplicaLag.Seconds()
+		if s.Up && s.Replicating && s.ReplicaLag >= 0 {
+			ch <- prometheus.MustNewConstMetric(serverLagDesc, prometheus.GaugeValue, s.ReplicaLag.Seconds(), s.Name)
 		}
-		ch <- prometheus.MustNewConstMetric(serverLagDesc, prometheus.GaugeValue, lag, s.Name)
+		if s.Up {
+			ch <- prometheus.MustNewConstMetric(serverRTTDesc, prometheus.GaugeValue, s.RoundTrip.Seconds(), s.Name)
+		}
 	}
 	m.events.Collect(ch)
 }

@@ -27,6 +27,10 @@ type Login struct {
 	Attrs        []byte
 	// TLS, when set, secures the connection; the server must offer it.
 	TLS *tls.Config
+	// Client is the address of the client the connection serves; with
+	// ProxyHeader a PROXY v2 header naming it starts the connection.
+	Client      net.Addr
+	ProxyHeader bool
 }
 
 // BackendConn is one connection from Sluice to a server, logged in as a
@@ -63,6 +67,12 @@ func DialBackend(ctx context.Context, server, addr string, login Login) (*Backen
 	}
 	if dl, ok := ctx.Deadline(); ok {
 		_ = conn.SetDeadline(dl)
+	}
+	if login.ProxyHeader && login.Client != nil {
+		if err := sendProxyHeader(conn, login.Client); err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("%s (%s): %w", server, addr, err)
+		}
 	}
 	b := &BackendConn{Server: server, Addr: addr, pio: NewPacketIO(conn)}
 	if err := b.login(login); err != nil {

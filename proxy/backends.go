@@ -249,6 +249,7 @@ func (bs *backendSet) dial(ctx context.Context, t router.Target) (*BackendConn, 
 	defer cancel()
 	login := bs.login
 	login.DB = bs.state.db
+	login.ProxyHeader = cfg.ProxyProtocolServers[t.Server]
 	// Verify the certificate against the host Sluice dials.
 	login.TLS = monitor.TLSFor(cfg.BackendTLS, t.Address)
 	b, err := DialBackend(ctx, t.Server, t.Address, login)

@@ -49,6 +49,14 @@ type Config struct {
 	// UsersRefreshInterval throttles reloading accounts from the servers
 	// after an unknown user or a failed password check. Default 30s.
 	UsersRefreshInterval time.Duration `yaml:"users_refresh_interval"`
+	// ProxyProtocolNetworks are the balancers (CIDRs or addresses) whose
+	// connections start with a PROXY protocol header naming the client
+	// (proxyprotocol.go): required from them, refused from anyone else.
+	ProxyProtocolNetworks []string `yaml:"proxy_protocol_networks"`
+	// ProxyProtocolServers are the servers (by name) whose session
+	// connections start with a PROXY v2 header naming the client (each
+	// server's proxy_protocol key).
+	ProxyProtocolServers map[string]bool `yaml:"-"`
 
 	// ClassifierCacheSize bounds the statement shapes whose class is
 	// cached (router.classifier_cache_size).
@@ -69,8 +77,10 @@ type Config struct {
 type AccountConfig struct {
 	User string `yaml:"user"`
 	// Host is the client host pattern, as in mysql.user. Default %.
-	Host     string `yaml:"host"`
-	Password string `yaml:"password"`
+	Host string `yaml:"host"`
+	// Password, or PasswordFile holding it, or ${VAR} (confkey.ResolveSecrets).
+	Password     string `yaml:"password"`
+	PasswordFile string `yaml:"password_file"`
 }
 
 // WithDefaults returns a copy of c with every zero value that has a
@@ -126,6 +136,11 @@ func (c *Config) Validate() error {
 	}
 	if c.ClientIdleTimeout < 0 || c.BackendReadTimeout < 0 {
 		return confkey.Errorf("client_idle_timeout", "timeouts must be >= 0 (0 means none)")
+	}
+	for i, n := range c.ProxyProtocolNetworks {
+		if _, err := parseNetwork(n); err != nil {
+			return confkey.Errorf(fmt.Sprintf("proxy_protocol_networks[%d]", i), "%v; list the balancers that send PROXY headers, e.g. [10.0.0.0/24, 10.0.1.7]", err)
+		}
 	}
 	if c.MaxAllowedPacket < 1024 || c.MaxAllowedPacket > 1<<30 {
 		return confkey.Errorf("max_allowed_packet", "must be between 1024 and 1073741824 bytes")

@@ -154,3 +154,10 @@ func TestFirewallMultiStatementAndAllowlist(t *testing.T) {
 		t.Fatalf("statement outside the allowlist: %v, want 1142", err)
 	}
 }
+
+// all returns every record so far.
+func (r *recordSink) all() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.recs...)
+}

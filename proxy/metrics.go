@@ -1,6 +1,9 @@
 package proxy
 
 import (
+	"sync/atomic"
+	"time"
+
 	"github.com/go-mysql-org/go-mysql/mysql"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -28,6 +31,35 @@ type Metrics struct {
 	// filterDenied and filterRewritten count statements filters refused
 	// and rewrote.
 	filterDenied, filterRewritten, filterDetected prometheus.Counter
+	// durations is each command's time from its arrival to the end of its
+	// answer, by command and route; durationOf holds the series once used,
+	// so /metrics lists only the pairs that occurred and the per-command
+	// path does no label lookup.
+	durations  *prometheus.HistogramVec
+	durationOf [256][len(routeLabels)]atomic.Pointer[observer]
+}
+
+type observer struct{ prometheus.Observer }
+
+// routeLabels are the route label's values: a command answered by Sluice
+// itself or refused, one sent to the primary, one sent to a replica.
+var routeLabels = [...]string{"none", "primary", "replica"}
+
+// observe records one command's duration.
+func (m *Metrics) observe(cmd byte, routed, toPrimary bool, d time.Duration) {
+	route := 0
+	if routed {
+		route = 2
+		if toPrimary {
+			route = 1
+		}
+	}
+	o := m.durationOf[cmd][route].Load()
+	if o == nil {
+		o = &observer{m.durations.WithLabelValues(commandName(cmd), routeLabels[route])}
+		m.durationOf[cmd][route].Store(o)
+	}
+	o.Observe(d.Seconds())
 }
 
 func (m *Metrics) classified(hit bool) {
@@ -93,8 +125,18 @@ func newMetrics(reg prometheus.Registerer) *Metrics {
 	for i := range m.commands {
 		m.commands[i] = commands.WithLabelValues(commandName(byte(i)))
 	}
+	m.durations = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "sluice_query_duration_seconds",
+		Help: "Client commands' time in Sluice, from the command's arrival to the end of its answer, by command and route (none: answered by Sluice or refused).",
+		// Classic buckets for every scraper, and a native histogram for
+		// those that ask for it (Prometheus 2.40+ with native histograms on).
+		Buckets:                         []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		NativeHistogramBucketFactor:     1.1,
+		NativeHistogramMaxBucketNumber:  160,
+		NativeHistogramMinResetDuration: time.Hour,
+	}, []string{"command", "route"})
 	if reg != nil {
-		reg.MustRegister(m.sessions, m.refused, m.authFailures, m.backendConns, m.primaryWaiting, m.primaryWaitTimeouts, replays, commands, m.cacheHits, m.cacheMisses, routes, filtered)
+		reg.MustRegister(m.sessions, m.refused, m.authFailures, m.backendConns, m.primaryWaiting, m.primaryWaitTimeouts, replays, commands, m.cacheHits, m.cacheMisses, routes, filtered, m.durations)
 	}
 	return m
 }

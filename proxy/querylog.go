@@ -73,17 +73,17 @@ func (s *Session) routeLabel(r *queryRecord) string {
 // logSession is the session as the query log names it.
 func (s *Session) logSession() *audit.Session {
 	if s.logSess.ID == 0 {
-		s.logSess = audit.Session{ID: s.id, Client: s.client.Conn().RemoteAddr().String()}
+		s.logSess = audit.Session{ID: s.id, Client: s.clientAddr.String()}
 	}
 	s.logSess.User, s.logSess.DB = s.user, s.proc.state.db
 	return &s.logSess
 }
 
 // logCommand writes the query log record of one answered command.
-func (s *Session) logCommand(g *audit.Genlog, cmd byte, pkt []byte, start time.Time) {
+func (s *Session) logCommand(g *audit.Genlog, cmd byte, pkt []byte, start time.Time, took time.Duration) {
 	r := &s.proc.rec
 	q := audit.Query{
-		Start: start, Duration: time.Since(start), Command: commandName(cmd),
+		Start: start, Duration: took, Command: commandName(cmd),
 		Server: r.server, Route: s.routeLabel(r), Rows: r.res.Rows, Affected: r.res.OK.Affected,
 		LastInsertID: r.res.OK.LastInsertID, Warnings: r.res.OK.Warnings,
 		InTx: s.proc.status&mysql.SERVER_STATUS_IN_TRANS != 0,

@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"sync/atomic"
 	"time"
@@ -25,11 +26,14 @@ import (
 // commands themselves run in its processor (command.go), over the
 // session's connections to the servers (backends.go).
 type Session struct {
-	srv      *Server
-	id       uint32
-	client   *PacketIO
-	clientIP string
-	log      *slog.Logger
+	srv    *Server
+	id     uint32
+	client *PacketIO
+	// clientAddr is the client's address: the connection's peer, or the
+	// one a trusted balancer's PROXY header names; clientIP its host.
+	clientAddr net.Addr
+	clientIP   string
+	log        *slog.Logger
 
 	caps      uint32
 	collation byte
@@ -61,14 +65,8 @@ type Session struct {
 
 func newSession(srv *Server, conn net.Conn) *Session {
 	id := srv.nextID.Add(1)
-	host, _, _ := net.SplitHostPort(conn.RemoteAddr().String())
-	s := &Session{
-		srv:      srv,
-		id:       id,
-		client:   NewPacketIO(conn),
-		clientIP: host,
-		log:      srv.log.With("session", id, "client", conn.RemoteAddr().String()),
-	}
+	s := &Session{srv: srv, id: id, client: NewPacketIO(conn), log: srv.log.With("session", id, "client", conn.RemoteAddr().String())}
+	s.setClientAddr(conn.RemoteAddr())
 	s.proc.init(srv, s.client, s.log)
 	s.client.SetMaxPayload(srv.cfg.Load().MaxAllowedPacket)
 	return s
@@ -88,6 +86,10 @@ func (s *Session) run(ctx context.Context) {
 	defer m.sessions.Dec()
 	defer s.close()
 	s.started = time.Now()
+	if err := s.acceptProxyHeader(); err != nil {
+		s.log.Warn("connection refused", "err", err)
+		return
+	}
 	if g := s.srv.genlog.Load(); g != nil {
 		g.LogConnect(s.logSession(), s.started)
 	}
@@ -115,6 +117,37 @@ func (s *Session) run(ctx context.Context) {
 	s.publish()
 	err = s.loop(ctx)
 	s.logEnd("session ended", err)
+}
+
+// setClientAddr makes addr the client's address.
+func (s *Session) setClientAddr(addr net.Addr) {
+	s.clientAddr = addr
+	s.clientIP, _, _ = net.SplitHostPort(addr.String())
+}
+
+// acceptProxyHeader reads the PROXY header a trusted balancer puts first
+// (proxy_protocol_networks), and takes the client's address from it.
+func (s *Session) acceptProxyHeader() error {
+	cfg := s.srv.cfg.Load()
+	if len(cfg.ProxyProtocolNetworks) == 0 {
+		return nil
+	}
+	peer := s.client.Conn().RemoteAddr()
+	ap, err := netip.ParseAddrPort(peer.String())
+	if err != nil {
+		return nil // not an IP connection: nothing to trust
+	}
+	trusted, _ := parseNetworks(cfg.ProxyProtocolNetworks) // validated with the config
+	if !proxyHeaderFrom(ap.Addr(), trusted) {
+		return nil
+	}
+	addr, err := acceptProxyHeader(s.client, peer, cfg.ConnectTimeout)
+	if err != nil {
+		return err
+	}
+	s.setClientAddr(addr)
+	s.setLog(s.srv.log.With("session", s.id, "client", addr.String(), "via", peer.String()))
+	return nil
 }
 
 func (s *Session) logEnd(msg string, err error) {
@@ -145,7 +178,7 @@ func (s *Session) setLog(l *slog.Logger) {
 // to the servers as the client's own user with SHA1(password).
 func (s *Session) setLogin(user string, stage1 []byte) {
 	s.user = user
-	s.proc.setLogin(Login{User: user, Stage1: stage1, Capabilities: s.caps, Collation: s.collation, Attrs: s.attrs})
+	s.proc.setLogin(Login{User: user, Stage1: stage1, Capabilities: s.caps, Collation: s.collation, Attrs: s.attrs, Client: s.clientAddr})
 }
 
 // handshake greets the client, authenticates it and opens its backend.
@@ -164,6 +197,10 @@ func (s *Session) handshake(ctx context.Context) error {
 		caps |= mysql.CLIENT_SSL
 	}
 	if err := s.client.Send(buildHandshake(s.id, s.scramble, version, caps, defaultCollation)); err != nil {
+		return err
+	}
+	if err := refuseProxyHeader(s.client, s.client.Conn().RemoteAddr()); err != nil {
+		s.client.SendError(newSQLError(mysql.ER_HANDSHAKE_ERROR, "PROXY protocol header refused: this address is not in Sluice's proxy_protocol_networks"))
 		return err
 	}
 	pkt, err := s.client.ReadPacket()
@@ -336,14 +373,16 @@ func (s *Session) loop(ctx context.Context) error {
 		}
 		// Where a string literal ends depends on the session's sql_mode.
 		err = s.proc.dispatch(ctx, pkt)
+		took := time.Since(start)
+		r := &s.proc.rec
+		m.observe(cmd, r.routed, r.toPrimary, took)
 		// A close names its statement for the audit trail; it is no
 		// execution of it.
-		if d := s.srv.digests.Load(); d != nil && s.proc.rec.hasStmt && cmd != mysql.COM_STMT_CLOSE {
-			r := &s.proc.rec
-			d.Record(r.stmt.Digest, r.stmt.Fingerprint, start, time.Since(start), r.res.Rows, r.res.Err != nil)
+		if d := s.srv.digests.Load(); d != nil && r.hasStmt && cmd != mysql.COM_STMT_CLOSE {
+			d.Record(r.stmt.Digest, r.stmt.Fingerprint, start, took, r.res.Rows, r.res.Err != nil)
 		}
 		if g := s.srv.genlog.Load(); g != nil {
-			s.logCommand(g, cmd, pkt, start)
+			s.logCommand(g, cmd, pkt, start, took)
 		}
 		s.publish()
 		if err != nil && !errors.Is(err, errReported) {

@@ -72,7 +72,7 @@ func (s *Session) publish() {
 		len(v.Backends) == backends && v.Pinned == p.pinned {
 		return
 	}
-	info := &SessionInfo{ID: s.id, User: s.user, Client: s.client.Conn().RemoteAddr().String(), DB: p.state.db,
+	info := &SessionInfo{ID: s.id, User: s.user, Client: s.clientAddr.String(), DB: p.state.db,
 		Started: s.started, InTransaction: inTx, Pinned: p.pinned, Backends: make([]string, 0, backends)}
 	if bs.primary != nil {
 		info.Backends = append(info.Backends, bs.primary.Server)

@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -19,10 +21,47 @@ import (
 type ctlClient struct {
 	admin, token string
 	json         bool
-	http         http.Client
+	// tlsCA, tlsCert and tlsKey: the admin listener speaks TLS (admin_tls),
+	// verified against tlsCA, with a client certificate when it asks.
+	tlsCA, tlsCert, tlsKey string
+	http                   http.Client
+}
+
+// setup readies the HTTP client: TLS when asked for by --tls-* or an
+// https:// address.
+func (c *ctlClient) setup() error {
+	if c.tlsCA == "" && c.tlsCert == "" && !strings.HasPrefix(c.admin, "https://") {
+		return nil
+	}
+	tc := &tls.Config{MinVersion: tls.VersionTLS12}
+	if c.tlsCA != "" {
+		pem, err := os.ReadFile(c.tlsCA)
+		if err != nil {
+			return fmt.Errorf("--tls-ca: %w", err)
+		}
+		tc.RootCAs = x509.NewCertPool()
+		if !tc.RootCAs.AppendCertsFromPEM(pem) {
+			return fmt.Errorf("--tls-ca %s holds no PEM certificate", c.tlsCA)
+		}
+	}
+	if c.tlsCert != "" || c.tlsKey != "" {
+		cert, err := tls.LoadX509KeyPair(c.tlsCert, c.tlsKey)
+		if err != nil {
+			return fmt.Errorf("--tls-cert and --tls-key: %w", err)
+		}
+		tc.Certificates = []tls.Certificate{cert}
+	}
+	c.http.Transport = &http.Transport{TLSClientConfig: tc}
+	if !strings.Contains(c.admin, "://") {
+		c.admin = "https://" + c.admin
+	}
+	return nil
 }
 
 func (c *ctlClient) do(method, path string, out any) error {
+	if err := c.setup(); err != nil {
+		return err
+	}
 	u := c.admin
 	if !strings.Contains(u, "://") {
 		u = "http://" + u
@@ -68,7 +107,10 @@ func ctlCmd() *cobra.Command {
 		Short: "Operate a running Sluice through its admin API (tables, or --json for scripts)",
 	}
 	cmd.PersistentFlags().StringVar(&c.admin, "admin", "127.0.0.1:8989", "admin API address (admin_listen)")
-	cmd.PersistentFlags().StringVar(&c.token, "token", os.Getenv("SLUICE_ADMIN_TOKEN"), "admin_token (default $SLUICE_ADMIN_TOKEN)")
+	cmd.PersistentFlags().StringVar(&c.token, "token", os.Getenv("SLUICE_ADMIN_TOKEN"), "an admin user's token, or admin_token (default $SLUICE_ADMIN_TOKEN)")
+	cmd.PersistentFlags().StringVar(&c.tlsCA, "tls-ca", "", "CA (PEM) to verify the admin listener's certificate (admin_tls); implies https")
+	cmd.PersistentFlags().StringVar(&c.tlsCert, "tls-cert", "", "client certificate (PEM), when admin_tls.client_ca asks for one")
+	cmd.PersistentFlags().StringVar(&c.tlsKey, "tls-key", "", "the client certificate's key (PEM)")
 	cmd.PersistentFlags().BoolVar(&c.json, "json", false, "print the API's JSON")
 	table := func(header string, rows func(w io.Writer)) {
 		tw := tabwriter.NewWriter(os.Stdout, 2, 4, 2, ' ', 0)
@@ -200,6 +242,17 @@ func ctlCmd() *cobra.Command {
 				return err
 			}
 			fmt.Printf("primary: %s\n", r["primary"])
+			return nil
+		},
+	})
+	cmd.AddCommand(&cobra.Command{
+		Use: "whoami", Short: "The admin user and role the token belongs to", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var me struct{ User, Role string }
+			if err := c.do("GET", "/v1/whoami", &me); err != nil || c.json {
+				return err
+			}
+			fmt.Printf("%s (%s)\n", me.User, me.Role)
 			return nil
 		},
 	})

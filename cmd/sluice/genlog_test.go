@@ -41,9 +41,13 @@ type record struct {
 	GTID       string   `json:"gtid"`
 	Redacted   []string `json:"redacted"`
 	// Event, From and To are a topology record's (sluice.events).
-	Event     string `json:"event"`
-	From      string `json:"from"`
-	To        string `json:"to"`
+	Event string `json:"event"`
+	From  string `json:"from"`
+	To    string `json:"to"`
+	// Action, Target and Outcome are an admin action's (sluice.events).
+	Action    string `json:"action"`
+	Target    string `json:"target"`
+	Outcome   string `json:"outcome"`
 	offset    int64
 	partition int
 }

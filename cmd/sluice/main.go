@@ -10,19 +10,19 @@ import (
 
 	"github.com/sluice-proxy/sluice/audit"
 	"github.com/sluice-proxy/sluice/internal/app"
+	"github.com/sluice-proxy/sluice/internal/buildinfo"
 	"github.com/sluice-proxy/sluice/internal/config"
 )
-
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "dev"
 
 func main() {
 	root := &cobra.Command{
 		Use:           "sluice",
 		Short:         "Sluice: a MySQL proxy that splits reads from writes and logs every query to a Kafka-compatible broker",
+		Version:       buildinfo.Read().String(),
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
+	root.SetVersionTemplate("{{.Version}}\n")
 	root.AddCommand(versionCmd(), serveCmd(), brokerCmd(), auditCmd(), ctlCmd())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "sluice:", err)
@@ -38,9 +38,10 @@ func main() {
 func versionCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "version",
-		Short: "Print Sluice's version",
+		Short: "Print Sluice's version, commit and Go version",
+		Args:  cobra.NoArgs,
 		Run: func(cmd *cobra.Command, args []string) {
-			fmt.Println("sluice", version)
+			fmt.Println(buildinfo.Read())
 		},
 	}
 }

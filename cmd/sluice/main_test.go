@@ -89,10 +89,15 @@ func (in *instance) dsn(user, pass, db string) string {
 	return cfg.FormatDSN()
 }
 
+// `sluice version` and `sluice --version` name the version, the commit when
+// the build recorded it, and the Go that built the binary.
 func TestVersion(t *testing.T) {
-	out, err := exec.Command(binary, "version").Output()
-	if err != nil || !strings.HasPrefix(string(out), "sluice ") {
-		t.Fatalf("version: %q %v", out, err)
+	form := regexp.MustCompile(`^sluice \S+ \((commit [0-9a-f]{40}( with local changes)?, )?go1\.\d+[^)]*\)\n$`)
+	for _, args := range [][]string{{"version"}, {"--version"}} {
+		out, err := exec.Command(binary, args...).Output()
+		if err != nil || !form.Match(out) {
+			t.Errorf("sluice %s: %q %v; want %s", args[0], out, err, form)
+		}
 	}
 }
 
@@ -140,6 +145,9 @@ func TestServeReloadAndDrain(t *testing.T) {
 	resp.Body.Close()
 	if !strings.Contains(metrics.String(), `sluice_commands_total{command="COM_QUERY"}`) {
 		t.Fatalf("metrics lack command counts:\n%.2000s", metrics.String())
+	}
+	if !regexp.MustCompile(`(?m)^sluice_build_info\{go_version="go1\.[^"]+",revision="[0-9a-f]*",version="[^"]+"\} 1$`).Match(metrics.Bytes()) {
+		t.Fatalf("metrics lack sluice_build_info:\n%.2000s", metrics.String())
 	}
 
 	// A broken config on SIGHUP is refused and the running one kept.

@@ -4,7 +4,6 @@ package admin
 
 import (
 	"context"
-	"crypto/subtle"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -49,10 +48,16 @@ type API struct {
 	// AuditCheckpoints are the latest signed checkpoints of the audit
 	// trail, one per partition written to; nil without genlog.signing_key.
 	AuditCheckpoints func() any
-	// Token, when set, must come as "Authorization: Bearer TOKEN" on every
-	// request but GET /health and the console's static page (GET / and
-	// GET /console/NAME).
-	Token string
+	// Credentials are the admin users now (admin_users, admin_token; a
+	// reload may change them): each request but GET /health and the
+	// console's static page (GET / and GET /console/NAME) must bring one's
+	// token as "Authorization: Bearer TOKEN", and is allowed what its role
+	// allows. Nil: no users, every caller is admin.
+	Credentials func() *Credentials
+	// Record, when set, receives each admin action (maintenance,
+	// switchover, reload, config read, audit tail opened and closed,
+	// profiles, and requests refused for their role).
+	Record func(Action)
 }
 
 // Handler builds the admin HTTP handler.
@@ -67,6 +72,10 @@ func Handler(api API) http.Handler {
 		writeJSON(w, status, map[string]any{"ok": ok, "reason": reason})
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(api.Gatherer, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /v1/whoami", func(w http.ResponseWriter, r *http.Request) {
+		u := requestUser(r)
+		writeJSON(w, http.StatusOK, map[string]string{"user": u.name, "role": string(u.role)})
+	})
 	mux.HandleFunc("GET /v1/servers", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, serverViews(api.Monitor.Snapshot()))
 	})
@@ -212,25 +221,13 @@ func Handler(api API) http.Handler {
 	root := http.NewServeMux()
 	root.Handle("GET /{$}", console.Handler())
 	root.Handle("GET /console/", console.Handler())
-	root.Handle("/", requireToken(api.Token, mux))
-	return root
-}
-
-// requireToken refuses requests without the bearer token, when one is set.
-// /health stays open: cluster managers probe it without credentials.
-func requireToken(token string, next http.Handler) http.Handler {
-	if token == "" {
-		return next
+	creds := api.Credentials
+	if creds == nil {
+		creds = func() *Credentials { return nil }
 	}
-	want := []byte("Bearer " + token)
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/health" && subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="sluice"`)
-			writeError(w, http.StatusUnauthorized, "missing or wrong token: send Authorization: Bearer <admin_token>")
-			return
-		}
-		next.ServeHTTP(w, r)
-	})
+	// /health stays open: cluster managers probe it without credentials.
+	root.Handle("/", guard(creds, api.Record, mux))
+	return root
 }
 
 // ServerView is a server as GET /v1/servers shows it.

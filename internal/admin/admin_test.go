@@ -65,7 +65,11 @@ func TestAuditCheckpointEndpoint(t *testing.T) {
 		Handler(api).ServeHTTP(rec, req)
 		return rec.Code, rec.Body.String()
 	}
-	api := API{Token: "s3cret", AuditCheckpoints: func() any {
+	creds, err := (&Config{Token: "s3cret"}).Credentials()
+	if err != nil {
+		t.Fatal(err)
+	}
+	api := API{Credentials: func() *Credentials { return creds }, AuditCheckpoints: func() any {
 		return []map[string]any{{"proxy": "p1", "partition": 2, "count": 7}}
 	}}
 	if code, _ := get(api, ""); code != http.StatusUnauthorized {

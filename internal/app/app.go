@@ -4,6 +4,7 @@ package app
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -26,6 +27,7 @@ import (
 	"github.com/sluice-proxy/sluice/audit"
 	"github.com/sluice-proxy/sluice/filter"
 	"github.com/sluice-proxy/sluice/internal/admin"
+	"github.com/sluice-proxy/sluice/internal/buildinfo"
 	"github.com/sluice-proxy/sluice/internal/config"
 	"github.com/sluice-proxy/sluice/internal/digest"
 	"github.com/sluice-proxy/sluice/logbroker"
@@ -76,7 +78,7 @@ func Serve(cfgFile string) error {
 	}()
 
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), buildInfoGauge())
 
 	var broker *logbroker.Broker
 	if cfg.Broker.Enabled {
@@ -107,6 +109,8 @@ func Serve(cfgFile string) error {
 	if err != nil {
 		return fmt.Errorf("genlog: %w", err)
 	}
+	// recordEvent sends a record to the events topic, when there is one.
+	recordEvent := func(key string, v any) {}
 	if len(kafka.Brokers) > 0 {
 		events, err := audit.NewProducer(audit.ProducerConfig{Kafka: kafka, Compression: cfg.Genlog.Compression, Name: "events", QueueSize: 10000, Local: localBroker(cfg, broker)}, log.With("component", "events"))
 		if err != nil {
@@ -121,16 +125,18 @@ func Serve(cfgFile string) error {
 				return err
 			}
 		}
+		recordEvent = func(key string, v any) {
+			if b, err := json.Marshal(v); err == nil {
+				events.Send(audit.Record{Topic: EventsTopic, Key: []byte(key), Value: b})
+			}
+		}
 		name := cfg.Name
 		mon.OnEvent = func(ev monitor.Event) {
-			rec := struct {
+			recordEvent(ev.Server, struct {
 				Type  string `json:"type"`
 				Proxy string `json:"proxy"`
 				monitor.Event
-			}{"topology", name, ev}
-			if b, err := json.Marshal(rec); err == nil {
-				events.Send(audit.Record{Topic: EventsTopic, Key: []byte(ev.Server), Value: b})
-			}
+			}{"topology", name, ev})
 		}
 	}
 	lc.start("monitor", goStop(mon.Run))
@@ -201,13 +207,19 @@ func Serve(cfgFile string) error {
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "sluice_query_digests", Help: "Statement shapes in the digest table (at most query_digests).",
 	}, func() float64 { return float64(srv.Digests().Len()) }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "sluice_query_digests_evicted", Help: "Statement shapes evicted from the digest table since it was created (start or resize).",
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "sluice_query_digests_evicted_total", Help: "Statement shapes evicted from the digest table since it was created (start, or a resize by reload, which starts the count anew).",
 		}, func() float64 { return float64(srv.Digests().Evicted()) }))
 
 	// running is the config in force, for GET /v1/config and reloads.
 	var running atomic.Pointer[config.Config]
 	running.Store(cfg)
+	var creds atomic.Pointer[admin.Credentials]
+	if c, err := cfg.Admin.Credentials(); err != nil {
+		return err
+	} else {
+		creds.Store(c)
+	}
 	var reloadMu sync.Mutex
 	// reload applies the config file anew, from SIGHUP or POST /v1/reload;
 	// a config that does not load is refused and the running one kept.
@@ -239,6 +251,9 @@ func Serve(cfgFile string) error {
 		if next.QueryDigests != running.Load().QueryDigests {
 			srv.SetDigests(digest.New(next.QueryDigests))
 		}
+		if c, err := next.Admin.Credentials(); err == nil {
+			creds.Store(c)
+		}
 		running.Store(next)
 		log.Info("config reloaded", "file", cfgFile)
 		return nil
@@ -250,7 +265,16 @@ func Serve(cfgFile string) error {
 		return true, "serving"
 	}
 	api := admin.API{Health: health, Gatherer: reg, Monitor: mon, Sessions: srv.SessionList, Digests: srv.Digests,
-		Reload: reload, Token: cfg.AdminToken, Stats: srv.Stats, Config: func() any { return configView(running.Load().Redacted()) }}
+		Reload: reload, Stats: srv.Stats, Config: func() any { return configView(running.Load().Redacted()) },
+		Credentials: creds.Load,
+		Record: func(a admin.Action) {
+			log.Info("admin action", "user", a.User, "role", a.Role, "address", a.Address, "action", a.Action,
+				"target", a.Target, "outcome", a.Outcome, "status", a.Status, "error", a.Error)
+			recordEvent(a.User, struct {
+				admin.Action
+				Proxy string `json:"proxy"`
+			}{a, cfg.Name})
+		}}
 	api.AuditCheckpoints = checkpoints
 	if genlog != nil {
 		api.AuditTail = func(ctx context.Context, where *audit.Where, since time.Duration, emit func([]byte)) error {
@@ -258,9 +282,17 @@ func Serve(cfgFile string) error {
 				Since: since, Where: where, Follow: true}, emit)
 		}
 	}
-	adminLn, err := net.Listen("tcp", cfg.AdminListen)
+	adminLn, err := net.Listen("tcp", cfg.Admin.Listen)
 	if err != nil {
-		return fmt.Errorf("admin_listen %s: %w", cfg.AdminListen, err)
+		return fmt.Errorf("admin_listen %s: %w", cfg.Admin.Listen, err)
+	}
+	if cfg.Admin.TLS.Cert != "" {
+		tc, err := cfg.Admin.TLS.ServerConfig()
+		if err != nil {
+			adminLn.Close()
+			return fmt.Errorf("admin_tls: %w", err)
+		}
+		adminLn = tls.NewListener(adminLn, tc)
 	}
 	adminSrv := &http.Server{Handler: admin.Handler(api), ReadHeaderTimeout: 5 * time.Second}
 	adminDone := make(chan struct{})
@@ -427,6 +459,14 @@ func proxySection(cfg *config.Config) proxy.Config {
 	pc.Name = cfg.Name
 	pc.Recovery = cfg.Router.Recovery
 	pc.ClassifierCacheSize = cfg.Router.ClassifierCacheSize
+	for _, s := range cfg.Servers {
+		if s.ProxyProtocol {
+			if pc.ProxyProtocolServers == nil {
+				pc.ProxyProtocolServers = map[string]bool{}
+			}
+			pc.ProxyProtocolServers[s.Name] = true
+		}
+	}
 	pc.RequireTLS = cfg.TLS.Require
 	// Validated with the config; files that changed since are re-read at
 	// the next reload.
@@ -449,4 +489,14 @@ func serverAddrs(mon *monitor.Monitor) []string {
 		}
 	}
 	return addrs
+}
+
+// buildInfoGauge is sluice_build_info: 1, labelled with what this binary
+// is, so dashboards can show (and alert on) the versions running.
+func buildInfoGauge() prometheus.Collector {
+	bi := buildinfo.Read()
+	g := prometheus.NewGauge(prometheus.GaugeOpts{Name: "sluice_build_info", Help: "Always 1; the labels say which Sluice this is.",
+		ConstLabels: prometheus.Labels{"version": bi.Version, "revision": bi.Commit, "go_version": bi.GoVersion}})
+	g.Set(1)
+	return g
 }

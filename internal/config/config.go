@@ -22,6 +22,7 @@ import (
 
 	"github.com/sluice-proxy/sluice/audit"
 	"github.com/sluice-proxy/sluice/filter"
+	"github.com/sluice-proxy/sluice/internal/admin"
 	"github.com/sluice-proxy/sluice/internal/confkey"
 	"github.com/sluice-proxy/sluice/logbroker"
 	"github.com/sluice-proxy/sluice/monitor"
@@ -43,11 +44,10 @@ type Config struct {
 	// client_idle_timeout, backend_read_timeout, server_version,
 	// max_allowed_packet, connect_timeout, drain_timeout, accounts and
 	// users_refresh_interval.
-	Proxy       proxy.Config `yaml:",inline"`
-	AdminListen string       `yaml:"admin_listen"`
-	// AdminToken, when set, is required as "Authorization: Bearer TOKEN"
-	// on every admin request but GET /health.
-	AdminToken string `yaml:"admin_token"`
+	Proxy proxy.Config `yaml:",inline"`
+	// Admin is the admin interface's top-level keys: admin_listen,
+	// admin_token, admin_users, admin_allow_anonymous and admin_tls.
+	Admin admin.Config `yaml:",inline"`
 	// QueryDigests bounds the statement shapes whose statistics are kept
 	// for GET /v1/digests (least recently seen evicted). Default 1000; -1
 	// keeps none.
@@ -157,7 +157,11 @@ func (c *Config) Redacted() *Config {
 	}
 	hide(&r.ServiceUser.Password)
 	hide(&r.Monitor.Failover.ReplicationUser.Password)
-	hide(&r.AdminToken)
+	hide(&r.Admin.Token)
+	r.Admin.Users = append([]admin.User(nil), c.Admin.Users...)
+	for i := range r.Admin.Users {
+		hide(&r.Admin.Users[i].Token)
+	}
 	hide(&r.Genlog.SASL.Password)
 	r.Proxy.Accounts = append([]proxy.AccountConfig(nil), c.Proxy.Accounts...)
 	for i := range r.Proxy.Accounts {
@@ -254,7 +258,7 @@ func (c *Config) GenlogBrokers() []string {
 func parse(file string, data []byte, validate func(*Config) error) (*Config, error) {
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
-		return nil, yamlError(file, err)
+		return nil, yamlError(file, nil, err)
 	}
 	cfg := &Config{File: file}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
@@ -263,7 +267,12 @@ func parse(file string, data []byte, validate func(*Config) error) (*Config, err
 		if errors.Is(err, io.EOF) {
 			return nil, &Error{File: file, Msg: "config is empty; see configs/sluice.yaml for every key"}
 		}
-		return nil, yamlError(file, err)
+		return nil, yamlError(file, &root, err)
+	}
+	if err := confkey.ResolveSecrets(cfg); err != nil {
+		ce := sectionError("", err).(*Error)
+		ce.File, ce.Line = file, lineOf(&root, ce.Key)
+		return nil, ce
 	}
 	cfg.setDefaults()
 	if err := validate(cfg); err != nil {
@@ -278,8 +287,10 @@ func parse(file string, data []byte, validate func(*Config) error) (*Config, err
 }
 
 // yamlError turns yaml.v3's messages ("line 3: field foo not found in type
-// config.Config") into one line naming the file.
-func yamlError(file string, err error) error {
+// config.Config", "line 2: cannot unmarshal !!int `5` into time.Duration")
+// into one line naming the file, the line and the full key path (from
+// root, the document as a tree), and for a type error the form expected.
+func yamlError(file string, root *yaml.Node, err error) error {
 	msg := err.Error()
 	var te *yaml.TypeError
 	if errors.As(err, &te) && len(te.Errors) > 0 {
@@ -295,14 +306,105 @@ func yamlError(file string, err error) error {
 			}
 		}
 	}
-	if strings.Contains(msg, "not found in type") {
-		field := strings.TrimPrefix(msg, "field ")
-		if i := strings.Index(field, " not found"); i > 0 {
-			field = field[:i]
+	if field, ok := strings.CutPrefix(msg, "field "); ok && strings.Contains(field, " not found in type") {
+		field = field[:strings.Index(field, " not found")]
+		return &Error{File: file, Line: line, Key: keyAt(root, line, field, "", ""),
+			Msg: "unknown key; see configs/sluice.yaml for the keys that exist"}
+	}
+	if what, into, ok := strings.Cut(msg, " into "); ok && strings.HasPrefix(what, "cannot unmarshal ") {
+		// what is "cannot unmarshal !!str `many`": the value, when quoted.
+		value := ""
+		if i := strings.IndexByte(what, '`'); i >= 0 {
+			value = strings.Trim(what[i:], "`")
 		}
-		msg = fmt.Sprintf("unknown key %q; see configs/sluice.yaml for the keys that exist", field)
+		if key := keyAt(root, line, "", what, value); key != "" {
+			return &Error{File: file, Line: line, Key: key, Msg: expectedForm(into, what, value)}
+		}
 	}
 	return &Error{File: file, Line: line, Msg: msg}
+}
+
+// expectedForm says what a key of Go type into takes, for a type error
+// about value (what names its kind).
+func expectedForm(into, what, value string) string {
+	got := strconv.Quote(value)
+	switch {
+	case strings.Contains(what, "!!seq"):
+		got = "a list"
+	case strings.Contains(what, "!!map"):
+		got = "a mapping"
+	}
+	switch into {
+	case "time.Duration":
+		return got + " is not a duration; expected a number with a unit, such as 500ms, 5s or 1m"
+	case "int", "int8", "int16", "int32", "int64", "uint", "uint8", "uint16", "uint32", "uint64":
+		return got + " is not a whole number; expected one such as 4"
+	case "float32", "float64":
+		return got + " is not a number; expected one such as 0.5"
+	case "bool":
+		return got + " is not true or false"
+	case "string":
+		return "expected a single value, not a list or a mapping"
+	}
+	switch {
+	case strings.HasPrefix(into, "[]"):
+		return "expected a list, such as [a, b] or lines starting with -"
+	case strings.HasPrefix(into, "map["), strings.Contains(into, "."):
+		return "expected a mapping: key: value lines indented below it, or {key: value}"
+	}
+	return "cannot be read as " + into
+}
+
+// keyAt is the dotted path ("servers[0].weight") of the key on line
+// named name, or (name empty) of the value on line of the kind the type
+// error names (what: "cannot unmarshal !!seq", or "!!str `x`", then
+// reading value); "" when none is there. The deepest match wins: in flow
+// style ({a: 1, b: x}) a mapping and its keys share a line.
+func keyAt(root *yaml.Node, line int, name, what, value string) string {
+	if root == nil || len(root.Content) == 0 || line == 0 {
+		return ""
+	}
+	kind := yaml.ScalarNode
+	switch {
+	case strings.Contains(what, "!!seq"):
+		kind = yaml.SequenceNode
+	case strings.Contains(what, "!!map"):
+		kind = yaml.MappingNode
+	}
+	isValue := func(v *yaml.Node) bool {
+		return name == "" && v.Line == line && v.Kind == kind && (kind != yaml.ScalarNode || value == "" || v.Value == value)
+	}
+	var walk func(n *yaml.Node, path string) string
+	walk = func(n *yaml.Node, path string) string {
+		switch n.Kind {
+		case yaml.MappingNode:
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				k, v := n.Content[i], n.Content[i+1]
+				p := k.Value
+				if path != "" {
+					p = path + "." + k.Value
+				}
+				if found := walk(v, p); found != "" {
+					return found
+				}
+				if name != "" && k.Line == line && k.Value == name || isValue(v) {
+					return p
+				}
+			}
+		case yaml.SequenceNode:
+			for i, c := range n.Content {
+				p := fmt.Sprintf("%s[%d]", path, i)
+				if found := walk(c, p); found != "" {
+					return found
+				}
+				if isValue(c) {
+					return p
+				}
+			}
+		}
+		return ""
+	}
+	return walk(root.Content[0], "")
 }
 
 // DefaultSchedSlice is sched_slice when unset; the kernel takes slices
@@ -330,9 +432,7 @@ func (c *Config) setDefaults() {
 	if c.QueryDigests == 0 {
 		c.QueryDigests = 1000
 	}
-	if c.AdminListen == "" {
-		c.AdminListen = "127.0.0.1:8989"
-	}
+	c.Admin = c.Admin.WithDefaults()
 	if c.SchedSlice == nil {
 		d := DefaultSchedSlice
 		c.SchedSlice = &d
@@ -360,7 +460,7 @@ func (c *Config) validate() error {
 	if err := c.Proxy.Validate(); err != nil {
 		return sectionError("", err)
 	}
-	if err := confkey.CheckAddr("admin_listen", c.AdminListen); err != nil {
+	if err := c.Admin.Validate(); err != nil {
 		return sectionError("", err)
 	}
 	if len(c.Servers) == 0 {

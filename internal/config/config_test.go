@@ -27,12 +27,22 @@ func TestErrorsNameFileKeyAndLine(t *testing.T) {
 			"x.yaml:4: servers[0].address: \"nope\" is not host:port"},
 		{"listen: 127.0.0.1:4006\nservers: [{name: a, address: '127.0.0.1:1'}]\nservice_user: {user: m}\nrouter:\n  type: roundabout\n",
 			"x.yaml:5: router.type: unknown router \"roundabout\""},
-		{"listen: 127.0.0.1:4006\nlisten_typo: 1\n", "x.yaml:2: unknown key \"listen_typo\""},
-		{"listen: 127.0.0.1:4006\nmonitor:\n  interval: soon\n", "x.yaml:3: cannot unmarshal"},
+		{"listen: 127.0.0.1:4006\nlisten_typo: 1\n", "x.yaml:2: listen_typo: unknown key; see configs/sluice.yaml"},
+		// Type errors and unknown keys name the full key path and the form expected.
+		{"listen: 127.0.0.1:4006\nconnect_timeout: 5\n", "x.yaml:2: connect_timeout: \"5\" is not a duration; expected a number with a unit, such as 500ms, 5s or 1m"},
+		{"listen: 127.0.0.1:4006\nservice_user:\n  user: m\n  pasword: x\n", "x.yaml:4: service_user.pasword: unknown key"},
+		{"listen: 127.0.0.1:4006\nservers: [{name: a, address: '127.0.0.1:1', wieght: 2}]\n", "x.yaml:2: servers[0].wieght: unknown key"},
+		{"listen: 127.0.0.1:4006\nservers:\n  - name: a\n    weight: x\n", "x.yaml:4: servers[0].weight: \"x\" is not a whole number"},
+		{"listen: 127.0.0.1:4006\nrouter:\n  causal_reads: maybe\n", "x.yaml:3: router.causal_reads: \"maybe\" is not true or false"},
+		{"listen: 127.0.0.1:4006\ngenlog:\n  redact_columns: a.b\n", "x.yaml:3: genlog.redact_columns: expected a list"},
+		{"listen: 127.0.0.1:4006\nmax_connections: [1]\n", "x.yaml:2: max_connections: a list is not a whole number"},
+		{"listen: 127.0.0.1:4006\nmonitor:\n  interval: soon\n", "x.yaml:3: monitor.interval: \"soon\" is not a duration"},
 		{"servers: []\n", "x.yaml: listen: missing"},
 		{"listen: 127.0.0.1:4006\nservers: [{name: a, address: '127.0.0.1:1'}]\nservice_user: {user: m}\nbroker:\n  enabled: true\n  partitions: -3\n",
 			"x.yaml:6: broker.partitions: must be >= 1"},
 		{"", "x.yaml: config is empty"},
+		{"listen: 127.0.0.1:4006\nservers: [{name: a, address: '127.0.0.1:1'}]\nservice_user: {user: m}\nproxy_protocol_networks:\n  - 10.0.0.0/24\n  - haproxy.local\n",
+			"x.yaml:6: proxy_protocol_networks[1]: \"haproxy.local\" is neither a CIDR (10.0.0.0/24) nor an address (10.0.0.7); list the balancers"},
 		{"listen: 127.0.0.1:4006\nservers: [{name: a, address: '127.0.0.1:1'}]\nservice_user: {user: m}\nsched_slice: 10us\n",
 			"x.yaml:4: sched_slice: 10µs is outside the kernel's range: use 100µs to 100ms, or 0s for the kernel's default"},
 		{"listen: 127.0.0.1:4006\nservers: [{name: a, address: '127.0.0.1:1'}]\nservice_user: {user: m}\nrouter:\n  primary_wait: -1s\n",
@@ -67,8 +77,8 @@ func TestErrorsNameFileKeyAndLine(t *testing.T) {
 		{"listen: nope\n", "x.yaml:1: listen: \"nope\" is not host:port"},
 		{"listen: 127.0.0.1:4006\nadmin_listen: 127.0.0.1:99999\n", "x.yaml:2: admin_listen: port \"99999\""},
 		// Unknown keys are refused in inlined sections too.
-		{"listen: 127.0.0.1:4006\nrouter:\n  type: readwritesplit\n  transaction_replay_typo: true\n", "x.yaml:4: unknown key \"transaction_replay_typo\""},
-		{"listen: 127.0.0.1:4006\nmonitor:\n  auto_failover: true\n  failover_typo: 1s\n", "x.yaml:4: unknown key \"failover_typo\""},
+		{"listen: 127.0.0.1:4006\nrouter:\n  type: readwritesplit\n  transaction_replay_typo: true\n", "x.yaml:4: router.transaction_replay_typo: unknown key"},
+		{"listen: 127.0.0.1:4006\nmonitor:\n  auto_failover: true\n  failover_typo: 1s\n", "x.yaml:4: monitor.failover_typo: unknown key"},
 		{"listen: 127.0.0.1:4006\nservers: [{name: a, address: '127.0.0.1:1'}]\nservice_user: {user: m}\nfilters:\n  - type: regex\n    match: x\n  - type: regex\n    match: '(bad'\n",
 			"x.yaml:8: filters[1].match: not an RE2 pattern"},
 	}
@@ -88,7 +98,7 @@ func TestDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	if cfg.Router.Type != "readwritesplit" || cfg.Monitor.Interval != time.Second || cfg.Proxy.UsersRefreshInterval != 30*time.Second ||
-		cfg.Servers[0].Weight != 1 || cfg.AdminListen != "127.0.0.1:8989" || cfg.Genlog.Topic != "sluice.genlog" ||
+		cfg.Servers[0].Weight != 1 || cfg.Admin.Listen != "127.0.0.1:8989" || cfg.Genlog.Topic != "sluice.genlog" ||
 		*cfg.SchedSlice != 100*time.Microsecond {
 		t.Fatalf("defaults: %+v", cfg)
 	}
@@ -115,7 +125,7 @@ func TestSectionDefaultsAndRedaction(t *testing.T) {
 		t.Fatalf("section defaults: %+v", cfg)
 	}
 	r := cfg.Redacted()
-	for what, got := range map[string]string{"service_user": r.ServiceUser.Password, "admin_token": r.AdminToken,
+	for what, got := range map[string]string{"service_user": r.ServiceUser.Password, "admin_token": r.Admin.Token,
 		"accounts": r.Proxy.Accounts[0].Password, "replication_user": r.Monitor.Failover.ReplicationUser.Password} {
 		if got != "********" {
 			t.Errorf("%s password shown redacted as %q", what, got)
@@ -191,11 +201,12 @@ func TestKafkaClientSettings(t *testing.T) {
 	missing := filepath.Join(dir, "missing.pw")
 	cases := []struct{ extra, want string }{
 		{"  sasl:\n    mechanism: SCRAM-SHA-512\n    user: sluice\n    password_file: " + missing + "\n",
-			"x.yaml:10: genlog.sasl.password_file: cannot read the password of \"sluice\": open " + missing + ": no such file or directory"},
-		{"  sasl: {mechanism: SCRAM-SHA-512, user: sluice, password_file: " + empty + "}\n", "genlog.sasl.password_file: " + empty + " is empty"},
+			"x.yaml:10: genlog.sasl.password_file: cannot read it: open " + missing + ": no such file or directory"},
+		{"  sasl: {mechanism: SCRAM-SHA-512, user: sluice, password_file: " + empty + "}\n", "genlog.sasl.password_file: " + empty + " must hold the secret on one line"},
 		{"  sasl: {mechanism: SCRAM-SHA-512, user: sluice}\n", "genlog.sasl.password_file: missing: the password of \"sluice\""},
 		{"  sasl: {mechanism: GSSAPI, user: sluice, password: x}\n", "genlog.sasl.mechanism: unknown \"GSSAPI\"; use PLAIN, SCRAM-SHA-256, SCRAM-SHA-512"},
 		{"  sasl: {mechanism: PLAIN, password: x}\n", "genlog.sasl.user: missing"},
+		{"  sasl: {mechanism: PLAIN, user: sluice, password: x, password_file: " + pw + "}\n", "genlog.sasl.password: given twice"},
 		{"  tls: {ca: " + filepath.Join(dir, "no-ca.pem") + "}\n", "genlog.tls.ca: open " + filepath.Join(dir, "no-ca.pem")},
 		{"  tls: {ca: " + pw + "}\n", "genlog.tls.ca: " + pw + " holds no PEM certificate"},
 		{"  tls: {cert: " + pw + "}\n", "genlog.tls.key: tls.cert " + pw + " needs its key"},
