@@ -53,6 +53,9 @@ type Config struct {
 	// GTID records the GTID each committed write produced (MariaDB; one
 	// more round trip per write, free when router.causal_reads reads it).
 	GTID bool `yaml:"gtid"`
+	// ResultChecksums records a checksum of each answer's rows
+	// ("rows_checksum", RowsChecksum), for sluice replay to compare.
+	ResultChecksums bool `yaml:"result_checksums"`
 	// QueueSize bounds records waiting for the broker. Default 100,000.
 	QueueSize int `yaml:"queue_size"`
 	// OnFull: when the broker is away or slow, spill (to SpillFile,
@@ -151,6 +154,9 @@ func (c *Config) Validate() error {
 	}
 	if _, err := c.Kafka(c.Brokers); err != nil {
 		return err
+	}
+	if c.ResultChecksums && (c.redactLiterals() || len(c.RedactColumns) > 0 || len(c.RedactPatterns) > 0) {
+		return confkey.Errorf("result_checksums", "a checksum of the rows lets a reader of the trail confirm a guessed value (a card number, an e-mail) that redaction withholds: use result_checksums or redact/redact_columns/redact_patterns, not both")
 	}
 	if c.SigningKey != "" {
 		if _, err := LoadSigningKey(c.SigningKey); err != nil {

@@ -101,6 +101,10 @@ type Query struct {
 	ErrorCode    uint16
 	Error        string
 	InTx         bool
+
+	// RowsChecksum is the answer's RowsChecksum, when RowsChecked.
+	RowsChecksum uint64
+	RowsChecked  bool
 }
 
 // Param is one prepared-statement parameter value, as logged.
@@ -169,6 +173,11 @@ func (g *Genlog) LogQuery(s *Session, q *Query) {
 	b = append(b, '"')
 	b = appendInt(b, "duration_us", q.Duration.Microseconds())
 	b = appendInt(b, "rows", q.Rows)
+	if q.RowsChecked {
+		b = append(b, `,"rows_checksum":"`...)
+		b = strconv.AppendUint(b, q.RowsChecksum, 16)
+		b = append(b, '"')
+	}
 	switch {
 	case q.Affected == 0 && q.LastInsertID == 0 && q.Warnings == 0 && q.ErrorCode == 0 && q.Error == "":
 		// Most records (every read): the same bytes, without the number
@@ -217,6 +226,10 @@ func (g *Genlog) WantsParams() bool {
 	cfg := g.cfg.Load()
 	return cfg.Params && !cfg.redactLiterals()
 }
+
+// WantsResultChecksums reports whether records carry their answer's
+// RowsChecksum.
+func (g *Genlog) WantsResultChecksums() bool { return g.cfg.Load().ResultChecksums }
 
 // WantsGTID reports whether records of writes carry their GTID.
 func (g *Genlog) WantsGTID() bool { return g.cfg.Load().GTID }

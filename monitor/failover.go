@@ -22,7 +22,16 @@ type topologyOps struct {
 	// refused holds, per standalone server not rejoined because it has
 	// diverged, the transaction the primary lacks: reported once.
 	refused map[string]string
+	// blocked is the last failover error that retrying cannot cure (a
+	// missing privilege): reported once, then tried again only every
+	// blockedRetry, until blockedUntil.
+	blocked      string
+	blockedUntil time.Time
 }
+
+// blockedRetry is how often a failover that failed for a missing privilege
+// is tried again (a grant may have been added since).
+const blockedRetry = time.Minute
 
 // afterPoll acts on a fresh snapshot: fails over or rejoins.
 func (m *Monitor) afterPoll(ctx context.Context, snap *Snapshot) {
@@ -51,10 +60,28 @@ func (m *Monitor) afterPoll(ctx context.Context, snap *Snapshot) {
 		m.log.Error("failover impossible: no replica is up", "old_primary", m.ops.lastPrimary)
 		return
 	}
-	if err := m.promote(ctx, snap, *candidate, ""); err != nil {
-		m.log.Error("failover failed", "candidate", candidate.Name, "err", err)
+	if time.Now().Before(m.ops.blockedUntil) {
 		return
 	}
+	if err := m.promote(ctx, snap, *candidate, ""); err != nil {
+		if !isPrivilegeError(err) {
+			m.log.Error("failover failed", "candidate", candidate.Name, "err", err)
+			return
+		}
+		m.ops.blockedUntil = time.Now().Add(blockedRetry)
+		if err.Error() != m.ops.blocked {
+			m.ops.blocked = err.Error()
+			fix := strings.Join(candidate.PrivilegeGaps, "; ")
+			if fix == "" {
+				fix = "grant service_user what the error names (the README lists what failover needs)"
+			}
+			m.log.Error("failover failed for a missing privilege: writes fail until it is granted; trying again every "+blockedRetry.String(),
+				"candidate", candidate.Name, "err", err, "fix", fix)
+			m.event("failover_blocked", candidate.Name, err.Error()+"; fix: "+fix, snap)
+		}
+		return
+	}
+	m.ops.blocked, m.ops.blockedUntil = "", time.Time{}
 	reason := "primary " + m.ops.lastPrimary + " down for " + fc.Timeout.String()
 	if !m.ops.lastPrimarySemiSync {
 		reason += "; its replication was asynchronous, so commits it made just before going down may be missing on " +

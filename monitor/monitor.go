@@ -71,6 +71,9 @@ type Server struct {
 	GaleraIndex   int
 	GaleraPrimary bool
 	LastError     string
+	// PrivilegeGaps says which enabled feature lacks which privilege of
+	// service_user on this server, with the GRANT that fixes it.
+	PrivilegeGaps []string
 	CheckedAt     time.Time
 	// RoundTrip is how long the monitor's first query took to answer (0
 	// when the server did not).
@@ -122,6 +125,10 @@ type Monitor struct {
 	mu      sync.Mutex
 	changed chan struct{} // closed and replaced at every publish
 	conns   map[string]*client.Conn
+	// gaps holds, per server address, what service_user lacks there for
+	// the enabled features (privileges.go): read once per connection,
+	// dropped with it (guarded by mu).
+	gaps map[string][]string
 	// lastBeat is the heartbeat value last written on the primary.
 	lastBeat atomic.Int64
 	// maintenance names servers an operator drained (guarded by mu).
@@ -167,6 +174,7 @@ func (m *Monitor) SetServers(ctx context.Context, servers []ServerConfig) {
 			delete(m.conns, addr)
 		}
 	}
+	clear(m.gaps) // read again: a reload may have come with new grants
 	m.mu.Unlock()
 	m.opMu.Unlock()
 	m.Poll(ctx)
@@ -419,6 +427,7 @@ func (m *Monitor) check(ctx context.Context, sc ServerConfig) Server {
 		s.LastError = err.Error()
 		return s
 	}
+	s.PrivilegeGaps = m.privilegeGaps(conn, sc)
 	if err := m.query(conn, &s); err != nil {
 		s.LastError = err.Error()
 		m.dropConn(sc.Address)
@@ -625,6 +634,7 @@ func (m *Monitor) dropConn(addr string) {
 	m.mu.Lock()
 	c := m.conns[addr]
 	delete(m.conns, addr)
+	delete(m.gaps, addr)
 	m.mu.Unlock()
 	if c != nil {
 		c.Close()

@@ -403,6 +403,9 @@ func (b *BackendConn) exchange(pkt []byte, r relay, timeout time.Duration) (res 
 	if r.sum != nil && res.ResultSet {
 		res.RowsSum = r.sum.Sum64()
 	}
+	if r.rows != nil && res.ResultSet {
+		res.RowsChecksum, res.RowsChecked = r.rows.Sum64(), true
+	}
 	if err != nil {
 		return res, r.forwarded, err
 	}

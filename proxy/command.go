@@ -8,6 +8,7 @@ import (
 
 	"github.com/go-mysql-org/go-mysql/mysql"
 
+	"github.com/sluice-proxy/sluice/audit"
 	"github.com/sluice-proxy/sluice/router"
 )
 
@@ -47,6 +48,9 @@ type processor struct {
 
 	// rec describes the command being answered, for the query log.
 	rec queryRecord
+	// rowsSum checksums an answer's rows for the query log
+	// (genlog.result_checksums).
+	rowsSum audit.RowsChecksum
 }
 
 func (p *processor) init(srv *Server, client *PacketIO, log *slog.Logger) {
@@ -418,6 +422,10 @@ func (p *processor) forward(b *BackendConn, pkt []byte, a *attempt, prepareAs ui
 	// as they are relayed, for the replay to compare.
 	if (b == p.backends.primary || b == p.backends.tx) && p.inTransaction() && !p.trx.unreplayable && p.srv.cfg.Load().Recovery.TransactionReplay {
 		r.sum = p.trx.startSum()
+	}
+	if g := p.srv.genlog.Load(); g != nil && g.WantsResultChecksums() && responseKindOf(pkt[0]) == respResultSets {
+		p.rowsSum.Reset()
+		r.rows = &p.rowsSum
 	}
 	if a.holdDeadlock && b == p.backends.primary {
 		r.holdErr = mysql.ER_LOCK_DEADLOCK

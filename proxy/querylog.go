@@ -95,6 +95,7 @@ func (s *Session) logCommand(g *audit.Genlog, cmd byte, pkt []byte, start time.T
 	case r.hasStmt:
 		q.Text, q.Original, q.Fingerprint, q.Digest = r.text, r.original, r.stmt.Fingerprint, r.stmt.Digest
 		q.Detected, q.Params, q.GTID = r.detected, r.params, r.gtid
+		q.RowsChecksum, q.RowsChecked = r.res.RowsChecksum, r.res.RowsChecked
 		q.Sensitive = audit.IsSensitive(r.stmt.Keyword, r.stmt.Fingerprint, r.text, r.stmt.Multi)
 		if rd := g.Redaction(); rd != nil && !q.Sensitive {
 			s.redact(rd, &q)

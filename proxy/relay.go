@@ -5,8 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"hash/maphash"
+	"io"
 
 	"github.com/go-mysql-org/go-mysql/mysql"
+
+	"github.com/sluice-proxy/sluice/audit"
 )
 
 // Result summarises one command's response as it streamed past: what
@@ -23,6 +26,10 @@ type Result struct {
 	// RowsSum is a checksum of the result sets' columns and rows, when
 	// the relay was asked for one (transaction replay).
 	RowsSum uint64
+	// RowsChecksum is the audit.RowsChecksum of the result sets' rows,
+	// with RowsChecked, when the query log asked for it.
+	RowsChecksum uint64
+	RowsChecked  bool
 	// Prepare holds COM_STMT_PREPARE's answer.
 	Prepare PrepareOK
 	// Held: the answer was the error the relay was asked to hold (Err),
@@ -85,6 +92,11 @@ type relay struct {
 	// sum, when set, receives the column definitions and rows of every
 	// result set relayed: what transaction replay compares.
 	sum *maphash.Hash
+	// rows, when set, receives the rows of every result set relayed: the
+	// query log's genlog.result_checksums.
+	rows *audit.RowsChecksum
+	// inRows is true from a result set's first row to its end.
+	inRows bool
 	// inResultSet is true between a result set's column count and its end.
 	inResultSet bool
 	// holdErr, when set, is an error code that is not relayed when it is
@@ -137,21 +149,36 @@ func (r *relay) next() (Packet, error) {
 			return Packet{}, err
 		}
 	}
-	if r.sum != nil && r.inResultSet {
+	if r.inResultSet && (r.sum != nil || r.rows != nil) {
 		length, first, err := r.backend.peekNext()
 		if err != nil {
 			return Packet{}, err
 		}
 		// Column definitions and rows, not the EOF or ERR that ends them:
 		// their status flags differ from server to server.
-		if !isEOFPacket(Packet{Length: length, Head: []byte{first}}, r.deprecateEOF) && first != mysql.ERR_HEADER {
-			r.backend.tee = r.sum
+		if tee := r.tee(); tee != nil && !isEOFPacket(Packet{Length: length, Head: []byte{first}}, r.deprecateEOF) && first != mysql.ERR_HEADER {
+			r.backend.tee = tee
 			pk, err := r.forward()
 			r.backend.tee = nil
 			return pk, err
 		}
 	}
 	return r.forward()
+}
+
+// tee is where the next packet of a result set is checksummed: sum takes
+// column definitions and rows, rows the rows only.
+func (r *relay) tee() io.Writer {
+	switch {
+	case r.rows == nil || !r.inRows:
+		if r.sum == nil {
+			return nil
+		}
+		return r.sum
+	case r.sum == nil:
+		return r.rows
+	}
+	return io.MultiWriter(r.sum, r.rows)
 }
 
 // forward moves one logical packet: its first physical packet, returned,
@@ -254,12 +281,13 @@ func (r *relay) resultSets(res *Result) error {
 // ended (an error, or a cursor was opened instead of sending rows).
 func (r *relay) resultSet(columns uint64, res *Result) (done bool, err error) {
 	r.inResultSet = true
-	defer func() { r.inResultSet = false }()
+	defer func() { r.inResultSet, r.inRows = false, false }()
 	for range columns {
 		if _, err := r.next(); err != nil {
 			return false, err
 		}
 	}
+	r.inRows = true
 	pk, err := r.next()
 	if err != nil {
 		return false, err

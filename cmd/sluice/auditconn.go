@@ -10,12 +10,12 @@ import (
 	"github.com/sluice-proxy/sluice/internal/config"
 )
 
-// passwordEnv holds the SASL password of the audit commands when no
+// auditPasswordEnv holds the SASL password of the audit commands when no
 // --sasl-password-file is given: never a flag's value, which other users
 // of the host can read in the process list.
-const passwordEnv = "SLUICE_AUDIT_PASSWORD"
+const auditPasswordEnv = "SLUICE_AUDIT_PASSWORD"
 
-// trailFlags are how the audit commands reach the trail: the brokers and
+// trailFlags are how the audit commands (and replay) reach the trail: the brokers and
 // topic, TLS and SASL, by flag or from a config file's genlog section.
 type trailFlags struct {
 	config  string
@@ -37,7 +37,7 @@ func (f *trailFlags) register(c *cobra.Command) {
 	fl.StringVar(&f.tls.ServerName, "tls-server-name", "", "name to check the brokers' certificates against (default: each broker's host)")
 	fl.StringVar(&f.sasl.Mechanism, "sasl-mechanism", "", "SASL mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512")
 	fl.StringVar(&f.sasl.User, "sasl-user", "", "SASL user")
-	fl.StringVar(&f.sasl.PasswordFile, "sasl-password-file", "", "file holding the SASL password on its first line (or set "+passwordEnv+")")
+	fl.StringVar(&f.sasl.PasswordFile, "sasl-password-file", "", "file holding the SASL password on its first line (or set "+auditPasswordEnv+")")
 }
 
 // flagOf names a genlog key ("tls.ca") by its flag.
@@ -46,14 +46,14 @@ func flagOf(key string) string {
 	case "tls":
 		return "--tls"
 	case "sasl.password_file":
-		return "--sasl-password-file (or " + passwordEnv + ")"
+		return "--sasl-password-file (or " + auditPasswordEnv + ")"
 	}
 	return "--" + strings.NewReplacer(".", "-", "_", "-").Replace(key)
 }
 
 // kafka resolves the flags, and the config file when given.
 func (f *trailFlags) kafka(c *cobra.Command) (audit.Kafka, string, error) {
-	brokers, topic, sec := f.brokers, f.topic, audit.Security{TLS: f.tls, SASL: f.sasl, EnvPassword: os.Getenv(passwordEnv), Keys: flagOf}
+	brokers, topic, sec := f.brokers, f.topic, audit.Security{TLS: f.tls, SASL: f.sasl, EnvPassword: os.Getenv(auditPasswordEnv), Keys: flagOf}
 	if f.config != "" {
 		cfg, err := config.LoadAudit(f.config)
 		if err != nil {

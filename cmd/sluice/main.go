@@ -2,8 +2,11 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"os"
 
 	"github.com/spf13/cobra"
@@ -12,6 +15,7 @@ import (
 	"github.com/sluice-proxy/sluice/internal/app"
 	"github.com/sluice-proxy/sluice/internal/buildinfo"
 	"github.com/sluice-proxy/sluice/internal/config"
+	"github.com/sluice-proxy/sluice/monitor"
 )
 
 func main() {
@@ -23,12 +27,13 @@ func main() {
 		SilenceErrors: true,
 	}
 	root.SetVersionTemplate("{{.Version}}\n")
-	root.AddCommand(versionCmd(), serveCmd(), brokerCmd(), auditCmd(), ctlCmd())
+	root.AddCommand(versionCmd(), serveCmd(), brokerCmd(), auditCmd(), ctlCmd(), replayCmd())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "sluice:", err)
 		var ce *config.Error
 		var we *audit.WhereError
-		if errors.As(err, &ce) || errors.As(err, &we) {
+		var rf *replayFailed
+		if errors.As(err, &ce) || errors.As(err, &we) || errors.As(err, &rf) {
 			os.Exit(2)
 		}
 		os.Exit(1)
@@ -48,17 +53,21 @@ func versionCmd() *cobra.Command {
 
 func serveCmd() *cobra.Command {
 	var file string
-	var check bool
+	var check, live bool
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the proxy (and the bundled broker when broker.enabled)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if check {
-				if _, err := config.Load(file); err != nil {
+				cfg, err := config.Load(file)
+				if err != nil {
 					return err
 				}
 				fmt.Println(file + ": ok")
+				if live {
+					checkPrivileges(cmd.Context(), cfg)
+				}
 				return nil
 			}
 			return app.Serve(file)
@@ -66,6 +75,7 @@ func serveCmd() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&file, "config", "sluice.yaml", "config file")
 	cmd.Flags().BoolVar(&check, "check-config", false, "only load and validate the config: exit 0 when good, 2 (one line naming file, line and key) when not")
+	cmd.Flags().BoolVar(&live, "live", false, "with --check-config: also log in to each server as service_user and say which enabled feature lacks which privilege there")
 	return cmd
 }
 
@@ -81,4 +91,19 @@ func brokerCmd() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&file, "config", "sluice.yaml", "config file")
 	return cmd
+}
+
+// checkPrivileges prints, per server, what service_user lacks there for
+// the features cfg enables.
+func checkPrivileges(ctx context.Context, cfg *config.Config) {
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	gaps := monitor.CheckPrivileges(ctx, app.MonitorSection(cfg), quiet)
+	for _, s := range cfg.Servers {
+		if len(gaps[s.Name]) == 0 {
+			fmt.Printf("%s: service_user has every privilege the enabled features need\n", s.Name)
+		}
+		for _, g := range gaps[s.Name] {
+			fmt.Printf("%s: %s\n", s.Name, g)
+		}
+	}
 }

@@ -246,6 +246,9 @@ type ServerView struct {
 	Version       string  `json:"version"`
 	LastError     string  `json:"last_error,omitempty"`
 	Weight        int     `json:"weight"`
+	// PrivilegeGaps: which enabled feature lacks which privilege of
+	// service_user on this server, with the GRANT that fixes it.
+	PrivilegeGaps []string `json:"privilege_gaps,omitempty"`
 }
 
 func serverViews(snap *monitor.Snapshot) []ServerView {
@@ -257,7 +260,7 @@ func serverViews(snap *monitor.Snapshot) []ServerView {
 		}
 		out = append(out, ServerView{Name: s.Name, Address: s.Address, State: s.State(), Role: string(s.Role), Up: s.Up,
 			ReadOnly: s.ReadOnly, LagSeconds: lag, GTIDPosition: s.GTIDPosition, SemiSync: s.SemiSync, SourceAddress: s.SourceAddress,
-			Maintenance: s.Maintenance, Version: s.Version, LastError: s.LastError, Weight: s.Weight})
+			Maintenance: s.Maintenance, Version: s.Version, LastError: s.LastError, Weight: s.Weight, PrivilegeGaps: s.PrivilegeGaps})
 	}
 	return out
 }

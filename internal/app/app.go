@@ -103,7 +103,7 @@ func Serve(cfgFile string) error {
 		})
 	}
 
-	mon := monitor.New(monitorSection(cfg), log.With("component", "monitor"))
+	mon := monitor.New(MonitorSection(cfg), log.With("component", "monitor"))
 	reg.MustRegister(mon)
 	kafka, err := cfg.Genlog.Kafka(cfg.GenlogBrokers())
 	if err != nil {
@@ -439,10 +439,10 @@ func localBroker(cfg *config.Config, broker *logbroker.Broker) *logbroker.Broker
 	return broker
 }
 
-// monitorSection is the monitor: section with what the monitor takes
+// MonitorSection is the monitor: section with what the monitor takes
 // from the others: the servers, the service user,
 // router.max_replication_lag and tls.backend's TLS.
-func monitorSection(cfg *config.Config) monitor.Config {
+func MonitorSection(cfg *config.Config) monitor.Config {
 	mc := cfg.Monitor
 	mc.Servers = cfg.Servers
 	mc.User, mc.Password = cfg.ServiceUser.User, cfg.ServiceUser.Password

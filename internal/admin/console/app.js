@@ -117,7 +117,8 @@ async function refreshServers() {
       el("td", { class: "num" }, lag),
       el("td", { class: "mono" }, s.gtid_position || ""),
       el("td", {}, s.version || ""),
-      el("td", { class: "error" }, s.last_error || ""),
+      el("td", { class: "error" }, s.last_error || "",
+        ...(s.privilege_gaps || []).map((g) => el("div", { class: "privilege-gap" }, g))),
       el("td", {}, drain));
   }), "no servers");
   setStatus("");
