@@ -9,6 +9,8 @@ import (
 	"os"
 	"strconv"
 	"strings"
+
+	"github.com/sluice-proxy/sluice/internal/lockfile"
 )
 
 // spill is an append-only file of records the broker could not take yet,
@@ -22,20 +24,30 @@ type spill struct {
 	size    int64 // bytes appended
 	readPos int64 // bytes replayed
 	limit   int64 // bytes at most; 0: unlimited
+	lock    *lockfile.Lock
 }
 
 // openSpill opens (or creates) the spill file and its replay position.
+// The file is locked first (path.lock), so that a second process on the
+// same spill file stops before the crash repair below could cut records
+// the first one is writing.
 func openSpill(path string, limit int64) (*spill, error) {
+	lock, err := lockfile.Acquire(path+".lock", "genlog.spill_file "+path)
+	if err != nil {
+		return nil, err
+	}
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR|os.O_APPEND, 0o600)
 	if err != nil {
+		lock.Release()
 		return nil, fmt.Errorf("open spill file %s: %w", path, err)
 	}
 	st, err := f.Stat()
 	if err != nil {
 		f.Close()
+		lock.Release()
 		return nil, err
 	}
-	s := &spill{path: path, f: f, w: bufio.NewWriterSize(f, 64<<10), size: st.Size(), limit: limit}
+	s := &spill{path: path, f: f, w: bufio.NewWriterSize(f, 64<<10), size: st.Size(), limit: limit, lock: lock}
 	if b, err := os.ReadFile(path + ".pos"); err == nil {
 		s.readPos, _ = strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
 	}
@@ -46,6 +58,7 @@ func openSpill(path string, limit int64) (*spill, error) {
 	if good := s.lastComplete(); good < s.size {
 		if err := f.Truncate(good); err != nil {
 			f.Close()
+			lock.Release()
 			return nil, err
 		}
 		s.size = good
@@ -140,5 +153,7 @@ func (s *spill) advance(pos int64) error {
 
 func (s *spill) close() error {
 	s.w.Flush()
-	return s.f.Close()
+	err := s.f.Close()
+	s.lock.Release()
+	return err
 }

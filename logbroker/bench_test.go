@@ -2,7 +2,11 @@ package logbroker
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
+	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -10,6 +14,9 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/sasl/scram"
+
+	"github.com/sluice-proxy/sluice/internal/testenv/testpki"
 )
 
 // Benchmark bounds: records per run and a time cap per phase.
@@ -36,8 +43,9 @@ func benchValues() [][]byte {
 }
 
 // BenchmarkBroker measures one franz-go producer and one consumer against
-// this broker (default fsync policy: always, with group commit) and,
-// in the same run, against kfake (in-memory) for reference:
+// this broker (default fsync policy: always, with group commit), the same
+// with TLS + SCRAM-SHA-512 + ACLs on, and, in the same run, against kfake
+// (in-memory) for reference:
 //
 //	go test ./logbroker/ -run '^$' -bench BenchmarkBroker -benchtime 1x
 func BenchmarkBroker(b *testing.B) {
@@ -45,6 +53,35 @@ func BenchmarkBroker(b *testing.B) {
 		for i := 0; i < b.N; i++ {
 			tb := startBroker(b, Config{Partitions: benchPartitions}, "")
 			benchProduceConsume(b, tb.addr)
+			tb.stop(b)
+		}
+	})
+	b.Run("sluice-tls-scram", func(b *testing.B) {
+		// TLS + SCRAM-SHA-512 + ACLs: the bench principal may read and
+		// write the bench topic and use any group.
+		dir := b.TempDir()
+		if err := testpki.Write(dir); err != nil {
+			b.Fatal(err)
+		}
+		pem, err := os.ReadFile(filepath.Join(dir, "ca.pem"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		pool := x509.NewCertPool()
+		pool.AppendCertsFromPEM(pem)
+		const pass = "bench-password"
+		secure := []kgo.Opt{
+			kgo.DialTLSConfig(&tls.Config{RootCAs: pool, ServerName: "127.0.0.1"}),
+			kgo.SASL(scram.Auth{User: "bench", Pass: pass}.AsSha512Mechanism()),
+		}
+		for i := 0; i < b.N; i++ {
+			tb := startBroker(b, Config{
+				Partitions: benchPartitions,
+				TLS:        TLSConfig{Cert: filepath.Join(dir, "server.pem"), Key: filepath.Join(dir, "server-key.pem")},
+				SASL:       SASLConfig{Mechanisms: []string{MechScramSHA512}, Users: []SASLUser{{Name: "bench", Password: pass}}},
+				ACLs:       []ACL{{Principal: "bench", Operations: []string{"read", "write", "create", "describe"}, Topics: []string{benchTopic}, Groups: []string{"*"}}},
+			}, "")
+			benchProduceConsume(b, tb.addr, secure...)
 			tb.stop(b)
 		}
 	})
@@ -60,17 +97,19 @@ func BenchmarkBroker(b *testing.B) {
 	})
 }
 
-func benchProduceConsume(b *testing.B, addr string) {
+// benchProduceConsume produces then consumes benchRecords with one client
+// each; opts (TLS, SASL) go to both.
+func benchProduceConsume(b *testing.B, addr string, opts ...kgo.Opt) {
 	values := benchValues()
-	prod, err := kgo.NewClient(
+	prod, err := kgo.NewClient(append([]kgo.Opt{
 		kgo.SeedBrokers(addr),
 		kgo.DefaultProduceTopic(benchTopic),
-		kgo.ProducerLinger(5*time.Millisecond),
-		kgo.ProducerBatchMaxBytes(1<<20),
+		kgo.ProducerLinger(5 * time.Millisecond),
+		kgo.ProducerBatchMaxBytes(1 << 20),
 		kgo.MaxBufferedRecords(200_000),
 		kgo.ProducerBatchCompression(kgo.NoCompression()),
 		kgo.RecordPartitioner(kgo.RoundRobinPartitioner()),
-	)
+	}, opts...)...)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -105,13 +144,13 @@ func benchProduceConsume(b *testing.B, addr string) {
 	b.ReportMetric(float64(n)/produceTime.Seconds(), "produce_rec/s")
 	b.ReportMetric(float64(bytes.Load())/produceTime.Seconds()/1e6, "produce_MB/s")
 
-	cons, err := kgo.NewClient(
+	cons, err := kgo.NewClient(append([]kgo.Opt{
 		kgo.SeedBrokers(addr),
 		kgo.ConsumeTopics(benchTopic),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-		kgo.FetchMaxBytes(64<<20),
-		kgo.FetchMaxPartitionBytes(8<<20),
-	)
+		kgo.FetchMaxBytes(64 << 20),
+		kgo.FetchMaxPartitionBytes(8 << 20),
+	}, opts...)...)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -2,6 +2,7 @@ package logbroker
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -25,6 +26,11 @@ type Broker struct {
 	syncer  *syncer
 	groups  *groupCoordinator
 	pids    *producerIDs
+
+	tlsConfig *tls.Config     // nil: plaintext listener
+	sasl      *saslUsers      // nil: no SASL
+	authz     *authorizer     // nil: every request allowed
+	protected map[string]bool // broker.protected_topics
 
 	topicsMu sync.RWMutex
 	topics   map[string]*topic
@@ -64,7 +70,33 @@ func New(cfg Config, log *slog.Logger) (*Broker, error) {
 	if log == nil {
 		log = slog.Default()
 	}
+	// Security first: a bad certificate or password file stops the broker
+	// before it touches data_dir.
+	var tlsConfig *tls.Config
+	if cfg.TLS.Enabled() {
+		var err error
+		if tlsConfig, err = cfg.TLS.serverTLS(); err != nil {
+			return nil, err
+		}
+	}
+	sasl, err := loadSASLUsers(cfg.SASL)
+	if err != nil {
+		return nil, err
+	}
+	// The passwords are not kept: only the derived credentials are.
+	cfg.SASL.Users = append([]SASLUser(nil), cfg.SASL.Users...)
+	for i := range cfg.SASL.Users {
+		cfg.SASL.Users[i].Password = ""
+	}
+	protected := make(map[string]bool, len(cfg.ProtectedTopics))
+	for _, t := range cfg.ProtectedTopics {
+		protected[t] = true
+	}
 	b := &Broker{
+		tlsConfig: tlsConfig,
+		sasl:      sasl,
+		authz:     newAuthorizer(cfg),
+		protected: protected,
 		cfg:       cfg,
 		log:       log,
 		metaDir:   filepath.Join(cfg.DataDir, metaDirName),
@@ -78,7 +110,6 @@ func New(cfg Config, log *slog.Logger) (*Broker, error) {
 			return nil, fmt.Errorf("broker.data_dir: %w", err)
 		}
 	}
-	var err error
 	if b.pids, err = openProducerIDs(filepath.Join(b.metaDir, "producer_ids"), cfg.Fsync != FsyncOS); err != nil {
 		return nil, err
 	}
@@ -150,6 +181,9 @@ func (b *Broker) openTopic(name string, partitions int, configs map[string]strin
 	settings, err := resolveSettings(b.cfg, configs)
 	if err != nil {
 		return nil, err
+	}
+	if b.protected[name] {
+		settings = protectSettings(b.cfg, settings)
 	}
 	t := &topic{name: name, log: b.log, configs: configs}
 	t.current.Store(&settings)

@@ -91,6 +91,29 @@ type Config struct {
 	MaxConnections int `yaml:"max_connections"`
 	// NodeID is the broker id reported in metadata. Default 0.
 	NodeID int32 `yaml:"node_id"`
+
+	// TLS makes the listener speak TLS only (see TLSConfig).
+	TLS TLSConfig `yaml:"tls"`
+	// SASL makes clients authenticate (see SASLConfig).
+	SASL SASLConfig `yaml:"sasl"`
+	// ACLs say what each principal may do once clients are identified
+	// (SASL or client certificates) or ACLs are listed; see ACL.
+	ACLs []ACL `yaml:"acls"`
+	// AllowAnonymous lets a listener reachable from other machines serve
+	// clients that are not authenticated. Without it such a listen
+	// address needs sasl.users or tls.client_ca.
+	AllowAnonymous bool `yaml:"allow_anonymous"`
+	// ProtectedTopics are the audit topics: append-only for every client
+	// whatever the ACLs (no DeleteTopics, DeleteRecords, compaction or
+	// retention below AuditMinRetention), and, once authorization is on,
+	// written over the network only by a principal whose ACL names the
+	// topic itself with write. Sluice fills it from genlog.topic (and its
+	// checkpoints topic) and the events topic.
+	ProtectedTopics []string `yaml:"protected_topics"`
+	// AuditMinRetention is the shortest retention.ms a protected topic
+	// may have; a shorter broker.retention does not apply to them.
+	// Default 168h.
+	AuditMinRetention time.Duration `yaml:"audit_min_retention"`
 }
 
 // Defaults used by WithDefaults.
@@ -155,6 +178,15 @@ func (c Config) WithDefaults() Config {
 	if c.MaxConnections == 0 {
 		c.MaxConnections = DefaultMaxConnections
 	}
+	if len(c.SASL.Users) > 0 && len(c.SASL.Mechanisms) == 0 {
+		c.SASL.Mechanisms = []string{MechScramSHA512, MechScramSHA256}
+	}
+	if c.SASL.ScramIterations == 0 {
+		c.SASL.ScramIterations = DefaultScramIterations
+	}
+	if c.AuditMinRetention == 0 {
+		c.AuditMinRetention = DefaultAuditMinRetention
+	}
 	return c
 }
 
@@ -218,7 +250,7 @@ func (c *Config) Validate() error {
 	if d.NodeID < 0 {
 		return bad("node_id", "must be >= 0, got %d", d.NodeID)
 	}
-	return nil
+	return d.validateSecurity(bad)
 }
 
 func checkHostPort(addr string) error {

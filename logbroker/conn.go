@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -20,24 +22,29 @@ type apiRange struct{ min, max int16 }
 // The ceilings are chosen so that no request needs topic ids (Fetch 13,
 // Metadata 10), leader epochs (OffsetForLeaderEpoch) or transactions.
 var supportedAPIs = map[int16]apiRange{
-	kmsg.Produce.Int16():         {3, 9},
-	kmsg.Fetch.Int16():           {4, 12},
-	kmsg.ListOffsets.Int16():     {1, 6},
-	kmsg.Metadata.Int16():        {0, 9},
-	kmsg.OffsetCommit.Int16():    {2, 8},
-	kmsg.OffsetFetch.Int16():     {1, 7},
-	kmsg.FindCoordinator.Int16(): {0, 3},
-	kmsg.JoinGroup.Int16():       {0, 7},
-	kmsg.Heartbeat.Int16():       {0, 4},
-	kmsg.LeaveGroup.Int16():      {0, 4},
-	kmsg.SyncGroup.Int16():       {0, 5},
-	kmsg.DescribeGroups.Int16():  {0, 5},
-	kmsg.ListGroups.Int16():      {0, 4},
-	kmsg.ApiVersions.Int16():     {0, 3},
-	kmsg.CreateTopics.Int16():    {0, 5},
-	kmsg.DeleteTopics.Int16():    {0, 4},
-	kmsg.InitProducerID.Int16():  {0, 4},
-	kmsg.DescribeConfigs.Int16(): {0, 4},
+	kmsg.Produce.Int16():                 {3, 9},
+	kmsg.Fetch.Int16():                   {4, 12},
+	kmsg.ListOffsets.Int16():             {1, 6},
+	kmsg.Metadata.Int16():                {0, 9},
+	kmsg.OffsetCommit.Int16():            {2, 8},
+	kmsg.OffsetFetch.Int16():             {1, 7},
+	kmsg.FindCoordinator.Int16():         {0, 3},
+	kmsg.JoinGroup.Int16():               {0, 7},
+	kmsg.Heartbeat.Int16():               {0, 4},
+	kmsg.LeaveGroup.Int16():              {0, 4},
+	kmsg.SyncGroup.Int16():               {0, 5},
+	kmsg.DescribeGroups.Int16():          {0, 5},
+	kmsg.ListGroups.Int16():              {0, 4},
+	kmsg.ApiVersions.Int16():             {0, 3},
+	kmsg.CreateTopics.Int16():            {0, 5},
+	kmsg.DeleteTopics.Int16():            {0, 5},
+	kmsg.InitProducerID.Int16():          {0, 4},
+	kmsg.DescribeConfigs.Int16():         {0, 4},
+	kmsg.SASLHandshake.Int16():           {0, 1},
+	kmsg.SASLAuthenticate.Int16():        {0, 2},
+	kmsg.DescribeACLs.Int16():            {0, 3},
+	kmsg.DeleteRecords.Int16():           {0, 2},
+	kmsg.IncrementalAlterConfigs.Int16(): {0, 1},
 }
 
 // pendingResponse is a request that has been handled, in the order it was
@@ -52,6 +59,13 @@ type pendingResponse struct {
 	onSyncErr func(error)
 	// raw is a response already encoded without its size prefix.
 	raw []byte
+	// noHeader sends raw as a bare size-prefixed frame: a SASL token
+	// after SaslHandshake v0.
+	noHeader bool
+	// closeAfter ends the connection once resp is sent (a failed
+	// authentication), logging closeReason.
+	closeAfter  bool
+	closeReason string
 }
 
 // errCloseConn ends a connection whose request cannot be answered in a
@@ -70,17 +84,24 @@ func (b *Broker) serveConn(ctx context.Context, c net.Conn) {
 	stop := context.AfterFunc(b.stopCtx, cancel)
 	defer stop()
 	log := b.log.With("remote", c.RemoteAddr().String())
+	cs, c, err := b.openConn(ctx, c)
+	if err != nil {
+		c.Close()
+		b.counters.refused.Add(1)
+		log.Warn("refusing kafka connection", "reason", err)
+		return
+	}
 
 	queue := make(chan *pendingResponse, b.cfg.MaxInFlightPerConn)
 	writerDone := make(chan struct{})
 	go func() {
 		defer close(writerDone)
-		b.writeResponses(ctx, c, queue, log)
+		b.writeResponses(ctx, c, cs.batch, queue, log)
 		cancel()
 		c.Close() // unblocks the reader
 	}()
 
-	err := b.readRequests(ctx, c, queue)
+	err = b.readRequests(ctx, c, cs, queue)
 	close(queue)
 	<-writerDone
 	c.Close()
@@ -93,16 +114,28 @@ func (b *Broker) serveConn(ctx context.Context, c net.Conn) {
 	}
 }
 
-func (b *Broker) readRequests(ctx context.Context, c net.Conn, queue chan<- *pendingResponse) error {
+func (b *Broker) readRequests(ctx context.Context, c net.Conn, cs *connState, queue chan<- *pendingResponse) error {
 	r := bufio.NewReaderSize(c, 64<<10)
 	var sizeBuf [4]byte
 	for {
 		if _, err := io.ReadFull(r, sizeBuf[:]); err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				return errCloseConn{fmt.Sprintf("no SASL authentication within %s", authTimeout)}
+			}
 			return err
 		}
 		size := int32(binary.BigEndian.Uint32(sizeBuf[:]))
-		if size < 8 || size > b.cfg.MaxRequestBytes {
-			return errCloseConn{fmt.Sprintf("request size %d outside 8..%d (broker.max_request_bytes)", size, b.cfg.MaxRequestBytes)}
+		minSize, maxSize, limit := int32(8), b.cfg.MaxRequestBytes, "broker.max_request_bytes"
+		if cs.sasl.raw {
+			minSize = 0 // a raw SASL token (SaslHandshake v0)
+		}
+		if cs.needSASL {
+			// Before authentication a client gets no more memory than the
+			// SASL exchange needs, as Kafka's sasl.server.max.receive.size.
+			maxSize, limit = preAuthMaxRequest, "before SASL authentication"
+		}
+		if size < minSize || size > maxSize {
+			return errCloseConn{fmt.Sprintf("request size %d outside %d..%d (%s)", size, minSize, maxSize, limit)}
 		}
 		// A fresh buffer per request: kmsg keeps slices of it (record
 		// batches) that live until the request is fully handled.
@@ -110,7 +143,13 @@ func (b *Broker) readRequests(ctx context.Context, c net.Conn, queue chan<- *pen
 		if _, err := io.ReadFull(r, frame); err != nil {
 			return err
 		}
-		pr, err := b.handleFrame(ctx, frame)
+		var pr *pendingResponse
+		var err error
+		if cs.sasl.raw {
+			pr, err = b.handleRawSASL(cs, frame)
+		} else {
+			pr, err = b.handleFrame(ctx, frame, cs)
+		}
 		if err != nil {
 			return err
 		}
@@ -209,12 +248,15 @@ func decodeRequest(frame []byte) (requestHeader, kmsg.Request, error) {
 }
 
 // handleFrame decodes one request and handles it.
-func (b *Broker) handleFrame(ctx context.Context, frame []byte) (*pendingResponse, error) {
+func (b *Broker) handleFrame(ctx context.Context, frame []byte, cs *connState) (*pendingResponse, error) {
 	h, req, err := decodeRequest(frame)
 	if err != nil {
 		return nil, err
 	}
 	b.counters.countRequest(h.key)
+	if err := cs.admit(h.key, time.Now()); err != nil {
+		return nil, err
+	}
 	if req == nil {
 		// KIP-511: answer in v0 format so any client can read the
 		// ranges and retry with a version both sides know.
@@ -222,7 +264,7 @@ func (b *Broker) handleFrame(ctx context.Context, frame []byte) (*pendingRespons
 		resp.ErrorCode = kerr.UnsupportedVersion.Code
 		return &pendingResponse{correlationID: h.correlationID, resp: resp}, nil
 	}
-	pr, err := b.dispatch(ctx, req, h)
+	pr, err := b.dispatch(ctx, req, h, cs)
 	if err != nil || pr == nil {
 		return nil, err
 	}
@@ -237,9 +279,18 @@ func (b *Broker) handleFrame(ctx context.Context, frame []byte) (*pendingRespons
 }
 
 // writeResponses writes handled requests back in order.
-func (b *Broker) writeResponses(ctx context.Context, c net.Conn, queue <-chan *pendingResponse, log interface{ Warn(string, ...any) }) {
+// batch, when set, is the coalescing layer under c's TLS.
+func (b *Broker) writeResponses(ctx context.Context, c net.Conn, batch *coalescingConn, queue <-chan *pendingResponse, log interface{ Warn(string, ...any) }) {
 	var buf []byte
 	for pr := range queue {
+		if pr.noHeader {
+			buf = binary.BigEndian.AppendUint32(buf[:0], uint32(len(pr.raw)))
+			buf = append(buf, pr.raw...)
+			if _, err := c.Write(buf); err != nil {
+				return
+			}
+			continue
+		}
 		if pr.round != nil {
 			if err := pr.round.wait(ctx); err != nil {
 				if ctx.Err() != nil {
@@ -260,7 +311,17 @@ func (b *Broker) writeResponses(ctx context.Context, c net.Conn, queue <-chan *p
 			buf = pr.resp.AppendTo(buf)
 		}
 		binary.BigEndian.PutUint32(buf, uint32(len(buf)-4))
-		if _, err := c.Write(buf); err != nil {
+		if batch != nil && len(buf) > coalescedBytes {
+			batch.begin()
+			_, err := c.Write(buf)
+			if err = errors.Join(err, batch.end()); err != nil {
+				return
+			}
+		} else if _, err := c.Write(buf); err != nil {
+			return
+		}
+		if pr.closeAfter {
+			log.Warn("closing kafka connection", "reason", pr.closeReason)
 			return
 		}
 		if cap(buf) > int(b.cfg.MaxFetchBytes)*2 {

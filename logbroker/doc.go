@@ -35,7 +35,25 @@
 // every few remaining bytes, so a request near max_request_bytes can
 // briefly cost tens of times its size in memory.
 //
+// Security. broker.tls makes the listener TLS-only (secure_conn.go:
+// a plaintext client fails the handshake and is closed and logged), with
+// client certificates required when client_ca is set. broker.sasl
+// authenticates clients with SCRAM-SHA-256/512 (github.com/xdg-go/scram,
+// against credentials derived at start; the passwords are not kept) or
+// PLAIN over TLS (sasl.go); before that only ApiVersions and the SASL
+// exchange are served. broker.acls decide every other request (acl.go is
+// the decision, a pure function; authz.go and the handlers apply it with
+// Kafka's error codes). The audit topics in broker.protected_topics are
+// append-only for everyone (audit_policy.go), and a network write to them
+// needs an ACL that names them. With none of this configured the broker
+// serves anyone, and then only on loopback unless allow_anonymous.
+// data_dir itself is locked by the caller (Sluice's internal/app) before
+// New, because New's recovery may truncate segments.
+//
 // Not implemented: replication, transactions, fetch sessions, topic ids
 // (Fetch 13+, Metadata 10+), OffsetForLeaderEpoch, static group membership
-// semantics, ACLs and SASL.
+// semantics, AlterConfigs (IncrementalAlterConfigs SET and DELETE of topic
+// configs are served), CreateAcls and DeleteAcls (ACLs come from the
+// config), DeleteRecords (served only to refuse it), delegation tokens
+// and OAUTHBEARER.
 package logbroker

@@ -108,7 +108,7 @@ func FuzzRequestDecode(f *testing.F) {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		pr, err := b.dispatch(ctx, req, h)
+		pr, err := b.dispatch(ctx, req, h, &connState{principal: anonymousPrincipal})
 		if err != nil || pr == nil || pr.resp == nil {
 			return
 		}

@@ -589,16 +589,21 @@ func (c *groupCoordinator) handleOffsetCommit(req *kmsg.OffsetCommitRequest) kms
 		}
 	}
 	for _, t := range req.Topics {
-		st := kmsg.NewOffsetCommitResponseTopic()
-		st.Topic = t.Topic
-		for _, p := range t.Partitions {
-			sp := kmsg.NewOffsetCommitResponseTopicPartition()
-			sp.Partition, sp.ErrorCode = p.Partition, code
-			st.Partitions = append(st.Partitions, sp)
-		}
-		resp.Topics = append(resp.Topics, st)
+		resp.Topics = append(resp.Topics, offsetCommitAnswer(t, code))
 	}
 	return resp
+}
+
+// offsetCommitAnswer answers every partition of a committed topic with code.
+func offsetCommitAnswer(t kmsg.OffsetCommitRequestTopic, code int16) kmsg.OffsetCommitResponseTopic {
+	st := kmsg.NewOffsetCommitResponseTopic()
+	st.Topic = t.Topic
+	for _, p := range t.Partitions {
+		sp := kmsg.NewOffsetCommitResponseTopicPartition()
+		sp.Partition, sp.ErrorCode = p.Partition, code
+		st.Partitions = append(st.Partitions, sp)
+	}
+	return st
 }
 
 // persist writes the group's committed offsets atomically. Called with mu

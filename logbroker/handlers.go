@@ -12,46 +12,66 @@ import (
 )
 
 // dispatch handles a decoded request. A nil response with a nil error means
-// the client expects no answer.
-func (b *Broker) dispatch(ctx context.Context, req kmsg.Request, h requestHeader) (*pendingResponse, error) {
+// the client expects no answer. Authorization (authz.go) happens here for
+// requests refused whole and inside the handlers for those refused per
+// topic.
+func (b *Broker) dispatch(ctx context.Context, req kmsg.Request, h requestHeader, cs *connState) (*pendingResponse, error) {
 	var resp kmsg.Response
 	switch req := req.(type) {
 	case *kmsg.ApiVersionsRequest:
 		resp = b.apiVersionsResponse(req.Version)
+	case *kmsg.SASLHandshakeRequest:
+		resp = b.handleSASLHandshake(cs, req)
+	case *kmsg.SASLAuthenticateRequest:
+		return b.handleSASLAuthenticate(cs, req), nil
 	case *kmsg.MetadataRequest:
-		resp = b.handleMetadata(req)
+		resp = b.handleMetadata(req, cs)
 	case *kmsg.ProduceRequest:
-		return b.handleProduce(req)
+		return b.handleProduce(req, cs)
 	case *kmsg.FetchRequest:
-		resp = b.handleFetch(ctx, req)
+		resp = b.handleFetch(ctx, req, cs)
 	case *kmsg.ListOffsetsRequest:
-		resp = b.handleListOffsets(req)
+		resp = b.handleListOffsets(req, cs)
 	case *kmsg.FindCoordinatorRequest:
-		resp = b.handleFindCoordinator(req)
+		resp = b.handleFindCoordinator(req, cs)
 	case *kmsg.JoinGroupRequest:
-		resp = b.groups.handleJoin(ctx, req, h)
+		if resp = b.denyGroup(cs, req, req.Group); resp == nil {
+			resp = b.groups.handleJoin(ctx, req, h)
+		}
 	case *kmsg.SyncGroupRequest:
-		resp = b.groups.handleSync(ctx, req)
+		if resp = b.denyGroup(cs, req, req.Group); resp == nil {
+			resp = b.groups.handleSync(ctx, req)
+		}
 	case *kmsg.HeartbeatRequest:
-		resp = b.groups.handleHeartbeat(req)
+		if resp = b.denyGroup(cs, req, req.Group); resp == nil {
+			resp = b.groups.handleHeartbeat(req)
+		}
 	case *kmsg.LeaveGroupRequest:
-		resp = b.groups.handleLeave(req)
+		if resp = b.denyGroup(cs, req, req.Group); resp == nil {
+			resp = b.groups.handleLeave(req)
+		}
 	case *kmsg.OffsetCommitRequest:
-		resp = b.groups.handleOffsetCommit(req)
+		resp = b.handleOffsetCommit(req, cs)
 	case *kmsg.OffsetFetchRequest:
-		resp = b.groups.handleOffsetFetch(req)
+		resp = b.handleOffsetFetch(req, cs)
 	case *kmsg.DescribeGroupsRequest:
-		resp = b.groups.handleDescribe(req)
+		resp = b.filterDescribeGroups(b.groups.handleDescribe(req).(*kmsg.DescribeGroupsResponse), cs)
 	case *kmsg.ListGroupsRequest:
-		resp = b.groups.handleList(req)
+		resp = b.filterListGroups(b.groups.handleList(req).(*kmsg.ListGroupsResponse), cs)
 	case *kmsg.CreateTopicsRequest:
-		resp = b.handleCreateTopics(req)
+		resp = b.handleCreateTopics(req, cs)
 	case *kmsg.DeleteTopicsRequest:
-		resp = b.handleDeleteTopics(req)
+		resp = b.handleDeleteTopics(req, cs)
+	case *kmsg.DeleteRecordsRequest:
+		resp = b.handleDeleteRecords(req, cs)
 	case *kmsg.DescribeConfigsRequest:
-		resp = b.handleDescribeConfigs(req)
+		resp = b.handleDescribeConfigs(req, cs)
+	case *kmsg.IncrementalAlterConfigsRequest:
+		resp = b.handleIncrementalAlterConfigs(req, cs)
 	case *kmsg.InitProducerIDRequest:
-		resp = b.handleInitProducerID(req)
+		resp = b.handleInitProducerID(req, cs)
+	case *kmsg.DescribeACLsRequest:
+		resp = b.handleDescribeACLs(req, cs)
 	default:
 		return nil, errCloseConn{"no handler for " + kmsg.NameForKey(req.Key())}
 	}
@@ -76,7 +96,7 @@ func (b *Broker) apiVersionsResponse(version int16) *kmsg.ApiVersionsResponse {
 
 func strPtr(s string) *string { return &s }
 
-func (b *Broker) handleMetadata(req *kmsg.MetadataRequest) kmsg.Response {
+func (b *Broker) handleMetadata(req *kmsg.MetadataRequest, cs *connState) kmsg.Response {
 	resp := req.ResponseKind().(*kmsg.MetadataResponse)
 	host, port := b.advertisedHostPort()
 	br := kmsg.NewMetadataResponseBroker()
@@ -88,7 +108,12 @@ func (b *Broker) handleMetadata(req *kmsg.MetadataRequest) kmsg.Response {
 	var names []string
 	all := req.Topics == nil || (req.Version == 0 && len(req.Topics) == 0)
 	if all {
-		names = b.topicNames()
+		// Topics the client may not describe are left out, as Kafka does.
+		for _, name := range b.topicNames() {
+			if b.can(cs, opDescribe, resTopic, name) {
+				names = append(names, name)
+			}
+		}
 	}
 	for _, rt := range req.Topics {
 		if rt.Topic != nil {
@@ -108,7 +133,13 @@ func (b *Broker) handleMetadata(req *kmsg.MetadataRequest) kmsg.Response {
 		// decides, not the request's allow_auto_topic_creation: franz-go
 		// clients send false by default, and a producer only produces to
 		// topics that metadata reported.
-		t, err := b.topic(name, !all)
+		if !b.can(cs, opDescribe, resTopic, name) {
+			mt.ErrorCode = kerr.TopicAuthorizationFailed.Code
+			mt.Partitions = []kmsg.MetadataResponseTopicPartition{}
+			resp.Topics = append(resp.Topics, mt)
+			continue
+		}
+		t, err := b.topic(name, !all && b.can(cs, opCreate, resTopic, name))
 		switch {
 		case err != nil:
 			b.log.Error("auto-create topic", "topic", name, "err", err)
@@ -140,7 +171,7 @@ func (b *Broker) handleMetadata(req *kmsg.MetadataRequest) kmsg.Response {
 
 // handleProduce appends every partition's batches. The response is queued
 // with the fsync round that must complete before it may be sent.
-func (b *Broker) handleProduce(req *kmsg.ProduceRequest) (*pendingResponse, error) {
+func (b *Broker) handleProduce(req *kmsg.ProduceRequest, cs *connState) (*pendingResponse, error) {
 	resp := req.ResponseKind().(*kmsg.ProduceResponse)
 	var round *syncRound
 	now := time.Now()
@@ -150,8 +181,9 @@ func (b *Broker) handleProduce(req *kmsg.ProduceRequest) (*pendingResponse, erro
 		st.Topic = rt.Topic
 		var t *topic
 		var terr error
-		if !badAcks {
-			t, terr = b.topic(rt.Topic, true)
+		denied := !b.can(cs, opWrite, resTopic, rt.Topic)
+		if !badAcks && !denied {
+			t, terr = b.topic(rt.Topic, b.can(cs, opCreate, resTopic, rt.Topic))
 		}
 		for _, rp := range rt.Partitions {
 			sp := kmsg.NewProduceResponseTopicPartition()
@@ -160,6 +192,8 @@ func (b *Broker) handleProduce(req *kmsg.ProduceRequest) (*pendingResponse, erro
 			switch {
 			case badAcks:
 				sp.ErrorCode = kerr.InvalidRequiredAcks.Code
+			case denied:
+				sp.ErrorCode = kerr.TopicAuthorizationFailed.Code
 			case terr != nil:
 				sp.ErrorCode = kerr.KafkaStorageError.Code
 			default:
@@ -235,7 +269,7 @@ type fetchTarget struct {
 // handleFetch serves stored batches as they are on disk. When fewer than
 // MinBytes are available it waits, up to MaxWaitMillis, for an append to
 // any requested partition.
-func (b *Broker) handleFetch(ctx context.Context, req *kmsg.FetchRequest) kmsg.Response {
+func (b *Broker) handleFetch(ctx context.Context, req *kmsg.FetchRequest, cs *connState) kmsg.Response {
 	resp := req.ResponseKind().(*kmsg.FetchResponse)
 	resp.SessionID = 0 // sessions unsupported: clients send full requests
 	var targets []fetchTarget
@@ -246,6 +280,7 @@ func (b *Broker) handleFetch(ctx context.Context, req *kmsg.FetchRequest) kmsg.R
 		b.topicsMu.RLock()
 		t := b.topics[rt.Topic]
 		b.topicsMu.RUnlock()
+		denied := !b.can(cs, opRead, resTopic, rt.Topic)
 		for pi, rp := range rt.Partitions {
 			sp := kmsg.NewFetchResponseTopicPartition()
 			sp.Partition = rp.Partition
@@ -253,7 +288,10 @@ func (b *Broker) handleFetch(ctx context.Context, req *kmsg.FetchRequest) kmsg.R
 			sp.PreferredReadReplica = -1
 			sp.AbortedTransactions = []kmsg.FetchResponseTopicPartitionAbortedTransaction{}
 			sp.RecordBatches = []byte{}
-			if t == nil || rp.Partition < 0 || int(rp.Partition) >= len(t.partitions) {
+			if denied {
+				sp.ErrorCode = kerr.TopicAuthorizationFailed.Code
+				hasErrors = true
+			} else if t == nil || rp.Partition < 0 || int(rp.Partition) >= len(t.partitions) {
 				sp.ErrorCode = kerr.UnknownTopicOrPartition.Code
 				hasErrors = true
 			} else {
@@ -338,7 +376,7 @@ func (b *Broker) fillFetch(resp *kmsg.FetchResponse, targets []fetchTarget, maxB
 	return total, errs
 }
 
-func (b *Broker) handleListOffsets(req *kmsg.ListOffsetsRequest) kmsg.Response {
+func (b *Broker) handleListOffsets(req *kmsg.ListOffsetsRequest, cs *connState) kmsg.Response {
 	resp := req.ResponseKind().(*kmsg.ListOffsetsResponse)
 	for _, rt := range req.Topics {
 		st := kmsg.NewListOffsetsResponseTopic()
@@ -347,6 +385,11 @@ func (b *Broker) handleListOffsets(req *kmsg.ListOffsetsRequest) kmsg.Response {
 			sp := kmsg.NewListOffsetsResponseTopicPartition()
 			sp.Partition = rp.Partition
 			sp.Timestamp, sp.Offset, sp.LeaderEpoch = -1, -1, 0
+			if !b.can(cs, opDescribe, resTopic, rt.Topic) {
+				sp.ErrorCode = kerr.TopicAuthorizationFailed.Code
+				st.Partitions = append(st.Partitions, sp)
+				continue
+			}
 			p := b.partition(rt.Topic, rp.Partition)
 			if p == nil {
 				sp.ErrorCode = kerr.UnknownTopicOrPartition.Code
@@ -373,8 +416,13 @@ func (b *Broker) handleListOffsets(req *kmsg.ListOffsetsRequest) kmsg.Response {
 	return resp
 }
 
-func (b *Broker) handleFindCoordinator(req *kmsg.FindCoordinatorRequest) kmsg.Response {
+func (b *Broker) handleFindCoordinator(req *kmsg.FindCoordinatorRequest, cs *connState) kmsg.Response {
 	resp := req.ResponseKind().(*kmsg.FindCoordinatorResponse)
+	if req.CoordinatorType == 0 && !b.can(cs, opDescribe, resGroup, req.CoordinatorKey) {
+		resp.ErrorCode = kerr.GroupAuthorizationFailed.Code
+		resp.NodeID = -1
+		return resp
+	}
 	if req.CoordinatorType != 0 {
 		resp.ErrorCode = kerr.CoordinatorNotAvailable.Code
 		resp.ErrorMessage = strPtr("transactions are not supported")
@@ -386,7 +434,7 @@ func (b *Broker) handleFindCoordinator(req *kmsg.FindCoordinatorRequest) kmsg.Re
 	return resp
 }
 
-func (b *Broker) handleCreateTopics(req *kmsg.CreateTopicsRequest) kmsg.Response {
+func (b *Broker) handleCreateTopics(req *kmsg.CreateTopicsRequest, cs *connState) kmsg.Response {
 	resp := req.ResponseKind().(*kmsg.CreateTopicsResponse)
 	for _, rt := range req.Topics {
 		st := kmsg.NewCreateTopicsResponseTopic()
@@ -409,10 +457,15 @@ func (b *Broker) handleCreateTopics(req *kmsg.CreateTopicsRequest) kmsg.Response
 			}
 		}
 		_, cfgErr := resolveSettings(b.cfg, configs)
+		if cfgErr == nil && b.protected[rt.Topic] {
+			cfgErr = protectedConfigError(b.cfg, rt.Topic, configs)
+		}
 		b.topicsMu.RLock()
 		exists := b.topics[rt.Topic] != nil
 		b.topicsMu.RUnlock()
 		switch {
+		case !b.can(cs, opCreate, resTopic, rt.Topic):
+			fail(kerr.TopicAuthorizationFailed.Code, "not authorized to create topic "+rt.Topic)
 		case !validTopicName(rt.Topic):
 			fail(kerr.InvalidTopicException.Code, "topic names are 1-249 characters of [a-zA-Z0-9._-]")
 		case exists:
@@ -421,6 +474,8 @@ func (b *Broker) handleCreateTopics(req *kmsg.CreateTopicsRequest) kmsg.Response
 			fail(kerr.InvalidPartitions.Code, "partitions must be between 1 and 10000")
 		case rt.ReplicationFactor != -1 && rt.ReplicationFactor != 1:
 			fail(kerr.InvalidReplicationFactor.Code, "this broker is a single node: replication factor must be 1")
+		case cfgErr != nil && errors.Is(cfgErr, errAuditPolicy):
+			fail(kerr.PolicyViolation.Code, cfgErr.Error())
 		case cfgErr != nil:
 			fail(kerr.InvalidConfig.Code, cfgErr.Error())
 		case req.ValidateOnly:
@@ -449,12 +504,19 @@ func (b *Broker) handleCreateTopics(req *kmsg.CreateTopicsRequest) kmsg.Response
 	return resp
 }
 
-func (b *Broker) handleDeleteTopics(req *kmsg.DeleteTopicsRequest) kmsg.Response {
+func (b *Broker) handleDeleteTopics(req *kmsg.DeleteTopicsRequest, cs *connState) kmsg.Response {
 	resp := req.ResponseKind().(*kmsg.DeleteTopicsResponse)
 	for _, name := range req.TopicNames {
 		st := kmsg.NewDeleteTopicsResponseTopic()
 		st.Topic = strPtr(name)
-		if !b.deleteTopic(name) {
+		switch {
+		case !b.can(cs, opDelete, resTopic, name):
+			st.ErrorCode = kerr.TopicAuthorizationFailed.Code
+		case b.protected[name]:
+			st.ErrorCode = kerr.TopicDeletionDisabled.Code
+			st.ErrorMessage = strPtr(auditRefusal(name, "deleted"))
+			b.log.Warn("refused to delete an audit topic", "topic", name, "principal", cs.principal)
+		case !b.deleteTopic(name):
 			st.ErrorCode = kerr.UnknownTopicOrPartition.Code
 		}
 		resp.Topics = append(resp.Topics, st)
@@ -488,7 +550,7 @@ func (b *Broker) topicConfigEntries(configs map[string]string) []kmsg.DescribeCo
 	return out
 }
 
-func (b *Broker) handleDescribeConfigs(req *kmsg.DescribeConfigsRequest) kmsg.Response {
+func (b *Broker) handleDescribeConfigs(req *kmsg.DescribeConfigsRequest, cs *connState) kmsg.Response {
 	resp := req.ResponseKind().(*kmsg.DescribeConfigsResponse)
 	for _, rr := range req.Resources {
 		sr := kmsg.NewDescribeConfigsResponseResource()
@@ -496,20 +558,31 @@ func (b *Broker) handleDescribeConfigs(req *kmsg.DescribeConfigsRequest) kmsg.Re
 		sr.Configs = []kmsg.DescribeConfigsResponseResourceConfig{}
 		switch rr.ResourceType {
 		case kmsg.ConfigResourceTypeTopic:
+			if !b.can(cs, opDescribeConfigs, resTopic, rr.ResourceName) {
+				sr.ErrorCode = kerr.TopicAuthorizationFailed.Code
+				break
+			}
 			b.topicsMu.RLock()
 			t := b.topics[rr.ResourceName]
+			var configs map[string]string
+			if t != nil {
+				configs = t.configs // replaced, never changed, under topicsMu
+			}
 			b.topicsMu.RUnlock()
 			if t == nil {
 				sr.ErrorCode = kerr.UnknownTopicOrPartition.Code
 				break
 			}
-			for _, c := range b.topicConfigEntries(t.configs) {
+			for _, c := range b.topicConfigEntries(configs) {
 				if rr.ConfigNames == nil || contains(rr.ConfigNames, c.Name) {
 					sr.Configs = append(sr.Configs, c)
 				}
 			}
 		case kmsg.ConfigResourceTypeBroker:
 			// No broker configs are exposed.
+			if !b.can(cs, opDescribeConfigs, resCluster, "") {
+				sr.ErrorCode = kerr.ClusterAuthorizationFailed.Code
+			}
 		default:
 			sr.ErrorCode = kerr.InvalidRequest.Code
 			sr.ErrorMessage = strPtr("only topic and broker resources are supported")
@@ -530,9 +603,13 @@ func contains(list []string, s string) bool {
 
 // handleInitProducerID gives idempotent producers a fresh id. Transactions
 // are not supported.
-func (b *Broker) handleInitProducerID(req *kmsg.InitProducerIDRequest) kmsg.Response {
+func (b *Broker) handleInitProducerID(req *kmsg.InitProducerIDRequest, cs *connState) kmsg.Response {
 	resp := req.ResponseKind().(*kmsg.InitProducerIDResponse)
 	resp.ProducerID, resp.ProducerEpoch = -1, -1
+	if req.TransactionalID == nil && !b.authz.allowedAnyTopic(cs.principal, opWrite) {
+		resp.ErrorCode = kerr.ClusterAuthorizationFailed.Code
+		return resp
+	}
 	if req.TransactionalID != nil {
 		resp.ErrorCode = kerr.TransactionalIDAuthorizationFailed.Code
 		return resp

@@ -23,12 +23,18 @@ func kcatPath(t *testing.T) string {
 	return p
 }
 
+// execKcat is kcat with args, killed when ctx ends.
+func execKcat(ctx context.Context, t *testing.T, args ...string) *exec.Cmd {
+	t.Helper()
+	return exec.CommandContext(ctx, kcatPath(t), args...)
+}
+
 // runKcat runs kcat with args and stdin, failing the test on error.
 func runKcat(t *testing.T, timeout time.Duration, stdin string, args ...string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, kcatPath(t), args...)
+	cmd := execKcat(ctx, t, args...)
 	cmd.Stdin = strings.NewReader(stdin)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr

@@ -32,7 +32,7 @@ type topicSettings struct {
 type topic struct {
 	name       string
 	log        *slog.Logger
-	configs    map[string]string // as given to CreateTopics; read-only
+	configs    map[string]string // as given to CreateTopics or altered since; replaced (never changed) under the broker's topicsMu
 	current    atomic.Pointer[topicSettings]
 	partitions []*partition
 }

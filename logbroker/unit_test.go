@@ -260,7 +260,7 @@ func TestFetchLongPoll(t *testing.T) {
 		rt.Partitions = append(rt.Partitions, rp)
 		req.Topics = append(req.Topics, rt)
 		start := time.Now()
-		resp := tb.handleFetch(context.Background(), req).(*kmsg.FetchResponse)
+		resp := tb.handleFetch(context.Background(), req, &connState{principal: anonymousPrincipal}).(*kmsg.FetchResponse)
 		return resp, time.Since(start)
 	}
 	if _, took := fetch(200 * time.Millisecond); took < 200*time.Millisecond {
@@ -335,7 +335,7 @@ func TestMetadataTopicsNullVsEmpty(t *testing.T) {
 		req := kmsg.NewPtrMetadataRequest()
 		req.SetVersion(9)
 		req.Topics = tc.topics
-		resp := tb.handleMetadata(req).(*kmsg.MetadataResponse)
+		resp := tb.handleMetadata(req, &connState{principal: anonymousPrincipal}).(*kmsg.MetadataResponse)
 		if len(resp.Topics) != tc.want || resp.ControllerID != 0 || len(resp.Brokers) != 1 || resp.Brokers[0].Port == 0 {
 			t.Fatalf("topics %v: %+v", tc.topics, resp)
 		}
@@ -374,7 +374,7 @@ func TestDescribeConfigsReportsTopicConfigs(t *testing.T) {
 	req := kmsg.NewPtrDescribeConfigsRequest()
 	req.SetVersion(4)
 	req.Resources = []kmsg.DescribeConfigsRequestResource{{ResourceType: kmsg.ConfigResourceTypeTopic, ResourceName: "kv"}}
-	resp := tb.handleDescribeConfigs(req).(*kmsg.DescribeConfigsResponse)
+	resp := tb.handleDescribeConfigs(req, &connState{principal: anonymousPrincipal}).(*kmsg.DescribeConfigsResponse)
 	got := make(map[string]string)
 	for _, c := range resp.Resources[0].Configs {
 		got[c.Name] = *c.Value
@@ -423,7 +423,7 @@ func TestDeleteTopicAndProducerIDsAcrossRestart(t *testing.T) {
 	del := kmsg.NewPtrDeleteTopicsRequest()
 	del.SetVersion(4)
 	del.TopicNames = []string{"doomed", "never-existed"}
-	resp := tb.handleDeleteTopics(del).(*kmsg.DeleteTopicsResponse)
+	resp := tb.handleDeleteTopics(del, &connState{principal: anonymousPrincipal}).(*kmsg.DeleteTopicsResponse)
 	if resp.Topics[0].ErrorCode != 0 || resp.Topics[1].ErrorCode != kerr.UnknownTopicOrPartition.Code {
 		t.Fatalf("delete: %+v", resp.Topics)
 	}
@@ -431,7 +431,7 @@ func TestDeleteTopicAndProducerIDsAcrossRestart(t *testing.T) {
 		t.Fatalf("partition directory still there: %v", err)
 	}
 	initPID := func(b *Broker) int64 {
-		r := b.handleInitProducerID(kmsg.NewPtrInitProducerIDRequest()).(*kmsg.InitProducerIDResponse)
+		r := b.handleInitProducerID(kmsg.NewPtrInitProducerIDRequest(), &connState{principal: anonymousPrincipal}).(*kmsg.InitProducerIDResponse)
 		if r.ErrorCode != 0 || r.ProducerEpoch != 0 {
 			t.Fatalf("InitProducerID: %+v", r)
 		}

@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
@@ -190,6 +191,15 @@ func (l *signedLab) brokerAlone(t *testing.T) {
 // deleteTopic deletes the trail's topic with one admin request.
 func (l *signedLab) deleteTopic(t *testing.T, cl *kgo.Client) {
 	t.Helper()
+	if code := l.tryDeleteTopic(t, cl); code != 0 {
+		t.Fatalf("DeleteTopics: error code %d", code)
+	}
+}
+
+// tryDeleteTopic asks to delete the trail's topic and returns the error
+// code of the answer.
+func (l *signedLab) tryDeleteTopic(t *testing.T, cl *kgo.Client) int16 {
+	t.Helper()
 	req := kmsg.NewPtrDeleteTopicsRequest()
 	req.TopicNames = []string{l.topic}
 	rt := kmsg.NewDeleteTopicsRequestTopic()
@@ -198,9 +208,10 @@ func (l *signedLab) deleteTopic(t *testing.T, cl *kgo.Client) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	resp, err := req.RequestWith(ctx, cl)
-	if err != nil || len(resp.Topics) != 1 || resp.Topics[0].ErrorCode != 0 {
+	if err != nil || len(resp.Topics) != 1 {
 		t.Fatalf("DeleteTopics: %v %+v", err, resp)
 	}
+	return resp.Topics[0].ErrorCode
 }
 
 // allRecords reads the whole trail with franz-go, in partition and offset
@@ -422,6 +433,17 @@ func TestAuditVerifySignedAttacks(t *testing.T) {
 		l := startSigned(t, "sign.deleted")
 		l.sessions(t, 6)
 		l.settled(t)
+		// Sluice's broker keeps its audit topics append-only...
+		if code := l.tryDeleteTopic(t, l.client(t)); code != kerr.TopicDeletionDisabled.Code {
+			t.Fatalf("DeleteTopics of the trail on Sluice's broker: error code %d, want TOPIC_DELETION_DISABLED", code)
+		}
+		// ...so the outsider deletes it through a broker that does not
+		// know the topic as Sluice's trail.
+		l.Process.Signal(syscall.SIGTERM)
+		if err := l.Process.Wait(30 * time.Second); err != nil {
+			t.Fatalf("sluice stop: %v", err)
+		}
+		l.brokerAlone(t)
 		l.deleteTopic(t, l.client(t))
 		out, code := l.verify(t, l.broker)
 		if code != 1 || !strings.Contains(out, "deleted") {

@@ -82,13 +82,14 @@ func Serve(cfgFile string) error {
 
 	var broker *logbroker.Broker
 	if cfg.Broker.Enabled {
-		broker, err = logbroker.New(cfg.Broker, log.With("component", "broker"))
+		var closeBroker func() error
+		broker, closeBroker, err = openBroker(cfg, log.With("component", "broker"))
 		if err != nil {
 			return fmt.Errorf("start bundled broker: %w", err)
 		}
 		ln, err := net.Listen("tcp", cfg.Broker.Listen)
 		if err != nil {
-			broker.Close()
+			closeBroker()
 			return fmt.Errorf("broker.listen %s: %w", cfg.Broker.Listen, err)
 		}
 		reg.MustRegister(broker.Collector())
@@ -99,7 +100,7 @@ func Serve(cfgFile string) error {
 		})
 		lc.start("bundled broker", func(ctx context.Context) error {
 			_ = stopServing(ctx)
-			return broker.Close()
+			return closeBroker()
 		})
 	}
 

@@ -55,6 +55,8 @@ monitor:
   failover_timeout: 20s
   auto_rejoin: true
   replication_user: {user: repl, password: rp}
+broker:
+  sasl: {users: [{name: auditor, password: brokersecret}]}
 `
 
 // GET /v1/config shows every key a config file sets, under the same path,
@@ -87,7 +89,8 @@ func TestConfigViewShowsEveryKey(t *testing.T) {
 	view := configView(cfg.Redacted()).(map[string]any)
 	for _, v := range []any{view["admin_token"], view["service_user"].(map[string]any)["password"],
 		view["accounts"].([]any)[0].(map[string]any)["password"],
-		view["monitor"].(map[string]any)["replication_user"].(map[string]any)["password"]} {
+		view["monitor"].(map[string]any)["replication_user"].(map[string]any)["password"],
+		view["broker"].(map[string]any)["sasl"].(map[string]any)["users"].([]any)[0].(map[string]any)["password"]} {
 		if v != "********" {
 			t.Errorf("a secret shows as %v", v)
 		}

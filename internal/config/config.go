@@ -167,6 +167,10 @@ func (c *Config) Redacted() *Config {
 	for i := range r.Proxy.Accounts {
 		hide(&r.Proxy.Accounts[i].Password)
 	}
+	r.Broker.SASL.Users = append([]logbroker.SASLUser(nil), c.Broker.SASL.Users...)
+	for i := range r.Broker.SASL.Users {
+		hide(&r.Broker.SASL.Users[i].Password)
+	}
 	return &r
 }
 
