@@ -298,3 +298,72 @@ func TestGenlogKafkaSecurityErrorsInLog(t *testing.T) {
 		})
 	}
 }
+
+// With the bundled broker secured (broker.tls, broker.sasl, broker.acls),
+// genlog.tls and genlog.sasl are how Sluice reads the partition tails it
+// chains from and how the admin API's tail reads: Sluice records queries,
+// and an auditor with the same settings verifies the trail.
+func TestGenlogToSecuredBundledBroker(t *testing.T) {
+	dir := t.TempDir()
+	pw := writeFile(t, "sluice.pw", []byte(kafkaPassword+"\n"))
+	listen, admin, broker := lab.FreeAddr(t), lab.FreeAddr(t), lab.FreeAddr(t)
+	const topic = "secure.genlog"
+	cfg := fmt.Sprintf(`listen: %s
+admin_listen: %s
+servers:
+%sservice_user: {user: monitor, password: monpass}
+monitor: {interval: 200ms}
+broker:
+  enabled: true
+  listen: %s
+  data_dir: %s
+  tls: {cert: %s, key: %s}
+  sasl:
+    mechanisms: [SCRAM-SHA-512]
+    users: [{name: %s, password_file: %s}]
+  acls:
+    - {principal: %s, operations: [read, write, describe, create], topics: [%s, %s.checkpoints, sluice.events], groups: ["*"]}
+genlog:
+  enabled: true
+  topic: %s
+  tls: {ca: %s}
+  sasl: {mechanism: SCRAM-SHA-512, user: %s, password_file: %s}
+`, listen, admin, lab.ServersYAML(topo.Servers(), nil), broker, filepath.Join(dir, "broker"),
+		filepath.Join(pki, "server.pem"), filepath.Join(pki, "server-key.pem"), kafkaUser, pw,
+		kafkaUser, topic, topic, topic, filepath.Join(pki, "ca.pem"), kafkaUser, pw)
+	path := writeFile(t, "sluice.yaml", []byte(cfg))
+	in := &instance{listen: listen, admin: admin, broker: broker}
+	in.Process = lab.StartProcess(t, "sluice", func() bool { return lab.Healthy(admin) }, binary, "serve", "--config", path)
+	db := in.open(t, "false")
+	for i := range 20 {
+		var v string
+		if err := db.QueryRow(fmt.Sprintf("SELECT 'secure-%d'", i)).Scan(&v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A restart chains on from the tails it reads through TLS and SASL.
+	if err := in.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := in.Wait(30 * time.Second); err != nil {
+		t.Fatalf("sluice did not stop cleanly: %v\n%s", err, in.Stderr.Tail(3000))
+	}
+	in.Start()
+	var v string
+	if err := in.open(t, "false").QueryRow("SELECT 'secure-after-restart'").Scan(&v); err != nil {
+		t.Fatal(err)
+	}
+	lab.WaitFor(t, "the records through the secured broker", 30*time.Second, func() bool {
+		out, err := exec.Command(binary, "audit", "search", "--config", path, "--where", `query ~ "secure-"`).Output()
+		return err == nil && strings.Count(string(out), "\n") == 21
+	})
+	verify := exec.Command(binary, "audit", "verify", "--brokers", broker, "--topic", topic, "--tls-ca", filepath.Join(pki, "ca.pem"),
+		"--sasl-mechanism", "SCRAM-SHA-512", "--sasl-user", kafkaUser, "--sasl-password-file", pw)
+	out, err := verify.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "ok:") || strings.Contains(string(out), " 1 duplicates") {
+		t.Fatalf("audit verify against the secured broker: %v\n%s", err, out)
+	}
+	if strings.Contains(in.Stderr.String(), kafkaPassword) {
+		t.Fatal("the password is in Sluice's log")
+	}
+}
