@@ -179,7 +179,7 @@ func records(ctx context.Context, broker, where string) ([]replay.Record, error)
 		return nil, err
 	}
 	var out []replay.Record
-	err = audit.Read(ctx, audit.ReadOptions{Brokers: []string{broker}, Topic: "sluice.genlog", Where: w}, func(b []byte) {
+	err = audit.Read(ctx, audit.ReadOptions{Kafka: audit.PlainKafka(broker), Topic: "sluice.genlog", Where: w}, func(b []byte) {
 		if r, err := replay.ParseRecord(b); err == nil {
 			out = append(out, r)
 		}
