@@ -75,7 +75,7 @@ func processCPU(b *testing.B) time.Duration {
 func startBenchProducer(b *testing.B, queue int) *audit.Producer {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	br, ln := startBroker(b, logbroker.Config{Partitions: 4, Fsync: logbroker.FsyncOS}, log)
-	p, err := audit.NewProducer(audit.ProducerConfig{Brokers: []string{ln.Addr().String()}, Name: "bench", Chain: true, Local: br,
+	p, err := audit.NewProducer(audit.ProducerConfig{Kafka: audit.PlainKafka(ln.Addr().String()), Name: "bench", Chain: true, Local: br,
 		QueueSize: queue, Block: true}, log)
 	if err != nil {
 		b.Fatal(err)

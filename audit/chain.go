@@ -11,7 +11,6 @@ import (
 	"slices"
 	"time"
 
-	"github.com/segmentio/kafka-go"
 	"github.com/tidwall/gjson"
 )
 
@@ -116,23 +115,30 @@ func (p *Producer) loadChain(topic string) (*chainState, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	parts, err := topicPartitions(ctx, p.brokers, topic)
-	if err != nil || len(parts) == 0 {
-		// The first metadata round trip creates the topic: ask again.
-		if parts, err = topicPartitions(ctx, p.brokers, topic); err != nil || len(parts) == 0 {
-			return nil, fmt.Errorf("topic %s has no partitions yet: %v", topic, err)
-		}
+	r, err := p.brokers.reader()
+	if err != nil {
+		return nil, err
 	}
-	st := &chainState{last: make([][32]byte, len(parts)), skip: make([]int, len(parts)), count: make([]int64, len(parts))}
+	defer r.Close()
+	// The first metadata request may create the topic: ask again.
+	parts, err := r.partitions(ctx, topic, true)
+	if err == nil && len(parts) == 0 {
+		parts, err = r.partitions(ctx, topic, true)
+	}
+	if err != nil || len(parts) == 0 {
+		return nil, fmt.Errorf("topic %s has no partitions yet: %v", topic, err)
+	}
+	n := slices.Max(parts) + 1
+	st := &chainState{last: make([][32]byte, n), skip: make([]int, n), count: make([]int64, n)}
 	for _, part := range parts {
-		if st.last[part.ID], err = tailChain(ctx, topic, part, p.chainOwner); err != nil {
+		if st.last[part], err = tailChain(ctx, r, topic, part, p.chainOwner); err != nil {
 			return nil, err
 		}
 		if p.signer != nil {
 			// A first start with a key counts the partition's records: give
 			// it longer than a tail read.
 			rctx, rcancel := context.WithTimeout(context.Background(), 5*time.Minute)
-			err := p.resumeCheckpoints(rctx, topic, part, st)
+			err := p.resumeCheckpoints(rctx, r, topic, part, st)
 			rcancel()
 			if err != nil {
 				return nil, err
@@ -151,9 +157,9 @@ const tailScanLimit = 200000
 // by owner (the records' "proxy"; any record when owner is empty): each
 // Sluice instance keeps its own chain, so a clone set can share a topic.
 // It is zero when there is none.
-func tailChain(ctx context.Context, topic string, part kafka.Partition, owner string) ([32]byte, error) {
+func tailChain(ctx context.Context, r *trailReader, topic string, part int, owner string) ([32]byte, error) {
 	var chain [32]byte
-	err := scanBack(ctx, topic, part, func(v []byte) bool {
+	err := scanBack(ctx, r, topic, part, func(v []byte) bool {
 		if owner != "" && gjson.GetBytes(v, "proxy").String() != owner {
 			return false
 		}
@@ -169,17 +175,16 @@ func tailChain(ctx context.Context, topic string, part kafka.Partition, owner st
 // scanBack reads a partition backwards, a window of records at a time
 // (each window in order), until match has held for a record of a window,
 // or tailScanLimit records were read.
-func scanBack(ctx context.Context, topic string, part kafka.Partition, match func(value []byte) bool) error {
-	lc, first, end, err := openPartition(ctx, topic, part)
+func scanBack(ctx context.Context, r *trailReader, topic string, part int, match func(value []byte) bool) error {
+	first, end, err := r.bounds(ctx, topic, part)
 	if err != nil {
 		return err
 	}
-	defer lc.Close()
 	const window = 2000
 	for to := end; to > first && end-to < tailScanLimit; {
 		from := max(first, to-window)
 		found := false
-		err := readRange(lc, part.ID, from, to, func(_ int64, v []byte) {
+		err := r.readRange(ctx, topic, part, from, to, func(_ int64, v []byte) {
 			if match(v) {
 				found = true
 			}
@@ -194,59 +199,12 @@ func scanBack(ctx context.Context, topic string, part kafka.Partition, match fun
 
 // scanForward calls fn with every record of a partition from offset from
 // (-1: the first kept) to its end.
-func scanForward(ctx context.Context, topic string, part kafka.Partition, from int64, fn func(offset int64, value []byte)) error {
-	lc, first, end, err := openPartition(ctx, topic, part)
+func scanForward(ctx context.Context, r *trailReader, topic string, part int, from int64, fn func(offset int64, value []byte)) error {
+	first, end, err := r.bounds(ctx, topic, part)
 	if err != nil {
 		return err
 	}
-	defer lc.Close()
-	return readRange(lc, part.ID, max(first, from), end, fn)
-}
-
-// openPartition connects to a partition's leader and reads its first kept
-// and end offsets; the caller closes the connection.
-func openPartition(ctx context.Context, topic string, part kafka.Partition) (lc *kafka.Conn, first, end int64, err error) {
-	if lc, err = dialLeader(ctx, topic, part); err != nil {
-		return nil, 0, 0, err
-	}
-	if first, end, err = lc.ReadOffsets(); err != nil {
-		lc.Close()
-		return nil, 0, 0, err
-	}
-	return lc, first, end, nil
-}
-
-// readRange calls fn with the records at offsets from to to (excluded).
-func readRange(lc *kafka.Conn, partition int, from, to int64, fn func(offset int64, value []byte)) error {
-	if from >= to {
-		return nil
-	}
-	if _, err := lc.Seek(from, kafka.SeekAbsolute); err != nil {
-		return err
-	}
-	for offset := from; offset < to; {
-		lc.SetReadDeadline(time.Now().Add(5 * time.Second))
-		batch := lc.ReadBatch(1, 16<<20)
-		began := offset
-		for offset < to {
-			m, err := batch.ReadMessage()
-			if err != nil {
-				break
-			}
-			offset = m.Offset + 1
-			if m.Offset >= to {
-				break
-			}
-			fn(m.Offset, m.Value)
-		}
-		if err := batch.Close(); err != nil && offset < to {
-			return err
-		}
-		if offset == began {
-			return fmt.Errorf("partition %d: no records readable at offset %d", partition, offset)
-		}
-	}
-	return nil
+	return r.readRange(ctx, topic, part, max(first, from), end, fn)
 }
 
 // inDoubt holds the chain values, per topic and partition in order, of a
@@ -261,31 +219,26 @@ type inDoubt map[string]map[int][][32]byte
 func (p *Producer) resolveInDoubt() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	conn, err := kafka.DialContext(ctx, "tcp", p.brokers[0])
+	r, err := p.brokers.reader()
 	if err != nil {
 		return err
 	}
-	defer conn.Close()
+	defer r.Close()
 	stored := 0
 	for topic, byPart := range p.doubt {
-		parts, err := conn.ReadPartitions(topic)
-		if err != nil {
-			return err
-		}
 		st := p.chains[topic]
-		for _, part := range parts {
-			chains := byPart[part.ID]
-			if len(chains) == 0 || part.ID >= len(st.skip) {
+		for part, chains := range byPart {
+			if len(chains) == 0 || part >= len(st.skip) {
 				continue
 			}
-			tail, err := tailChain(ctx, topic, part, p.chainOwner)
+			tail, err := tailChain(ctx, r, topic, part, p.chainOwner)
 			if err != nil {
 				return err
 			}
 			for i, c := range chains {
 				if c == tail {
 					// After records skipped by an earlier resolution, if any.
-					st.skip[part.ID] += i + 1
+					st.skip[part] += i + 1
 					stored += i + 1
 					break
 				}

@@ -12,7 +12,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/segmentio/kafka-go"
 	"github.com/tidwall/gjson"
 )
 
@@ -195,19 +194,19 @@ func sortCheckpoints(cs []Checkpoint) {
 // count and the checkpoints' chain carry on across restarts. Without a
 // checkpoint (the first start with a key) it counts from the partition's
 // first record.
-func (p *Producer) resumeCheckpoints(ctx context.Context, topic string, part kafka.Partition, st *chainState) error {
+func (p *Producer) resumeCheckpoints(ctx context.Context, r *trailReader, topic string, part int, st *chainState) error {
 	var last *Checkpoint
-	parts, err := topicPartitions(ctx, p.brokers, CheckpointTopic(topic))
-	if err != nil || len(parts) == 0 {
-		parts, err = topicPartitions(ctx, p.brokers, CheckpointTopic(topic))
+	parts, err := r.partitions(ctx, CheckpointTopic(topic), true)
+	if err == nil && len(parts) == 0 {
+		parts, err = r.partitions(ctx, CheckpointTopic(topic), true)
 	}
 	if err != nil {
 		return err
 	}
 	pub := hex.EncodeToString(p.signer.Public().(ed25519.PublicKey))
 	for _, cp := range parts {
-		err := scanBack(ctx, CheckpointTopic(topic), cp, func(v []byte) bool {
-			if gjson.GetBytes(v, "proxy").String() != p.chainOwner || gjson.GetBytes(v, "partition").Int() != int64(part.ID) ||
+		err := scanBack(ctx, r, CheckpointTopic(topic), cp, func(v []byte) bool {
+			if gjson.GetBytes(v, "proxy").String() != p.chainOwner || gjson.GetBytes(v, "partition").Int() != int64(part) ||
 				gjson.GetBytes(v, "topic").String() != topic || gjson.GetBytes(v, "key").String() != pub {
 				return false
 			}
@@ -231,7 +230,7 @@ func (p *Producer) resumeCheckpoints(ctx context.Context, topic string, part kaf
 	}
 	var head [32]byte
 	found, began := from < 0, false
-	err = scanForward(ctx, topic, part, from, func(offset int64, v []byte) {
+	err = scanForward(ctx, r, topic, part, from, func(offset int64, v []byte) {
 		if !began && !found && offset > from {
 			// Retention removed the record the checkpoint covers last:
 			// every record kept is after it.
@@ -259,9 +258,9 @@ func (p *Producer) resumeCheckpoints(ctx context.Context, topic string, part kaf
 	}
 	if !found {
 		p.log.Warn("the record of the last checkpoint is not where it says; counting the partition's records from its start",
-			"topic", topic, "partition", part.ID, "offset", from)
+			"topic", topic, "partition", part, "offset", from)
 		cs = &cpState{offset: -1, prev: last.Hash()}
-		if err := scanForward(ctx, topic, part, -1, func(offset int64, v []byte) {
+		if err := scanForward(ctx, r, topic, part, -1, func(offset int64, v []byte) {
 			if c, ok := chainValue(v); ok && gjson.GetBytes(v, "proxy").String() == p.chainOwner {
 				cs.count++
 				cs.offset, head = offset, c
@@ -275,10 +274,10 @@ func (p *Producer) resumeCheckpoints(ctx context.Context, topic string, part kaf
 	}
 	cs.head = head
 	cs.dirty = last == nil && cs.count > 0 || last != nil && cs.count != last.Count
-	st.count[part.ID] = cs.count
-	p.cp[cpKey{topic, part.ID}] = cs
+	st.count[part] = cs.count
+	p.cp[cpKey{topic, part}] = cs
 	if cs.count > 0 {
-		st.last[part.ID] = head // the forward scan saw every record
+		st.last[part] = head // the forward scan saw every record
 	}
 	return nil
 }

@@ -27,7 +27,7 @@ func TestSignedCheckpoints(t *testing.T) {
 	pub, key, _ := ed25519.GenerateKey(rand.Reader)
 	const topic = "signed.test"
 	run := func(from, to int) *audit.Producer {
-		p, err := audit.NewProducer(audit.ProducerConfig{Brokers: []string{addr}, Name: "t", Chain: true, ChainOwner: "s1", Local: b,
+		p, err := audit.NewProducer(audit.ProducerConfig{Kafka: audit.PlainKafka(addr), Name: "t", Chain: true, ChainOwner: "s1", Local: b,
 			SigningKey: key, CheckpointInterval: 50 * time.Millisecond}, log)
 		if err != nil {
 			t.Fatal(err)
@@ -39,7 +39,7 @@ func TestSignedCheckpoints(t *testing.T) {
 	}
 	verify := func() *audit.SignedReport {
 		t.Helper()
-		rep, err := audit.VerifySigned(context.Background(), audit.SignedOptions{Brokers: []string{addr}, Topic: topic, Keys: []ed25519.PublicKey{pub}})
+		rep, err := audit.VerifySigned(context.Background(), audit.SignedOptions{Kafka: audit.PlainKafka(addr), Topic: topic, Keys: []ed25519.PublicKey{pub}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -63,7 +63,7 @@ func TestSignedCheckpoints(t *testing.T) {
 	}
 	// With the wrong key nothing is proven.
 	other, _, _ := ed25519.GenerateKey(rand.Reader)
-	if rep, _ := audit.VerifySigned(context.Background(), audit.SignedOptions{Brokers: []string{addr}, Topic: topic, Keys: []ed25519.PublicKey{other}}); rep.Ok() {
+	if rep, _ := audit.VerifySigned(context.Background(), audit.SignedOptions{Kafka: audit.PlainKafka(addr), Topic: topic, Keys: []ed25519.PublicKey{other}}); rep.Ok() {
 		t.Fatal("checkpoints accepted under another key")
 	}
 
@@ -99,7 +99,7 @@ func TestSignedCheckpoints(t *testing.T) {
 	if rep := verify(); rep.Ok() || !strings.Contains(strings.Join(rep.Problems, "\n"), "no signed checkpoint") {
 		t.Fatalf("deleted topics, no anchor: %+v", rep)
 	}
-	rep, err = audit.VerifySigned(context.Background(), audit.SignedOptions{Brokers: []string{addr}, Topic: topic, Keys: []ed25519.PublicKey{pub}, Anchor: anchor})
+	rep, err = audit.VerifySigned(context.Background(), audit.SignedOptions{Kafka: audit.PlainKafka(addr), Topic: topic, Keys: []ed25519.PublicKey{pub}, Anchor: anchor})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,7 +112,7 @@ func TestSignedCheckpoints(t *testing.T) {
 	}
 	// A tampered anchor is refused by its signature.
 	anchor[0].Count++
-	rep, _ = audit.VerifySigned(context.Background(), audit.SignedOptions{Brokers: []string{addr}, Topic: topic, Keys: []ed25519.PublicKey{pub}, Anchor: anchor[:1]})
+	rep, _ = audit.VerifySigned(context.Background(), audit.SignedOptions{Kafka: audit.PlainKafka(addr), Topic: topic, Keys: []ed25519.PublicKey{pub}, Anchor: anchor[:1]})
 	if rep.Ok() || !strings.Contains(strings.Join(rep.Problems, "\n"), "anchor checkpoint 1: a checkpoint not signed") {
 		t.Fatalf("a tampered anchor: %+v", rep)
 	}

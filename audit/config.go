@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -17,8 +18,16 @@ type Config struct {
 	Enabled bool `yaml:"enabled"`
 	// Topic receives the records. Default sluice.genlog.
 	Topic string `yaml:"topic"`
-	// Brokers are a Kafka cluster's; empty: the bundled broker.
+	// Brokers are a Kafka cluster's seed brokers (any that answers gives
+	// the cluster's metadata); empty: the bundled broker.
 	Brokers []string `yaml:"brokers"`
+	// TLS and SASL are how Sluice connects to the brokers, and how the
+	// audit commands connect with --config.
+	TLS  ClientTLS  `yaml:"tls"`
+	SASL ClientSASL `yaml:"sasl"`
+	// Compression of the batches to a Kafka cluster: none (the default),
+	// gzip, snappy, lz4 or zstd.
+	Compression string `yaml:"compression"`
 	// MaxQueryBytes truncates logged statements; a truncated one carries
 	// "query_truncated": true. Default 64 KiB.
 	MaxQueryBytes int `yaml:"max_query_bytes"`
@@ -140,6 +149,12 @@ func (c *Config) Validate() error {
 	if c.CheckpointInterval < 10*time.Millisecond {
 		return confkey.Errorf("checkpoint_interval", "%v is too short; use 10ms or more, e.g. 1s", c.CheckpointInterval)
 	}
+	if _, err := compressionCodec(c.Compression); err != nil {
+		return confkey.Errorf("compression", "%v", err)
+	}
+	if _, err := c.Kafka(c.Brokers); err != nil {
+		return err
+	}
 	if c.ResultChecksums && (c.redactLiterals() || len(c.RedactColumns) > 0 || len(c.RedactPatterns) > 0) {
 		return confkey.Errorf("result_checksums", "a checksum of the rows lets a reader of the trail confirm a guessed value (a card number, an e-mail) that redaction withholds: use result_checksums or redact/redact_columns/redact_patterns, not both")
 	}
@@ -149,6 +164,17 @@ func (c *Config) Validate() error {
 		}
 	}
 	return nil
+}
+
+// Kafka is how to reach brokers with genlog's TLS and SASL settings,
+// reading their files; its errors are *confkey.Error naming the key.
+func (c *Config) Kafka(brokers []string) (Kafka, error) {
+	k, err := NewKafka(brokers, Security{TLS: c.TLS, SASL: c.SASL})
+	var se *settingError
+	if errors.As(err, &se) {
+		return k, confkey.Errorf(se.Key, "%v", se.Err)
+	}
+	return k, err
 }
 
 // redactLiterals: records carry fingerprints, not statement text.

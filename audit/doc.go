@@ -16,7 +16,7 @@
 //     SHA-256 of the previous chain value and the record, appended as its
 //     "chain" field) and writes the batch: straight into the bundled
 //     broker's log when it runs in this process (local.go), or through
-//     kafka-go to a Kafka cluster (kafka.go).
+//     franz-go's idempotent producer to a Kafka cluster (kafka.go).
 //   - While the broker does not take them, records go to the spill file
 //     (spill.go; genlog.on_full: spill, the default) and are replayed in
 //     order once it does. After a failed
@@ -43,8 +43,8 @@
 // its previous checkpoint there, the time, and a signature over all of it
 // (the JSON without "sig", after a domain line). The producer goroutine,
 // which owns the chain state, makes them after a write succeeds, from the
-// offsets the writer reports (the bundled broker's Append; kafka-go's
-// completions); they go through the same writer, or into the spill file
+// offsets the writer reports (the bundled broker's Append; the Kafka
+// client's acknowledgements); they go through the same writer, or into the spill file
 // behind the records spilled before them. A restarted producer finds its
 // last checkpoint and counts on from it. One signature per partition per
 // interval, not per record.
@@ -90,6 +90,39 @@
 // record of an instance without a checkpoint in a covered range is
 // reported. Anyone holding the private key (root on the Sluice host) can
 // sign anything: keep the key readable by Sluice only.
+//
+// # Exactly once to a Kafka cluster
+//
+// kafka.go writes with franz-go's kgo client: idempotent (a producer id and
+// a sequence number per partition on every batch), acks=all, each record
+// to the partition its chain sealed it for. Within one producer id the
+// partition leader drops a batch it stored already, so the client retries
+// freely: through a lost acknowledgement, a leader that moves, a broker
+// that restarts or goes away (any seed broker gives the cluster's
+// metadata). Those used to cost a failed write; with kafka-go, which has
+// no idempotence, a write was sent with one attempt and every failure
+// resolved by re-reading the partitions' tails.
+//
+// What goes: the single attempt, and the tail re-read after ordinary
+// failures, which the client now rides out inside one write. What stays:
+// the tail re-read after a write that failed all the same (no broker
+// acknowledged it within the write's 10 s, so its records go to the spill
+// file). Such a write may have been stored in part, and the records replay
+// later under a new producer id, which the brokers cannot match with the
+// old one; when records were sent but not answered the writer closes that
+// client, so none of them can arrive later behind the producer's back, and
+// the producer resolves the write by chain values before the next one
+// (resolveInDoubt), as before. The chain and the checkpoints do not change:
+// records are sealed in order before the write, the client keeps each
+// partition's order (idempotence allows no reordering across retries), and
+// a checkpoint's offset is the one the brokers acknowledged for its record.
+//
+// The reader, verify, the checkpoints and the chain tails read with the
+// same client (kgo, with kmsg requests for metadata and offsets): one Kafka
+// client stack, whose TLS (genlog.tls) and SASL (genlog.sasl: PLAIN,
+// SCRAM-SHA-256, SCRAM-SHA-512) settings client.go turns into options,
+// and whose connection errors it explains: which broker, and which setting
+// to fix. The password is read from its file at start and never logged.
 //
 // The same Producer, without chains, carries the topology events of the
 // sluice.events topic.

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -26,11 +27,13 @@ import (
 // relay forwards Kafka frames between clients and the broker. While
 // swallow is set it passes produce requests on but discards the broker's
 // answers to them and cuts the connection: the broker stores a write whose
-// acknowledgement is lost.
+// acknowledgement is lost. While down is set it passes nothing and cuts
+// every connection: no broker answers.
 type relay struct {
 	ln      net.Listener
 	target  string
 	swallow atomic.Bool
+	down    atomic.Bool
 	wg      sync.WaitGroup
 }
 
@@ -70,6 +73,9 @@ func readFrame(c net.Conn) ([]byte, error) {
 
 func (r *relay) pipe(client net.Conn) {
 	defer client.Close()
+	if r.down.Load() {
+		return
+	}
 	server, err := net.DialTimeout("tcp", r.target, 5*time.Second)
 	if err != nil {
 		return
@@ -84,6 +90,9 @@ func (r *relay) pipe(client net.Conn) {
 		for {
 			frame, err := readFrame(client)
 			if err != nil || len(frame) < 12 {
+				return
+			}
+			if r.down.Load() {
 				return
 			}
 			if binary.BigEndian.Uint16(frame[4:]) == 0 { // Produce
@@ -117,52 +126,35 @@ func (r *relay) pipe(client net.Conn) {
 
 func readValues(t *testing.T, broker, topic string) map[int]int {
 	t.Helper()
-	conn, err := kafka.Dial("tcp", broker)
-	if err != nil {
-		t.Fatal(err)
-	}
-	parts, err := conn.ReadPartitions(topic)
-	conn.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
 	seen := map[int]int{}
-	for _, p := range parts {
-		lc, err := kafka.DialLeader(context.Background(), "tcp", broker, topic, p.ID)
-		if err != nil {
-			t.Fatal(err)
-		}
-		first, last, _ := lc.ReadOffsets()
-		lc.Seek(first, kafka.SeekAbsolute)
-		for off := first; off < last; off++ {
-			lc.SetReadDeadline(time.Now().Add(5 * time.Second))
-			m, err := lc.ReadMessage(1 << 20)
-			if err != nil {
-				t.Fatalf("partition %d offset %d: %v", p.ID, off, err)
-			}
+	for _, values := range lab.ReadTopic(t, &kafka.Dialer{Timeout: 10 * time.Second}, []string{broker}, topic) {
+		for _, v := range values {
 			var rec struct{ N int }
-			if err := json.Unmarshal(m.Value, &rec); err != nil {
+			if err := json.Unmarshal(v, &rec); err != nil {
 				t.Fatal(err)
 			}
 			seen[rec.N]++
 		}
-		lc.Close()
 	}
 	return seen
 }
 
 // A write the broker stored but did not acknowledge is not sent again: the
 // producer finds its records at the partitions' ends by their chain values.
+// While no broker answers, records go to the spill file, and arrive once
+// when it is back.
 func TestLostAcknowledgementDeliversOnce(t *testing.T) {
 	dir := t.TempDir()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	logs := &lab.SyncBuffer{}
+	var out io.Writer = logs
 	if testing.Verbose() {
-		log = slog.New(slog.NewTextHandler(os.Stderr, nil))
+		out = io.MultiWriter(logs, os.Stderr)
 	}
+	log := slog.New(slog.NewTextHandler(out, nil))
 	rl := startRelay(t, ln.Addr().String())
 	b, err := logbroker.New(logbroker.Config{Listen: ln.Addr().String(), AdvertisedListen: rl.ln.Addr().String(),
 		DataDir: filepath.Join(dir, "broker"), Partitions: 2}, log)
@@ -181,7 +173,7 @@ func TestLostAcknowledgementDeliversOnce(t *testing.T) {
 	}()
 
 	const topic = "once.test"
-	p, err := audit.NewProducer(audit.ProducerConfig{Brokers: []string{rl.ln.Addr().String()}, Name: "test", Chain: true,
+	p, err := audit.NewProducer(audit.ProducerConfig{Kafka: audit.PlainKafka(rl.ln.Addr().String()), Name: "test", Chain: true,
 		SpillFile: filepath.Join(dir, "spill")}, log)
 	if err != nil {
 		t.Fatal(err)
@@ -218,16 +210,24 @@ func TestLostAcknowledgementDeliversOnce(t *testing.T) {
 	waitFor("the unacknowledged write to be stored", func() bool { return stored() == 200 })
 	rl.swallow.Store(false)
 	send(200, 300)
+	waitFor("the next records", func() bool { return stored() == 300 })
+
+	spills := strings.Count(logs.String(), "spilling records")
+	rl.down.Store(true)
+	send(300, 400)
+	waitFor("records to go to the spill file", func() bool { return strings.Count(logs.String(), "spilling records") > spills })
+	rl.down.Store(false)
+	send(400, 500)
 	if err := p.Close(); err != nil {
 		t.Fatal(err)
 	}
 	seen := readValues(t, ln.Addr().String(), topic)
-	for i := range 300 {
+	for i := range 500 {
 		if seen[i] != 1 {
 			t.Errorf("record %d stored %d times", i, seen[i])
 		}
 	}
-	reps, err := audit.Verify(context.Background(), []string{ln.Addr().String()}, topic)
+	reps, err := audit.Verify(context.Background(), audit.PlainKafka(ln.Addr().String()), topic)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -264,7 +264,7 @@ func TestLocalWriter(t *testing.T) {
 	b, ln := startBroker(t, logbroker.Config{Partitions: 3}, log)
 
 	const topic = "local.test"
-	p, err := audit.NewProducer(audit.ProducerConfig{Brokers: []string{ln.Addr().String()}, Name: "test", Chain: true, Local: b}, log)
+	p, err := audit.NewProducer(audit.ProducerConfig{Kafka: audit.PlainKafka(ln.Addr().String()), Name: "test", Chain: true, Local: b}, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -281,7 +281,7 @@ func TestLocalWriter(t *testing.T) {
 			t.Fatalf("record %d stored %d times", i, seen[i])
 		}
 	}
-	reps, err := audit.Verify(context.Background(), []string{ln.Addr().String()}, topic)
+	reps, err := audit.Verify(context.Background(), audit.PlainKafka(ln.Addr().String()), topic)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -305,7 +305,7 @@ func TestSharedTopicChains(t *testing.T) {
 
 	const topic = "shared.test"
 	newProducer := func(owner string) *audit.Producer {
-		p, err := audit.NewProducer(audit.ProducerConfig{Brokers: []string{ln.Addr().String()}, Name: owner, Chain: true, ChainOwner: owner}, log)
+		p, err := audit.NewProducer(audit.ProducerConfig{Kafka: audit.PlainKafka(ln.Addr().String()), Name: owner, Chain: true, ChainOwner: owner}, log)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -332,7 +332,7 @@ func TestSharedTopicChains(t *testing.T) {
 	if len(seen) != 1200 { // 500 + 100 from a, 500 + 100 from b
 		t.Fatalf("%d distinct records, want 1200", len(seen))
 	}
-	reps, err := audit.Verify(context.Background(), []string{ln.Addr().String()}, topic)
+	reps, err := audit.Verify(context.Background(), audit.PlainKafka(ln.Addr().String()), topic)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -359,7 +359,7 @@ func TestProducerCreatesTopics(t *testing.T) {
 		name  string
 		local *logbroker.Broker
 	}{{"in-process", b}, {"kafka", nil}} {
-		p, err := audit.NewProducer(audit.ProducerConfig{Brokers: []string{addr}, Name: c.name, Local: c.local}, log)
+		p, err := audit.NewProducer(audit.ProducerConfig{Kafka: audit.PlainKafka(addr), Name: c.name, Local: c.local}, log)
 		if err != nil {
 			t.Fatal(err)
 		}

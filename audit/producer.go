@@ -32,10 +32,12 @@ type Producer struct {
 	doubt inDoubt
 	// sealInPlace: records are sealed in their own spare capacity, and
 	// their arrays recycled once written. Only with the in-process broker,
-	// which is done with a batch when its write returns; kafka-go may
-	// still hold one after a timeout.
+	// which is done with a batch when its write returns; a Kafka client
+	// may still hold one after a timeout.
 	sealInPlace bool
-	brokers     []string
+	// brokers are how to reach the brokers, to read partition tails (and,
+	// without Local, to write).
+	brokers Kafka
 	// linger, when set, lets a batch gather records this long after its
 	// first: the bundled broker fsyncs each write, and a write per record
 	// would cost an fsync per query.
@@ -90,7 +92,11 @@ func (p *Producer) CreateTopics(ctx context.Context, topics ...string) error {
 
 // ProducerConfig configures a producer.
 type ProducerConfig struct {
-	Brokers []string
+	// Kafka is the brokers and how to reach them (TLS, SASL).
+	Kafka Kafka
+	// Compression of batches to a Kafka cluster: none, gzip, snappy, lz4
+	// or zstd.
+	Compression string
 	// QueueSize bounds records waiting to be sent; more are dropped and counted.
 	QueueSize int
 	// Name labels the metrics ("events", "genlog").
@@ -112,8 +118,8 @@ type ProducerConfig struct {
 	// records flow, and at Close.
 	SigningKey         ed25519.PrivateKey
 	CheckpointInterval time.Duration
-	// Local, when set, is the bundled broker in this process (Brokers
-	// still name its listener, for reading partition tails): records are
+	// Local, when set, is the bundled broker in this process (Kafka
+	// still names its listener, for reading partition tails): records are
 	// appended to it directly instead of through a Kafka connection.
 	Local *logbroker.Broker
 }
@@ -127,7 +133,7 @@ func NewProducer(cfg ProducerConfig, log *slog.Logger) (*Producer, error) {
 		queue:   newRecordQueue(cfg.QueueSize),
 		log:     log,
 		block:   cfg.Block,
-		brokers: cfg.Brokers,
+		brokers: cfg.Kafka,
 	}
 	if cfg.Chain {
 		p.chains = map[string]*chainState{}
@@ -141,7 +147,11 @@ func NewProducer(cfg ProducerConfig, log *slog.Logger) (*Producer, error) {
 		}
 	}
 	if cfg.Local == nil {
-		p.w = newKafkaWriter(cfg)
+		w, err := newKafkaWriter(cfg)
+		if err != nil {
+			return nil, err
+		}
+		p.w = w
 	} else {
 		p.w = &localWriter{broker: cfg.Local, chosen: cfg.Chain}
 		p.sealInPlace = true

@@ -59,7 +59,7 @@ func TestIdleProducerMemory(t *testing.T) {
 	var before, after runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&before)
-	p, err := NewProducer(ProducerConfig{Brokers: []string{"127.0.0.1:1"}, QueueSize: 100000, Name: "memory"}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	p, err := NewProducer(ProducerConfig{Kafka: PlainKafka("127.0.0.1:1"), QueueSize: 100000, Name: "memory"}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}

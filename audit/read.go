@@ -2,23 +2,20 @@ package audit
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"slices"
 	"strings"
-	"sync"
 	"text/tabwriter"
 	"time"
 
-	"github.com/segmentio/kafka-go"
 	"github.com/tidwall/gjson"
 )
 
 // ReadOptions select what Read reads.
 type ReadOptions struct {
-	Brokers []string
-	Topic   string
+	Kafka Kafka
+	Topic string
 	// Since reads records from this long ago; 0 reads from the beginning.
 	Since time.Duration
 	Where *Where
@@ -30,86 +27,66 @@ type ReadOptions struct {
 // once the partitions are read to their ends, ordered by time; for a tail,
 // as they arrive.
 func Read(ctx context.Context, opts ReadOptions, emit func([]byte)) error {
-	parts, err := topicPartitions(ctx, opts.Brokers, opts.Topic)
+	r, err := opts.Kafka.reader()
 	if err != nil {
 		return err
 	}
-	var (
-		mu      sync.Mutex
-		matches [][]byte
-		wg      sync.WaitGroup
-		errs    = make([]error, len(parts))
-	)
-	for i, p := range parts {
-		wg.Go(func() {
-			errs[i] = readPartition(ctx, opts, p, func(rec []byte) {
-				mu.Lock()
-				defer mu.Unlock()
-				if opts.Follow {
-					emit(rec)
-				} else {
-					matches = append(matches, rec)
-				}
-			})
-		})
+	defer r.Close()
+	parts, err := r.partitions(ctx, opts.Topic, false)
+	if err != nil {
+		return err
 	}
-	wg.Wait()
+	if len(parts) == 0 {
+		return fmt.Errorf("topic %s does not exist on %s", opts.Topic, strings.Join(opts.Kafka.Brokers, ","))
+	}
+	ends, err := r.listOffsets(ctx, opts.Topic, parts, -1)
+	if err != nil {
+		return err
+	}
+	from, err := r.listOffsets(ctx, opts.Topic, parts, -2)
+	switch {
+	case err != nil:
+		return err
+	case opts.Since > 0:
+		if from, err = r.listOffsets(ctx, opts.Topic, parts, time.Now().Add(-opts.Since).UnixMilli()); err != nil {
+			return err
+		}
+		for p, o := range from {
+			if o < 0 { // nothing as new: from the end
+				from[p] = ends[p]
+			}
+		}
+	case opts.Follow:
+		from = ends
+	}
+	var matches [][]byte
+	keep := func(_ int, _ int64, v []byte) {
+		if opts.Where == nil || opts.Where.Match(v) {
+			if opts.Follow {
+				emit(v)
+			} else {
+				matches = append(matches, v)
+			}
+		}
+	}
+	if opts.Follow {
+		err = r.consume(ctx, opts.Topic, from, func(p int, o int64, v []byte) bool { keep(p, o, v); return true }, nil)
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	err = r.consume(ctx, opts.Topic, from, func(p int, o int64, v []byte) bool {
+		keep(p, o, v)
+		return o+1 < ends[p]
+	}, ends)
 	slices.SortStableFunc(matches, func(a, b []byte) int {
 		return strings.Compare(gjson.GetBytes(a, "ts").String(), gjson.GetBytes(b, "ts").String())
 	})
 	for _, m := range matches {
 		emit(m)
 	}
-	if ctx.Err() != nil && opts.Follow {
-		return nil
-	}
-	return errors.Join(errs...)
-}
-
-func readPartition(ctx context.Context, opts ReadOptions, p kafka.Partition, emit func([]byte)) error {
-	lc, err := dialLeader(ctx, opts.Topic, p)
-	if err != nil {
-		return err
-	}
-	first, end, err := lc.ReadOffsets()
-	lc.Close()
-	if err != nil {
-		return fmt.Errorf("partition %d: %w", p.ID, err)
-	}
-	if !opts.Follow && first >= end {
-		return nil // empty
-	}
-	r := kafka.NewReader(kafka.ReaderConfig{Brokers: opts.Brokers, Topic: opts.Topic, Partition: p.ID, MaxWait: 500 * time.Millisecond})
-	defer r.Close()
-	switch {
-	case opts.Since > 0:
-		if err := r.SetOffsetAt(ctx, time.Now().Add(-opts.Since)); err != nil {
-			return fmt.Errorf("partition %d: seek: %w", p.ID, err)
-		}
-	case opts.Follow:
-		if err := r.SetOffset(kafka.LastOffset); err != nil {
-			return fmt.Errorf("partition %d: seek: %w", p.ID, err)
-		}
-	}
-	if !opts.Follow && r.Offset() >= end {
-		return nil // nothing newer than --since
-	}
-	for {
-		m, err := r.ReadMessage(ctx)
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return fmt.Errorf("partition %d: %w", p.ID, err)
-		}
-		if opts.Where == nil || opts.Where.Match(m.Value) {
-			emit(m.Value)
-		}
-		if !opts.Follow && m.Offset >= end-1 {
-			break
-		}
-	}
-	return nil
+	return err
 }
 
 // Table writes records as aligned columns for people.

@@ -4,8 +4,8 @@ import "sync"
 
 // Record is one Kafka record on its way to the broker: made by Genlog (or
 // the topology events), queued, sealed by the chain, spilled and written
-// as it is. It becomes a kafka-go Message only where kafka-go's writer
-// takes it (kafkaWriter).
+// as it is. It becomes a kgo.Record only where the Kafka writer takes it
+// (kafkaWriter).
 type Record struct {
 	Topic string
 	// Key picks the partition: Genlog's is the session id, so that a

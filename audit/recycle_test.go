@@ -25,7 +25,7 @@ func TestRecycledRecordsStayWhole(t *testing.T) {
 	b, ln := startBroker(t, logbroker.Config{Partitions: 3, Fsync: logbroker.FsyncOS}, log)
 	const topic = "recycle.test"
 	// A small queue ends each linger after 100 records: hundreds of batches.
-	p, err := audit.NewProducer(audit.ProducerConfig{Brokers: []string{ln.Addr().String()}, Name: "test", Chain: true, Local: b,
+	p, err := audit.NewProducer(audit.ProducerConfig{Kafka: audit.PlainKafka(ln.Addr().String()), Name: "test", Chain: true, Local: b,
 		QueueSize: 200, Block: true}, log)
 	if err != nil {
 		t.Fatal(err)
@@ -82,7 +82,7 @@ func TestRecycledRecordsStayWhole(t *testing.T) {
 			}
 		})
 	}
-	reps, err := audit.Verify(ctx, []string{ln.Addr().String()}, topic)
+	reps, err := audit.Verify(ctx, audit.PlainKafka(ln.Addr().String()), topic)
 	if err != nil {
 		t.Fatal(err)
 	}

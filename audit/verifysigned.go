@@ -15,8 +15,8 @@ import (
 
 // SignedOptions are what VerifySigned checks the trail against.
 type SignedOptions struct {
-	Brokers []string
-	Topic   string
+	Kafka Kafka
+	Topic string
 	// Keys are the public keys of the instances that write the trail.
 	Keys []ed25519.PublicKey
 	// Anchor holds checkpoints saved elsewhere (GET /v1/audit/checkpoint).
@@ -125,16 +125,21 @@ func VerifySigned(ctx context.Context, opts SignedOptions) (*SignedReport, error
 			cps[k] = append(cps[k], c)
 		}
 	}
+	rd, err := opts.Kafka.reader()
+	if err != nil {
+		return nil, err
+	}
+	defer rd.Close()
 	cpTopic := CheckpointTopic(opts.Topic)
-	if parts, err := topicPartitions(ctx, opts.Brokers, cpTopic); err == nil {
+	if parts, err := rd.partitions(ctx, cpTopic, false); err == nil {
 		for _, p := range parts {
-			err := scanForward(ctx, cpTopic, p, -1, func(offset int64, v []byte) {
+			err := scanForward(ctx, rd, cpTopic, p, -1, func(offset int64, v []byte) {
 				var c Checkpoint
 				if json.Unmarshal(v, &c) != nil || c.Type != "checkpoint" {
-					rep.Problems = append(rep.Problems, fmt.Sprintf("%s partition %d offset %d: not a checkpoint", cpTopic, p.ID, offset))
+					rep.Problems = append(rep.Problems, fmt.Sprintf("%s partition %d offset %d: not a checkpoint", cpTopic, p, offset))
 					return
 				}
-				add(c, fmt.Sprintf("%s partition %d offset %d", cpTopic, p.ID, offset))
+				add(c, fmt.Sprintf("%s partition %d offset %d", cpTopic, p, offset))
 			})
 			if err != nil {
 				return nil, err
@@ -161,7 +166,7 @@ func VerifySigned(ctx context.Context, opts SignedOptions) (*SignedReport, error
 		}
 	}
 
-	parts, err := topicPartitions(ctx, opts.Brokers, opts.Topic)
+	parts, err := rd.partitions(ctx, opts.Topic, false)
 	if err != nil || len(parts) == 0 {
 		if len(cps) > 0 {
 			rep.Problems = append(rep.Problems, fmt.Sprintf("topic %s is missing (deleted?) but %d signed checkpoints say it held records", opts.Topic, rep.Checkpoints))
@@ -171,7 +176,7 @@ func VerifySigned(ctx context.Context, opts SignedOptions) (*SignedReport, error
 	}
 	have := map[int]bool{}
 	for _, p := range parts {
-		have[p.ID] = true
+		have[p] = true
 	}
 	for k, list := range cps {
 		if !have[k.part] {
@@ -179,8 +184,8 @@ func VerifySigned(ctx context.Context, opts SignedOptions) (*SignedReport, error
 		}
 	}
 	for _, p := range parts {
-		sp := SignedPartition{Partition: p.ID}
-		lc, first, end, err := openPartition(ctx, opts.Topic, p)
+		sp := SignedPartition{Partition: p}
+		first, end, err := rd.bounds(ctx, opts.Topic, p)
 		if err != nil {
 			return nil, err
 		}
@@ -197,7 +202,7 @@ func VerifySigned(ctx context.Context, opts SignedOptions) (*SignedReport, error
 		// nodesOf lists each instance's records in offset order.
 		nodesOf := map[string][]*chainNode{}
 		firstOf := map[string]bool{}
-		err = readRange(lc, p.ID, first, end, func(offset int64, v []byte) {
+		err = rd.readRange(ctx, opts.Topic, p, first, end, func(offset int64, v []byte) {
 			r := rec{offset: offset, dup: -1}
 			record, chain, ok := unchainRecord(v)
 			if !ok {
@@ -238,7 +243,6 @@ func VerifySigned(ctx context.Context, opts SignedOptions) (*SignedReport, error
 			r.node = n
 			recs = append(recs, r)
 		})
-		lc.Close()
 		if err != nil {
 			return nil, err
 		}
@@ -248,7 +252,7 @@ func VerifySigned(ctx context.Context, opts SignedOptions) (*SignedReport, error
 		coveredTo := map[string]int64{}
 		signers := map[string]bool{}
 		for k, list := range cps {
-			if k.part != p.ID {
+			if k.part != p {
 				continue
 			}
 			signers[k.proxy] = true

@@ -1,6 +1,7 @@
 package monitor
 
 import (
+	"crypto/tls"
 	"strings"
 	"time"
 
@@ -16,6 +17,9 @@ type Config struct {
 	// User and Password are the service user's (service_user:).
 	User     string `yaml:"-"`
 	Password string `yaml:"-"`
+	// TLS, when set (tls.backend), secures the monitor's connections as
+	// the sessions' are; a server that does not offer TLS is refused.
+	TLS *tls.Config `yaml:"-"`
 	// Interval is the time between polls. Default 1s.
 	Interval time.Duration `yaml:"interval"`
 	// Timeout bounds one poll of one server. Default 2s.

@@ -615,7 +615,7 @@ func (m *Monitor) conn(ctx context.Context, addr string) (*client.Conn, error) {
 	if c != nil {
 		return c, nil
 	}
-	c, err := client.ConnectWithContext(ctx, addr, m.cfg.User, m.cfg.Password, "", m.cfg.Timeout)
+	c, err := ServiceConnect(ctx, addr, m.cfg.User, m.cfg.Password, m.cfg.Timeout, m.cfg.TLS)
 	if err != nil {
 		return nil, fmt.Errorf("connect %s as %s: %w", addr, m.cfg.User, err)
 	}

@@ -10,8 +10,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/go-mysql-org/go-mysql/client"
 	"github.com/go-mysql-org/go-mysql/mysql"
+
+	"github.com/sluice-proxy/sluice/monitor"
 )
 
 // Login is what a backend connection logs in with: the client's own user
@@ -244,19 +245,14 @@ func (b *BackendConn) QuitAndClose() error {
 	return b.pio.Close()
 }
 
-// ServiceConnect opens a connection with the service account, for the
-// monitor and for loading accounts.
-func ServiceConnect(ctx context.Context, addr, user, password string, timeout time.Duration) (*client.Conn, error) {
-	return client.ConnectWithContext(ctx, addr, user, password, "", timeout)
-}
-
 // ServerAccountSource loads accounts from the first of servers() that
-// answers, with the service user.
-func ServerAccountSource(servers func() []string, user, password string, timeout time.Duration) AccountSource {
+// answers, with the service user, over TLS when tlsCfg is set
+// (tls.backend: the password hashes it reads never cross in the clear).
+func ServerAccountSource(servers func() []string, user, password string, timeout time.Duration, tlsCfg *tls.Config) AccountSource {
 	return func(ctx context.Context) ([]Account, error) {
 		var errs []error
 		for _, addr := range servers() {
-			accts, err := loadAccounts(ctx, addr, user, password, timeout)
+			accts, err := loadAccounts(ctx, addr, user, password, timeout, tlsCfg)
 			if err == nil {
 				return accts, nil
 			}
@@ -266,10 +262,10 @@ func ServerAccountSource(servers func() []string, user, password string, timeout
 	}
 }
 
-func loadAccounts(ctx context.Context, addr, user, password string, timeout time.Duration) ([]Account, error) {
+func loadAccounts(ctx context.Context, addr, user, password string, timeout time.Duration, tlsCfg *tls.Config) ([]Account, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	conn, err := ServiceConnect(ctx, addr, user, password, timeout)
+	conn, err := monitor.ServiceConnect(ctx, addr, user, password, timeout, tlsCfg)
 	if err != nil {
 		return nil, fmt.Errorf("load accounts from %s: %w", addr, err)
 	}

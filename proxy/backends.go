@@ -5,11 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"time"
 
 	"github.com/go-mysql-org/go-mysql/mysql"
 
+	"github.com/sluice-proxy/sluice/monitor"
 	"github.com/sluice-proxy/sluice/router"
 )
 
@@ -250,14 +250,8 @@ func (bs *backendSet) dial(ctx context.Context, t router.Target) (*BackendConn, 
 	login := bs.login
 	login.DB = bs.state.db
 	login.ProxyHeader = cfg.ProxyProtocolServers[t.Server]
-	if bt := cfg.BackendTLS; bt != nil {
-		login.TLS = bt
-		if bt.ServerName == "" {
-			// Verify the certificate against the host Sluice dials.
-			login.TLS = bt.Clone()
-			login.TLS.ServerName, _, _ = net.SplitHostPort(t.Address)
-		}
-	}
+	// Verify the certificate against the host Sluice dials.
+	login.TLS = monitor.TLSFor(cfg.BackendTLS, t.Address)
 	b, err := DialBackend(ctx, t.Server, t.Address, login)
 	if err != nil {
 		return nil, err

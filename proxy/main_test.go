@@ -75,7 +75,7 @@ func startLogged(t testing.TB, rcfg router.Config, cfg proxy.Config, w io.Writer
 		cancel()
 		t.Fatal(err)
 	}
-	source := proxy.ServerAccountSource(func() []string { return []string{topo.Primary.Addr()} }, "monitor", "monpass", 5*time.Second)
+	source := proxy.ServerAccountSource(func() []string { return []string{topo.Primary.Addr()} }, "monitor", "monpass", 5*time.Second, nil)
 	accounts := proxy.NewAccounts(source, 0, log)
 	accounts.SetConfigAccounts(accts)
 	if err := accounts.Load(ctx); err != nil {

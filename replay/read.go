@@ -10,8 +10,9 @@ import (
 
 // ReadOptions say which records of the trail a replay reads.
 type ReadOptions struct {
-	Brokers []string
-	Topic   string
+	// Kafka is the trail's brokers and how to reach them (TLS, SASL).
+	Kafka audit.Kafka
+	Topic string
 	// Since and Until bound the window (zero: open).
 	Since, Until time.Time
 	// Lookback, with Since, also reads this far before it the records
@@ -51,7 +52,7 @@ func Read(ctx context.Context, opts ReadOptions) ([]Record, error) {
 	if err != nil {
 		return nil, err
 	}
-	ropts := audit.ReadOptions{Brokers: opts.Brokers, Topic: opts.Topic, Where: w}
+	ropts := audit.ReadOptions{Kafka: opts.Kafka, Topic: opts.Topic, Where: w}
 	if !opts.Since.IsZero() {
 		// Kafka timestamps are when the records were written: a little
 		// after the statements began.
@@ -82,7 +83,7 @@ func Read(ctx context.Context, opts ReadOptions) ([]Record, error) {
 		return nil, perr
 	}
 	if err != nil {
-		return nil, fmt.Errorf("read %s from %v: %w (check --brokers and --topic, as for sluice audit search)", opts.Topic, opts.Brokers, err)
+		return nil, fmt.Errorf("read %s from %v: %w (check --brokers and --topic, as for sluice audit search)", opts.Topic, opts.Kafka.Brokers, err)
 	}
 	return recs, nil
 }

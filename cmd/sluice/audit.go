@@ -15,8 +15,8 @@ import (
 
 func auditCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "audit", Short: "Read the audit trail (the Genlog topic) with a Kafka consumer"}
-	var brokers []string
-	var topic, where string
+	var conn trailFlags
+	var where string
 	var since string
 	var table bool
 	run := func(follow bool) func(*cobra.Command, []string) error {
@@ -25,7 +25,11 @@ func auditCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			opts := audit.ReadOptions{Brokers: brokers, Topic: topic, Where: w, Follow: follow}
+			k, topic, err := conn.kafka(cmd)
+			if err != nil {
+				return err
+			}
+			opts := audit.ReadOptions{Kafka: k, Topic: topic, Where: w, Follow: follow}
 			if since != "" {
 				if opts.Since, err = parseSince(since); err != nil {
 					return err
@@ -59,10 +63,14 @@ func auditCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			if len(pubKeys) > 0 || anchor != "" {
-				return verifySigned(ctx, brokers, topic, pubKeys, anchor)
+			k, topic, err := conn.kafka(cmd)
+			if err != nil {
+				return err
 			}
-			reports, err := audit.Verify(ctx, brokers, topic)
+			if len(pubKeys) > 0 || anchor != "" {
+				return verifySigned(ctx, k, topic, pubKeys, anchor)
+			}
+			reports, err := audit.Verify(ctx, k, topic)
 			if err != nil {
 				return err
 			}
@@ -87,15 +95,13 @@ func auditCmd() *cobra.Command {
 	}
 	verify.Flags().StringArrayVar(&pubKeys, "public-key", nil, "Ed25519 public key (PEM, openssl pkey -pubout) of an instance writing the trail; repeat for each")
 	verify.Flags().StringVar(&anchor, "checkpoint", "", "checkpoints saved from GET /v1/audit/checkpoint (an anchor kept off the machine)")
-	verify.Flags().StringSliceVar(&brokers, "brokers", []string{"127.0.0.1:9092"}, "Kafka or bundled broker addresses")
-	verify.Flags().StringVar(&topic, "topic", "sluice.genlog", "audit topic")
+	conn.register(verify)
 	cmd.AddCommand(verify)
 	for _, c := range []*cobra.Command{
 		{Use: "search", Short: "Print matching records up to now, ordered by time", RunE: run(false)},
 		{Use: "tail", Short: "Print matching records as they arrive, until Ctrl-C", RunE: run(true)},
 	} {
-		c.Flags().StringSliceVar(&brokers, "brokers", []string{"127.0.0.1:9092"}, "Kafka or bundled broker addresses")
-		c.Flags().StringVar(&topic, "topic", "sluice.genlog", "audit topic")
+		conn.register(c)
 		c.Flags().StringVar(&since, "since", "", "start this long ago (e.g. 1h, 30m); default: the beginning for search, now for tail")
 		c.Flags().StringVar(&where, "where", "", `filter: an expr-lang expression over the record's fields, e.g. 'user=="app" && duration_us>1000000' or 'query ~ "orders" || command in ["COM_STMT_EXECUTE"]' (== != < > <= >= && || ! () in matches contains; a ~ b: a contains the text b); exit status 2 when it does not compile`)
 		c.Flags().BoolVar(&table, "table", false, "print a table instead of JSON lines")
@@ -113,11 +119,11 @@ func parseSince(s string) (d time.Duration, err error) {
 }
 
 // verifySigned is audit verify with public keys.
-func verifySigned(ctx context.Context, brokers []string, topic string, pubKeys []string, anchor string) error {
+func verifySigned(ctx context.Context, k audit.Kafka, topic string, pubKeys []string, anchor string) error {
 	if len(pubKeys) == 0 {
 		return fmt.Errorf("--checkpoint needs --public-key: an anchor is checked by its signature")
 	}
-	opts := audit.SignedOptions{Brokers: brokers, Topic: topic}
+	opts := audit.SignedOptions{Kafka: k, Topic: topic}
 	for _, f := range pubKeys {
 		k, err := audit.LoadPublicKey(f)
 		if err != nil {

@@ -21,8 +21,8 @@ const passwordEnv = "SLUICE_REPLAY_PASSWORD"
 
 // replayFlags are sluice replay's flags.
 type replayFlags struct {
-	brokers                                  []string
-	topic, since, until, fromGTID            string
+	trail                                    trailFlags
+	since, until, fromGTID                   string
 	target, user, passwordFile, speed        string
 	reportFile, htmlFile                     string
 	readOnly                                 bool
@@ -41,7 +41,7 @@ func replayCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			rep, err := fl.run(ctx)
+			rep, err := fl.run(ctx, cmd)
 			if err != nil {
 				return &replayFailed{err}
 			}
@@ -52,8 +52,7 @@ func replayCmd() *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringSliceVar(&fl.brokers, "brokers", []string{"127.0.0.1:9092"}, "Kafka or bundled broker addresses")
-	f.StringVar(&fl.topic, "topic", "sluice.genlog", "audit topic")
+	fl.trail.register(cmd) // --brokers, --topic, TLS and SASL, or --config
 	f.StringVar(&fl.since, "since", "", "replay records from this time (RFC 3339, e.g. 2026-12-05T09:00:00Z) or this long ago (e.g. 1h); default: the beginning of the trail")
 	f.StringVar(&fl.until, "until", "", "replay records before this time (RFC 3339) or this long ago; default: now")
 	f.DurationVar(&fl.lookback, "state-lookback", time.Hour, "with --since, also read this far before it for the sessions' state: SET, USE and prepares outside transactions are replayed first (0: none)")
@@ -93,7 +92,7 @@ func (fl *replayFlags) planOptions(now time.Time) (popts replay.PlanOptions, err
 }
 
 // run reads the window, replays it and writes the reports.
-func (fl *replayFlags) run(ctx context.Context) (*replay.Report, error) {
+func (fl *replayFlags) run(ctx context.Context, cmd *cobra.Command) (*replay.Report, error) {
 	if fl.target == "" || fl.user == "" {
 		return nil, errors.New("--target HOST:PORT and --user are required")
 	}
@@ -109,8 +108,12 @@ func (fl *replayFlags) run(ctx context.Context) (*replay.Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	fmt.Fprintf(os.Stderr, "replay: reading %s from %s\n", fl.topic, strings.Join(fl.brokers, ","))
-	recs, err := replay.Read(ctx, replay.ReadOptions{Brokers: fl.brokers, Topic: fl.topic, Since: popts.Since, Until: popts.Until,
+	trail, topic, err := fl.trail.kafka(cmd)
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(os.Stderr, "replay: reading %s from %s\n", topic, strings.Join(trail.Brokers, ","))
+	recs, err := replay.Read(ctx, replay.ReadOptions{Kafka: trail, Topic: topic, Since: popts.Since, Until: popts.Until,
 		Lookback: fl.lookback, MaxRecords: fl.maxRecords})
 	if err != nil {
 		return nil, err
@@ -120,7 +123,7 @@ func (fl *replayFlags) run(ctx context.Context) (*replay.Report, error) {
 		return nil, err
 	}
 	fmt.Fprintf(os.Stderr, "replay: read %d records from %s: %d statements of %d sessions to replay, %d skipped\n",
-		len(recs), fl.topic, plan.Replayed, len(plan.Sessions), total(plan.Skipped))
+		len(recs), topic, plan.Replayed, len(plan.Sessions), total(plan.Skipped))
 	opts := replay.Options{
 		Dial: replay.MySQLDialer(fl.target, fl.user, password, fl.readOnly), Speed: speed,
 		MaxSessions: fl.maxSessions, OrderTimeout: fl.orderTimeout,

@@ -106,10 +106,14 @@ func Serve(cfgFile string) error {
 
 	mon := monitor.New(MonitorSection(cfg), log.With("component", "monitor"))
 	reg.MustRegister(mon)
+	kafka, err := cfg.Genlog.Kafka(cfg.GenlogBrokers())
+	if err != nil {
+		return fmt.Errorf("genlog: %w", err)
+	}
 	// recordEvent sends a record to the events topic, when there is one.
 	recordEvent := func(key string, v any) {}
-	if brokers := producerBrokers(cfg); len(brokers) > 0 {
-		events, err := audit.NewProducer(audit.ProducerConfig{Brokers: brokers, Name: "events", QueueSize: 10000, Local: localBroker(cfg, broker)}, log.With("component", "events"))
+	if len(kafka.Brokers) > 0 {
+		events, err := audit.NewProducer(audit.ProducerConfig{Kafka: kafka, Compression: cfg.Genlog.Compression, Name: "events", QueueSize: 10000, Local: localBroker(cfg, broker)}, log.With("component", "events"))
 		if err != nil {
 			return err
 		}
@@ -138,8 +142,11 @@ func Serve(cfgFile string) error {
 	}
 	lc.start("monitor", goStop(mon.Run))
 
+	// Over TLS with tls.backend, as the sessions' connections: the loader
+	// reads password hashes.
+	backendTLS, _ := cfg.TLS.BackendConfig() // validated with the config
 	accounts := proxy.NewAccounts(proxy.ServerAccountSource(func() []string { return serverAddrs(mon) },
-		cfg.ServiceUser.User, cfg.ServiceUser.Password, cfg.Proxy.ConnectTimeout), cfg.Proxy.UsersRefreshInterval, log)
+		cfg.ServiceUser.User, cfg.ServiceUser.Password, cfg.Proxy.ConnectTimeout, backendTLS), cfg.Proxy.UsersRefreshInterval, log)
 	accounts.SetConfigAccounts(cfg.Proxy.ConfigAccounts())
 	accounts.SetPasswordTTL(cfg.Proxy.Auth.PasswordCacheTTL)
 	// Accounts load in the background once a server answers: Sluice starts
@@ -167,7 +174,7 @@ func Serve(cfgFile string) error {
 	var genlog *audit.Genlog
 	var checkpoints func() any
 	if cfg.Genlog.Enabled {
-		pc := audit.ProducerConfig{Brokers: producerBrokers(cfg), Name: "genlog", Local: localBroker(cfg, broker),
+		pc := audit.ProducerConfig{Kafka: kafka, Compression: cfg.Genlog.Compression, Name: "genlog", Local: localBroker(cfg, broker),
 			QueueSize: cfg.Genlog.QueueSize, Block: cfg.Genlog.OnFull == audit.OnFullBlock, Chain: true, ChainOwner: cfg.Name}
 		if cfg.Genlog.OnFull == audit.OnFullSpill {
 			pc.SpillFile, pc.SpillMaxBytes = cfg.Genlog.SpillFile, cfg.Genlog.SpillMaxBytes
@@ -274,7 +281,7 @@ func Serve(cfgFile string) error {
 	api.AuditCheckpoints = checkpoints
 	if genlog != nil {
 		api.AuditTail = func(ctx context.Context, where *audit.Where, since time.Duration, emit func([]byte)) error {
-			return audit.Read(ctx, audit.ReadOptions{Brokers: producerBrokers(cfg), Topic: cfg.Genlog.Topic,
+			return audit.Read(ctx, audit.ReadOptions{Kafka: kafka, Topic: cfg.Genlog.Topic,
 				Since: since, Where: where, Follow: true}, emit)
 		}
 	}
@@ -412,21 +419,6 @@ func setMaxProcs(n int) {
 // EventsTopic receives one JSON record per topology event.
 const EventsTopic = "sluice.events"
 
-// producerBrokers is where Sluice's own records go: genlog.brokers, or the
-// bundled broker.
-func producerBrokers(cfg *config.Config) []string {
-	if len(cfg.Genlog.Brokers) > 0 {
-		return cfg.Genlog.Brokers
-	}
-	if cfg.Broker.Enabled {
-		if cfg.Broker.AdvertisedListen != "" {
-			return []string{cfg.Broker.AdvertisedListen}
-		}
-		return []string{cfg.Broker.Listen}
-	}
-	return nil
-}
-
 // createTopics makes a producer's topics exist before Sluice reports
 // serving, so a consumer can subscribe before the first record. The bundled
 // broker failing to stops the start (it is a disk error); external brokers
@@ -453,12 +445,13 @@ func localBroker(cfg *config.Config, broker *logbroker.Broker) *logbroker.Broker
 }
 
 // MonitorSection is the monitor: section with what the monitor takes
-// from the others: the servers, the service user and
-// router.max_replication_lag.
+// from the others: the servers, the service user,
+// router.max_replication_lag and tls.backend's TLS.
 func MonitorSection(cfg *config.Config) monitor.Config {
 	mc := cfg.Monitor
 	mc.Servers = cfg.Servers
 	mc.User, mc.Password = cfg.ServiceUser.User, cfg.ServiceUser.Password
+	mc.TLS, _ = cfg.TLS.BackendConfig() // validated with the config
 	mc.MaxLag = cfg.Router.MaxReplicationLag
 	return mc
 }

@@ -162,6 +162,7 @@ func (c *Config) Redacted() *Config {
 	for i := range r.Admin.Users {
 		hide(&r.Admin.Users[i].Token)
 	}
+	hide(&r.Genlog.SASL.Password)
 	r.Proxy.Accounts = append([]proxy.AccountConfig(nil), c.Proxy.Accounts...)
 	for i := range r.Proxy.Accounts {
 		hide(&r.Proxy.Accounts[i].Password)
@@ -226,6 +227,36 @@ func LoadBroker(file string) (*Config, error) {
 		}
 		return nil
 	})
+}
+
+// LoadAudit reads a config for `sluice audit --config`: only genlog's
+// connection settings (brokers, tls, sasl) must be valid.
+func LoadAudit(file string) (*Config, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, &Error{File: file, Msg: fmt.Sprintf("cannot read config: %v", err)}
+	}
+	return parse(file, data, func(c *Config) error {
+		if _, err := c.Genlog.Kafka(nil); err != nil {
+			return sectionError("genlog", err)
+		}
+		return nil
+	})
+}
+
+// GenlogBrokers are the brokers the audit trail is in: genlog.brokers, or
+// the bundled broker's listener; none without either.
+func (c *Config) GenlogBrokers() []string {
+	if len(c.Genlog.Brokers) > 0 {
+		return c.Genlog.Brokers
+	}
+	if c.Broker.Enabled {
+		if c.Broker.AdvertisedListen != "" {
+			return []string{c.Broker.AdvertisedListen}
+		}
+		return []string{c.Broker.Listen}
+	}
+	return nil
 }
 
 func parse(file string, data []byte, validate func(*Config) error) (*Config, error) {

@@ -182,3 +182,50 @@ func TestSigningKeyErrors(t *testing.T) {
 		t.Errorf("checkpoint_interval 1ms: %v", err)
 	}
 }
+
+// TestKafkaClientSettings: genlog.tls, genlog.sasl and genlog.compression
+// are checked at load, each error naming the file, line and key (and the
+// file a missing password or CA was to come from); the password is never
+// shown, and GET /v1/config hides an inline one.
+func TestKafkaClientSettings(t *testing.T) {
+	dir := t.TempDir()
+	pw := filepath.Join(dir, "kafka.pw")
+	os.WriteFile(pw, []byte("pa55word\n"), 0o600)
+	empty := filepath.Join(dir, "empty.pw")
+	os.WriteFile(empty, nil, 0o600)
+	base := "listen: 127.0.0.1:4006\nservers: [{name: a, address: '127.0.0.1:1'}]\nservice_user: {user: m}\ngenlog:\n  enabled: true\n  brokers: [k1:9093, k2:9093]\n"
+	cfg, err := Parse("x.yaml", []byte(base+"  sasl: {mechanism: scram-sha-512, user: sluice, password_file: "+pw+"}\n  compression: zstd\n"))
+	if err != nil || cfg.Genlog.Compression != "zstd" {
+		t.Fatalf("good settings: %v", err)
+	}
+	missing := filepath.Join(dir, "missing.pw")
+	cases := []struct{ extra, want string }{
+		{"  sasl:\n    mechanism: SCRAM-SHA-512\n    user: sluice\n    password_file: " + missing + "\n",
+			"x.yaml:10: genlog.sasl.password_file: cannot read it: open " + missing + ": no such file or directory"},
+		{"  sasl: {mechanism: SCRAM-SHA-512, user: sluice, password_file: " + empty + "}\n", "genlog.sasl.password_file: " + empty + " must hold the secret on one line"},
+		{"  sasl: {mechanism: SCRAM-SHA-512, user: sluice}\n", "genlog.sasl.password_file: missing: the password of \"sluice\""},
+		{"  sasl: {mechanism: GSSAPI, user: sluice, password: x}\n", "genlog.sasl.mechanism: unknown \"GSSAPI\"; use PLAIN, SCRAM-SHA-256, SCRAM-SHA-512"},
+		{"  sasl: {mechanism: PLAIN, password: x}\n", "genlog.sasl.user: missing"},
+		{"  sasl: {mechanism: PLAIN, user: sluice, password: x, password_file: " + pw + "}\n", "genlog.sasl.password: given twice"},
+		{"  tls: {ca: " + filepath.Join(dir, "no-ca.pem") + "}\n", "genlog.tls.ca: open " + filepath.Join(dir, "no-ca.pem")},
+		{"  tls: {ca: " + pw + "}\n", "genlog.tls.ca: " + pw + " holds no PEM certificate"},
+		{"  tls: {cert: " + pw + "}\n", "genlog.tls.key: tls.cert " + pw + " needs its key"},
+		{"  compression: brotli\n", "x.yaml:7: genlog.compression: unknown \"brotli\"; use none, gzip, snappy, lz4, zstd"},
+	}
+	for _, c := range cases {
+		_, err := Parse("x.yaml", []byte(base+c.extra))
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%q: error %v, want it to contain %q", c.extra, err, c.want)
+		}
+		if err != nil && strings.Contains(err.Error(), "pa55word") {
+			t.Errorf("the error shows the password: %v", err)
+		}
+	}
+	cfg, err = Parse("x.yaml", []byte(base+"  sasl: {mechanism: PLAIN, user: sluice, password: inline-secret}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := cfg.Redacted(); r.Genlog.SASL.Password != "********" || cfg.Genlog.SASL.Password != "inline-secret" {
+		t.Fatalf("genlog.sasl.password redacted as %q", r.Genlog.SASL.Password)
+	}
+}

@@ -94,7 +94,7 @@ func checksums(t *testing.T, ctx context.Context, s *lab.Server) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rows, err := db.QueryContext(ctx, "CHECKSUM TABLE sbtest.sbtest1, sbtest.sbtest2")
+	rows, err := db.QueryContext(ctx, "CHECKSUM TABLE sbtest.sbtest1, sbtest.sbtest2, sbtest_ps.sbtest1, sbtest_ps.sbtest2")
 	if err != nil {
 		t.Fatalf("%s: CHECKSUM TABLE: %v", s.Name, err)
 	}
@@ -111,17 +111,26 @@ func checksums(t *testing.T, ctx context.Context, s *lab.Server) string {
 	return strings.Join(out, " ")
 }
 
-func sysbench(t *testing.T, ctx context.Context, addr string, args ...string) string {
-	t.Helper()
+// sysbench runs oltp_read_write's args against db through addr. Errors are
+// returned, not fatal: the capture runs it from goroutines.
+func sysbench(ctx context.Context, addr, db string, args ...string) (string, error) {
 	host, port, _ := net.SplitHostPort(addr)
 	all := append([]string{"oltp_read_write", "--db-driver=mysql", "--mysql-host=" + host, "--mysql-port=" + port,
-		"--mysql-user=sbtest", "--mysql-password=sbtest", "--mysql-db=sbtest", "--tables=2", "--table-size=50000", "--rand-type=uniform"}, args...)
+		"--mysql-user=sbtest", "--mysql-password=sbtest", "--mysql-db=" + db, "--tables=2", "--table-size=50000", "--rand-type=uniform"}, args...)
 	out, err := exec.CommandContext(ctx, "sysbench", all...).CombinedOutput()
 	if err != nil {
-		t.Fatalf("sysbench %v: %v\n%s", args, err, out)
+		return "", fmt.Errorf("sysbench %v: %v\n%s", args, err, out)
 	}
-	return string(out)
+	return string(out), nil
 }
+
+// captureDBs are where each ps mode's sysbench runs: its own schema, so the
+// two concurrent sessions never read a row the other writes. Between
+// sessions the trail cannot always tell whether a read came before or after
+// another session's commit (see the README), and this test asks for no
+// difference at all; the order between sessions is tested with a fake
+// server in replay's own tests.
+var captureDBs = map[string]string{"disable": "sbtest", "auto": "sbtest_ps"}
 
 // startSluice runs bin/sluice in front of the primary and replica3 with
 // the options replay needs recorded.
@@ -179,7 +188,7 @@ func records(ctx context.Context, broker, where string) ([]replay.Record, error)
 		return nil, err
 	}
 	var out []replay.Record
-	err = audit.Read(ctx, audit.ReadOptions{Brokers: []string{broker}, Topic: "sluice.genlog", Where: w}, func(b []byte) {
+	err = audit.Read(ctx, audit.ReadOptions{Kafka: audit.PlainKafka(broker), Topic: "sluice.genlog", Where: w}, func(b []byte) {
 		if r, err := replay.ParseRecord(b); err == nil {
 			out = append(out, r)
 		}
@@ -195,9 +204,14 @@ func captureOnce(t *testing.T) {
 	capture.once.Do(func() {
 		ctx := ctxT(t, 3*time.Minute)
 		exec1(t, ctx, topo.Primary, "DROP DATABASE IF EXISTS sbtest", "CREATE DATABASE sbtest",
+			"DROP DATABASE IF EXISTS sbtest_ps", "CREATE DATABASE sbtest_ps",
 			"CREATE USER IF NOT EXISTS '"+replayUser+"'@'%' IDENTIFIED BY '"+replayPassword+"'",
-			"GRANT ALL PRIVILEGES ON sbtest.* TO '"+replayUser+"'@'%'")
-		sysbench(t, ctx, topo.Primary.Addr(), "prepare")
+			"GRANT ALL PRIVILEGES ON sbtest.* TO '"+replayUser+"'@'%'", "GRANT ALL PRIVILEGES ON sbtest_ps.* TO '"+replayUser+"'@'%'")
+		for _, db := range captureDBs {
+			if _, err := sysbench(ctx, topo.Primary.Addr(), db, "prepare"); err != nil {
+				t.Fatal(err)
+			}
+		}
 		if err := topo.WaitReplicasCaughtUp(ctx); err != nil {
 			t.Fatal(err)
 		}
@@ -208,9 +222,27 @@ func captureOnce(t *testing.T) {
 		listen, broker := startSluice(t)
 		capture.broker = broker
 		var log strings.Builder
+		outs, errs := map[string]string{}, make(chan error, len(captureDBs))
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		for mode, db := range captureDBs {
+			wg.Go(func() {
+				out, err := sysbench(ctx, listen, db, "--threads=1", "--time=3", "--db-ps-mode="+mode, "run")
+				mu.Lock()
+				outs[mode] = out
+				mu.Unlock()
+				errs <- err
+			})
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
 		for _, mode := range []string{"disable", "auto"} {
-			out := sysbench(t, ctx, listen, "--threads=2", "--time=2", "--db-ps-mode="+mode, "run")
-			fmt.Fprintf(&log, "ps-mode=%s: %s\n", mode, grepLine(out, "queries:"))
+			fmt.Fprintf(&log, "ps-mode=%s (%s): %s\n", mode, captureDBs[mode], grepLine(outs[mode], "queries:"))
 		}
 		ownSession(t, ctx, listen)
 		// Every session's records are in the trail once every connect has
@@ -227,7 +259,7 @@ func captureOnce(t *testing.T) {
 					quits++
 				}
 			}
-			return err == nil && connects >= 5 && quits == connects
+			return err == nil && connects >= 3 && quits == connects
 		})
 		capture.log = log.String()
 	})

@@ -1,6 +1,9 @@
 package lab
 
 import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"net"
 	"net/http"
@@ -14,6 +17,7 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"github.com/segmentio/kafka-go/sasl/scram"
 )
 
 // WaitFor polls cond every 20ms until it holds, failing tb after timeout:
@@ -124,4 +128,75 @@ func Topics(tb testing.TB, broker string) map[string]int {
 		n[p.Topic]++
 	}
 	return n
+}
+
+// ReadTopic reads every record of topic with kafka-go (a client
+// independent of Sluice's) through d from the first of brokers that
+// answers, by partition in offset order.
+func ReadTopic(t testing.TB, d *kafka.Dialer, brokers []string, topic string) map[int][][]byte {
+	t.Helper()
+	var conn *kafka.Conn
+	var err error
+	for _, b := range brokers {
+		if conn, err = d.Dial("tcp", b); err == nil {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	parts, err := conn.ReadPartitions(topic)
+	conn.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[int][][]byte{}
+	for _, p := range parts {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		lc, err := d.DialLeader(ctx, "tcp", net.JoinHostPort(p.Leader.Host, strconv.Itoa(p.Leader.Port)), topic, p.ID)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		first, last, err := lc.ReadOffsets()
+		if err != nil {
+			t.Fatal(err)
+		}
+		lc.Seek(first, kafka.SeekAbsolute)
+		for off := first; off < last; {
+			lc.SetReadDeadline(time.Now().Add(10 * time.Second))
+			batch := lc.ReadBatch(1, 16<<20)
+			began := off
+			for {
+				m, err := batch.ReadMessage()
+				if err != nil {
+					break
+				}
+				off = m.Offset + 1
+				out[p.ID] = append(out[p.ID], m.Value)
+			}
+			if err := batch.Close(); err != nil && off < last || off == began {
+				t.Fatalf("partition %d at %d: %v", p.ID, off, err)
+			}
+		}
+		lc.Close()
+	}
+	return out
+}
+
+// SecureDialer is kafka-go's dialer for brokers with TLS, whose
+// certificates caFile's CA signs, and SCRAM-SHA-512 as user.
+func SecureDialer(tb testing.TB, caFile, user, password string) *kafka.Dialer {
+	tb.Helper()
+	mech, err := scram.Mechanism(scram.SHA512, user, password)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	return &kafka.Dialer{Timeout: 10 * time.Second, TLS: &tls.Config{RootCAs: pool}, SASLMechanism: mech}
 }

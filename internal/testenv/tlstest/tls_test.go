@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -58,16 +59,27 @@ type instance struct {
 
 func start(t *testing.T, tlsSection string) *instance {
 	t.Helper()
+	return startWith(t, "service_user: {user: monitor, password: monpass}\ngenlog: {enabled: true, topic: tls.audit}\n", tlsSection)
+}
+
+// startWith starts Sluice with the given service_user and genlog sections;
+// it is ready once healthy, or when ready (if given) says so.
+func startWith(t *testing.T, sections, tlsSection string, ready ...func(*instance) bool) *instance {
+	t.Helper()
 	dir := t.TempDir()
 	in := &instance{listen: lab.FreeAddr(t), admin: lab.FreeAddr(t), broker: lab.FreeAddr(t), dir: dir}
-	cfg := fmt.Sprintf("listen: %s\nadmin_listen: %s\nservers:\n%sservice_user: {user: monitor, password: monpass}\n"+
-		"monitor: {interval: 200ms}\nbroker: {enabled: true, listen: %s, data_dir: %s}\ngenlog: {enabled: true, topic: tls.audit}\n%s",
-		in.listen, in.admin, lab.ServersYAML(topo.Servers(), nil), in.broker, filepath.Join(dir, "broker"), tlsSection)
+	cfg := fmt.Sprintf("listen: %s\nadmin_listen: %s\nservers:\n%s"+
+		"monitor: {interval: 200ms}\nbroker: {enabled: true, listen: %s, data_dir: %s}\n%s%s",
+		in.listen, in.admin, lab.ServersYAML(topo.Servers(), nil), in.broker, filepath.Join(dir, "broker"), sections, tlsSection)
 	path := filepath.Join(dir, "sluice.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	in.Process = lab.StartProcess(t, "sluice", func() bool { return lab.Healthy(in.admin) }, binary, "serve", "--config", path)
+	isReady := func() bool { return lab.Healthy(in.admin) }
+	if len(ready) > 0 {
+		isReady = func() bool { return ready[0](in) }
+	}
+	in.Process = lab.StartProcess(t, "sluice", isReady, binary, "serve", "--config", path)
 	return in
 }
 
@@ -173,11 +185,22 @@ func TestBackendTLS(t *testing.T) {
 	if c := backendCipher(t, plain.open(t, "false")); c != "" {
 		t.Fatalf("backend cipher %q without tls.backend", c)
 	}
-	// A server whose certificate the CA did not sign is refused.
-	wrong := start(t, fmt.Sprintf("tls: {backend: true, backend_ca: %s}\n", filepath.Join(pki, "other-ca.pem")))
-	err := wrong.open(t, "false").Ping()
-	if err == nil || !strings.Contains(err.Error(), "certificate") {
-		t.Fatalf("backend with an unknown CA: %v; the error should name the certificate problem", err)
+	// A server whose certificate the CA did not sign is refused, by the
+	// monitor too (so Sluice never becomes healthy): it says why.
+	wrong := startWith(t, "service_user: {user: monitor, password: monpass}\ngenlog: {enabled: false}\n",
+		fmt.Sprintf("tls: {backend: true, backend_ca: %s}\n", filepath.Join(pki, "other-ca.pem")),
+		func(in *instance) bool { // the admin API answers, unhealthy
+			resp, err := http.Get("http://" + in.admin + "/health")
+			if err == nil {
+				resp.Body.Close()
+			}
+			return err == nil
+		})
+	lab.WaitFor(t, "the monitor to name the certificate problem", 20*time.Second, func() bool {
+		return strings.Contains(wrong.Stderr.String(), "certificate signed by unknown authority")
+	})
+	if err := wrong.open(t, "false").Ping(); err == nil {
+		t.Fatal("a session through Sluice whose servers' certificates it cannot verify")
 	}
 }
 
@@ -187,4 +210,53 @@ func errorsAs(err error, target **mysql.MySQLError) bool {
 		*target = me
 	}
 	return ok
+}
+
+// Under tls.backend the monitor and the account loader connect with TLS
+// too: with a service user the servers accept over TLS only (REQUIRE SSL),
+// Sluice finds the primary (the monitor) and logs clients in (the
+// accounts it loaded); over a plain connection that user is refused.
+func TestServiceConnectionsTLS(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	const user, pass = "svc_tls", "svcpass"
+	for _, q := range []string{
+		"CREATE USER '" + user + "'@'%' IDENTIFIED BY '" + pass + "' REQUIRE SSL",
+		"GRANT SELECT ON mysql.* TO '" + user + "'@'%'",
+		"GRANT ALL PRIVILEGES ON sluice.* TO '" + user + "'@'%'",
+		"GRANT PROCESS, REPLICATION CLIENT, REPLICA MONITOR, SUPER, READ_ONLY ADMIN, RELOAD, BINLOG ADMIN ON *.* TO '" + user + "'@'%'",
+	} {
+		if err := topo.Primary.Exec(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	t.Cleanup(func() { topo.Primary.Exec(context.Background(), "DROP USER IF EXISTS '"+user+"'@'%'") })
+	if err := topo.WaitReplicasCaughtUp(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// The servers refuse the user without TLS: the test could fail.
+	plain, err := sql.Open("mysql", topo.Primary.DSN(user, pass, ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plain.Close()
+	if err := plain.PingContext(ctx); err == nil {
+		t.Fatal("the servers accept the REQUIRE SSL user over a plain connection")
+	}
+	// Started means healthy: the monitor found the primary over TLS.
+	in := startWith(t, fmt.Sprintf("service_user: {user: %s, password: %s}\ngenlog: {enabled: false}\n", user, pass),
+		fmt.Sprintf("tls: {backend: true, backend_ca: %s}\n", filepath.Join(pki, "ca.pem")))
+	var one int
+	if err := in.open(t, "false").QueryRow("SELECT 1").Scan(&one); err != nil {
+		t.Fatalf("login with accounts loaded over TLS: %v", err)
+	}
+	// The monitor holds its connection as that user, which can only be TLS.
+	root, err := topo.Primary.RootDB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	if err := root.QueryRowContext(ctx, "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = ?", user).Scan(&n); err != nil || n == 0 {
+		t.Fatalf("no connection of %s on the primary (%d, %v)", user, n, err)
+	}
 }
