@@ -133,11 +133,13 @@ func NewAccounts(load AccountSource, refreshInterval time.Duration, log *slog.Lo
 	return &Accounts{load: load, interval: refreshInterval, log: log, passwordTTL: 8 * time.Hour}
 }
 
-// SetPasswordTTL sets how long a learned password is kept
-// (auth.password_cache_ttl).
-func (a *Accounts) SetPasswordTTL(d time.Duration) {
+// SetAuthConfig applies the auth: section: how long a learned password
+// is kept (password_cache_ttl).
+func (a *Accounts) SetAuthConfig(c AuthConfig) {
 	a.mu.Lock()
-	a.passwordTTL = d
+	if c.PasswordCacheTTL > 0 {
+		a.passwordTTL = c.PasswordCacheTTL
+	}
 	a.mu.Unlock()
 }
 

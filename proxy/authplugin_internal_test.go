@@ -258,7 +258,7 @@ func TestLearnedPasswords(t *testing.T) {
 		t.Fatalf("after the account changed: %d learned, buffer %q", accts.LearnedPasswords(), l.password)
 	}
 	// Expired after auth.password_cache_ttl.
-	accts.SetPasswordTTL(time.Millisecond)
+	accts.SetAuthConfig(AuthConfig{PasswordCacheTTL: time.Millisecond})
 	accts.learn(&changed, []byte("new"))
 	time.Sleep(5 * time.Millisecond)
 	if accts.password(&changed) != nil || accts.LearnedPasswords() != 0 {
