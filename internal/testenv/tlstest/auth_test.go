@@ -5,7 +5,9 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
+	"io"
 	"io/fs"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -67,6 +69,16 @@ func TestEd25519PasswordNowhere(t *testing.T) {
 		t.Fatal("a wrong password logged in")
 	}
 
+	// /metrics says how many passwords Sluice holds.
+	resp, err := http.Get("http://" + in.admin + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(body), "\nsluice_auth_learned_passwords 1\n") {
+		t.Error("/metrics does not say sluice_auth_learned_passwords 1")
+	}
 	// The trail's auth records name the plugins.
 	lab.WaitFor(t, "auth records naming the plugins", 20*time.Second, func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -94,7 +106,7 @@ func TestEd25519PasswordNowhere(t *testing.T) {
 		t.Fatal("the password is in Sluice's log")
 	}
 	readable := 0 // files where the account's name is found: the search can see
-	err := filepath.WalkDir(in.dir, func(path string, d fs.DirEntry, err error) error {
+	err = filepath.WalkDir(in.dir, func(path string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return err
 		}
