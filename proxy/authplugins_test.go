@@ -373,6 +373,19 @@ func TestEd25519Accounts(t *testing.T) {
 	}
 	_, err = goLogin(s, "eduser", "edpass-9", clientOpts{})
 	wantCode(t, "the old password", err, 1045)
+	// A Sluice that does not list client_ed25519 (clients without it, as
+	// MySQL's): the ed25519 account logs in with caching_sha2_password,
+	// whose full authentication Sluice checks against the public key.
+	noEd := startLogged(t, router.Config{Type: "readwritesplit", MaxReplicationLag: 10 * time.Second},
+		proxy.Config{TLS: serverTLS, Auth: proxy.AuthConfig{Plugins: []string{"mysql_native_password", "caching_sha2_password"}}}, &logs)
+	_, err = goLogin(noEd, "eduser", "wrong-pw-7", clientOpts{tls: true})
+	wantCode(t, "ed25519 account over caching_sha2, wrong password", err, 1045)
+	if who, err := goLogin(noEd, "eduser", "edpass-10", clientOpts{tls: true}); err != nil || who != "eduser@%" {
+		t.Fatalf("ed25519 account over caching_sha2, full authentication: %q, %v", who, err)
+	}
+	if out := runPy(t, noEd, "eduser", "edpass-10", ""); out != "OK eduser@%" {
+		t.Fatalf("PyMySQL, ed25519 account over caching_sha2, fast path: %q", out)
+	}
 	// Dropping the account on the servers wipes the learned password.
 	if s.accounts.LearnedPasswords() != 1 {
 		t.Fatalf("%d passwords learned, want 1", s.accounts.LearnedPasswords())
@@ -388,7 +401,7 @@ func TestEd25519Accounts(t *testing.T) {
 	}
 	// No password in the log or the trail.
 	all := logs.String() + strings.Join(sink.all(), "\n")
-	for _, pw := range []string{"edpass-9", "edpass-10", "wrong-pw-1", "wrong-pw-2", "wrong-pw-3", "wrong-pw-4", "wrong-pw-5", "wrong-pw-6", "apppass"} {
+	for _, pw := range []string{"edpass-9", "edpass-10", "wrong-pw-1", "wrong-pw-2", "wrong-pw-3", "wrong-pw-4", "wrong-pw-5", "wrong-pw-6", "wrong-pw-7", "apppass"} {
 		if strings.Contains(all, pw) {
 			t.Errorf("the password %q appears in the log or the trail", pw)
 		}
