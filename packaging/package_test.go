@@ -216,6 +216,9 @@ func TestPackage(t *testing.T) {
 		t.Fatalf("package version %q, debversion.sh says %q for %q", v1, rule, describe)
 	}
 
+	// What the maintainer scripts do where systemd runs, and under Pacemaker.
+	t.Run("maintainer scripts", func(t *testing.T) { testMaintainerScripts(t, deb1) })
+
 	// lintian: no errors (warnings are logged).
 	out, err := runErr(nil, "lintian", "--fail-on", "error", "--tag-display-limit", "0", deb1)
 	if err != nil {
