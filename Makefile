@@ -4,10 +4,20 @@ VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo de
 LDFLAGS   := -X github.com/sluice-proxy/sluice/internal/buildinfo.Version=$(VERSION)
 PKGS      := ./...
 
-.PHONY: build test test-short test-ha cross bench bench-broker fuzz demo lab deps clean
+.PHONY: build test test-short test-ha test-package package cross bench bench-broker fuzz demo lab deps clean
 
 build:
 	$(GO) build -buildvcs=auto -ldflags "$(LDFLAGS)" -o bin/sluice ./cmd/sluice
+
+# dist/sluice_VERSION_ARCH.deb (amd64 and arm64; ARCHES= narrows it) with
+# nfpm: packaging/README.md.
+package:
+	GO=$(GO) VERSION=$(VERSION) ./packaging/build.sh
+
+# The package alone: built, linted, installed, upgraded and purged on this
+# machine (root; packaging/README.md).
+test-package: deps
+	$(GO) test -count=1 -v -timeout 10m ./packaging/
 
 # Installs the Debian packages the tests need when they are missing (root or sudo).
 deps:
@@ -68,4 +78,4 @@ demo: deps build
 	$(GO) run ./internal/testenv/lab/cmd/demo -sluice bin/sluice
 
 clean:
-	rm -rf bin data .lab
+	rm -rf bin data .lab dist

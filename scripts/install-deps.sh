@@ -31,6 +31,8 @@ cluster=()
 [ -x /usr/sbin/pcs ] || cluster+=(pcs)
 need+=(${cluster[@]+"${cluster[@]}"})
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+# The package test (packaging/): lintian on the .deb it builds.
+command -v lintian >/dev/null 2>&1 || need+=(lintian)
 command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || need+=(iproute2)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0

@@ -18,7 +18,9 @@ import (
 	"github.com/sluice-proxy/sluice/monitor"
 )
 
-func main() {
+// rootCmd is the whole command tree (packaging/ generates the man pages
+// and the bash completion from it: manpages.go).
+func rootCmd() *cobra.Command {
 	root := &cobra.Command{
 		Use:           "sluice",
 		Short:         "Sluice: a MySQL proxy that splits reads from writes and logs every query to a Kafka-compatible broker",
@@ -28,7 +30,11 @@ func main() {
 	}
 	root.SetVersionTemplate("{{.Version}}\n")
 	root.AddCommand(versionCmd(), serveCmd(), brokerCmd(), auditCmd(), ctlCmd(), replayCmd())
-	if err := root.Execute(); err != nil {
+	return root
+}
+
+func main() {
+	if err := rootCmd().Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "sluice:", err)
 		var ce *config.Error
 		var we *audit.WhereError

@@ -54,12 +54,15 @@ mount --bind "$dir/etc-corosync" /etc/corosync
 mount --bind "$dir/var-lib-corosync" /var/lib/corosync
 mount --bind "$dir/var-lib-pacemaker" /var/lib/pacemaker
 # The OCF agent directory: a tmpfs holding the installed providers (bound
-# from the original directory) plus provider "sluice" with the agent.
+# from the original directory) plus provider "sluice" with the agent. An
+# installed "sluice" provider (the package's) is not bound: the agent under
+# test goes into a directory of the tmpfs, never over the machine's.
 ocf=/usr/lib/ocf/resource.d
 mount --bind "$ocf" "$dir/ocf-orig"
 mount -t tmpfs -o mode=755 tmpfs "$ocf"
 for p in "$dir"/ocf-orig/*; do
 	[ -d "$p" ] || continue
+	[ "${p##*/}" != sluice ] || continue
 	mkdir "$ocf/${p##*/}"
 	mount --bind "$p" "$ocf/${p##*/}"
 done
