@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha1"
 	"crypto/subtle"
@@ -26,8 +27,14 @@ type Account struct {
 	// Stage2 is SHA1(SHA1(password)), what mysql_native_password stores;
 	// empty for an account without a password.
 	Stage2 []byte
-	// stage1 is SHA1(password), known only for accounts from the config.
-	stage1 []byte
+	// Ed25519Key is the public key an ed25519 account stores.
+	Ed25519Key []byte
+	// SHA2Hash is a caching_sha2_password account's $A$005$ string.
+	SHA2Hash string
+	// stage1 is SHA1(password) and password the password itself, known
+	// only for accounts from the config.
+	stage1   []byte
+	password []byte
 }
 
 // NewConfigAccount makes an account whose password the config holds.
@@ -38,6 +45,7 @@ func NewConfigAccount(user, host, password string) Account {
 		s2 := sha1.Sum(s1[:])
 		a.stage1, a.Stage2 = s1[:], s2[:]
 	}
+	a.password = []byte(password)
 	return a
 }
 
@@ -103,17 +111,136 @@ type Accounts struct {
 	fromServer []Account
 	lastLoad   time.Time
 	loading    chan struct{}
+	// learned holds the passwords learned from full authentications, by
+	// account (user@host), in memory only; passwordTTL bounds their life.
+	learned     map[string]*learnedPassword
+	passwordTTL time.Duration
 }
+
+// learnedPassword is a password a client sent, checked against what its
+// account stored then (credential).
+type learnedPassword struct {
+	password   []byte
+	credential string
+	expires    time.Time
+}
+
+// wipe overwrites the password: it leaves no copy behind in memory.
+func (l *learnedPassword) wipe() { clear(l.password) }
 
 // NewAccounts builds the cache; load may be nil when only config accounts exist.
 func NewAccounts(load AccountSource, refreshInterval time.Duration, log *slog.Logger) *Accounts {
-	return &Accounts{load: load, interval: refreshInterval, log: log}
+	return &Accounts{load: load, interval: refreshInterval, log: log, passwordTTL: 8 * time.Hour}
+}
+
+// SetAuthConfig applies the auth: section: how long a learned password
+// is kept (password_cache_ttl).
+func (a *Accounts) SetAuthConfig(c AuthConfig) {
+	a.mu.Lock()
+	if c.PasswordCacheTTL > 0 {
+		a.passwordTTL = c.PasswordCacheTTL
+	}
+	a.mu.Unlock()
+}
+
+func accountKey(acct *Account) string { return acct.User + "@" + acct.Host }
+
+// learn keeps password, which the caller checked against acct, to log in
+// to the servers as acct.
+func (a *Accounts) learn(acct *Account, password []byte) {
+	if acct.password != nil {
+		return // the config holds it
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.learned == nil {
+		a.learned = map[string]*learnedPassword{}
+	}
+	key := accountKey(acct)
+	if old := a.learned[key]; old != nil {
+		old.wipe()
+	}
+	a.learned[key] = &learnedPassword{password: bytes.Clone(password), credential: acct.credential(), expires: time.Now().Add(a.passwordTTL)}
+}
+
+// password is acct's password, if Sluice holds it: from the config, or
+// learned, unexpired and learned for what the account stores now. The
+// caller gets its own copy.
+func (a *Accounts) password(acct *Account) []byte {
+	if acct.password != nil {
+		return bytes.Clone(acct.password)
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	key := accountKey(acct)
+	l := a.learned[key]
+	if l == nil {
+		return nil
+	}
+	if time.Now().After(l.expires) || l.credential != acct.credential() {
+		l.wipe()
+		delete(a.learned, key)
+		return nil
+	}
+	return bytes.Clone(l.password)
+}
+
+// forget wipes the password learned for acct.
+func (a *Accounts) forget(acct *Account) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	key := accountKey(acct)
+	if l := a.learned[key]; l != nil {
+		l.wipe()
+		delete(a.learned, key)
+	}
+}
+
+// ForgetPasswords wipes every learned password (at shutdown, or to make
+// every client authenticate in full again).
+func (a *Accounts) ForgetPasswords() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for key, l := range a.learned {
+		l.wipe()
+		delete(a.learned, key)
+	}
+}
+
+// LearnedPasswords is how many passwords Sluice holds, learned.
+func (a *Accounts) LearnedPasswords() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.learned)
+}
+
+// sweepLearned wipes the passwords of accounts that are gone, changed or
+// expired; a.mu is held.
+func (a *Accounts) sweepLearned() {
+	now := time.Now()
+	for key, l := range a.learned {
+		keep := false
+		if now.Before(l.expires) {
+			for _, list := range [][]Account{a.fromConfig, a.fromServer} {
+				for i := range list {
+					if accountKey(&list[i]) == key && list[i].credential() == l.credential {
+						keep = true
+					}
+				}
+			}
+		}
+		if !keep {
+			l.wipe()
+			delete(a.learned, key)
+		}
+	}
 }
 
 // SetConfigAccounts replaces the accounts declared in the config.
 func (a *Accounts) SetConfigAccounts(accts []Account) {
 	a.mu.Lock()
 	a.fromConfig = sortAccounts(accts)
+	a.sweepLearned()
 	a.mu.Unlock()
 }
 
@@ -127,28 +254,30 @@ func errAccessDenied(user, host string, usingPassword bool) *SQLError {
 	return newSQLError(mysql.ER_ACCESS_DENIED_ERROR, "Access denied for user '%s'@'%s' (using password: %s)", user, host, using)
 }
 
-// Authenticate checks a native password reply for user connecting from
-// clientIP, reloading accounts once (throttled) before refusing.
-func (a *Accounts) Authenticate(ctx context.Context, user, clientIP string, scramble, reply []byte) (*Account, []byte, error) {
-	for attempt := 0; ; attempt++ {
-		acct := a.lookup(user, clientIP)
-		if acct != nil && acct.Plugin != "" && acct.Plugin != mysql.AUTH_NATIVE_PASSWORD {
-			a.log.Warn("account uses an authentication plugin Sluice cannot relay; use mysql_native_password or list the account in the config",
-				"user", user, "host", acct.Host, "plugin", acct.Plugin)
-			return nil, nil, errAccessDenied(user, clientIP, len(reply) > 0)
-		}
-		if acct != nil {
-			if stage1, ok := acct.verify(scramble, reply); ok {
-				if acct.stage1 != nil {
-					stage1 = acct.stage1
-				}
-				return acct, stage1, nil
-			}
-		}
-		if attempt > 0 || !a.refresh(ctx) {
-			return nil, nil, errAccessDenied(user, clientIP, len(reply) > 0)
-		}
+// lookupRefresh returns the account user from clientIP logs in as,
+// reloading the accounts once (throttled) when there is none.
+func (a *Accounts) lookupRefresh(ctx context.Context, user, clientIP string) *Account {
+	if acct := a.lookup(user, clientIP); acct != nil {
+		return acct
 	}
+	if !a.refresh(ctx) {
+		return nil
+	}
+	return a.lookup(user, clientIP)
+}
+
+// reloaded reloads the accounts (throttled) after a failed check of acct
+// and returns its new version if what it stores changed: a password
+// changed on the servers works at once.
+func (a *Accounts) reloaded(ctx context.Context, acct *Account, clientIP string) *Account {
+	if !a.refresh(ctx) {
+		return nil
+	}
+	next := a.lookup(acct.User, clientIP)
+	if next == nil || next.Host != acct.Host || next.credential() == acct.credential() {
+		return nil
+	}
+	return next
 }
 
 // Lookup returns the account that user from clientIP logs in as, if any.
@@ -178,6 +307,7 @@ func (a *Accounts) Load(ctx context.Context) error {
 	a.lastLoad = time.Now()
 	if err == nil {
 		a.fromServer = sortAccounts(accts)
+		a.sweepLearned()
 	}
 	a.mu.Unlock()
 	return err

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -15,11 +16,15 @@ import (
 )
 
 // Login is what a backend connection logs in with: the client's own user
-// and SHA1(password), never the password itself.
+// and SHA1(password), and the password itself only where the server's
+// plugin needs it (caching_sha2_password, client_ed25519) and Sluice holds
+// it (authplugin.go). It lives in memory only and is never logged.
 type Login struct {
 	User   string
 	Stage1 []byte
-	DB     string
+	// Password is nil when Sluice does not hold it.
+	Password []byte
+	DB       string
 	// Capabilities are the client's; the backend speaks the same dialect so
 	// that results pass through unchanged.
 	Capabilities uint32
@@ -120,11 +125,23 @@ func (b *BackendConn) login(login Login) error {
 			return err
 		}
 	}
-	auth := scrambleReply(hs.Scramble, login.Stage1)
-	if err := b.pio.Send(buildHandshakeResponse(caps, login.Collation, login.User, auth, login.DB, login.Attrs)); err != nil {
+	return b.authenticate(&login, caps)
+}
+
+// authenticate answers the server's handshake and whatever plugin it then
+// asks for, up to its OK.
+func (b *BackendConn) authenticate(login *Login, caps uint32) error {
+	tlsOn := login.TLS != nil
+	plugin := backendPlugin(b.hs.Plugin, login.Password != nil)
+	scramble := b.hs.Scramble
+	auth, err := backendAuthData(plugin, scramble, login, tlsOn)
+	if err != nil {
 		return err
 	}
-	for range 3 {
+	if err := b.pio.Send(buildHandshakeResponse(caps, login.Collation, login.User, auth, login.DB, login.Attrs, plugin)); err != nil {
+		return err
+	}
+	for range 6 {
 		pkt, err := b.pio.ReadPacket()
 		if err != nil {
 			return fmt.Errorf("read auth result: %w", err)
@@ -141,20 +158,63 @@ func (b *BackendConn) login(login Login) error {
 		case pkt[0] == mysql.ERR_HEADER:
 			return parseErr(pkt)
 		case pkt[0] == mysql.EOF_HEADER:
-			// Auth switch request: plugin name, then a fresh scramble.
-			plugin, data, _ := cutNul(pkt[1:])
-			if string(plugin) != mysql.AUTH_NATIVE_PASSWORD {
-				return fmt.Errorf("server asks for auth plugin %q; Sluice relays only mysql_native_password", plugin)
+			// Auth switch request: plugin name, then its data (a
+			// NUL-terminated scramble, or client_ed25519's bare nonce).
+			name, data, _ := cutNul(pkt[1:])
+			plugin = string(name)
+			scramble = bytes.Clone(data)
+			if plugin != pluginEd25519 {
+				scramble = trimNul(scramble)
 			}
-			data = trimNul(data)
-			if err := b.pio.Send(scrambleReply(data, login.Stage1)); err != nil {
+			auth, err := backendAuthData(plugin, scramble, login, tlsOn)
+			if err != nil {
+				return err
+			}
+			if err := b.pio.Send(auth); err != nil {
+				return err
+			}
+		case pkt[0] == mysql.MORE_DATE_HEADER && plugin == pluginSHA2 && len(pkt) == 2 && pkt[1] == 3:
+			// Fast authentication succeeded: the OK follows.
+		case pkt[0] == mysql.MORE_DATE_HEADER && plugin == pluginSHA2 && len(pkt) == 2 && pkt[1] == 4:
+			if err := b.sha2FullAuth(login, scramble, tlsOn); err != nil {
 				return err
 			}
 		default:
-			return fmt.Errorf("unexpected auth packet 0x%02x", pkt[0])
+			return fmt.Errorf("unexpected auth packet 0x%02x during %s", pkt[0], plugin)
 		}
 	}
 	return errors.New("too many auth round trips")
+}
+
+// sha2FullAuth is caching_sha2_password's full authentication towards a
+// server: the password in clear over TLS, else RSA-encrypted with the
+// server's public key, which Sluice asks for.
+func (b *BackendConn) sha2FullAuth(login *Login, scramble []byte, tlsOn bool) error {
+	if tlsOn {
+		return b.pio.Send(append(bytes.Clone(login.Password), 0))
+	}
+	if err := b.pio.Send([]byte{2}); err != nil { // request the public key
+		return err
+	}
+	pkt, err := b.pio.ReadPacket()
+	if err != nil {
+		return fmt.Errorf("read the server's RSA public key: %w", err)
+	}
+	if len(pkt) > 0 && pkt[0] == mysql.ERR_HEADER {
+		return parseErr(pkt)
+	}
+	if len(pkt) < 2 || pkt[0] != mysql.MORE_DATE_HEADER {
+		return fmt.Errorf("%w: no RSA public key from the server", errMalformed)
+	}
+	pub, err := parseRSAPublicKey(pkt[1:])
+	if err != nil {
+		return fmt.Errorf("the server's RSA public key: %w", err)
+	}
+	enc, err := mysql.EncryptPassword(string(login.Password), scramble, pub)
+	if err != nil {
+		return err
+	}
+	return b.pio.Send(enc)
 }
 
 func trimNul(b []byte) []byte {
@@ -227,13 +287,8 @@ func loadAccounts(ctx context.Context, addr, user, password string, timeout time
 		}
 		// go-mysql's strings point into a buffer Close recycles: copy them.
 		a := Account{User: strings.Clone(u), Host: strings.Clone(h), Plugin: strings.Clone(plugin)}
-		if plugin == "" || plugin == mysql.AUTH_NATIVE_PASSWORD {
-			a.Plugin = mysql.AUTH_NATIVE_PASSWORD
-			stage2, err := ParseNativeHash(strings.TrimSpace(hash))
-			if err != nil {
-				continue
-			}
-			a.Stage2 = stage2
+		if !parseCredential(&a, hash) {
+			continue
 		}
 		accts = append(accts, a)
 	}

@@ -3,6 +3,7 @@ package proxy
 import (
 	"crypto/tls"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/sluice-proxy/sluice/internal/confkey"
@@ -57,6 +58,8 @@ type Config struct {
 	// connections start with a PROXY v2 header naming the client (each
 	// server's proxy_protocol key).
 	ProxyProtocolServers map[string]bool `yaml:"-"`
+	// Auth is how clients authenticate (the auth: section).
+	Auth AuthConfig `yaml:"auth"`
 
 	// ClassifierCacheSize bounds the statement shapes whose class is
 	// cached (router.classifier_cache_size).
@@ -71,6 +74,27 @@ type Config struct {
 	// Recovery is what a session does when a server is lost under it (its
 	// keys are in the router: section).
 	Recovery RecoveryConfig `yaml:"-"`
+}
+
+// AuthConfig is the auth: section: the authentication plugins Sluice
+// speaks with clients, and what it does to log in to servers as accounts
+// whose plugin needs the password (authplugin.go, README "Authentication").
+type AuthConfig struct {
+	// Plugins are the client-side plugins accepted, in order of
+	// preference: the handshake offers the first that a 20-byte scramble
+	// serves, and each account is moved to its own plugin if listed,
+	// else to caching_sha2_password if that is.
+	// Default [mysql_native_password, caching_sha2_password, client_ed25519].
+	Plugins []string `yaml:"plugins"`
+	// PasswordCacheTTL is how long a password learned from a full
+	// authentication is kept (in memory only) to log in to the servers
+	// and for caching_sha2_password's fast path. Default 8h.
+	PasswordCacheTTL time.Duration `yaml:"password_cache_ttl"`
+	// RSAPrivateKey and RSAPublicKey are PEM files (as tls.key and
+	// tls.cert are): with them a caching_sha2_password client without TLS
+	// sends its password RSA-encrypted; without them it must use TLS.
+	RSAPrivateKey string `yaml:"rsa_private_key"`
+	RSAPublicKey  string `yaml:"rsa_public_key"`
 }
 
 // AccountConfig is a client account declared in the config.
@@ -97,6 +121,13 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.UsersRefreshInterval == 0 {
 		c.UsersRefreshInterval = 30 * time.Second
+	}
+	if len(c.Auth.Plugins) == 0 {
+		c.Auth.Plugins = DefaultAuthPlugins
+	}
+	c.Auth.Plugins = slices.Clone(c.Auth.Plugins)
+	if c.Auth.PasswordCacheTTL == 0 {
+		c.Auth.PasswordCacheTTL = 8 * time.Hour
 	}
 	if c.Accounts != nil {
 		c.Accounts = append([]AccountConfig(nil), c.Accounts...)
@@ -142,8 +173,33 @@ func (c *Config) Validate() error {
 			return confkey.Errorf(fmt.Sprintf("proxy_protocol_networks[%d]", i), "%v; list the balancers that send PROXY headers, e.g. [10.0.0.0/24, 10.0.1.7]", err)
 		}
 	}
+	if err := c.Auth.Validate(); err != nil {
+		return confkey.In("auth", err)
+	}
 	if c.MaxAllowedPacket < 1024 || c.MaxAllowedPacket > 1<<30 {
 		return confkey.Errorf("max_allowed_packet", "must be between 1024 and 1073741824 bytes")
+	}
+	return nil
+}
+
+// Validate checks c (after WithDefaults); its errors name the key within
+// the auth section.
+func (c *AuthConfig) Validate() error {
+	for i, p := range c.Plugins {
+		if !slices.Contains(knownAuthPlugins, p) {
+			return confkey.Errorf(fmt.Sprintf("plugins[%d]", i), "unknown plugin %q; use mysql_native_password, caching_sha2_password or client_ed25519", p)
+		}
+	}
+	if c.PasswordCacheTTL < 0 {
+		return confkey.Errorf("password_cache_ttl", "must be > 0, e.g. 8h")
+	}
+	if (c.RSAPrivateKey == "") != (c.RSAPublicKey == "") {
+		return confkey.Errorf("rsa_private_key", "set both rsa_private_key and rsa_public_key (PEM files), or neither")
+	}
+	if c.RSAPrivateKey != "" {
+		if _, err := c.LoadRSAKeys(); err != nil {
+			return confkey.Errorf("rsa_private_key", "%v", err)
+		}
 	}
 	return nil
 }

@@ -45,8 +45,19 @@ func startSluice(t testing.TB, cfg proxy.Config, accts ...proxy.Account) *sluice
 // when the test ends, checking that every session ended.
 func startRouted(t testing.TB, rcfg router.Config, cfg proxy.Config, accts ...proxy.Account) *sluice {
 	t.Helper()
+	return startLogged(t, rcfg, cfg, nil, accts...)
+}
+
+// startLogged is startRouted whose log, at debug level, also goes to w.
+func startLogged(t testing.TB, rcfg router.Config, cfg proxy.Config, w io.Writer, accts ...proxy.Account) *sluice {
+	t.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	if testing.Verbose() {
+	switch {
+	case w != nil && testing.Verbose():
+		log = slog.New(slog.NewTextHandler(io.MultiWriter(w, os.Stderr), &slog.HandlerOptions{Level: slog.LevelDebug}))
+	case w != nil:
+		log = slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	case testing.Verbose():
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	var servers []monitor.ServerConfig

@@ -34,7 +34,8 @@ const defaultCollation = 45
 var errMalformed = errors.New("malformed packet")
 
 // buildHandshake writes the server's initial handshake (protocol 10).
-func buildHandshake(connID uint32, scramble []byte, version string, caps uint32, collation byte) []byte {
+// plugin is the authentication plugin the scramble is offered for.
+func buildHandshake(connID uint32, scramble []byte, version string, caps uint32, collation byte, plugin string) []byte {
 	b := make([]byte, 0, 128)
 	b = append(b, 10)
 	b = append(b, version...)
@@ -50,7 +51,7 @@ func buildHandshake(connID uint32, scramble []byte, version string, caps uint32,
 	b = append(b, make([]byte, 10)...)
 	b = append(b, scramble[8:]...)
 	b = append(b, 0)
-	b = append(b, mysql.AUTH_NATIVE_PASSWORD...)
+	b = append(b, plugin...)
 	b = append(b, 0)
 	return b
 }
@@ -217,7 +218,7 @@ func buildSSLRequest(caps uint32, collation byte) []byte {
 }
 
 // buildHandshakeResponse is the HandshakeResponse41 Sluice sends a backend.
-func buildHandshakeResponse(caps uint32, collation byte, user string, auth []byte, db string, attrs []byte) []byte {
+func buildHandshakeResponse(caps uint32, collation byte, user string, auth []byte, db string, attrs []byte, plugin string) []byte {
 	b := make([]byte, 0, 64+len(user)+len(auth)+len(db)+len(attrs))
 	b = binary.LittleEndian.AppendUint32(b, caps)
 	b = binary.LittleEndian.AppendUint32(b, maxPacketPayload)
@@ -235,7 +236,7 @@ func buildHandshakeResponse(caps uint32, collation byte, user string, auth []byt
 		b = append(b, db...)
 		b = append(b, 0)
 	}
-	b = append(b, mysql.AUTH_NATIVE_PASSWORD...)
+	b = append(b, plugin...)
 	b = append(b, 0)
 	if caps&mysql.CLIENT_CONNECT_ATTRS != 0 {
 		if len(attrs) == 0 {

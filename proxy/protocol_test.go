@@ -117,7 +117,7 @@ func TestSplitPacketsRoundTrip(t *testing.T) {
 
 func TestHandshakeResponseRoundTrip(t *testing.T) {
 	caps := proxyCapabilities
-	b := buildHandshakeResponse(caps, 45, "app", bytes.Repeat([]byte{9}, 20), "db1", []byte{4, 1, 'k', 1, 'v'})
+	b := buildHandshakeResponse(caps, 45, "app", bytes.Repeat([]byte{9}, 20), "db1", []byte{4, 1, 'k', 1, 'v'}, mysql.AUTH_NATIVE_PASSWORD)
 	hr, err := parseHandshakeResponse(b)
 	if err != nil {
 		t.Fatal(err)
@@ -174,7 +174,7 @@ func TestHostMatches(t *testing.T) {
 }
 
 func FuzzParseHandshakeResponse(f *testing.F) {
-	f.Add(buildHandshakeResponse(proxyCapabilities, 45, "app", bytes.Repeat([]byte{9}, 20), "db", []byte{0}))
+	f.Add(buildHandshakeResponse(proxyCapabilities, 45, "app", bytes.Repeat([]byte{9}, 20), "db", []byte{0}, mysql.AUTH_NATIVE_PASSWORD))
 	f.Add(make([]byte, 32))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		_, _ = parseHandshakeResponse(b)

@@ -66,6 +66,12 @@ func NewServer(cfg Config, accounts *Accounts, rt *router.Router, reg prometheus
 	s := &Server{accounts: accounts, router: rt, classifier: router.NewClassifier(size, log), log: log,
 		metrics: newMetrics(reg), sessions: map[*Session]net.Conn{}, perUser: map[string]int{}}
 	s.cfg.Store(&cfg)
+	if reg != nil && accounts != nil {
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "sluice_auth_learned_passwords",
+			Help: "Account passwords Sluice holds in memory, learned from full authentications (auth.password_cache_ttl).",
+		}, func() float64 { return float64(accounts.LearnedPasswords()) }))
+	}
 	return s
 }
 

@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -44,6 +43,11 @@ type Session struct {
 	admitted string
 	// tls is true once the client connection is TLS.
 	tls bool
+	// authPlugin is the plugin the last authentication ran with.
+	authPlugin string
+	// password is the account's password when Sluice holds it, for
+	// backend logins; wiped when the session ends or changes user.
+	password []byte
 
 	proc processor
 
@@ -95,7 +99,7 @@ func (s *Session) run(ctx context.Context) {
 	}
 	err := s.handshake(ctx)
 	if g := s.srv.genlog.Load(); g != nil && s.user != "" {
-		a := audit.Auth{Time: time.Now(), OK: err == nil, Plugin: mysql.AUTH_NATIVE_PASSWORD, TLS: s.tls}
+		a := audit.Auth{Time: time.Now(), OK: err == nil, Plugin: s.authPlugin, TLS: s.tls}
 		var se *SQLError
 		if errors.As(err, &se) {
 			a.ErrorCode = se.Code
@@ -166,6 +170,14 @@ func (s *Session) close() {
 	}
 	s.proc.backends.closeAll()
 	s.client.Close()
+	s.wipePassword()
+}
+
+// wipePassword overwrites the password the session held.
+func (s *Session) wipePassword() {
+	clear(s.password)
+	s.password = nil
+	s.proc.backends.login.Password = nil
 }
 
 // setLog replaces the session's logger (a new user).
@@ -175,10 +187,13 @@ func (s *Session) setLog(l *slog.Logger) {
 }
 
 // setLogin records who the session is logged in as; the processor logs in
-// to the servers as the client's own user with SHA1(password).
-func (s *Session) setLogin(user string, stage1 []byte) {
+// to the servers as the client's own user with SHA1(password), or with the
+// password where the servers' plugin needs it and Sluice holds it.
+func (s *Session) setLogin(user string, l *clientLogin) {
 	s.user = user
-	s.proc.setLogin(Login{User: user, Stage1: stage1, Capabilities: s.caps, Collation: s.collation, Attrs: s.attrs, Client: s.clientAddr})
+	s.wipePassword()
+	s.password = l.password
+	s.proc.setLogin(Login{User: user, Stage1: l.stage1, Password: l.password, Capabilities: s.caps, Collation: s.collation, Attrs: s.attrs, Client: s.clientAddr})
 }
 
 // handshake greets the client, authenticates it and opens its backend.
@@ -196,7 +211,9 @@ func (s *Session) handshake(ctx context.Context) error {
 	if cfg.TLS != nil {
 		caps |= mysql.CLIENT_SSL
 	}
-	if err := s.client.Send(buildHandshake(s.id, s.scramble, version, caps, defaultCollation)); err != nil {
+	offered := handshakePlugin(cfg.Auth.Plugins)
+	s.authPlugin = offered
+	if err := s.client.Send(buildHandshake(s.id, s.scramble, version, caps, defaultCollation, offered)); err != nil {
 		return err
 	}
 	if err := refuseProxyHeader(s.client, s.client.Conn().RemoteAddr()); err != nil {
@@ -225,14 +242,7 @@ func (s *Session) handshake(ctx context.Context) error {
 		return e
 	}
 	s.collation, s.attrs, s.user = hr.Collation, hr.Attrs, hr.User
-	reply := hr.AuthResponse
-	if hr.Plugin != "" && hr.Plugin != mysql.AUTH_NATIVE_PASSWORD && s.caps&mysql.CLIENT_PLUGIN_AUTH != 0 {
-		// The client answered for another plugin: ask it to switch.
-		if reply, err = s.authSwitch(); err != nil {
-			return err
-		}
-	}
-	acct, stage1, err := s.srv.accounts.Authenticate(ctx, hr.User, s.clientIP, s.scramble, reply)
+	login, err := s.authenticate(ctx, hr.User, hr.Plugin, hr.AuthResponse)
 	if err != nil {
 		s.srv.metrics.authFailures.Inc()
 		var se *SQLError
@@ -246,13 +256,26 @@ func (s *Session) handshake(ctx context.Context) error {
 		return e
 	}
 	s.admitted = hr.User
-	s.setLogin(hr.User, stage1)
+	s.setLogin(hr.User, login)
 	s.proc.state.db = hr.DB
-	s.log.Debug("authenticated", "user", acct.User, "host", acct.Host)
+	s.log.Debug("authenticated", "user", login.acct.User, "host", login.acct.Host, "plugin", s.authPlugin)
 	if err := s.proc.connect(ctx); err != nil {
+		s.serverRefused(ctx, login, err)
 		return err
 	}
 	return s.client.Send(okPacket(0, 0, s.proc.status, 0))
+}
+
+// serverRefused handles a login the client passed and the server refused:
+// what Sluice knew of the account is stale (changed on the servers), so a
+// learned password is forgotten and the accounts reload (throttled).
+func (s *Session) serverRefused(ctx context.Context, login *clientLogin, err error) {
+	var se *SQLError
+	if !errors.As(err, &se) || se.Code != mysql.ER_ACCESS_DENIED_ERROR {
+		return
+	}
+	s.srv.accounts.forget(login.acct)
+	s.srv.accounts.refresh(ctx)
 }
 
 // errClientInactive is MySQL's ER_CLIENT_INTERACTION_TIMEOUT.
@@ -286,25 +309,6 @@ func (s *Session) startTLS(ctx context.Context, cfg *tls.Config) ([]byte, error)
 		return nil, fmt.Errorf("read handshake response: %w", err)
 	}
 	return pkt, nil
-}
-
-// authSwitch asks the client for a mysql_native_password reply to the same
-// scramble.
-func (s *Session) authSwitch() ([]byte, error) {
-	req := make([]byte, 0, 2+len(mysql.AUTH_NATIVE_PASSWORD)+scrambleLen+1)
-	req = append(req, mysql.EOF_HEADER)
-	req = append(req, mysql.AUTH_NATIVE_PASSWORD...)
-	req = append(req, 0)
-	req = append(req, s.scramble...)
-	req = append(req, 0)
-	if err := s.client.Send(req); err != nil {
-		return nil, err
-	}
-	reply, err := s.client.ReadPacket()
-	if err != nil {
-		return nil, fmt.Errorf("read auth switch response: %w", err)
-	}
-	return bytes.Clone(reply), nil
 }
 
 // toSQLError gives the client the server's own error when there is one,
@@ -399,13 +403,7 @@ func (s *Session) changeUser(ctx context.Context, pkt []byte) error {
 		s.client.SendError(newSQLError(mysql.ER_HANDSHAKE_ERROR, "Bad handshake"))
 		return err
 	}
-	reply := cu.AuthResponse
-	if cu.Plugin != "" && cu.Plugin != mysql.AUTH_NATIVE_PASSWORD {
-		if reply, err = s.authSwitch(); err != nil {
-			return err
-		}
-	}
-	_, stage1, err := s.srv.accounts.Authenticate(ctx, cu.User, s.clientIP, s.scramble, reply)
+	login, err := s.authenticate(ctx, cu.User, cu.Plugin, cu.AuthResponse)
 	if err != nil {
 		s.srv.metrics.authFailures.Inc()
 		s.client.SendError(toSQLError(err))
@@ -427,9 +425,10 @@ func (s *Session) changeUser(ctx context.Context, pkt []byte) error {
 	if cu.Attrs != nil {
 		s.attrs = cu.Attrs
 	}
-	s.setLogin(cu.User, stage1)
+	s.setLogin(cu.User, login)
 	s.setLog(s.log.With("user", s.user))
 	if err := s.proc.connect(ctx); err != nil {
+		s.serverRefused(ctx, login, err)
 		return err
 	}
 	return s.client.Send(okPacket(0, 0, s.proc.status, 0))

@@ -9,6 +9,13 @@ command -v sysbench >/dev/null 2>&1 || need+=(sysbench)
 command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
 command -v kcat >/dev/null 2>&1 || need+=(kcat)
 /usr/bin/python3 -c 'import confluent_kafka' >/dev/null 2>&1 || need+=(python3-confluent-kafka)
+# PyMySQL logs in through Sluice in proxy's authentication tests; PyNaCl
+# gives it client_ed25519.
+/usr/bin/python3 -c 'import pymysql' >/dev/null 2>&1 || need+=(python3-pymysql)
+/usr/bin/python3 -c 'import nacl' >/dev/null 2>&1 || need+=(python3-nacl)
+# The MariaDB JDBC driver logs in through Sluice in the same tests.
+[ -e /usr/share/java/mariadb-java-client.jar ] || need+=(libmariadb-java)
+command -v java >/dev/null 2>&1 || need+=(default-jre-headless)
 [ -e /usr/lib/galera/libgalera_smm.so ] || need+=(galera-4 rsync)
 # The Pacemaker resource agent (ha/) and its tests.
 [ -e /usr/lib/ocf/lib/heartbeat/ocf-shellfuncs ] && [ -x /usr/sbin/ocf-tester ] || need+=(resource-agents)

@@ -148,6 +148,7 @@ func Serve(cfgFile string) error {
 	accounts := proxy.NewAccounts(proxy.ServerAccountSource(func() []string { return serverAddrs(mon) },
 		cfg.ServiceUser.User, cfg.ServiceUser.Password, cfg.Proxy.ConnectTimeout, backendTLS), cfg.Proxy.UsersRefreshInterval, log)
 	accounts.SetConfigAccounts(cfg.Proxy.ConfigAccounts())
+	accounts.SetAuthConfig(cfg.Proxy.Auth)
 	// Accounts load in the background once a server answers: Sluice starts
 	// even while the servers are still coming up.
 	lc.start("accounts loader", goStop(func(ctx context.Context) {
@@ -240,6 +241,7 @@ func Serve(cfgFile string) error {
 			genlog.SetConfig(next.Genlog)
 		}
 		rt.SetConfig(next.Router.Config)
+		accounts.SetAuthConfig(next.Proxy.Auth)
 		accounts.SetConfigAccounts(next.Proxy.ConfigAccounts())
 		// Servers added or removed: the monitor polls the new list before
 		// the reload returns, so routing sees it at once.
@@ -341,6 +343,8 @@ func Serve(cfgFile string) error {
 		if err := srv.Shutdown(dctx); err != nil {
 			log.Warn("drain incomplete", "err", err)
 		}
+		// The passwords learned from full authentications die with Sluice.
+		accounts.ForgetPasswords()
 		return nil
 	})
 

@@ -24,6 +24,7 @@ servers: [{name: a, address: '127.0.0.1:1', weight: 3}]
 service_user: {user: m, password: secret}
 accounts: [{user: app, host: '10.%', password: pw}]
 users_refresh_interval: 5s
+auth: {plugins: [caching_sha2_password, mysql_native_password], password_cache_ttl: 2h}
 server_version: 8.0.0-x
 max_allowed_packet: 2048
 connect_timeout: 3s

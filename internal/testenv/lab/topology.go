@@ -86,6 +86,19 @@ func (t *Topology) Servers() []*Server {
 	return append(out, t.Replicas...)
 }
 
+// InstallSoname loads a plugin library (INSTALL SONAME, e.g. auth_ed25519)
+// on every server, so that statements using it replicate; one already
+// loaded is fine.
+func (t *Topology) InstallSoname(ctx context.Context, soname string) error {
+	for _, s := range t.Servers() {
+		err := s.Exec(ctx, "INSTALL SONAME '"+soname+"'")
+		if err != nil && !strings.Contains(err.Error(), "already installed") {
+			return fmt.Errorf("%s: INSTALL SONAME '%s': %w", s.Name, soname, err)
+		}
+	}
+	return nil
+}
+
 // Binaries locates mariadbd and mariadb-install-db: $LAB_MARIADBD and
 // $LAB_MARIADB_INSTALL_DB when set, else PATH and the usual locations.
 func Binaries() (mariadbd, installDB string, err error) {

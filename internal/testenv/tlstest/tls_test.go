@@ -53,6 +53,8 @@ func testMain(m *testing.M) int {
 type instance struct {
 	*lab.Process
 	listen, admin, broker string
+	// dir holds the config, the broker's data and anything Sluice writes.
+	dir string
 }
 
 func start(t *testing.T, tlsSection string) *instance {
@@ -65,7 +67,7 @@ func start(t *testing.T, tlsSection string) *instance {
 func startWith(t *testing.T, sections, tlsSection string, ready ...func(*instance) bool) *instance {
 	t.Helper()
 	dir := t.TempDir()
-	in := &instance{listen: lab.FreeAddr(t), admin: lab.FreeAddr(t), broker: lab.FreeAddr(t)}
+	in := &instance{listen: lab.FreeAddr(t), admin: lab.FreeAddr(t), broker: lab.FreeAddr(t), dir: dir}
 	cfg := fmt.Sprintf("listen: %s\nadmin_listen: %s\nservers:\n%s"+
 		"monitor: {interval: 200ms}\nbroker: {enabled: true, listen: %s, data_dir: %s}\n%s%s",
 		in.listen, in.admin, lab.ServersYAML(topo.Servers(), nil), in.broker, filepath.Join(dir, "broker"), sections, tlsSection)
