@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -81,6 +82,7 @@ type queryRec struct {
 	Type    string
 	Session uint64
 	Seq     uint64
+	User    string
 	Query   string
 }
 
@@ -128,6 +130,20 @@ func TestGenlogToKafkaClusterExactlyOnce(t *testing.T) {
 			}
 		})
 	}
+	// And sysbench, through the same Sluice, for the same 8 s.
+	host, port, _ := net.SplitHostPort(in.listen)
+	sbArgs := []string{"oltp_point_select", "--db-driver=mysql", "--mysql-host=" + host, "--mysql-port=" + port,
+		"--mysql-user=sbtest", "--mysql-password=sbtest", "--mysql-db=sbtest", "--tables=1", "--table-size=1000"}
+	_ = exec.Command("sysbench", append(sbArgs, "cleanup")...).Run()
+	if out, err := exec.Command("sysbench", append(sbArgs, "prepare")...).CombinedOutput(); err != nil {
+		t.Fatalf("sysbench prepare: %v\n%s", err, out)
+	}
+	var sbOut []byte
+	var sbErr error
+	wg.Go(func() {
+		sbOut, sbErr = exec.CommandContext(context.Background(), "sysbench",
+			append(sbArgs, "--threads=2", "--time=7", "--events=0", "--db-ps-mode=disable", "run")...).CombinedOutput()
+	})
 	moves := 0
 	tick := time.NewTicker(700 * time.Millisecond)
 	removed := false
@@ -151,6 +167,16 @@ func TestGenlogToKafkaClusterExactlyOnce(t *testing.T) {
 	}
 	tick.Stop()
 	wg.Wait()
+	if sbErr != nil {
+		t.Fatalf("sysbench run: %v\n%s", sbErr, sbOut)
+	}
+	sbQueries := 0
+	if m := regexp.MustCompile(`(?m)^\s+total:\s+(\d+)$`).FindSubmatch(sbOut); m != nil {
+		sbQueries, _ = strconv.Atoi(string(m[1]))
+	}
+	if sbQueries == 0 {
+		t.Fatalf("sysbench ran no queries:\n%s", sbOut)
+	}
 	if !removed {
 		t.Fatal("the load ended before a broker was removed")
 	}
@@ -188,6 +214,8 @@ func TestGenlogToKafkaClusterExactlyOnce(t *testing.T) {
 		t.Helper()
 		seen := map[[2]int]int{}
 		lastSeq := map[uint64]uint64{}
+		sbRecords := 0
+		sbSeqs := map[[2]uint64]int{}
 		for _, v := range values {
 			var r queryRec
 			if err := json.Unmarshal(v, &r); err != nil {
@@ -197,6 +225,10 @@ func TestGenlogToKafkaClusterExactlyOnce(t *testing.T) {
 				t.Errorf("%s: session %d: seq %d after %d", client, r.Session, r.Seq, lastSeq[r.Session])
 			}
 			lastSeq[r.Session] = r.Seq
+			if r.Type == "query" && r.User == "sbtest" && strings.HasPrefix(r.Query, "SELECT c FROM sbtest1 WHERE id=") {
+				sbRecords++
+				sbSeqs[[2]uint64{r.Session, r.Seq}]++
+			}
 			if m := marker.FindStringSubmatch(r.Query); r.Type == "query" && m != nil {
 				s, _ := strconv.Atoi(m[1])
 				i, _ := strconv.Atoi(m[2])
@@ -212,7 +244,17 @@ func TestGenlogToKafkaClusterExactlyOnce(t *testing.T) {
 				}
 			}
 		}
-		t.Logf("%s: %d statements of %d sessions, each recorded once (%d leader moves, a broker removed)", client, total, sessions, moves)
+		// sysbench's point selects: as many records as it counted queries,
+		// none twice.
+		for k, n := range sbSeqs {
+			if n != 1 {
+				t.Errorf("%s: sysbench session %d seq %d: %d records", client, k[0], k[1], n)
+			}
+		}
+		if sbRecords != sbQueries {
+			t.Errorf("%s: %d records of sysbench's point selects, sysbench counted %d queries", client, sbRecords, sbQueries)
+		}
+		t.Logf("%s: %d statements of %d sessions and %d of sysbench, each recorded once (%d leader moves, a broker removed)", client, total, sessions, sbRecords, moves)
 	}
 	// Per-session order is by partition: a session's records are in one.
 	var all [][]byte
