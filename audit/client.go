@@ -102,6 +102,14 @@ func (t ClientTLS) load() (*tls.Config, error) {
 	return c, nil
 }
 
+// Config is the tls.Config of these settings, nil when TLS is off. Its
+// errors name a setting by keys (given its key here, "tls.ca"), for
+// callers whose settings are flags: the audit commands and sluice ctl.
+func (t ClientTLS) Config(keys func(string) string) (*tls.Config, error) {
+	c, err := t.load()
+	return c, Kafka{keys: keys}.named(err)
+}
+
 // normalMechanism is the mechanism's name as Kafka spells it.
 func normalMechanism(m string) string { return strings.ToUpper(strings.TrimSpace(m)) }
 

@@ -2,8 +2,6 @@ package main
 
 import (
 	"bytes"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -15,6 +13,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/sluice-proxy/sluice/audit"
 )
 
 // ctlClient calls the admin API of a running Sluice.
@@ -33,23 +33,10 @@ func (c *ctlClient) setup() error {
 	if c.tlsCA == "" && c.tlsCert == "" && !strings.HasPrefix(c.admin, "https://") {
 		return nil
 	}
-	tc := &tls.Config{MinVersion: tls.VersionTLS12}
-	if c.tlsCA != "" {
-		pem, err := os.ReadFile(c.tlsCA)
-		if err != nil {
-			return fmt.Errorf("--tls-ca: %w", err)
-		}
-		tc.RootCAs = x509.NewCertPool()
-		if !tc.RootCAs.AppendCertsFromPEM(pem) {
-			return fmt.Errorf("--tls-ca %s holds no PEM certificate", c.tlsCA)
-		}
-	}
-	if c.tlsCert != "" || c.tlsKey != "" {
-		cert, err := tls.LoadX509KeyPair(c.tlsCert, c.tlsKey)
-		if err != nil {
-			return fmt.Errorf("--tls-cert and --tls-key: %w", err)
-		}
-		tc.Certificates = []tls.Certificate{cert}
+	// The same settings, read the same way, as the audit commands' --tls-*.
+	tc, err := audit.ClientTLS{Enabled: true, CA: c.tlsCA, Cert: c.tlsCert, Key: c.tlsKey}.Config(flagOf)
+	if err != nil {
+		return err
 	}
 	c.http.Transport = &http.Transport{TLSClientConfig: tc}
 	if !strings.Contains(c.admin, "://") {
