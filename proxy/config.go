@@ -60,6 +60,9 @@ type Config struct {
 	ProxyProtocolServers map[string]bool `yaml:"-"`
 	// Auth is how clients authenticate (the auth: section).
 	Auth AuthConfig `yaml:"auth"`
+	// Pool is how sessions share connections to the servers (the pool:
+	// section).
+	Pool PoolConfig `yaml:"pool"`
 
 	// ClassifierCacheSize bounds the statement shapes whose class is
 	// cached (router.classifier_cache_size).
@@ -97,6 +100,79 @@ type AuthConfig struct {
 	RSAPublicKey  string `yaml:"rsa_public_key"`
 }
 
+// Pool modes: when a session's server connection goes back to the pool.
+const (
+	// PoolOff: a session keeps its connections from login to quit.
+	PoolOff = "off"
+	// PoolMultiplex: after each statement, when nothing lives only on the
+	// connection (ProxySQL's multiplexing).
+	PoolMultiplex = "multiplex"
+	// PoolIdle: after pool.idle_time without a command, when nothing lives
+	// only on the connection (MaxScale's idle_session_pool_time).
+	PoolIdle = "idle"
+)
+
+// PoolConfig is the pool: section: connections to the servers shared by
+// sessions of the same user (pool.go).
+type PoolConfig struct {
+	// Mode is off, multiplex or idle. Default off.
+	Mode string `yaml:"mode"`
+	// MaxServerConnections bounds the connections to each server, all users
+	// together, with pooling on. Default 100, under MariaDB's default
+	// max_connections of 151 with room for the monitor and operators.
+	MaxServerConnections int `yaml:"max_server_connections"`
+	// WaitTimeout bounds how long a statement waits for a connection when
+	// a server's are all in use; then it fails naming the pool. Default 10s.
+	WaitTimeout time.Duration `yaml:"wait_timeout"`
+	// IdleTimeout closes a pooled connection nobody used this long.
+	// Default 60s.
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// IdleTime is how long a session waits without a command before its
+	// connections go back to the pool, in idle mode. Default 1s.
+	IdleTime time.Duration `yaml:"idle_time"`
+}
+
+// Pooled reports whether sessions share connections.
+func (c *PoolConfig) Pooled() bool { return c.Mode == PoolMultiplex || c.Mode == PoolIdle }
+
+// WithDefaults returns a copy of c with every zero value that has a
+// default replaced by it.
+func (c PoolConfig) WithDefaults() PoolConfig {
+	if c.Mode == "" {
+		c.Mode = PoolOff
+	}
+	if c.MaxServerConnections == 0 {
+		c.MaxServerConnections = 100
+	}
+	if c.WaitTimeout == 0 {
+		c.WaitTimeout = 10 * time.Second
+	}
+	if c.IdleTimeout == 0 {
+		c.IdleTimeout = 60 * time.Second
+	}
+	if c.IdleTime == 0 {
+		c.IdleTime = time.Second
+	}
+	return c
+}
+
+// Validate checks c (after WithDefaults); its errors name the key within
+// the pool section.
+func (c *PoolConfig) Validate() error {
+	switch c.Mode {
+	case PoolOff, PoolMultiplex, PoolIdle:
+	default:
+		return confkey.Errorf("mode", "unknown mode %q; use off, multiplex or idle", c.Mode)
+	}
+	if c.MaxServerConnections < 1 || c.MaxServerConnections > 100000 {
+		return confkey.Errorf("max_server_connections", "%d is out of range; use 1 to 100000, under each server's max_connections, e.g. 100", c.MaxServerConnections)
+	}
+	if c.WaitTimeout < 0 || c.IdleTimeout < 0 || c.IdleTime < 0 {
+		return confkey.Errorf("wait_timeout", "durations must be > 0, e.g. wait_timeout: 10s, idle_timeout: 60s, idle_time: 1s")
+	}
+	return nil
+}
+
 // AccountConfig is a client account declared in the config.
 type AccountConfig struct {
 	User string `yaml:"user"`
@@ -129,6 +205,7 @@ func (c Config) WithDefaults() Config {
 	if c.Auth.PasswordCacheTTL == 0 {
 		c.Auth.PasswordCacheTTL = 8 * time.Hour
 	}
+	c.Pool = c.Pool.WithDefaults()
 	if c.Accounts != nil {
 		c.Accounts = append([]AccountConfig(nil), c.Accounts...)
 		for i := range c.Accounts {
@@ -175,6 +252,9 @@ func (c *Config) Validate() error {
 	}
 	if err := c.Auth.Validate(); err != nil {
 		return confkey.In("auth", err)
+	}
+	if err := c.Pool.Validate(); err != nil {
+		return confkey.In("pool", err)
 	}
 	if c.MaxAllowedPacket < 1024 || c.MaxAllowedPacket > 1<<30 {
 		return confkey.Errorf("max_allowed_packet", "must be between 1024 and 1073741824 bytes")
