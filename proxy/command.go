@@ -264,13 +264,13 @@ func (p *processor) dispatch(ctx context.Context, pkt []byte) error {
 		b.db = p.state.db
 	case mysql.COM_RESET_CONNECTION:
 		p.resetState(p.state.db)
-		b.synced, b.db = p.state.version, p.state.db
+		b.synced, b.db, b.vars, b.multiStatements = p.state.version, p.state.db, nil, nil
 	case mysql.COM_SET_OPTION:
 		if len(pkt) >= 3 {
 			on := pkt[1] == 0 // MYSQL_OPTION_MULTI_STATEMENTS_ON
 			p.state.multiStatements = &on
 			p.state.version++
-			b.synced = p.state.version
+			b.synced, b.multiStatements = p.state.version, &on
 		}
 	}
 	return nil
@@ -735,7 +735,8 @@ func (p *processor) readback(b *BackendConn, cl *router.Class) error {
 			return nil
 		}
 	}
-	b.synced = p.state.version
+	b.applied(&p.state)
+	b.owner, b.synced = &p.state, p.state.version
 	return nil
 }
 
