@@ -648,7 +648,7 @@ func (p *processor) after(ctx context.Context, st *router.Statement, cl *router.
 	bs.last = b
 	// What SHOW WARNINGS, ROW_COUNT() or FOUND_ROWS() would ask next is
 	// known only to this connection.
-	p.previous = res.Err != nil || res.OK.Warnings > 0 || cl.CalcFoundRows || !res.ResultSet && cl.IsWrite()
+	p.previous = res.Err != nil || res.OK.Warnings > 0 || cl.CalcFoundRows || !res.ResultSet && countsRows(cl)
 	if res.Err == nil {
 		switch st.Keyword {
 		case "LOCK":
@@ -738,6 +738,18 @@ func (p *processor) readback(b *BackendConn, cl *router.Class) error {
 	b.applied(&p.state)
 	b.owner, b.synced = &p.state, p.state.version
 	return nil
+}
+
+// countsRows reports whether ROW_COUNT() after the statement counts rows it
+// changed (DML, LOAD, CALL), rather than being 0 or -1.
+func countsRows(cl *router.Class) bool {
+	for _, k := range cl.Kinds {
+		switch k {
+		case router.KindInsert, router.KindUpdate, router.KindDelete, router.KindReplace, router.KindLoad, router.KindCall:
+			return true
+		}
+	}
+	return false
 }
 
 // readLastInsertID reads back what LAST_INSERT_ID() answers after a

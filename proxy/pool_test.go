@@ -3,11 +3,16 @@ package proxy_test
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/go-sql-driver/mysql"
+
+	"github.com/sluice-proxy/sluice/internal/testenv/lab"
 	"github.com/sluice-proxy/sluice/proxy"
 	"github.com/sluice-proxy/sluice/router"
 )
@@ -168,5 +173,168 @@ func TestPoolIsolation(t *testing.T) {
 	}
 	if who.Valid || tz != "SYSTEM" || id != 0 {
 		t.Errorf("a new session sees @who=%v time_zone=%s LAST_INSERT_ID()=%d; want NULL, SYSTEM, 0", who, tz, id)
+	}
+}
+
+// TestPoolHolds checks, with one connection per server, that a session
+// keeps its connection exactly while something lives only on it: another
+// session waits pool.wait_timeout and gets an error naming the pool, and
+// gets the connection once the first lets go.
+func TestPoolHolds(t *testing.T) {
+	s := startRouted(t, router.Config{Type: "readwritesplit", MaxReplicationLag: 10 * time.Second},
+		proxy.Config{Pool: proxy.PoolConfig{Mode: proxy.PoolMultiplex, MaxServerConnections: 1,
+			WaitTimeout: 200 * time.Millisecond, IdleTime: 800 * time.Millisecond}})
+	waitReplicasUsable(t, s)
+	ctx := context.Background()
+	if err := topo.Primary.Exec(ctx, "CREATE TABLE IF NOT EXISTS app.holds (id INT AUTO_INCREMENT PRIMARY KEY, v INT)"); err != nil {
+		t.Fatal(err)
+	}
+	aDB := s.open(t, "app", "apppass", "app")
+	a, err := aDB.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := oneConn(t, s, "app")
+	exec := func(c *sql.Conn, q string) error {
+		_, err := c.ExecContext(ctx, q)
+		return err
+	}
+	must := func(c *sql.Conn, q string) {
+		t.Helper()
+		if err := exec(c, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	// held: b's locking read (for the primary, and no write: it holds
+	// nothing after) finds the primary's one connection taken.
+	const probe = "SELECT COUNT(*) FROM holds FOR UPDATE"
+	held := func(why string) {
+		t.Helper()
+		err := exec(b, probe)
+		if err == nil || !strings.Contains(err.Error(), "pool.max_server_connections") || !strings.Contains(err.Error(), "primary") {
+			t.Fatalf("%s: another session's write got %v; want the pool's error naming the primary", why, err)
+		}
+	}
+	free := func(why string) {
+		t.Helper()
+		if err := exec(b, probe); err != nil {
+			t.Fatalf("%s: another session's write: %v", why, err)
+		}
+	}
+	free("nothing held")
+
+	must(a, "BEGIN")
+	must(a, "INSERT INTO holds (v) VALUES (1)")
+	held("a transaction open")
+	must(a, "COMMIT")
+	free("after COMMIT")
+
+	must(a, "SET autocommit = 0")
+	must(a, "SELECT * FROM holds FOR UPDATE")
+	held("autocommit off")
+	must(a, "SET autocommit = 1")
+	free("autocommit back on")
+
+	must(a, "CREATE TEMPORARY TABLE tmp_hold (x INT)")
+	held("a temporary table")
+	must(a, "DROP TEMPORARY TABLE tmp_hold")
+	free("temporary table dropped")
+
+	must(a, "LOCK TABLES holds WRITE")
+	held("LOCK TABLES")
+	must(a, "UNLOCK TABLES")
+	free("UNLOCK TABLES")
+
+	// A write's warnings (and ROW_COUNT()) stay readable by the next
+	// command, then the connection goes.
+	must(a, "DELETE FROM holds WHERE id = CAST('x' AS SIGNED)")
+	held("warnings not yet read")
+	var level, msg string
+	var code int
+	if err := a.QueryRowContext(ctx, "SHOW WARNINGS").Scan(&level, &code, &msg); err != nil || code != 1292 {
+		t.Fatalf("SHOW WARNINGS after the warning: %d %q, %v; want 1292", code, msg, err)
+	}
+	free("warnings read")
+	// So does a write's row count, for ROW_COUNT().
+	must(a, "INSERT INTO holds (v) VALUES (5), (6), (7)")
+	held("a write's row count not yet asked for")
+	var rowCount int
+	if err := a.QueryRowContext(ctx, "SELECT ROW_COUNT()").Scan(&rowCount); err != nil || rowCount != 3 {
+		t.Fatalf("ROW_COUNT() after inserting 3 rows: %d, %v", rowCount, err)
+	}
+	free("row count read")
+	// Unread, they are let go after pool.idle_time.
+	must(a, "DELETE FROM holds WHERE id = CAST('y' AS SIGNED)")
+	time.Sleep(time.Second) // past pool.idle_time
+	free("idle past pool.idle_time")
+
+	// A named lock lives on the connection: a's for the rest of its session.
+	must(a, "DO GET_LOCK('pool_hold', 0)")
+	held("GET_LOCK")
+	must(a, "DO GET_LOCK('pool_other', 0)")
+	must(a, "DO RELEASE_LOCK('pool_other')")
+	held("after GET_LOCK, until the session ends")
+	a.Close()
+	if err := aDB.Close(); err != nil { // the client connection, and with it the session, ends
+		t.Fatal(err)
+	}
+	lab.WaitFor(t, "the primary's connection free", 5*time.Second, func() bool {
+		return exec(b, probe) == nil
+	})
+	// The lock's connection was closed, not handed on: the lock is free.
+	root, err := topo.Primary.RootDB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var free1 int
+	if err := root.QueryRowContext(ctx, "SELECT IS_FREE_LOCK('pool_hold')").Scan(&free1); err != nil || free1 != 1 {
+		t.Fatalf("IS_FREE_LOCK after its holder's session ended: %d, %v; want 1 (its connection closed)", free1, err)
+	}
+}
+
+// TestPoolLogin: with pooling a login is checked against the accounts and,
+// for its schema, on a pooled connection; it needs no primary.
+func TestPoolLogin(t *testing.T) {
+	s := startPooled(t, proxy.PoolMultiplex, 4)
+	ctx := context.Background()
+	var me *mysql.MySQLError
+	if err := s.open(t, "app", "apppass", "no_such_schema").PingContext(ctx); !errors.As(err, &me) || me.Number != 1049 {
+		t.Fatalf("login to a schema that does not exist: %v; want 1049", err)
+	}
+	if err := s.open(t, "app", "wrong", "app").PingContext(ctx); !errors.As(err, &me) || me.Number != 1045 {
+		t.Fatalf("login with a wrong password: %v; want 1045", err)
+	}
+	// A login without a schema opens no server connection: nothing of
+	// this user is pooled until its first statement.
+	for _, q := range []string{"CREATE OR REPLACE USER 'pool_login'@'%' IDENTIFIED BY 'pl-pass-1'", "GRANT SELECT ON app.* TO 'pool_login'@'%'"} {
+		if err := topo.Primary.Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() { _ = topo.Primary.Exec(ctx, "DROP USER IF EXISTS 'pool_login'@'%'") })
+	opened := func() int {
+		n := 0
+		for _, st := range s.srv.PoolStats() {
+			if st.User == "pool_login" {
+				n += st.Open
+			}
+		}
+		return n
+	}
+	db := s.open(t, "pool_login", "pl-pass-1", "")
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if n := opened(); n != 0 {
+		t.Fatalf("%d server connections of pool_login after its login; want none", n)
+	}
+	var user string
+	if err := conn.QueryRowContext(ctx, "SELECT CURRENT_USER()").Scan(&user); err != nil || user != "pool_login@%" {
+		t.Fatalf("CURRENT_USER(): %q, %v", user, err)
+	}
+	if n := opened(); n != 1 {
+		t.Fatalf("%d server connections of pool_login after one statement; want 1", n)
 	}
 }
