@@ -25,6 +25,8 @@ type processor struct {
 	srv    *Server
 	client *PacketIO
 	log    *slog.Logger
+	// sessionID is the session's id, what the client knows it by.
+	sessionID uint32
 	// user and caps are the client's login, as the filters and the relay
 	// need them.
 	user string
@@ -63,6 +65,8 @@ type processor struct {
 
 	// rec describes the command being answered, for the query log.
 	rec queryRecord
+	// running is the connection of the statement under way, for KILL.
+	running running
 	// rowsSum checksums an answer's rows for the query log
 	// (genlog.result_checksums).
 	rowsSum audit.RowsChecksum
@@ -307,6 +311,12 @@ func (p *processor) query(ctx context.Context, pkt []byte) error {
 	if denied {
 		return nil
 	}
+	if isKill(&st) && p.srv.cfg.Load().Pool.Pooled() {
+		if k, ok := parseKill(text); ok {
+			p.rec.setStmt(&st, text)
+			return p.kill(ctx, k)
+		}
+	}
 	inTrans := p.status&mysql.SERVER_STATUS_IN_TRANS != 0
 	c := &statement{command: command{pkt: pkt, attempt: attempt{
 		retryRead:    cl.Route == router.RouteReplica && !st.Multi,
@@ -521,7 +531,9 @@ func (p *processor) forward(b *BackendConn, pkt []byte, a *attempt, prepareAs ui
 	if a.holdDeadlock && b == p.backends.primary {
 		r.holdErr = mysql.ER_LOCK_DEADLOCK
 	}
+	p.running.set(b)
 	res, forwarded, err := p.exchange(b, pkt, r)
+	p.running.set(nil)
 	p.rec.server, p.rec.res = b.Server, res
 	if err == nil && res.StatusKnown {
 		p.status = res.OK.Status
