@@ -370,14 +370,16 @@ func TestPoolKill(t *testing.T) {
 		var r int
 		done <- a.QueryRowContext(ctx, "SELECT SLEEP(20)").Scan(&r)
 	}()
-	lab.WaitFor(t, "a's SLEEP running", 5*time.Second, func() bool {
+	// The server's processlist names the session the pooled thread serves.
+	lab.WaitFor(t, "a's SLEEP running, tagged with its session", 5*time.Second, func() bool {
 		for _, srv := range topo.Servers() {
 			db, err := srv.RootDB()
 			if err != nil {
 				continue
 			}
 			var n int
-			if db.QueryRowContext(ctx, "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO = 'SELECT SLEEP(20)'").Scan(&n) == nil && n > 0 {
+			info := fmt.Sprintf("/* sluice session %d */ SELECT SLEEP(20)", aID)
+			if db.QueryRowContext(ctx, "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO = ?", info).Scan(&n) == nil && n > 0 {
 				return true
 			}
 		}
