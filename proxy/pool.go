@@ -67,7 +67,8 @@ type serverPool struct {
 
 // userStats are a server's connections of one user, for metrics and the API.
 type userStats struct {
-	open, inUse int
+	open, inUse     int
+	waits, timeouts int64
 }
 
 func newConnPool(m *poolMetrics, conns prometheus.Gauge) *connPool {
@@ -203,6 +204,7 @@ func (cp *connPool) get(ctx context.Context, server string, key poolKey, prefer 
 	// Full, or others wait already: queue.
 	w := &waiter{key: key, turn: make(chan *BackendConn, 1)}
 	sp.waiters = append(sp.waiters, w)
+	sp.user(key.user).waits++
 	max, wait := cp.max, cp.wait
 	cp.mu.Unlock()
 	start := time.Now()
@@ -220,6 +222,9 @@ func (cp *connPool) get(ctx context.Context, server string, key poolKey, prefer 
 		// Served (under the lock) unless still queued.
 		cp.mu.Lock()
 		queued := sp.dropWaiter(w)
+		if queued {
+			sp.user(key.user).timeouts++
+		}
 		cp.mu.Unlock()
 		if queued {
 			cp.metrics.timedOut(server, key.user, time.Since(start))
@@ -415,13 +420,16 @@ func (cp *connPool) run(ctx context.Context) {
 	}
 }
 
-// PoolStats are one server's pooled connections of one user.
+// PoolStats are one server's pooled connections of one user, and how often
+// its statements waited for one (and gave up after pool.wait_timeout).
 type PoolStats struct {
-	Server string `json:"server"`
-	User   string `json:"user"`
-	Open   int    `json:"open"`
-	InUse  int    `json:"in_use"`
-	Idle   int    `json:"idle"`
+	Server   string `json:"server"`
+	User     string `json:"user"`
+	Open     int    `json:"open"`
+	InUse    int    `json:"in_use"`
+	Idle     int    `json:"idle"`
+	Waits    int64  `json:"waits"`
+	Timeouts int64  `json:"timeouts"`
 }
 
 // stats lists the pools' connections by server and user.
@@ -431,10 +439,11 @@ func (cp *connPool) stats() []PoolStats {
 	var out []PoolStats
 	for name, sp := range cp.servers {
 		for user, u := range sp.users {
-			if u.open == 0 {
+			if u.open == 0 && u.waits == 0 {
 				continue
 			}
-			out = append(out, PoolStats{Server: name, User: user, Open: u.open, InUse: u.inUse, Idle: u.open - u.inUse})
+			out = append(out, PoolStats{Server: name, User: user, Open: u.open, InUse: u.inUse, Idle: u.open - u.inUse,
+				Waits: u.waits, Timeouts: u.timeouts})
 		}
 	}
 	return out
