@@ -270,7 +270,9 @@ func (p *processor) dispatch(ctx context.Context, pkt []byte) error {
 		b.db = p.state.db
 	case mysql.COM_RESET_CONNECTION:
 		p.resetState(p.state.db)
+		// The server forgot the connection's variables and statements.
 		b.synced, b.db, b.vars, b.multiStatements = p.state.version, p.state.db, nil, nil
+		b.stmts = serverStmts{}
 	case mysql.COM_SET_OPTION:
 		if len(pkt) >= 3 {
 			on := pkt[1] == 0 // MYSQL_OPTION_MULTI_STATEMENTS_ON

@@ -343,6 +343,18 @@ func TestOtherCommands(t *testing.T) {
 	if v, _ := r.GetInt(0, 0); v != 1 {
 		t.Fatal("user variable survived COM_RESET_CONNECTION")
 	}
+	// The reset dropped the server's statements: the same text prepared
+	// again is prepared anew, not taken from what the connection had.
+	stmt, err = c.Prepare("SELECT ? + 1, ?")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, err = stmt.Execute(1, "y"); err != nil {
+		t.Fatalf("a statement prepared after COM_RESET_CONNECTION: %v", err)
+	}
+	if v, _ := r.GetInt(0, 0); v != 2 {
+		t.Fatalf("prepared result after the reset %d", v)
+	}
 }
 
 // recordingConn keeps the first bytes a client reads: the server handshake.
