@@ -237,6 +237,14 @@ func TestPoolHolds(t *testing.T) {
 
 	must(a, "CREATE TEMPORARY TABLE tmp_hold (x INT)")
 	held("a temporary table")
+	// The admin API says why.
+	holds := map[string]string{}
+	for _, info := range s.srv.SessionList() {
+		holds[info.User+fmt.Sprint(len(info.Backends))] = info.Holds
+	}
+	if holds["app1"] != "temporary tables" {
+		t.Fatalf("sessions hold %v; want one app session holding its connection for temporary tables", holds)
+	}
 	must(a, "DROP TEMPORARY TABLE tmp_hold")
 	free("temporary table dropped")
 

@@ -23,6 +23,9 @@ type SessionInfo struct {
 	Backends []string `json:"backends"`
 	// Pinned says why every statement goes to the primary, when it does.
 	Pinned string `json:"pinned,omitempty"`
+	// Holds says why the session keeps its pooled connections between
+	// statements, when it does (pool.mode multiplex or idle).
+	Holds string `json:"holds,omitempty"`
 }
 
 // Stats are the proxy's running totals, for the console's live figures.
@@ -68,12 +71,16 @@ func (s *Session) publish() {
 	inTx := p.status&mysql.SERVER_STATUS_IN_TRANS != 0
 	bs := &p.backends
 	backends := bs.count()
+	holds := ""
+	if p.hold != released && p.hold != holdPoolOff && backends > 0 {
+		holds = p.hold.String()
+	}
 	if v := s.view.Load(); v != nil && v.User == s.user && v.DB == p.state.db && v.InTransaction == inTx &&
-		len(v.Backends) == backends && v.Pinned == p.pinned {
+		len(v.Backends) == backends && v.Pinned == p.pinned && v.Holds == holds {
 		return
 	}
 	info := &SessionInfo{ID: s.id, User: s.user, Client: s.clientAddr.String(), DB: p.state.db,
-		Started: s.started, InTransaction: inTx, Pinned: p.pinned, Backends: make([]string, 0, backends)}
+		Started: s.started, InTransaction: inTx, Pinned: p.pinned, Holds: holds, Backends: make([]string, 0, backends)}
 	if bs.primary != nil {
 		info.Backends = append(info.Backends, bs.primary.Server)
 	}

@@ -151,15 +151,15 @@ func ctlCmd() *cobra.Command {
 				InTransaction    bool `json:"in_transaction"`
 				Idle             bool
 				Backends         []string
-				Pinned           string
+				Pinned, Holds    string
 			}
 			if err := c.do("GET", "/v1/sessions", &sessions); err != nil || c.json {
 				return err
 			}
-			table("ID\tUSER\tCLIENT\tDB\tAGE\tSTATEMENTS\tTX\tBACKENDS", func(w io.Writer) {
+			table("ID\tUSER\tCLIENT\tDB\tAGE\tSTATEMENTS\tTX\tBACKENDS\tHOLDS", func(w io.Writer) {
 				for _, s := range sessions {
-					fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%d\t%v\t%s\n", s.ID, s.User, s.Client, s.DB,
-						time.Since(s.Started).Round(time.Second), s.Statements, s.InTransaction, strings.Join(s.Backends, ","))
+					fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%d\t%v\t%s\t%s\n", s.ID, s.User, s.Client, s.DB,
+						time.Since(s.Started).Round(time.Second), s.Statements, s.InTransaction, strings.Join(s.Backends, ","), s.Holds)
 				}
 			})
 			return nil

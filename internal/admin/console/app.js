@@ -203,7 +203,7 @@ async function refreshSessions() {
     el("td", { class: "num" }, num(s.statements)),
     el("td", {}, s.in_transaction ? "yes" : ""),
     el("td", {}, (s.backends || []).join(", ")),
-    el("td", {}, s.pinned || ""))), "no sessions");
+    el("td", {}, s.pinned || "", s.holds ? el("div", { class: "note" }, "holds: " + s.holds) : null))), "no sessions");
 }
 
 function refreshAll() {
