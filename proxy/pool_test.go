@@ -434,3 +434,25 @@ func TestPoolKill(t *testing.T) {
 		return err != nil
 	})
 }
+
+// TestPoolIdleMode: with pool.mode idle a session gives its connection back
+// only after pool.idle_time without a command (MaxScale's model).
+func TestPoolIdleMode(t *testing.T) {
+	s := startRouted(t, router.Config{Type: "readwritesplit", MaxReplicationLag: 10 * time.Second},
+		proxy.Config{Pool: proxy.PoolConfig{Mode: proxy.PoolIdle, MaxServerConnections: 1,
+			WaitTimeout: 100 * time.Millisecond, IdleTime: 500 * time.Millisecond}})
+	waitReplicasUsable(t, s)
+	ctx := context.Background()
+	a, b := oneConn(t, s, "app"), oneConn(t, s, "app")
+	const probe = "SELECT 1 FROM DUAL FOR UPDATE" // to the primary, holding nothing after
+	if _, err := a.ExecContext(ctx, probe); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.ExecContext(ctx, probe); err == nil || !strings.Contains(err.Error(), "pool.max_server_connections") {
+		t.Fatalf("another session, before a was idle for pool.idle_time: %v; want the pool's error", err)
+	}
+	lab.WaitFor(t, "a's connection back after pool.idle_time", 5*time.Second, func() bool {
+		_, err := b.ExecContext(ctx, probe)
+		return err == nil
+	})
+}
