@@ -284,3 +284,21 @@ func TestSecondTopologyCloseLeavesNothing(t *testing.T) {
 		t.Errorf("Close removed a caller-provided Dir: %v", err)
 	}
 }
+
+// The servers run with DefaultMaxConnections unless Options say otherwise
+// (internal/testenv/pooltest checks MariaDB's default, 151).
+func TestMaxConnections(t *testing.T) {
+	for _, s := range topo.Servers() {
+		db, err := s.RootDB()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var n int
+		if err := db.QueryRow("SELECT @@max_connections").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n != DefaultMaxConnections {
+			t.Errorf("%s: max_connections %d, want %d", s.Name, n, DefaultMaxConnections)
+		}
+	}
+}

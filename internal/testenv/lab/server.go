@@ -48,6 +48,7 @@ type Server struct {
 	log     io.Writer
 	galera  *galeraNode // non-nil for a Galera node (galera.go)
 	extra   []string    // more mariadbd options (Options.ExtraArgs)
+	maxConn int         // --max-connections (Options.MaxConnections)
 
 	mu      sync.Mutex
 	cmd     *exec.Cmd
@@ -144,6 +145,10 @@ func (s *Server) Exec(ctx context.Context, query string, args ...any) error {
 func (s *Server) tmpDir() string { return s.DataDir + ".tmp" }
 
 func (s *Server) args() []string {
+	maxConn := s.maxConn
+	if maxConn == 0 {
+		maxConn = DefaultMaxConnections
+	}
 	a := []string{
 		"--no-defaults",
 		"--user=root",
@@ -161,7 +166,7 @@ func (s *Server) args() []string {
 		"--innodb-flush-log-at-trx-commit=2",
 		"--innodb-use-native-aio=0",
 		"--performance-schema=OFF",
-		"--max-connections=3000",
+		"--max-connections=" + strconv.Itoa(maxConn),
 		"--max-allowed-packet=64M",
 		// Each server its own: temporary tables of servers sharing /tmp collide.
 		"--tmpdir=" + s.tmpDir(),
