@@ -3,14 +3,8 @@ package bench
 import (
 	"bytes"
 	"context"
-	"database/sql/driver"
-	"errors"
 	"fmt"
-	"io"
 	"os"
-	"strconv"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -74,7 +68,7 @@ func measureIdle(b *testing.B, name string, genlog bool, n int) idleResult {
 	tg := startSluice(b, binary, "readwritesplit", genlog)
 	r := idleResult{name: name, sessions: n}
 	var err error
-	if r.rssStart, err = settledRSS(tg.pid); err != nil {
+	if r.rssStart, err = lab.SettledRSS(tg.pid); err != nil {
 		b.Fatal(err)
 	}
 	before, err := threadsConnected()
@@ -85,7 +79,7 @@ func measureIdle(b *testing.B, name string, genlog bool, n int) idleResult {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	began := time.Now()
-	conns, err := openSessions(ctx, tg.addr, n)
+	conns, err := lab.OpenSessions(ctx, sbtestConfig(tg.addr), n)
 	defer func() {
 		for _, c := range conns {
 			c.Close()
@@ -95,7 +89,7 @@ func measureIdle(b *testing.B, name string, genlog bool, n int) idleResult {
 		b.Fatalf("%d of %d sessions open: %v", len(conns), n, err)
 	}
 	r.loginTime = time.Since(began)
-	if r.rssLogin, err = settledRSS(tg.pid); err != nil {
+	if r.rssLogin, err = lab.SettledRSS(tg.pid); err != nil {
 		b.Fatal(err)
 	}
 	afterLogin, err := threadsConnected()
@@ -104,10 +98,10 @@ func measureIdle(b *testing.B, name string, genlog bool, n int) idleResult {
 	}
 	r.primaryBackends = afterLogin[0] - before[0]
 
-	if err := readOnce(ctx, conns); err != nil {
+	if err := lab.QueryEach(ctx, conns, "SELECT 1"); err != nil {
 		b.Fatal(err)
 	}
-	if r.rssRead, err = settledRSS(tg.pid); err != nil {
+	if r.rssRead, err = lab.SettledRSS(tg.pid); err != nil {
 		b.Fatal(err)
 	}
 	afterRead, err := threadsConnected()
@@ -120,114 +114,12 @@ func measureIdle(b *testing.B, name string, genlog bool, n int) idleResult {
 	return r
 }
 
-// openSessions logs n clients in through addr (16 at a time), each its own
-// connection with the go-sql-driver, and returns them open and idle.
-func openSessions(ctx context.Context, addr string, n int) ([]driver.Conn, error) {
+// sbtestConfig is the sbtest account's client config through addr.
+func sbtestConfig(addr string) *mysql.Config {
 	cfg := mysql.NewConfig()
 	cfg.User, cfg.Passwd, cfg.Net, cfg.Addr, cfg.DBName = lab.SbtestUser, lab.SbtestPassword, "tcp", addr, "sbtest"
 	cfg.Timeout = 10 * time.Second
-	connector, err := mysql.NewConnector(cfg)
-	if err != nil {
-		return nil, err
-	}
-	var (
-		mu    sync.Mutex
-		conns = make([]driver.Conn, 0, n)
-		errs  []error
-		wg    sync.WaitGroup
-		next  = make(chan struct{}, n)
-	)
-	for range n {
-		next <- struct{}{}
-	}
-	close(next)
-	for range 16 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for range next {
-				if ctx.Err() != nil {
-					return
-				}
-				c, err := connector.Connect(ctx)
-				mu.Lock()
-				if err != nil {
-					errs = append(errs, err)
-				} else {
-					conns = append(conns, c)
-				}
-				mu.Unlock()
-				if err != nil {
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		return conns, err
-	}
-	if len(conns) < n {
-		return conns, fmt.Errorf("only %d sessions: %w", len(conns), ctx.Err())
-	}
-	return conns, nil
-}
-
-// readOnce runs one read on every session, 16 sessions at a time.
-func readOnce(ctx context.Context, conns []driver.Conn) error {
-	var (
-		wg   sync.WaitGroup
-		mu   sync.Mutex
-		errs []error
-		next = make(chan driver.Conn, len(conns))
-	)
-	for _, c := range conns {
-		next <- c
-	}
-	close(next)
-	for range 16 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for c := range next {
-				if ctx.Err() != nil {
-					return
-				}
-				if err := queryOne(ctx, c, "SELECT 1"); err != nil {
-					mu.Lock()
-					errs = append(errs, err)
-					mu.Unlock()
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		return err
-	}
-	return ctx.Err()
-}
-
-func queryOne(ctx context.Context, c driver.Conn, query string) error {
-	q, ok := c.(driver.QueryerContext)
-	if !ok {
-		return errors.New("driver connection cannot query")
-	}
-	rows, err := q.QueryContext(ctx, query, nil)
-	if err != nil {
-		return err
-	}
-	dest := make([]driver.Value, len(rows.Columns()))
-	for {
-		if err := rows.Next(dest); err != nil {
-			rows.Close()
-			if err == io.EOF {
-				return nil
-			}
-			return err
-		}
-	}
+	return cfg
 }
 
 // threadsConnected is each server's Threads_connected, primary first.
@@ -241,52 +133,6 @@ func threadsConnected() ([]int64, error) {
 		out = append(out, n)
 	}
 	return out, nil
-}
-
-// rss is a process's resident memory (VmRSS of /proc/PID/status) in bytes.
-func rss(pid int) (int64, error) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			f := strings.Fields(v)
-			if len(f) == 2 && f[1] == "kB" {
-				kb, err := strconv.ParseInt(f[0], 10, 64)
-				return kb << 10, err
-			}
-		}
-	}
-	return 0, fmt.Errorf("no VmRSS in /proc/%d/status", pid)
-}
-
-// settledRSS waits (up to 5s) until VmRSS changes by less than 1% over
-// 200ms, and returns it.
-func settledRSS(pid int) (int64, error) {
-	last, err := rss(pid)
-	if err != nil {
-		return 0, err
-	}
-	deadline := time.Now().Add(5 * time.Second)
-	tick := time.NewTicker(200 * time.Millisecond)
-	defer tick.Stop()
-	for time.Now().Before(deadline) {
-		<-tick.C
-		now, err := rss(pid)
-		if err != nil {
-			return 0, err
-		}
-		d := now - last
-		if d < 0 {
-			d = -d
-		}
-		if d*100 < last {
-			return now, nil
-		}
-		last = now
-	}
-	return last, nil
 }
 
 func (r *idleReport) render() string {

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/sluice-proxy/sluice/internal/testenv/lab"
 )
 
 // benchConfig is the matrix to run, from SLUICE_BENCH_* (BENCHMARKS.md
@@ -225,7 +227,7 @@ func parseSysbench(out string) (*runResult, error) {
 	for _, f := range ints {
 		m := f.re.FindStringSubmatch(out)
 		if m == nil {
-			return nil, fmt.Errorf("no %q in sysbench output:\n%s", f.re, lastLines(out, 30))
+			return nil, fmt.Errorf("no %q in sysbench output:\n%s", f.re, lab.LastLines(out, 30))
 		}
 		*f.dst, _ = strconv.ParseInt(m[1], 10, 64)
 	}
@@ -236,7 +238,7 @@ func parseSysbench(out string) (*runResult, error) {
 	for _, f := range floats {
 		m := f.re.FindStringSubmatch(out)
 		if m == nil {
-			return nil, fmt.Errorf("no %q in sysbench output:\n%s", f.re, lastLines(out, 30))
+			return nil, fmt.Errorf("no %q in sysbench output:\n%s", f.re, lab.LastLines(out, 30))
 		}
 		*f.dst, _ = strconv.ParseFloat(m[1], 64)
 	}
@@ -251,7 +253,7 @@ func parseSysbench(out string) (*runResult, error) {
 		inHist += n
 	}
 	if r.events > 0 && inHist == 0 {
-		return nil, fmt.Errorf("no latency histogram in sysbench output (--histogram=on):\n%s", lastLines(out, 30))
+		return nil, fmt.Errorf("no latency histogram in sysbench output (--histogram=on):\n%s", lab.LastLines(out, 30))
 	}
 	return r, nil
 }

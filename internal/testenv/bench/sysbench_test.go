@@ -12,13 +12,11 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/x509"
-	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -303,7 +301,7 @@ func runSysbench(sb string, cfg benchConfig, tg target, k cellKey) (*runResult, 
 	cmd := exec.CommandContext(ctx, sb, args...)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		return nil, fmt.Errorf("sysbench: %v\n%s", err, lastLines(string(out), 20))
+		return nil, fmt.Errorf("sysbench: %v\n%s", err, lab.LastLines(string(out), 20))
 	}
 	idleAfter, machineAfter, err := machineCPU()
 	if err != nil {
@@ -546,7 +544,7 @@ max_procs: %s
 		b.Fatal(err)
 	}
 	p := lab.StartProcess(b, bin.what, lab.Listening(listen), bin.path, "serve", "--config", path)
-	waitTopology(b, admin, len(topo.Replicas))
+	lab.WaitTopology(b, admin, len(topo.Replicas))
 	name := bin.prefix + router
 	if genlog {
 		name += "+genlog"
@@ -572,40 +570,6 @@ func writeSigningKey(b *testing.B, dir string) string {
 	return path
 }
 
-// waitTopology waits until Sluice's monitor reports a primary and the given
-// number of usable replicas (GET /v1/servers), so no run starts while reads
-// still go to the primary for want of known replicas.
-func waitTopology(b *testing.B, admin string, replicas int) {
-	client := &http.Client{Timeout: 2 * time.Second}
-	lab.WaitFor(b, "sluice to see the primary and replicas", 30*time.Second, func() bool {
-		resp, err := client.Get("http://" + admin + "/v1/servers")
-		if err != nil {
-			return false
-		}
-		defer resp.Body.Close()
-		var servers []struct {
-			Role    string
-			Up      bool
-			Broken  bool
-			Lagging bool
-		}
-		if err := json.NewDecoder(resp.Body).Decode(&servers); err != nil {
-			return false
-		}
-		var p, r int
-		for _, s := range servers {
-			switch {
-			case !s.Up:
-			case s.Role == "primary":
-				p++
-			case s.Role == "replica" && !s.Broken && !s.Lagging:
-				r++
-			}
-		}
-		return p == 1 && r == replicas
-	})
-}
-
 // benchMaxProcs is Sluice's max_procs in the benchmark (SLUICE_BENCH_MAX_PROCS,
 // default 0: Sluice's own default, one thread per CPU, as HAProxy runs with
 // its default of one thread per CPU).
@@ -614,12 +578,4 @@ func benchMaxProcs() string {
 		return v
 	}
 	return "0"
-}
-
-func lastLines(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }

@@ -429,6 +429,10 @@ func readFrom(path string, off int64) []byte {
 	return b
 }
 
+// LastLines is the last n lines of s: the end of a command's output for a
+// failure message.
+func LastLines(s string, n int) string { return lastLines([]byte(s), n) }
+
 func lastLines(b []byte, n int) string {
 	lines := bytes.Split(bytes.TrimRight(b, "\n"), []byte("\n"))
 	if len(lines) > n {

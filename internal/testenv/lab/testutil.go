@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -108,6 +109,41 @@ func Healthy(admin string) bool {
 	}
 	resp.Body.Close()
 	return resp.StatusCode == http.StatusOK
+}
+
+// WaitTopology waits until Sluice's monitor reports a primary and the given
+// number of usable replicas (GET /v1/servers), so no run starts while reads
+// still go to the primary for want of known replicas.
+func WaitTopology(tb testing.TB, admin string, replicas int) {
+	tb.Helper()
+	client := &http.Client{Timeout: 2 * time.Second}
+	WaitFor(tb, "sluice to see the primary and replicas", 30*time.Second, func() bool {
+		resp, err := client.Get("http://" + admin + "/v1/servers")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		var servers []struct {
+			Role    string
+			Up      bool
+			Broken  bool
+			Lagging bool
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&servers); err != nil {
+			return false
+		}
+		var p, r int
+		for _, s := range servers {
+			switch {
+			case !s.Up:
+			case s.Role == "primary":
+				p++
+			case s.Role == "replica" && !s.Broken && !s.Lagging:
+				r++
+			}
+		}
+		return p == 1 && r == replicas
+	})
 }
 
 // Topics lists every topic of a Kafka-protocol broker with its partition

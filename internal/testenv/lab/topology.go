@@ -502,7 +502,7 @@ func Main(m *testing.M, opts Options, setTopology func(*Topology)) int {
 		return m.Run()
 	}
 	if _, _, err := Binaries(); err != nil {
-		if ci := os.Getenv("CI"); strings.EqualFold(ci, "true") || ci == "1" {
+		if onCI() {
 			fmt.Fprintf(os.Stderr, "lab: MariaDB is required on CI: %v\n", err)
 			return 1
 		}
