@@ -480,16 +480,40 @@ func copyFile(src, dst string, perm os.FileMode) error {
 	return out.Close()
 }
 
+// GlobalInt reads one numeric global system variable (@@GLOBAL.name) as root.
+func (s *Server) GlobalInt(name string) (int64, error) {
+	if err := checkName(name); err != nil {
+		return 0, err
+	}
+	db, err := s.RootDB()
+	if err != nil {
+		return 0, err
+	}
+	var n int64
+	if err := db.QueryRow("SELECT @@GLOBAL." + name).Scan(&n); err != nil {
+		return 0, fmt.Errorf("%s: @@GLOBAL.%s: %w", s.Name, name, err)
+	}
+	return n, nil
+}
+
+// checkName allows the name of a variable to be spliced into a statement.
+func checkName(name string) error {
+	for _, r := range name {
+		if !(r == '_' || (r >= 'a' && r <= 'z') || (r >= 'A' && r <= 'Z') || (r >= '0' && r <= '9')) {
+			return fmt.Errorf("variable name %q", name)
+		}
+	}
+	return nil
+}
+
 // GlobalStatus reads one numeric status counter (SHOW GLOBAL STATUS) as root.
 func (s *Server) GlobalStatus(name string) (int64, error) {
 	db, err := s.RootDB()
 	if err != nil {
 		return 0, err
 	}
-	for _, r := range name {
-		if !(r == '_' || (r >= 'a' && r <= 'z') || (r >= 'A' && r <= 'Z') || (r >= '0' && r <= '9')) {
-			return 0, fmt.Errorf("status variable name %q", name)
-		}
+	if err := checkName(name); err != nil {
+		return 0, err
 	}
 	var n int64
 	var got string

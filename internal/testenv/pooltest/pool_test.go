@@ -1,0 +1,336 @@
+//go:build linux
+
+// Package pooltest runs many more clients through Sluice than its servers
+// take connections (issue 20): the servers at MariaDB's default
+// max_connections (151), Sluice with pool.mode multiplex and
+// pool.max_server_connections 100, readwritesplit. It has its own topology,
+// since every other package's servers take 3000 connections.
+package pooltest
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+
+	"github.com/sluice-proxy/sluice/internal/testenv/lab"
+)
+
+const (
+	// serverMaxConnections is MariaDB's default max_connections.
+	serverMaxConnections = 151
+	// poolSize is pool.max_server_connections: per server, all users together.
+	poolSize = 100
+)
+
+var (
+	topo   *lab.Topology
+	binary string
+)
+
+func TestMain(m *testing.M) {
+	opts := lab.Options{Replicas: 2, MaxConnections: serverMaxConnections}
+	os.Exit(lab.MainWithSluice(m, opts, func(t *lab.Topology, bin string) { topo, binary = t, bin }))
+}
+
+type instance struct {
+	*lab.Process
+	listen, admin string
+}
+
+// startSluice runs Sluice over the topology with pooling on and waits until
+// its monitor sees the primary and both replicas.
+func startSluice(t *testing.T) *instance {
+	t.Helper()
+	dir := t.TempDir()
+	in := &instance{listen: lab.FreeAddr(t), admin: lab.FreeAddr(t)}
+	cfg := fmt.Sprintf(`listen: %s
+admin_listen: %s
+servers:
+%sservice_user: {user: %s, password: %s}
+router: {type: readwritesplit}
+pool: {mode: multiplex, max_server_connections: %d}
+genlog: {enabled: false}
+broker: {enabled: false}
+log: {level: warn}
+`, in.listen, in.admin, lab.ServersYAML(topo.Servers(), nil), lab.MonitorUser, lab.MonitorPassword, poolSize)
+	path := filepath.Join(dir, "sluice.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	in.Process = lab.StartProcess(t, "sluice", func() bool { return lab.Healthy(in.admin) }, binary, "serve", "--config", path)
+	lab.WaitTopology(t, in.admin, len(topo.Replicas))
+	return in
+}
+
+// needFiles lets this process and those it starts from now on (Sluice,
+// sysbench) open n files. Go raises its own soft limit to the hard one at
+// start but gives children the limit it found, unless the program sets
+// the limit itself, so it is set here even when already high enough.
+func needFiles(t *testing.T, n uint64) {
+	t.Helper()
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		t.Fatal(err)
+	}
+	if lim.Max < n {
+		t.Fatalf("needs %d open files per process; the hard limit is %d (ulimit -Hn)", n, lim.Max)
+	}
+	lim.Cur = max(lim.Cur, n)
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// connWatch is each server's Threads_connected, read through a connection
+// of its own per server (the monitor account, whose SUPER lets it in even
+// when a server is full), and the most each has shown.
+type connWatch struct {
+	dbs  []*sql.DB
+	base []int64 // before the load: the monitor's, replication's, the lab's and the watch's own
+	peak []int64
+}
+
+func newConnWatch(t *testing.T) *connWatch {
+	t.Helper()
+	w := &connWatch{}
+	for _, s := range topo.Servers() {
+		db, err := sql.Open("mysql", s.DSN(lab.MonitorUser, lab.MonitorPassword, ""))
+		if err != nil {
+			t.Fatal(err)
+		}
+		db.SetMaxOpenConns(1)
+		db.SetMaxIdleConns(1)
+		t.Cleanup(func() { db.Close() })
+		w.dbs = append(w.dbs, db)
+	}
+	var err error
+	if w.base, err = w.read(); err != nil {
+		t.Fatal(err)
+	}
+	w.peak = append([]int64(nil), w.base...)
+	return w
+}
+
+func (w *connWatch) read() ([]int64, error) {
+	out := make([]int64, len(w.dbs))
+	for i, db := range w.dbs {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		var name string
+		err := db.QueryRowContext(ctx, "SHOW GLOBAL STATUS LIKE 'Threads_connected'").Scan(&name, &out[i])
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("%s: Threads_connected: %w", topo.Servers()[i].Name, err)
+		}
+	}
+	return out, nil
+}
+
+// during polls every 50ms while run runs, keeping each server's peak.
+func (w *connWatch) during(t *testing.T, run func()) {
+	t.Helper()
+	done := make(chan struct{})
+	var (
+		wg      sync.WaitGroup
+		pollErr error
+	)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			now, err := w.read()
+			if err != nil {
+				pollErr = err
+				return
+			}
+			for i, n := range now {
+				w.peak[i] = max(w.peak[i], n)
+			}
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	run()
+	close(done)
+	wg.Wait()
+	if pollErr != nil {
+		t.Fatal(pollErr)
+	}
+}
+
+// check fails t where a server had more connections than the pool plus
+// those it had before the load.
+func (w *connWatch) check(t *testing.T, what string) {
+	t.Helper()
+	for i, s := range topo.Servers() {
+		limit := poolSize + w.base[i]
+		t.Logf("%s: %s: Threads_connected at most %d (%d before the load; limit %d)", what, s.Name, w.peak[i], w.base[i], limit)
+		if w.peak[i] > limit {
+			t.Errorf("%s: %s had %d connections, more than the pool's %d plus the %d it had before", what, s.Name, w.peak[i], poolSize, w.base[i])
+		}
+	}
+}
+
+// The premise of this package: the servers take MariaDB's default number
+// of connections, so without pooling the tests below could not pass.
+func TestServersAtDefaultMaxConnections(t *testing.T) {
+	for _, s := range topo.Servers() {
+		n, err := s.GlobalInt("max_connections")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n != serverMaxConnections {
+			t.Fatalf("%s: max_connections %d, want %d", s.Name, n, serverMaxConnections)
+		}
+	}
+}
+
+// sysbenchClients is how many sysbench threads run at once, each its own
+// client session: 13 times what each server takes.
+const sysbenchClients = 2000
+
+// 2,000 sysbench clients (oltp_read_write, both ps modes) through Sluice
+// finish with no error and no reconnect, while no server holds more than the
+// pool's 100 connections beyond those it had before.
+func TestManyClients(t *testing.T) {
+	sb := lab.SysbenchPath(t)
+	needFiles(t, sysbenchClients+1024)
+	in := startSluice(t)
+	host, port, _ := net.SplitHostPort(in.listen)
+	args := func(addr string, more ...string) []string {
+		h, p := host, port
+		if addr != "" {
+			h, p, _ = net.SplitHostPort(addr)
+		}
+		// Uniform keys over 4 × 10,000 rows: sysbench's default hot spot
+		// would make InnoDB deadlocks (which sysbench counts as ignored
+		// errors) a matter of luck at this many clients.
+		return append([]string{"oltp_read_write", "--db-driver=mysql", "--mysql-host=" + h, "--mysql-port=" + p,
+			"--mysql-user=" + lab.SbtestUser, "--mysql-password=" + lab.SbtestPassword, "--mysql-db=sbtest",
+			"--tables=4", "--table-size=10000", "--rand-type=uniform"}, more...)
+	}
+	prepare := func(step string) {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		if out, err := exec.CommandContext(ctx, sb, args(topo.Primary.Addr(), step)...).CombinedOutput(); err != nil {
+			t.Fatalf("sysbench %s: %v\n%s", step, err, out)
+		}
+	}
+	prepare("cleanup")
+	prepare("prepare")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := topo.WaitReplicasCaughtUp(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	for _, mode := range []string{"disable", "auto"} {
+		t.Run("ps="+mode, func(t *testing.T) {
+			w := newConnWatch(t)
+			var (
+				out []byte
+				err error
+			)
+			began := time.Now()
+			w.during(t, func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+				defer cancel()
+				out, err = exec.CommandContext(ctx, sb, args("", "--threads="+strconv.Itoa(sysbenchClients),
+					"--time=10", "--events=0", "--db-ps-mode="+mode, "run")...).CombinedOutput()
+			})
+			// sysbench exits non-zero on an error it does not ignore; those it
+			// ignores (deadlocks, lock wait timeouts) must not happen either.
+			if err != nil {
+				t.Fatalf("sysbench: %v\n%s", err, lab.LastLines(string(out), 30))
+			}
+			text := string(out)
+			if n := lab.SysbenchCount(text, "transactions:"); n <= 0 {
+				t.Fatalf("sysbench ran no transaction:\n%s", text)
+			}
+			if n := lab.SysbenchCount(text, "ignored errors:"); n != 0 {
+				t.Errorf("sysbench: %d ignored errors, want 0:\n%s", n, text)
+			}
+			if n := lab.SysbenchCount(text, "reconnects:"); n != 0 {
+				t.Errorf("sysbench: %d reconnects, want 0:\n%s", n, text)
+			}
+			t.Logf("%d clients, ps=%s, %s in all: %s; %s", sysbenchClients, mode, time.Since(began).Round(time.Second),
+				lab.GrepLine(text, "transactions:"), lab.GrepLine(text, "queries:"))
+			w.check(t, "ps="+mode)
+		})
+	}
+}
+
+// idleSessions is how many client sessions log in through Sluice and stay.
+const idleSessions = 10000
+
+// maxRSS is issue 20's bound on Sluice's memory with idleSessions sessions.
+const maxRSS = 300 << 20
+
+// 10,000 client sessions log in through Sluice and stay idle: Sluice's
+// resident memory stays under 300 MB, and the servers hold no more than
+// the pool's connections. Then every session runs one read, through at
+// most the pool's connections. Without pooling the logins would need a
+// server connection each and fail at 151.
+func TestIdleSessions(t *testing.T) {
+	needFiles(t, idleSessions+1024)
+	in := startSluice(t)
+	w := newConnWatch(t)
+	fresh, err := lab.SettledRSS(in.Pid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cfg := mysql.NewConfig()
+	cfg.User, cfg.Passwd, cfg.Net, cfg.Addr, cfg.DBName = lab.SbtestUser, lab.SbtestPassword, "tcp", in.listen, "sbtest"
+	cfg.Timeout = 10 * time.Second
+	began := time.Now()
+	var conns []driver.Conn
+	w.during(t, func() { conns, err = lab.OpenSessions(ctx, cfg, idleSessions) })
+	t.Cleanup(func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	if err != nil {
+		t.Fatalf("%d of %d sessions logged in: %v", len(conns), idleSessions, err)
+	}
+	login := time.Since(began)
+	idle, err := lab.SettledRSS(in.Pid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d idle sessions (logged in within %s): Sluice's RSS %.1f MB, fresh %.1f MB: %.1f KB per session",
+		idleSessions, login.Round(time.Millisecond), mb(idle), mb(fresh), float64(idle-fresh)/1024/idleSessions)
+	if idle >= maxRSS {
+		t.Errorf("Sluice's RSS with %d idle sessions is %.1f MB, want under %.0f MB", idleSessions, mb(idle), mb(maxRSS))
+	}
+	w.during(t, func() { err = lab.QueryEach(ctx, conns, "SELECT 1") })
+	if err != nil {
+		t.Fatalf("one read on each of %d sessions: %v", idleSessions, err)
+	}
+	afterRead, err := lab.SettledRSS(in.Pid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("after one read on each session: Sluice's RSS %.1f MB, %.1f KB per session", mb(afterRead), float64(afterRead-fresh)/1024/idleSessions)
+	w.check(t, strconv.Itoa(idleSessions)+" sessions")
+}
+
+func mb(n int64) float64 { return float64(n) / (1 << 20) }
