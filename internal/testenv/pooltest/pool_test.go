@@ -18,7 +18,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -72,25 +71,6 @@ log: {level: warn}
 	in.Process = lab.StartProcess(t, "sluice", func() bool { return lab.Healthy(in.admin) }, binary, "serve", "--config", path)
 	lab.WaitTopology(t, in.admin, len(topo.Replicas))
 	return in
-}
-
-// needFiles lets this process and those it starts from now on (Sluice,
-// sysbench) open n files. Go raises its own soft limit to the hard one at
-// start but gives children the limit it found, unless the program sets
-// the limit itself, so it is set here even when already high enough.
-func needFiles(t *testing.T, n uint64) {
-	t.Helper()
-	var lim syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
-		t.Fatal(err)
-	}
-	if lim.Max < n {
-		t.Fatalf("needs %d open files per process; the hard limit is %d (ulimit -Hn)", n, lim.Max)
-	}
-	lim.Cur = max(lim.Cur, n)
-	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
-		t.Fatal(err)
-	}
 }
 
 // connWatch is each server's Threads_connected, read through a connection
@@ -210,7 +190,7 @@ const sysbenchClients = 2000
 // pool's 100 connections beyond those it had before.
 func TestManyClients(t *testing.T) {
 	sb := lab.SysbenchPath(t)
-	needFiles(t, sysbenchClients+1024)
+	lab.NeedFiles(t, sysbenchClients+1024)
 	in := startSluice(t)
 	host, port, _ := net.SplitHostPort(in.listen)
 	args := func(addr string, more ...string) []string {
@@ -288,7 +268,7 @@ const maxRSS = 300 << 20
 // most the pool's connections. Without pooling the logins would need a
 // server connection each and fail at 151.
 func TestIdleSessions(t *testing.T) {
-	needFiles(t, idleSessions+1024)
+	lab.NeedFiles(t, idleSessions+1024)
 	in := startSluice(t)
 	w := newConnWatch(t)
 	fresh, err := lab.SettledRSS(in.Pid())
