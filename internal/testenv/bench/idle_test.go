@@ -65,7 +65,7 @@ func mb(n int64) float64             { return float64(n) / (1 << 20) }
 func kbPer(n int64, per int) float64 { return float64(n) / 1024 / float64(per) }
 
 func measureIdle(b *testing.B, name string, genlog bool, n int) idleResult {
-	tg := startSluice(b, binary, "readwritesplit", genlog)
+	tg := startSluice(b, binary, sluiceKind{router: "readwritesplit", genlog: genlog})
 	r := idleResult{name: name, sessions: n}
 	var err error
 	if r.rssStart, err = lab.SettledRSS(tg.pid); err != nil {

@@ -20,6 +20,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -38,7 +39,11 @@ func TestMain(m *testing.M) {
 	if f := flag.Lookup("test.bench"); f == nil || f.Value.String() == "" {
 		os.Exit(m.Run()) // no benchmark asked for: no servers to start
 	}
-	lab.RunTests(m, lab.Options{Replicas: 2}, func(t *lab.Topology) { topo = t })
+	// At 1,024 clients sysbench prepares about 40 statements per client
+	// through HAProxy, each on the primary: more than MariaDB's default
+	// max_prepared_stmt_count of 16,382 allows.
+	opts := lab.Options{Replicas: 2, ExtraArgs: []string{"--max-prepared-stmt-count=1048576"}}
+	lab.RunTests(m, opts, func(t *lab.Topology) { topo = t })
 }
 
 // buildSluice builds bin/sluice from the working tree for one top-level
@@ -74,9 +79,23 @@ const (
 	tReadConnRoute   = "sluice-readconnroute"
 	tRWSplit         = "sluice-readwritesplit"
 	tRWSplitGenlog   = "sluice-readwritesplit+genlog"
+	// readwritesplit with pooling (pool.mode multiplex, poolSize server
+	// connections per server): the one Sluice target of the many-client
+	// cells (manyClientTargets).
+	tRWSplitPool = "sluice-readwritesplit+pool"
 )
 
-var allTargets = []string{tDirect, tHAProxy, tHAProxyReplicas, tReadConnRoute, tRWSplit, tRWSplitGenlog}
+var allTargets = []string{tDirect, tHAProxy, tHAProxyReplicas, tReadConnRoute, tRWSplit, tRWSplitGenlog, tRWSplitPool}
+
+// manyClientTargets are the targets of the cells at SLUICE_BENCH_MANY_THREADS
+// clients (issue 20): pooling (and its baseline twin, with a baseline)
+// against HAProxy to the primary, which needs a server connection per
+// client. The other targets would only make a long run longer.
+var manyClientTargets = []string{tHAProxy, tRWSplitPool, tBaseRWSplitPool}
+
+// poolSize is pool.max_server_connections of the pooling target: Sluice's
+// default, under MariaDB's default max_connections of 151.
+const poolSize = 100
 
 // target is something sysbench connects to, and the process whose CPU counts.
 type target struct {
@@ -100,6 +119,8 @@ func BenchmarkSysbench(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	// sysbench holds a file per client, HAProxy two.
+	lab.NeedFiles(b, uint64(2*slices.Max(cfg.cellThreads())+1024))
 	buildSluice(b)
 	rep := &sysbenchReport{cfg: cfg}
 	var baseline sluiceBinary
@@ -132,12 +153,12 @@ func BenchmarkSysbench(b *testing.B) {
 		default:
 			// The working tree's Sluice targets and their baseline twins,
 			// started alike but for the binary.
-			if isBaseline, router, genlog, ok := sluiceTarget(name); ok {
+			if isBaseline, kind, ok := sluiceTarget(name); ok {
 				bin := binary
 				if isBaseline {
 					bin = baseline
 				}
-				targets = append(targets, startSluice(b, bin, router, genlog))
+				targets = append(targets, startSluice(b, bin, kind))
 			}
 		}
 	}
@@ -146,7 +167,7 @@ func BenchmarkSysbench(b *testing.B) {
 	cellIndex := 0
 	for _, test := range cfg.tests {
 		for _, mode := range cfg.psModes {
-			for _, threads := range cfg.threads {
+			for _, threads := range cfg.cellThreads() {
 				k := cellKey{test: test, mode: mode, threads: threads}
 				rotate := cellIndex
 				cellIndex++
@@ -211,6 +232,9 @@ func runCell(b *testing.B, sb string, cfg benchConfig, k cellKey, targets []targ
 	for _, tg := range targets {
 		// A replica refuses writes (read_only): direct-replica only reads.
 		if (tg.name == tDirectReplica || tg.name == tHAProxyReplicas) && k.test == "oltp_read_write" {
+			continue
+		}
+		if !cfg.runs(tg.name, k.threads) {
 			continue
 		}
 		usable = append(usable, tg)
@@ -507,10 +531,12 @@ func startGoRelay(b *testing.B) target {
 // primary and every replica. With Genlog the trail is signed, as in
 // production (genlog.signing_key, a fresh Ed25519 key; checkpoints every
 // checkpoint_interval, default 1s), unless bin is a baseline older than
-// signed checkpoints, which then runs unsigned.
-func startSluice(b *testing.B, bin sluiceBinary, router string, genlog bool) target {
+// signed checkpoints, which then runs unsigned. With pooling, sessions
+// share poolSize connections per server (pool.mode multiplex).
+func startSluice(b *testing.B, bin sluiceBinary, kind sluiceKind) target {
 	dir := b.TempDir()
 	listen, admin := lab.FreeAddr(b), lab.FreeAddr(b)
+	genlog := kind.genlog
 	genlogYAML := fmt.Sprintf("{enabled: %t}", genlog)
 	if genlog {
 		genlogYAML = fmt.Sprintf("{enabled: true, signing_key: %s}", writeSigningKey(b, dir))
@@ -524,8 +550,12 @@ genlog: %s
 broker: {enabled: true, listen: %s, data_dir: %s}
 log: {level: warn}
 max_procs: %s
-`, listen, admin, lab.ServersYAML(topo.Servers(), nil), lab.MonitorUser, lab.MonitorPassword, router, genlogYAML,
+`, listen, admin, lab.ServersYAML(topo.Servers(), nil), lab.MonitorUser, lab.MonitorPassword, kind.router, genlogYAML,
 		lab.FreeAddr(b), filepath.Join(dir, "broker"), benchMaxProcs())
+	if kind.pool {
+		// Only then: a baseline from before the pool section loads the rest.
+		cfg += fmt.Sprintf("pool: {mode: multiplex, max_server_connections: %d}\n", poolSize)
+	}
 	path := filepath.Join(dir, "sluice.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		b.Fatal(err)
@@ -545,11 +575,7 @@ max_procs: %s
 	}
 	p := lab.StartProcess(b, bin.what, lab.Listening(listen), bin.path, "serve", "--config", path)
 	lab.WaitTopology(b, admin, len(topo.Replicas))
-	name := bin.prefix + router
-	if genlog {
-		name += "+genlog"
-	}
-	return target{name: name, addr: listen, pid: p.Pid()}
+	return target{name: kind.name(bin.prefix), addr: listen, pid: p.Pid()}
 }
 
 // writeSigningKey writes a new Ed25519 private key (PKCS#8 PEM, as
