@@ -5,6 +5,8 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -31,21 +33,29 @@ type idleReport struct {
 // client sessions through a fresh Sluice (readwritesplit, Genlog off and
 // on), holds them idle, and reads the process's resident memory (VmRSS)
 // before and after; then each session runs one read (which opens a replica
-// connection too) and the memory is read again.
+// connection too) and the memory is read again. With pooling
+// (readwritesplit+pool) it opens SLUICE_BENCH_POOL_SESSIONS (10,000): issue
+// 20's figure.
 func BenchmarkIdleSessions(b *testing.B) {
 	cfg, err := configFromEnv()
 	if err != nil {
 		b.Fatal(err)
 	}
+	// This process holds a file per session, and so does Sluice.
+	lab.NeedFiles(b, uint64(max(cfg.sessions, cfg.poolSessions)+1024))
 	buildSluice(b)
 	rep := &idleReport{machine: describeMachine()}
-	for _, genlog := range []bool{false, true} {
-		name := "readwritesplit"
-		if genlog {
-			name += "+genlog"
+	for _, kind := range []sluiceKind{
+		{router: "readwritesplit"},
+		{router: "readwritesplit", genlog: true},
+		{router: "readwritesplit", pool: true},
+	} {
+		name, n := kind.name(""), cfg.sessions
+		if kind.pool {
+			n = cfg.poolSessions
 		}
 		b.Run(name, func(b *testing.B) {
-			r := measureIdle(b, name, genlog, cfg.sessions)
+			r := measureIdle(b, kind, n)
 			rep.results = append(rep.results, r)
 			if err := writeSection(sectionIdle, rep.render()); err != nil {
 				b.Error(err)
@@ -64,9 +74,9 @@ func BenchmarkIdleSessions(b *testing.B) {
 func mb(n int64) float64             { return float64(n) / (1 << 20) }
 func kbPer(n int64, per int) float64 { return float64(n) / 1024 / float64(per) }
 
-func measureIdle(b *testing.B, name string, genlog bool, n int) idleResult {
-	tg := startSluice(b, binary, sluiceKind{router: "readwritesplit", genlog: genlog})
-	r := idleResult{name: name, sessions: n}
+func measureIdle(b *testing.B, kind sluiceKind, n int) idleResult {
+	tg := startSluice(b, binary, kind)
+	r := idleResult{name: kind.name(""), sessions: n}
 	var err error
 	if r.rssStart, err = lab.SettledRSS(tg.pid); err != nil {
 		b.Fatal(err)
@@ -141,7 +151,8 @@ func (r *idleReport) render() string {
 	r.machine.render(&w)
 	w.WriteString("\nA fresh Sluice process (readwritesplit, `max_procs: " + benchMaxProcs() + "`, bundled broker) per row; the sessions are go-sql-driver connections " +
 		"that logged in as `sbtest` and then stay idle. Resident memory is the process's VmRSS. \"After one read\" is after every session " +
-		"ran one `SELECT` (routed to a replica, so each session then holds a replica connection too).\n\n")
+		"ran one `SELECT` (routed to a replica, so each session then holds a replica connection too, unless pooling is on: " +
+		"`+pool` is `pool: {mode: multiplex, max_server_connections: " + strconv.Itoa(poolSize) + "}`, where sessions share the servers' connections).\n\n")
 	w.WriteString("| Sluice | sessions | RSS fresh MB | RSS with sessions MB | sessions cost MB | KB/session | backend connections (primary) | RSS after one read MB | KB/session after one read | backend connections (replicas) | login time |\n")
 	w.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, x := range r.results {
@@ -161,6 +172,14 @@ func (r *idleReport) render() string {
 		}
 		fmt.Fprintf(&w, "- Issue #10's target, 1,000 idle sessions cost ≤ 100 MB (%s): %.1f MB per 1,000 sessions (the whole process held %.1f MB with its %d sessions): %s\n",
 			x.name, per1000/(1<<20), mb(x.rssLogin), x.sessions, verdict)
+		if strings.HasSuffix(x.name, "+pool") {
+			verdict := mark(x.rssLogin < 300<<20)
+			if x.sessions < 10000 {
+				verdict = "not measured at 10,000 (SLUICE_BENCH_POOL_SESSIONS)"
+			}
+			fmt.Fprintf(&w, "- Issue #20's target, Sluice under 300 MB with 10,000 idle sessions (%s): %.1f MB with %d sessions: %s\n",
+				x.name, mb(x.rssLogin), x.sessions, verdict)
+		}
 	}
 	return w.String()
 }

@@ -27,12 +27,14 @@ type benchConfig struct {
 	targets     []string // SLUICE_BENCH_TARGETS, with the baseline's twins (withBaseline)
 	baseline    string   // SLUICE_BENCH_BASELINE: git revision of the baseline Sluice, "" for none
 	sessions    int      // SLUICE_BENCH_SESSIONS: idle sessions of BenchmarkIdleSessions
+	// SLUICE_BENCH_POOL_SESSIONS: the same with pooling on
+	poolSessions int
 }
 
 var knownTests = []string{"oltp_point_select", "oltp_read_only", "oltp_read_write"}
 
 func configFromEnv() (benchConfig, error) {
-	c := benchConfig{seconds: 5, rounds: 1, sessions: 1000, tests: knownTests, psModes: []string{"disable", "auto"},
+	c := benchConfig{seconds: 5, rounds: 1, sessions: 1000, poolSessions: 10000, tests: knownTests, psModes: []string{"disable", "auto"},
 		threads: []int{8, 64}, manyThreads: []int{256, 1024}, targets: allTargets}
 	var errs []string
 	positive := func(name string, dst *int) {
@@ -73,6 +75,7 @@ func configFromEnv() (benchConfig, error) {
 	positive("SLUICE_BENCH_TIME", &c.seconds)
 	positive("SLUICE_BENCH_ROUNDS", &c.rounds)
 	positive("SLUICE_BENCH_SESSIONS", &c.sessions)
+	positive("SLUICE_BENCH_POOL_SESSIONS", &c.poolSessions)
 	list("SLUICE_BENCH_TESTS", &c.tests, knownTests)
 	list("SLUICE_BENCH_PS_MODES", &c.psModes, []string{"disable", "auto"})
 	list("SLUICE_BENCH_TARGETS", &c.targets, slices.Concat(allTargets, []string{tDirectReplica, tGoRelay}, baselineTargets))
