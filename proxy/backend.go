@@ -48,12 +48,27 @@ type BackendConn struct {
 	// Status holds the server status flags of the last OK or EOF received.
 	Status uint16
 
-	// What of the session's state this connection has applied.
+	// What session state this connection holds: owner's at version synced
+	// (with pooling, owner may be another session). vars are the variables
+	// sessions set on it (a variable absent is at its default), baseline
+	// the character set variables it logged in with (pooled connections
+	// only: what a session's SET NAMES is undone to).
+	owner           *SessionState
 	synced          uint64
+	vars            map[string]string
+	baseline        map[string]string
 	db              string
 	multiStatements *bool
+	// lastInsertID is what LAST_INSERT_ID() answers on this connection, as
+	// its answers told.
+	lastInsertID uint64
+	// stmts are the statements prepared on this connection, shared by the
+	// sessions that use it (stmt.go).
+	stmts serverStmts
 	// gtidSeen is the last GTID this replica connection waited for.
 	gtidSeen string
+	// pool is set on a connection of the pool.
+	pool *pooled
 }
 
 // isMariaDB tells the server flavour from its handshake version.
@@ -412,6 +427,22 @@ func columnType(def []byte) (typ byte, binary bool) {
 	}
 	charset := uint16(rest[1]) | uint16(rest[2])<<8
 	return rest[7], charset == 63
+}
+
+// prepareIn prepares query in schema db: what a statement's names mean is
+// fixed where it was prepared, and this connection may have moved since.
+func (b *BackendConn) prepareIn(db, query string) (uint32, error) {
+	if db == "" || db == b.db {
+		return b.prepare(query)
+	}
+	if err := b.command(commandPacket(mysql.COM_INIT_DB, db)); err != nil {
+		return 0, fmt.Errorf("prepare in schema %s: %w", db, err)
+	}
+	id, err := b.prepare(query)
+	if err2 := b.command(commandPacket(mysql.COM_INIT_DB, b.db)); err2 != nil && err == nil {
+		return 0, fmt.Errorf("back to schema %s: %w", b.db, err2)
+	}
+	return id, err
 }
 
 // prepare prepares query on this connection for Sluice's own bookkeeping

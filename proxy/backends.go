@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"time"
 
 	"github.com/go-mysql-org/go-mysql/mysql"
@@ -38,6 +39,9 @@ type backendSet struct {
 	lastReplica string
 	// broken names servers whose connection failed for this session.
 	broken map[string]bool
+	// prev are the pooled connections the session gave back last, one per
+	// server: it takes them again when nobody else has.
+	prev []*BackendConn
 }
 
 // errStateRestore wraps a failure to bring a new primary connection up to
@@ -83,7 +87,7 @@ func (bs *backendSet) primaryConn(ctx context.Context, move, keep bool) (*Backen
 	if err != nil {
 		return nil, err
 	}
-	if err := bs.sync(b); err != nil {
+	if err := bs.sync(b, true); err != nil {
 		bs.closeConn(b)
 		return nil, &errStateRestore{server: b.Server, err: err}
 	}
@@ -193,6 +197,10 @@ func (bs *backendSet) conn(ctx context.Context, t router.Target) (*BackendConn, 
 	if b == nil {
 		var err error
 		if b, err = bs.dial(ctx, t); err != nil {
+			var full *errPoolTimeout
+			if errors.As(err, &full) {
+				return nil, err // busy, not broken: the read goes elsewhere
+			}
 			bs.broken[t.Server] = true
 			bs.log.Warn("replica connection failed; reads go elsewhere", "server", t.Server, "err", err)
 			return nil, err
@@ -202,7 +210,7 @@ func (bs *backendSet) conn(ctx context.Context, t router.Target) (*BackendConn, 
 		}
 		bs.replicas[t.Server] = b
 	}
-	if err := bs.sync(b); err != nil {
+	if err := bs.sync(b, false); err != nil {
 		bs.lose(b)
 		bs.log.Warn("replaying session state on a replica failed; closed that connection for this session",
 			"server", t.Server, "err", err)
@@ -211,15 +219,32 @@ func (bs *backendSet) conn(ctx context.Context, t router.Target) (*BackendConn, 
 	return b, nil
 }
 
-// sync brings a connection to the session's current state.
-func (bs *backendSet) sync(b *BackendConn) error {
+// sync brings a connection to the session's current state: a pooled one
+// last used by another session is set to exactly this session's variables
+// (those it does not have back to their defaults), schema, options and, on
+// the primary, LAST_INSERT_ID(). Nothing is sent when it matches.
+func (bs *backendSet) sync(b *BackendConn, primary bool) error {
 	st := bs.state
-	if b.synced == st.version {
+	insertID := primary && b.pool != nil && b.lastInsertID != st.lastInsertID
+	if b.owner == st && b.synced == st.version && !insertID {
 		return nil
 	}
-	if sql := st.replaySQL(b.synced); sql != "" {
+	var sql string
+	if b.owner == st {
+		sql = st.replaySQL(b.synced)
+	} else {
+		sql = st.diffSQL(b.vars, b.baseline)
+	}
+	if insertID {
+		sql = withAssignment(sql, "@@SESSION.last_insert_id = "+strconv.FormatUint(st.lastInsertID, 10))
+	}
+	if sql != "" {
 		if err := b.command(commandPacket(mysql.COM_QUERY, sql)); err != nil {
 			return fmt.Errorf("replay variables: %w", err)
+		}
+		b.applied(st)
+		if insertID {
+			b.lastInsertID = st.lastInsertID
 		}
 	}
 	if b.db != st.db && st.db != "" {
@@ -238,13 +263,43 @@ func (bs *backendSet) sync(b *BackendConn) error {
 		}
 		b.multiStatements = ms
 	}
-	b.synced = st.version
+	b.owner, b.synced = st, st.version
 	return nil
 }
 
-// dial logs in to t as the session's user.
+// dial logs in to t as the session's user, or with pooling borrows a
+// connection of that user from the pool (the session's own previous one
+// when nobody took it since).
 func (bs *backendSet) dial(ctx context.Context, t router.Target) (*BackendConn, error) {
 	cfg := bs.srv.cfg.Load()
+	if !cfg.Pool.Pooled() {
+		return bs.open(ctx, t, cfg)
+	}
+	key := poolKey{user: bs.login.User, caps: bs.login.Capabilities, collation: bs.login.Collation, noDB: bs.state.db == ""}
+	if cfg.ProxyProtocolServers[t.Server] && bs.login.Client != nil {
+		key.client = bs.login.Client.String()
+	}
+	var prefer *BackendConn
+	for _, b := range bs.prev {
+		if b.Server == t.Server {
+			prefer = b
+		}
+	}
+	return bs.srv.pool.get(ctx, t.Server, key, prefer, func(ctx context.Context) (*BackendConn, error) {
+		b, err := bs.open(ctx, t, cfg)
+		if err != nil {
+			return nil, err
+		}
+		if err := b.readBaseline(); err != nil {
+			bs.closeConn(b)
+			return nil, err
+		}
+		return b, nil
+	})
+}
+
+// open opens a connection to t as the session's user.
+func (bs *backendSet) open(ctx context.Context, t router.Target, cfg *Config) (*BackendConn, error) {
 	ctx, cancel := context.WithTimeout(ctx, cfg.ConnectTimeout)
 	defer cancel()
 	login := bs.login
@@ -267,40 +322,39 @@ func (bs *backendSet) lose(b *BackendConn) {
 	if b != bs.primary {
 		bs.broken[b.Server] = true
 	}
-	bs.drop(b)
-}
-
-// drop closes one of the session's connections.
-func (bs *backendSet) drop(b *BackendConn) {
-	if b == bs.primary {
-		bs.dropPrimary()
-	} else {
-		bs.dropReplica(b)
-	}
-}
-
-// dropPrimary closes the session's primary connection.
-func (bs *backendSet) dropPrimary() {
-	if bs.primary == nil {
-		return
-	}
-	if bs.last == bs.primary {
-		bs.last = nil
-	}
-	b := bs.primary
-	bs.primary = nil
+	bs.unslot(b)
 	bs.closeConn(b)
 }
 
-func (bs *backendSet) dropReplica(b *BackendConn) {
-	delete(bs.replicas, b.Server)
+// drop lets go of one of the session's connections, which is fine: back to
+// the pool, or closed when it is the session's own.
+func (bs *backendSet) drop(b *BackendConn) {
+	bs.unslot(b)
+	bs.giveBack(b)
+}
+
+// dropPrimary lets go of the session's primary connection.
+func (bs *backendSet) dropPrimary() {
+	if b := bs.primary; b != nil {
+		bs.drop(b)
+	}
+}
+
+func (bs *backendSet) dropReplica(b *BackendConn) { bs.drop(b) }
+
+// unslot takes b out of every slot of the set.
+func (bs *backendSet) unslot(b *BackendConn) {
+	if b == bs.primary {
+		bs.primary = nil
+	} else {
+		delete(bs.replicas, b.Server)
+	}
 	if bs.last == b {
 		bs.last = nil
 	}
 	if bs.tx == b {
 		bs.tx = nil
 	}
-	bs.closeConn(b)
 }
 
 // closeConn closes b, which no slot of the set holds (any more).
@@ -308,9 +362,42 @@ func (bs *backendSet) closeConn(b *BackendConn) {
 	if bs.closing != nil {
 		bs.closing(b)
 	}
+	if b.pool != nil {
+		bs.srv.pool.discard(b)
+	}
 	b.QuitAndClose()
 	bs.srv.metrics.backendConns.Dec()
 }
+
+// giveBack returns b, which no slot of the set holds any more, to the pool,
+// or closes it when it is the session's own.
+func (bs *backendSet) giveBack(b *BackendConn) {
+	if b.pool == nil {
+		bs.closeConn(b)
+		return
+	}
+	if bs.closing != nil {
+		bs.closing(b)
+	}
+	bs.srv.pool.put(b)
+}
+
+// release gives every connection of the session back to the pool,
+// remembering them to take again when nobody else has.
+func (bs *backendSet) release() {
+	bs.prev = bs.prev[:0]
+	for _, b := range bs.replicas {
+		bs.prev = append(bs.prev, b)
+		bs.drop(b)
+	}
+	if b := bs.primary; b != nil {
+		bs.prev = append(bs.prev, b)
+		bs.drop(b)
+	}
+}
+
+// holds reports whether the session has a connection.
+func (bs *backendSet) holds() bool { return bs.primary != nil || len(bs.replicas) > 0 }
 
 // dropReplicas closes every replica connection, so they reopen clean.
 func (bs *backendSet) dropReplicas() {
@@ -319,11 +406,23 @@ func (bs *backendSet) dropReplicas() {
 	}
 }
 
-// closeAll closes every connection of the session.
-func (bs *backendSet) closeAll() {
-	bs.dropReplicas()
-	bs.dropPrimary()
-	bs.last, bs.tx = nil, nil
+// closeAll ends the session's use of its connections: given back when
+// reusable (nothing of the session's lives on them), else closed.
+func (bs *backendSet) closeAll(reusable bool) {
+	if reusable {
+		bs.release()
+		bs.prev = bs.prev[:0]
+		return
+	}
+	for _, b := range bs.replicas {
+		bs.unslot(b)
+		bs.closeConn(b)
+	}
+	if b := bs.primary; b != nil {
+		bs.unslot(b)
+		bs.closeConn(b)
+	}
+	bs.prev = bs.prev[:0]
 }
 
 // reset forgets what routing learned (COM_RESET_CONNECTION,

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 
 	"github.com/go-mysql-org/go-mysql/mysql"
 
@@ -46,6 +47,20 @@ type processor struct {
 	// status holds the server status flags of the last OK or EOF.
 	status uint16
 
+	// What ties the session to its connections with pooling (release.go):
+	// tableLocks from LOCK TABLES to UNLOCK TABLES; kept names the first
+	// statement whose effect stays on its connection for the session's life;
+	// previous: the last answer leaves something only its connection can
+	// tell (warnings, affected rows, FOUND_ROWS()).
+	tableLocks bool
+	kept       string
+	previous   bool
+	// hold is why the session keeps its connections now (released: it
+	// does not); dirty: a command failed part-way, so they hold unread
+	// answers and are closed, never given back.
+	hold  holdReason
+	dirty bool
+
 	// rec describes the command being answered, for the query log.
 	rec queryRecord
 	// rowsSum checksums an answer's rows for the query log
@@ -68,8 +83,13 @@ func (p *processor) setLogin(login Login) {
 
 // connect opens the session's connection at login (readwritesplit: the
 // primary; readconnroute: the server router.target chooses), so a bad schema
-// or a refused account fails the login as it would directly.
+// or a refused account fails the login as it would directly. With pooling a
+// login needs no connection: the client was checked against the accounts,
+// and a schema is checked on a pooled connection when a server answers.
 func (p *processor) connect(ctx context.Context) error {
+	if p.srv.cfg.Load().Pool.Pooled() && p.policy().Movable() {
+		return p.connectPooled(ctx)
+	}
 	var err error
 	if p.policy().Movable() {
 		var b *BackendConn
@@ -88,6 +108,60 @@ func (p *processor) connect(ctx context.Context) error {
 	}
 	p.status = p.backends.primary.Status
 	return nil
+}
+
+// connectPooled checks a login's schema on a pooled connection to the
+// primary. A server's refusal (no such schema, no access) fails the login;
+// no primary at all does not: logins work while it is away.
+func (p *processor) connectPooled(ctx context.Context) error {
+	p.status = mysql.SERVER_STATUS_AUTOCOMMIT
+	if p.state.db == "" {
+		return nil
+	}
+	_, err := p.backends.primaryConn(ctx, true, false)
+	var se *SQLError
+	switch {
+	case errors.As(err, &se):
+		p.client.SendError(se)
+		return err
+	case err != nil:
+		p.log.Info("schema not checked at login: no primary answered", "db", p.state.db, "err", err)
+		return nil
+	}
+	p.backends.release()
+	return nil
+}
+
+// holdFacts is what ties the session to its connections; idle: pool.idle_time
+// passed without a command.
+func (p *processor) holdFacts(idle bool) holdFacts {
+	return holdFacts{
+		mode: p.srv.cfg.Load().Pool.Mode, idle: idle,
+		transaction: p.inTransaction(), temporaryTables: len(p.temps) > 0, tableLocks: p.tableLocks, kept: p.kept,
+		cursor: p.stmts.cursors > 0, longData: p.stmts.longData > 0, pinned: p.pinned != "",
+		ownConnection: !p.policy().Movable(), previous: p.previous,
+	}
+}
+
+// settle gives the session's connections back to the pool when nothing of
+// the session lives only on them (decideRelease).
+func (p *processor) settle(idle bool) {
+	p.hold = decideRelease(p.holdFacts(idle))
+	if p.hold == released && !p.dirty && p.backends.holds() {
+		p.backends.release()
+	}
+}
+
+// releasesWhenIdle reports whether the session's connections go back to the
+// pool once it has been idle for pool.idle_time.
+func (p *processor) releasesWhenIdle() bool {
+	return (p.hold == holdPrevious || p.hold == holdNotIdle) && p.backends.holds()
+}
+
+// end lets go of the session's connections: back to the pool when they
+// hold nothing of it, else closed.
+func (p *processor) end() {
+	p.backends.closeAll(!p.dirty && decideRelease(p.holdFacts(true)) == released)
 }
 
 // policy is the routing policy in force.
@@ -158,6 +232,11 @@ func (p *processor) dispatch(ctx context.Context, pkt []byte) error {
 			p.trx.setUnreplayable()
 		}
 	}
+	p.previous = false
+	if cmd == mysql.COM_RESET_CONNECTION && p.srv.cfg.Load().Pool.Pooled() {
+		p.resetPooled()
+		return nil
+	}
 	switch cmd {
 	case mysql.COM_QUERY:
 		return p.query(ctx, pkt)
@@ -195,6 +274,16 @@ func (p *processor) dispatch(ctx context.Context, pkt []byte) error {
 		}
 	}
 	return nil
+}
+
+// resetPooled answers COM_RESET_CONNECTION with pooling: the session starts
+// afresh, and a connection holding anything of it is closed (the server
+// rolls back, drops and unlocks) rather than reset, so no state survives.
+func (p *processor) resetPooled() {
+	p.end()
+	p.resetState(p.state.db)
+	p.tableLocks, p.kept, p.status = false, "", mysql.SERVER_STATUS_AUTOCOMMIT
+	p.client.Send(okPacket(0, 0, p.status, 0))
 }
 
 // query runs a COM_QUERY.
@@ -266,7 +355,7 @@ func (p *processor) runStatement(ctx context.Context, c *statement) error {
 		exec = c.ps.withTypes(c.sent)
 	}
 	p.recordTrx(&c.st, c.cl, c.text, exec, b, res)
-	return p.after(ctx, c.cl, b, res)
+	return p.after(ctx, &c.st, c.cl, b, res)
 }
 
 // route decides where a statement goes (the policy's decision, carried out)
@@ -327,7 +416,9 @@ func (p *processor) primaryConn(ctx context.Context) (*BackendConn, error) {
 	before := bs.primary
 	b, err := bs.primaryConn(ctx, p.policy().Movable() && !p.inTransaction(), len(p.temps) > 0)
 	if err == nil {
-		if b != before {
+		if b != before && b.pool == nil {
+			// A pooled connection's flags are another session's; the
+			// session's own are only ever taken from its answers.
 			p.status = b.Status
 		}
 		return b, nil
@@ -385,15 +476,15 @@ func (p *processor) forwardCommand(ctx context.Context, c *command, b *BackendCo
 func (p *processor) forwardBound(b *BackendConn, c *command) (Result, int, error) {
 	c.sent = c.pkt
 	if ps := c.ps; ps != nil {
-		backendID, err := ps.idOn(b)
+		st, err := ps.on(b)
 		if err != nil {
 			return p.prepareFailed(b, err)
 		}
 		if c.pkt[0] == mysql.COM_STMT_EXECUTE {
-			c.sent = ps.bindTypes(c.pkt, b)
+			c.sent = ps.bindTypes(c.pkt, st)
 			ps.last = b
 		}
-		setStmtID(c.sent, backendID)
+		setStmtID(c.sent, st.id)
 	}
 	return p.forward(b, c.sent, &c.attempt, c.prepareAs)
 }
@@ -434,6 +525,9 @@ func (p *processor) forward(b *BackendConn, pkt []byte, a *attempt, prepareAs ui
 	p.rec.server, p.rec.res = b.Server, res
 	if err == nil && res.StatusKnown {
 		p.status = res.OK.Status
+	}
+	if res.OK.LastInsertID != 0 {
+		p.state.lastInsertID, b.lastInsertID = res.OK.LastInsertID, res.OK.LastInsertID
 	}
 	return res, forwarded, err
 }
@@ -549,9 +643,28 @@ func (p *processor) usesTemporary(cl *router.Class) bool {
 }
 
 // after updates the session from a statement's outcome on b.
-func (p *processor) after(ctx context.Context, cl *router.Class, b *BackendConn, res Result) error {
+func (p *processor) after(ctx context.Context, st *router.Statement, cl *router.Class, b *BackendConn, res Result) error {
 	bs := &p.backends
 	bs.last = b
+	// What SHOW WARNINGS, ROW_COUNT() or FOUND_ROWS() would ask next is
+	// known only to this connection.
+	p.previous = res.Err != nil || res.OK.Warnings > 0 || cl.CalcFoundRows || !res.ResultSet && cl.IsWrite()
+	if res.Err == nil {
+		switch st.Keyword {
+		case "LOCK":
+			p.tableLocks = true
+		case "UNLOCK":
+			p.tableLocks = false
+		}
+		if cl.Keeps != "" && p.kept == "" {
+			p.kept = cl.Keeps
+		}
+	}
+	if cl.LastInsertID && b.pool != nil {
+		if err := p.readLastInsertID(b); err != nil {
+			return err
+		}
+	}
 	if b != bs.primary {
 		if cl.Begin && cl.ReadOnly && res.Err == nil {
 			bs.tx = b
@@ -626,6 +739,24 @@ func (p *processor) readback(b *BackendConn, cl *router.Class) error {
 	return nil
 }
 
+// readLastInsertID reads back what LAST_INSERT_ID() answers after a
+// statement that may have set it (LAST_INSERT_ID(expr)), so the session's
+// next pooled connection answers the same.
+func (p *processor) readLastInsertID(b *BackendConn) error {
+	row, err := b.queryRow("SELECT LAST_INSERT_ID()")
+	if err != nil {
+		var se *SQLError
+		if errors.As(err, &se) {
+			p.pin(fmt.Sprintf("cannot read back LAST_INSERT_ID(): %v", se))
+			return nil
+		}
+		return p.lostAfterAnswer(b, fmt.Errorf("reading back LAST_INSERT_ID(): %w", err), true)
+	}
+	id, _ := strconv.ParseUint(row[0].Text, 10, 64)
+	p.state.lastInsertID, b.lastInsertID = id, id
+	return nil
+}
+
 // pin keeps the session on the primary from now on.
 func (p *processor) pin(reason string) {
 	if p.pinned == "" {
@@ -643,6 +774,7 @@ func (p *processor) resetState(db string) {
 	p.stmts.reset()
 	p.temps = nil
 	p.pinned = ""
+	p.tableLocks, p.kept = false, ""
 }
 
 // readGTID records the GTID of the session's last write, read from the

@@ -85,6 +85,12 @@ func startLogged(t testing.TB, rcfg router.Config, cfg proxy.Config, w io.Writer
 	if cfg.MaxAllowedPacket == 0 {
 		cfg.MaxAllowedPacket = 64 << 20
 	}
+	if cfg.Pool.Mode == "" {
+		// make test-pool runs the package again with sessions sharing
+		// connections.
+		cfg.Pool.Mode = os.Getenv("SLUICE_TEST_POOL")
+	}
+	cfg.Pool = cfg.Pool.WithDefaults()
 	if cfg.ConnectTimeout == 0 {
 		cfg.ConnectTimeout = 5 * time.Second
 	}

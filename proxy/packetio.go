@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"sync"
+	"time"
 )
 
 // MySQL packets carry at most this many payload bytes; a longer payload
@@ -213,6 +215,24 @@ func (p *PacketIO) FlushAwait() error {
 	err := p.w.Flush()
 	p.sock.awaitAnswer = false // when there was nothing to send
 	return err
+}
+
+// WaitReadable waits up to d for bytes to read, and reports whether any
+// came; a read deadline set before is cleared.
+func (p *PacketIO) WaitReadable(d time.Duration) (bool, error) {
+	if p.r.Buffered() > 0 {
+		return true, nil
+	}
+	_ = p.conn.SetReadDeadline(time.Now().Add(d))
+	_, err := p.r.Peek(1)
+	_ = p.conn.SetReadDeadline(time.Time{})
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return false, nil
+	}
+	return false, err
 }
 
 // Buffered reports whether more received bytes wait in the read buffer;

@@ -185,7 +185,7 @@ func (p *processor) replayTransaction(ctx context.Context) error {
 		p.trx.reset()
 		return err
 	}
-	if err := bs.sync(b); err != nil {
+	if err := bs.sync(b, true); err != nil {
 		return fail(fmt.Errorf("restoring session state on %s: %w", b.Server, err))
 	}
 	if err := p.replayLog(b); err != nil {

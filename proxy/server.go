@@ -40,6 +40,9 @@ type Server struct {
 	classifier *router.Classifier
 	log        *slog.Logger
 	metrics    *Metrics
+	// pool holds the server connections sessions share (pool.mode).
+	pool     *connPool
+	poolOnce sync.Once
 
 	genlog  atomic.Pointer[audit.Genlog]
 	filters atomic.Pointer[filter.Chain]
@@ -66,6 +69,12 @@ func NewServer(cfg Config, accounts *Accounts, rt *router.Router, reg prometheus
 	s := &Server{accounts: accounts, router: rt, classifier: router.NewClassifier(size, log), log: log,
 		metrics: newMetrics(reg), sessions: map[*Session]net.Conn{}, perUser: map[string]int{}}
 	s.cfg.Store(&cfg)
+	pm := newPoolMetrics()
+	s.pool = newConnPool(pm, s.metrics.backendConns)
+	s.pool.configure(cfg.Pool)
+	if reg != nil {
+		reg.MustRegister(pm.waits, pm.waitSeconds, pm.timeouts, pm.closed, newPoolCollector(s.pool))
+	}
 	if reg != nil && accounts != nil {
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "sluice_auth_learned_passwords",
@@ -82,7 +91,13 @@ func (s *Server) SetFilters(c *filter.Chain) { s.filters.Store(c) }
 func (s *Server) SetGenlog(g *audit.Genlog) { s.genlog.Store(g) }
 
 // SetConfig applies a reloaded config to new sessions and commands.
-func (s *Server) SetConfig(cfg Config) { s.cfg.Store(&cfg) }
+func (s *Server) SetConfig(cfg Config) {
+	s.cfg.Store(&cfg)
+	s.pool.configure(cfg.Pool)
+}
+
+// PoolStats lists the pooled server connections by server and user.
+func (s *Server) PoolStats() []PoolStats { return s.pool.stats() }
 
 // Sessions is the number of client sessions now.
 func (s *Server) Sessions() int {
@@ -94,6 +109,7 @@ func (s *Server) Sessions() int {
 // Serve accepts connections on ln until ctx is done or ln is closed. It
 // does not wait for sessions: Shutdown does.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	s.poolOnce.Do(func() { go s.pool.run(ctx) })
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
 	var backoff time.Duration
@@ -202,6 +218,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}()
 	select {
 	case <-done:
+		s.pool.closeIdle(true)
 		return nil
 	case <-ctx.Done():
 	}
@@ -212,5 +229,6 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.mu.Unlock()
 	<-done
+	s.pool.closeIdle(true)
 	return fmt.Errorf("closed %d sessions still open after the drain timeout", n)
 }

@@ -168,7 +168,7 @@ func (s *Session) close() {
 		s.srv.releaseUser(s.admitted)
 		s.admitted = ""
 	}
-	s.proc.backends.closeAll()
+	s.proc.end()
 	s.client.Close()
 	s.wipePassword()
 }
@@ -329,7 +329,15 @@ func (s *Session) loop(ctx context.Context) error {
 		if s.idle.Load() && s.srv.draining.Load() {
 			return nil
 		}
-		idleTimeout := s.srv.cfg.Load().ClientIdleTimeout
+		cfg := s.srv.cfg.Load()
+		if s.proc.releasesWhenIdle() {
+			// Give the connections back once the client has been quiet
+			// for pool.idle_time.
+			if ready, err := s.client.WaitReadable(cfg.Pool.IdleTime); err == nil && !ready {
+				s.proc.settle(true)
+			}
+		}
+		idleTimeout := cfg.ClientIdleTimeout
 		if idleTimeout > 0 {
 			_ = s.client.Conn().SetReadDeadline(time.Now().Add(idleTimeout))
 		}
@@ -388,10 +396,13 @@ func (s *Session) loop(ctx context.Context) error {
 		if g := s.srv.genlog.Load(); g != nil {
 			s.logCommand(g, cmd, pkt, start, took)
 		}
-		s.publish()
 		if err != nil && !errors.Is(err, errReported) {
+			s.proc.dirty = true // an answer may be left half read
+			s.publish()
 			return err
 		}
+		s.proc.settle(false)
+		s.publish()
 	}
 }
 
@@ -417,7 +428,7 @@ func (s *Session) changeUser(ctx context.Context, pkt []byte) error {
 		s.srv.releaseUser(s.admitted)
 		s.admitted = cu.User
 	}
-	s.proc.backends.closeAll()
+	s.proc.end()
 	s.proc.resetState(cu.DB)
 	if cu.Collation != 0 {
 		s.collation = cu.Collation

@@ -27,6 +27,9 @@ type SessionState struct {
 	db   string
 	// multiStatements is the COM_SET_OPTION state; nil until set.
 	multiStatements *bool
+	// lastInsertID is what LAST_INSERT_ID() answers the session: the last
+	// id its statements generated (pooled connections are set to it).
+	lastInsertID uint64
 }
 
 type stateVar struct {
@@ -56,7 +59,7 @@ func (st *SessionState) setDB(db string) {
 
 // reset forgets everything (COM_RESET_CONNECTION, COM_CHANGE_USER).
 func (st *SessionState) reset(db string) {
-	st.vars, st.multiStatements = nil, nil
+	st.vars, st.multiStatements, st.lastInsertID = nil, nil, 0
 	st.db = db
 	st.version++
 }
@@ -70,28 +73,123 @@ func (st *SessionState) replaySQL(from uint64) string {
 			names = append(names, name)
 		}
 	}
-	if len(names) == 0 {
-		return ""
+	return st.setSQL(names, nil)
+}
+
+// diffSQL is the SET statement that brings a connection whose variables are
+// applied (as sessions set them; absent ones at their defaults) to exactly
+// st's: st's values, and every other back to its default (a user variable
+// to NULL, which is what an unset one reads; the character set to what the
+// connection logged in with, its baseline). "" when they match.
+func (st *SessionState) diffSQL(applied, baseline map[string]string) string {
+	var names, reverts []string
+	for name, v := range st.vars {
+		if lit, ok := applied[name]; !ok || lit != v.literal {
+			names = append(names, name)
+		}
 	}
-	sort.Slice(names, func(i, j int) bool { return st.vars[names[i]].version < st.vars[names[j]].version })
+	for name := range applied {
+		if _, ok := st.vars[name]; !ok {
+			reverts = append(reverts, name)
+		}
+	}
+	sort.Strings(reverts)
+	return st.setSQL(names, func(b *strings.Builder) {
+		for i, name := range reverts {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			writeVarName(b, name)
+			b.WriteString(" = ")
+			switch lit, ok := baseline[name]; {
+			case ok:
+				b.WriteString(lit)
+			case strings.HasPrefix(name, "@@"):
+				b.WriteString("DEFAULT")
+			default:
+				b.WriteString("NULL")
+			}
+		}
+	})
+}
+
+// setSQL is SET for reverts (written by the function, when set) then names
+// in the order the session set them; "" when there is nothing to set.
+func (st *SessionState) setSQL(names []string, reverts func(*strings.Builder)) string {
 	var b strings.Builder
 	b.WriteString("SET ")
+	if reverts != nil {
+		reverts(&b)
+	}
+	if len(names) == 0 {
+		if b.Len() == len("SET ") {
+			return ""
+		}
+		return b.String()
+	}
+	if b.Len() > len("SET ") {
+		b.WriteString(", ")
+	}
+	sort.Slice(names, func(i, j int) bool { return st.vars[names[i]].version < st.vars[names[j]].version })
 	for i, name := range names {
 		if i > 0 {
 			b.WriteString(", ")
 		}
-		if sys, ok := strings.CutPrefix(name, "@@"); ok {
-			b.WriteString("@@SESSION.")
-			b.WriteString(sys)
-		} else {
-			b.WriteString("@`")
-			b.WriteString(strings.ReplaceAll(name[1:], "`", "``"))
-			b.WriteString("`")
-		}
+		writeVarName(&b, name)
 		b.WriteString(" = ")
 		b.WriteString(st.vars[name].literal)
 	}
 	return b.String()
+}
+
+// writeVarName writes "@@x" as @@SESSION.x and "@x" as a quoted user variable.
+func writeVarName(b *strings.Builder, name string) {
+	if sys, ok := strings.CutPrefix(name, "@@"); ok {
+		b.WriteString("@@SESSION.")
+		b.WriteString(sys)
+		return
+	}
+	b.WriteString("@`")
+	b.WriteString(strings.ReplaceAll(name[1:], "`", "``"))
+	b.WriteString("`")
+}
+
+// withAssignment adds one assignment to a SET statement, or makes one.
+func withAssignment(set, assignment string) string {
+	if set == "" {
+		return "SET " + assignment
+	}
+	return set + ", " + assignment
+}
+
+// applied records that b now holds st's variables.
+func (b *BackendConn) applied(st *SessionState) {
+	if b.vars == nil {
+		b.vars = make(map[string]string, len(st.vars))
+	}
+	clear(b.vars)
+	for name, v := range st.vars {
+		b.vars[name] = v.literal
+	}
+}
+
+// baselineVars are what a session's SET NAMES or SET CHARACTER SET
+// changes; reverting them to DEFAULT would give the server's global
+// character set, not the one the connection logged in with.
+var baselineVars = []string{"@@character_set_client", "@@character_set_results", "@@collation_connection", "@@character_set_connection"}
+
+// readBaseline reads the character set variables a pooled connection logged
+// in with.
+func (b *BackendConn) readBaseline() error {
+	row, err := b.queryRow(readbackSQL(baselineVars))
+	if err != nil {
+		return fmt.Errorf("reading the character set of a new connection to %s: %w", b.Server, err)
+	}
+	b.baseline = make(map[string]string, len(baselineVars))
+	for i, name := range baselineVars {
+		b.baseline[name] = literal(row[i])
+	}
+	return nil
 }
 
 // literal turns a value read from the primary into SQL that recreates it.

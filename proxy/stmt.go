@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 
@@ -17,21 +18,25 @@ const cursorFlags = 0x07
 // max_prepared_stmt_count bounds them per server.
 const maxStatementsPerSession = 1024
 
-// preparedStmt is a binary-protocol statement under Sluice's own id, mapped
-// to each backend connection it is prepared on.
+// preparedStmt is a binary-protocol statement under Sluice's own id. On
+// each connection it runs on it is prepared once, under its key, and shared
+// with any session preparing the same text in the same schema and mode.
 type preparedStmt struct {
-	query  string
+	query string
+	// key names the statement on a connection: its text, and the schema,
+	// sql_mode and character set it was prepared under, which decide what
+	// the text means.
+	key    string
+	db     string
 	stmt   router.Statement
 	class  *router.Class
 	params uint16
-	// ids maps a backend connection to the server's id for the statement.
-	ids map[*BackendConn]uint32
-	// typesBound records the connections that have the parameter types.
-	typesBound map[*BackendConn]bool
 	// types is the last parameter type block the client sent.
 	types []byte
 	// longData: SEND_LONG_DATA went to the primary; the next execute must too.
 	longData bool
+	// cursor: an execute opened a cursor that is not yet read to its end.
+	cursor bool
 	// last is where the statement last executed: FETCH and RESET go there.
 	last *BackendConn
 }
@@ -40,33 +45,118 @@ type preparedStmt struct {
 type preparedStmts struct {
 	byID   map[uint32]*preparedStmt
 	nextID uint32
+	// cursors and longData count the statements with a cursor open and
+	// with long data waiting for their execute.
+	cursors, longData int
 }
 
-// forget drops a closing backend connection from every statement's maps.
+// forget drops a connection the session gives up from every statement.
 func (p *preparedStmts) forget(b *BackendConn) {
 	for _, ps := range p.byID {
-		delete(ps.ids, b)
-		delete(ps.typesBound, b)
 		if ps.last == b {
 			ps.last = nil
+			p.setCursor(ps, false)
+		}
+	}
+}
+
+// setCursor records whether ps has a cursor open.
+func (p *preparedStmts) setCursor(ps *preparedStmt, open bool) {
+	if ps.cursor != open {
+		ps.cursor = open
+		if open {
+			p.cursors++
+		} else {
+			p.cursors--
+		}
+	}
+}
+
+// setLongData records whether ps has long data waiting for its execute.
+func (p *preparedStmts) setLongData(ps *preparedStmt, pending bool) {
+	if ps.longData != pending {
+		ps.longData = pending
+		if pending {
+			p.longData++
+		} else {
+			p.longData--
 		}
 	}
 }
 
 // reset forgets every statement (COM_RESET_CONNECTION, COM_CHANGE_USER).
-func (p *preparedStmts) reset() { p.byID = nil }
+func (p *preparedStmts) reset() { p.byID, p.cursors, p.longData = nil, 0, 0 }
 
-// idOn is the statement's id on b, where it is prepared on first use.
-func (ps *preparedStmt) idOn(b *BackendConn) (uint32, error) {
-	if id, ok := ps.ids[b]; ok {
-		return id, nil
+// maxStmtsPerConn bounds the statements prepared on one connection; the
+// least recently used one is closed to make room. With pooling, 100
+// connections to a server hold at most 25,600, over the server's default
+// max_prepared_stmt_count of 16,382 only when every session prepares
+// different texts.
+const maxStmtsPerConn = 256
+
+// serverStmts are the statements prepared on one connection, by key.
+type serverStmts struct {
+	byKey map[string]*serverStmt
+	clock uint64
+}
+
+// serverStmt is a statement prepared on one connection.
+type serverStmt struct {
+	id uint32
+	// types is the parameter type block the server last received for it.
+	types []byte
+	used  uint64
+}
+
+func (s *serverStmts) get(key string) *serverStmt {
+	st := s.byKey[key]
+	if st != nil {
+		s.clock++
+		st.used = s.clock
 	}
-	id, err := b.prepare(ps.query)
+	return st
+}
+
+// add records a statement prepared on b under key. It returns the ids the
+// caller must close on b: the least recently used one when b is full, or
+// id itself when key was already there (a second prepare of the same text).
+func (s *serverStmts) add(key string, id uint32) (closeIDs []uint32) {
+	if s.byKey == nil {
+		s.byKey = map[string]*serverStmt{}
+	}
+	if _, ok := s.byKey[key]; ok {
+		return []uint32{id}
+	}
+	if len(s.byKey) >= maxStmtsPerConn {
+		var oldestKey string
+		var oldest *serverStmt
+		for k, st := range s.byKey {
+			if oldest == nil || st.used < oldest.used {
+				oldestKey, oldest = k, st
+			}
+		}
+		delete(s.byKey, oldestKey)
+		closeIDs = append(closeIDs, oldest.id)
+	}
+	s.clock++
+	s.byKey[key] = &serverStmt{id: id, used: s.clock}
+	return closeIDs
+}
+
+// on is the statement prepared on b, prepared there first when it is not
+// (in its own schema, when the connection has moved to another since).
+func (ps *preparedStmt) on(b *BackendConn) (*serverStmt, error) {
+	if st := b.stmts.get(ps.key); st != nil {
+		return st, nil
+	}
+	id, err := b.prepareIn(ps.db, ps.query)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	ps.ids[b] = id
-	return id, nil
+	for _, old := range b.stmts.add(ps.key, id) {
+		closeStatement(b, old)
+	}
+	return b.stmts.get(ps.key), nil
 }
 
 // stmtID reads the statement id of COM_STMT_EXECUTE, _FETCH, _RESET,
@@ -81,17 +171,19 @@ func stmtID(pkt []byte) (uint32, bool) {
 func setStmtID(pkt []byte, id uint32) { binary.LittleEndian.PutUint32(pkt[1:], id) }
 
 // bindTypes makes an execute packet carry the parameter types when the
-// target connection has not seen them: a client sends types only on the
-// first execute, and that may have run on another server. It returns the
-// packet to send (maybe a new one).
-func (ps *preparedStmt) bindTypes(pkt []byte, b *BackendConn) []byte {
-	if ps.typesBound[b] && !ps.sendsTypes(pkt) {
-		return pkt
-	}
+// server's statement st last received others (or none): a client sends
+// types only on the first execute, and that may have run on another
+// connection, or another session's execute of the same statement may have
+// bound other types since. It returns the packet to send (maybe a new one).
+func (ps *preparedStmt) bindTypes(pkt []byte, st *serverStmt) []byte {
 	out := ps.withTypes(pkt)
-	if ps.sendsTypes(out) {
-		ps.typesBound[b] = true
+	if !ps.sendsTypes(out) {
+		return out
 	}
+	if !ps.sendsTypes(pkt) && bytes.Equal(st.types, ps.types) {
+		return pkt // the server has these types: send the client's packet
+	}
+	st.types = append(st.types[:0], ps.types...)
 	return out
 }
 
@@ -163,10 +255,10 @@ func (p *processor) prepareStmt(ctx context.Context, pkt []byte) error {
 	if p.stmts.byID == nil {
 		p.stmts.byID = map[uint32]*preparedStmt{}
 	}
-	p.stmts.byID[id] = &preparedStmt{
-		query: query, stmt: st, class: cl, params: res.Prepare.Params,
-		ids:        map[*BackendConn]uint32{b: res.Prepare.StatementID},
-		typesBound: map[*BackendConn]bool{},
+	ps := &preparedStmt{query: query, key: p.stmtKey(query), db: p.state.db, stmt: st, class: cl, params: res.Prepare.Params}
+	p.stmts.byID[id] = ps
+	for _, old := range b.stmts.add(ps.key, res.Prepare.StatementID) {
+		closeStatement(b, old)
 	}
 	return nil
 }
@@ -196,7 +288,9 @@ func (p *processor) executeStmt(ctx context.Context, pkt []byte) error {
 		p.rec.params = params
 	}
 	err := p.runStatement(ctx, c)
-	ps.longData = false
+	p.stmts.setLongData(ps, false)
+	// The server keeps a cursor open until its last row is fetched.
+	p.stmts.setCursor(ps, cursor && err == nil && p.status&mysql.SERVER_STATUS_CURSOR_EXISTS != 0)
 	return err
 }
 
@@ -209,12 +303,13 @@ func (p *processor) stmtFollowUp(ctx context.Context, pkt []byte) error {
 		return nil
 	}
 	b := ps.last
-	switch cmd := pkt[0]; {
-	case cmd == mysql.COM_STMT_SEND_LONG_DATA:
-		ps.longData = true
+	cmd := pkt[0]
+	switch cmd {
+	case mysql.COM_STMT_SEND_LONG_DATA:
+		p.stmts.setLongData(ps, true)
 		b = nil
-	case cmd == mysql.COM_STMT_RESET:
-		ps.longData = false
+	case mysql.COM_STMT_RESET:
+		p.stmts.setLongData(ps, false)
 	}
 	if b == nil {
 		var err error
@@ -222,7 +317,10 @@ func (p *processor) stmtFollowUp(ctx context.Context, pkt []byte) error {
 			return err
 		}
 	}
-	_, _, err := p.forwardCommand(ctx, &command{pkt: pkt, ps: ps}, b, p.primaryConn)
+	res, _, err := p.forwardCommand(ctx, &command{pkt: pkt, ps: ps}, b, p.primaryConn)
+	if err == nil && (cmd == mysql.COM_STMT_RESET || cmd == mysql.COM_STMT_FETCH && res.OK.Status&mysql.SERVER_STATUS_LAST_ROW_SEND != 0) {
+		p.stmts.setCursor(ps, false)
+	}
 	return err
 }
 
@@ -252,9 +350,26 @@ func (p *processor) closeStmt(pkt []byte) {
 	delete(p.stmts.byID, id)
 	// The audit record names the statement it closes.
 	p.rec.setStmt(&ps.stmt, ps.query)
-	for b, backendID := range ps.ids {
-		closeStatement(b, backendID)
+	// The server's statement stays prepared on each connection for whoever
+	// prepares the same text next; a cursor it has open is closed.
+	if ps.cursor && ps.last != nil {
+		if st := ps.last.stmts.get(ps.key); st != nil {
+			reset := []byte{mysql.COM_STMT_RESET, 0, 0, 0, 0}
+			setStmtID(reset, st.id)
+			if err := ps.last.command(reset); err != nil {
+				p.log.Debug("closing a cursor failed", "server", ps.last.Server, "err", err)
+			}
+		}
 	}
+	p.stmts.setCursor(ps, false)
+	p.stmts.setLongData(ps, false)
+}
+
+// stmtKey is the key of a statement prepared now: the text, and the schema,
+// sql_mode and character set that decide what it means.
+func (p *processor) stmtKey(query string) string {
+	vars := p.state.vars
+	return query + "\x00" + p.state.db + "\x00" + vars["@@sql_mode"].literal + "\x00" + vars["@@character_set_client"].literal
 }
 
 // closeStatement closes a statement on b; COM_STMT_CLOSE has no answer, and

@@ -69,6 +69,15 @@ type Class struct {
 	UserVars []string
 	// UseDB is the schema a USE selects.
 	UseDB string
+	// Keeps names what the statement leaves on its server connection for
+	// the rest of the session, which no other connection can be given: a
+	// named lock (GET_LOCK), an SQL prepared statement, an XA transaction,
+	// a HANDLER. With pooling the session keeps that connection.
+	Keeps string
+	// LastInsertID: the statement reads or sets LAST_INSERT_ID().
+	LastInsertID bool
+	// CalcFoundRows: SQL_CALC_FOUND_ROWS, for FOUND_ROWS() next.
+	CalcFoundRows bool
 }
 
 // IsWrite reports whether the statement was classified a write: one that may
@@ -218,7 +227,7 @@ func (c *Classifier) parseWith(p *parser.Parser, st *Statement, query string) *C
 			if c.log != nil {
 				c.log.Info("statement not parsed; it goes to the primary", "fingerprint", st.Fingerprint, "err", err)
 			}
-			return &Class{Route: RoutePrimary, Reason: "unparsed", Kinds: []Kind{KindUnknown}}
+			return &Class{Route: RoutePrimary, Reason: "unparsed", Kinds: []Kind{KindUnknown}, Keeps: unparsedKeeps(st.Keyword)}
 		}
 	}
 	return classifyStmt(stmt)
@@ -244,11 +253,29 @@ func intoUserVars(st *Statement) []string {
 	return vars
 }
 
+// unparsedKeeps is what a statement TiDB's grammar lacks leaves on its
+// connection, by its first keyword.
+func unparsedKeeps(keyword string) string {
+	switch keyword {
+	case "XA":
+		return "XA transaction"
+	case "HANDLER":
+		return "HANDLER"
+	case "PREPARE":
+		return "SQL prepared statement"
+	}
+	return ""
+}
+
 func classifyStmt(stmt ast.StmtNode) *Class {
 	cl := &Class{Route: RoutePrimary, Reason: reasonWrite, Kinds: []Kind{stmtKind(stmt)}}
 	v := &visitor{}
 	stmt.Accept(v)
 	cl.Tables = v.tables
+	cl.Keeps, cl.LastInsertID = v.keeps, v.lastInsertID
+	if sel, ok := stmt.(*ast.SelectStmt); ok && sel.SelectStmtOpts != nil {
+		cl.CalcFoundRows = sel.SelectStmtOpts.CalcFoundRows
+	}
 	switch s := stmt.(type) {
 	case *ast.SelectStmt, *ast.SetOprStmt:
 		cl.Route, cl.Reason = RouteReplica, "read"
@@ -294,6 +321,7 @@ func classifyStmt(stmt ast.StmtNode) *Class {
 				cl.SysVars = append(cl.SysVars, "character_set_client", "character_set_results", "collation_connection")
 			case a.IsSystem:
 				name := strings.ToLower(a.Name)
+				cl.LastInsertID = cl.LastInsertID || name == "last_insert_id" || name == "identity"
 				if !unreplayedVars[name] {
 					cl.SysVars = append(cl.SysVars, name)
 				}
@@ -317,7 +345,9 @@ func classifyStmt(stmt ast.StmtNode) *Class {
 		for _, t := range s.Tables {
 			cl.Drops = append(cl.Drops, strings.ToLower(t.Name.O))
 		}
-	case *ast.PrepareStmt, *ast.ExecuteStmt, *ast.DeallocateStmt:
+	case *ast.PrepareStmt:
+		cl.Reason, cl.Keeps = "SQL prepared statement", "SQL prepared statement"
+	case *ast.ExecuteStmt, *ast.DeallocateStmt:
 		cl.Reason = "SQL prepared statement"
 	case *ast.DoStmt:
 		cl.Reason = "do"
@@ -368,6 +398,8 @@ type visitor struct {
 	intoVars      []string
 	assigns       []string
 	primaryReason string
+	keeps         string
+	lastInsertID  bool
 }
 
 func (v *visitor) Enter(n ast.Node) (ast.Node, bool) {
@@ -381,9 +413,18 @@ func (v *visitor) Enter(n ast.Node) (ast.Node, bool) {
 		if primaryFunctions[n.FnName.L] && v.primaryReason == "" {
 			v.primaryReason = "function " + strings.ToUpper(n.FnName.L)
 		}
+		switch n.FnName.L {
+		case "get_lock":
+			v.keeps = "named lock"
+		case "last_insert_id":
+			v.lastInsertID = true
+		}
 	case *ast.VariableExpr:
 		switch {
 		case n.IsSystem && primarySysVars[strings.ToLower(n.Name)]:
+			if name := strings.ToLower(n.Name); name == "last_insert_id" || name == "identity" {
+				v.lastInsertID = true
+			}
 			if v.primaryReason == "" {
 				v.primaryReason = "@@" + strings.ToLower(n.Name)
 			}

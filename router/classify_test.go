@@ -160,3 +160,40 @@ func BenchmarkLexAndClassify(b *testing.B) {
 		}
 	})
 }
+
+// TestClassifyConnectionState covers what pooling asks of a statement:
+// whether it leaves something on its connection, touches LAST_INSERT_ID(),
+// or asks FOUND_ROWS() to be kept.
+func TestClassifyConnectionState(t *testing.T) {
+	c := NewClassifier(100, nil)
+	var lx Lexer
+	for _, tc := range []struct {
+		sql           string
+		keeps         string
+		lastInsertID  bool
+		calcFoundRows bool
+	}{
+		{sql: "SELECT c FROM sbtest1 WHERE id = 1"},
+		{sql: "SELECT GET_LOCK('job', 10)", keeps: "named lock"},
+		{sql: "DO GET_LOCK('job', 10)", keeps: "named lock"},
+		{sql: "SELECT RELEASE_LOCK('job')"},
+		{sql: "PREPARE s FROM 'SELECT 1'", keeps: "SQL prepared statement"},
+		{sql: "EXECUTE s"},
+		{sql: "XA START 'x'", keeps: "XA transaction"},
+		{sql: "HANDLER t OPEN", keeps: "HANDLER"},
+		{sql: "SELECT LAST_INSERT_ID()", lastInsertID: true},
+		{sql: "SELECT LAST_INSERT_ID(42)", lastInsertID: true},
+		{sql: "UPDATE t SET id = LAST_INSERT_ID(id + 1)", lastInsertID: true},
+		{sql: "SELECT @@identity", lastInsertID: true},
+		{sql: "SET @@last_insert_id = 7", lastInsertID: true},
+		{sql: "SELECT SQL_CALC_FOUND_ROWS * FROM t LIMIT 1", calcFoundRows: true},
+		{sql: "SELECT FOUND_ROWS()"},
+	} {
+		st := lx.Lex(tc.sql)
+		cl, _ := c.Classify(&st, tc.sql)
+		if cl.Keeps != tc.keeps || cl.LastInsertID != tc.lastInsertID || cl.CalcFoundRows != tc.calcFoundRows {
+			t.Errorf("%s: keeps %q, last insert id %v, calc found rows %v; want %q, %v, %v",
+				tc.sql, cl.Keeps, cl.LastInsertID, cl.CalcFoundRows, tc.keeps, tc.lastInsertID, tc.calcFoundRows)
+		}
+	}
+}

@@ -1,0 +1,447 @@
+package proxy
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/go-mysql-org/go-mysql/mysql"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// This file is the connection pool (pool.mode multiplex or idle): the
+// servers' connections are shared by the sessions of each user, at most
+// pool.max_server_connections per server. A session borrows a connection for
+// as long as decideRelease says something lives only on it, and brings it to
+// its own state before use (backendSet.sync), so sessions never see each
+// other's state.
+
+// poolKey says which connections may serve a session: those logged in as
+// its user, speaking its dialect of the protocol (capabilities shape every
+// answer; the collation is the connection's character set at login) and,
+// for a server that takes PROXY headers, naming its client's address. A
+// session without a schema needs a connection without one: no command
+// leaves a schema once chosen.
+type poolKey struct {
+	user      string
+	caps      uint32
+	collation byte
+	client    string
+	noDB      bool
+}
+
+// connPool is the pool of every server. It is safe for concurrent use.
+type connPool struct {
+	mu      sync.Mutex
+	servers map[string]*serverPool
+	// max, wait and idleTimeout are pool.max_server_connections,
+	// pool.wait_timeout and pool.idle_timeout, as last configured.
+	max         int
+	wait        time.Duration
+	idleTimeout time.Duration
+	metrics     *poolMetrics
+	// conns counts every server connection of the process
+	// (sluice_backend_connections).
+	conns prometheus.Gauge
+}
+
+// serverPool is one server's connections.
+type serverPool struct {
+	// open counts connections open or being opened, idle or not.
+	open int
+	// idle are the connections nobody uses, by key, most recently
+	// returned last.
+	idle map[poolKey][]*BackendConn
+	// waiters are the borrowers waiting for a connection, first come
+	// first served; each is told once by closing its channel.
+	waiters []chan struct{}
+	users   map[string]*userStats
+}
+
+// userStats are a server's connections of one user, for metrics and the API.
+type userStats struct {
+	open, inUse int
+}
+
+func newConnPool(m *poolMetrics, conns prometheus.Gauge) *connPool {
+	return &connPool{servers: map[string]*serverPool{}, metrics: m, conns: conns}
+}
+
+// configure applies the pool: section; connections already open stay.
+func (cp *connPool) configure(c PoolConfig) {
+	c = c.WithDefaults()
+	cp.mu.Lock()
+	defer cp.mu.Unlock()
+	cp.max, cp.wait, cp.idleTimeout = c.MaxServerConnections, c.WaitTimeout, c.IdleTimeout
+	for _, sp := range cp.servers {
+		sp.wake() // a larger limit may admit a waiter
+	}
+}
+
+func (cp *connPool) server(name string) *serverPool {
+	sp := cp.servers[name]
+	if sp == nil {
+		sp = &serverPool{idle: map[poolKey][]*BackendConn{}, users: map[string]*userStats{}}
+		cp.servers[name] = sp
+	}
+	return sp
+}
+
+func (sp *serverPool) user(name string) *userStats {
+	u := sp.users[name]
+	if u == nil {
+		u = &userStats{}
+		sp.users[name] = u
+	}
+	return u
+}
+
+// wake tells the first waiter that a connection may be free.
+func (sp *serverPool) wake() {
+	if len(sp.waiters) > 0 {
+		close(sp.waiters[0])
+		sp.waiters = sp.waiters[1:]
+	}
+}
+
+// errPoolTimeout is a borrower's wait for a connection running out.
+type errPoolTimeout struct {
+	server string
+	max    int
+	wait   time.Duration
+}
+
+func (e *errPoolTimeout) Error() string {
+	return fmt.Sprintf("no connection to %s free: all %d in use (pool.max_server_connections) for pool.wait_timeout %v; raise them, or look for sessions holding connections (transactions left open)",
+		e.server, e.max, e.wait)
+}
+
+// sqlError is what the client is told (MySQL's ER_CON_COUNT_ERROR is about
+// clients; this is the proxy's own limit, so a generic error with the story).
+func (e *errPoolTimeout) sqlError() *SQLError {
+	return newSQLError(mysql.ER_UNKNOWN_ERROR, "Sluice: %v", e)
+}
+
+// get borrows a connection to server for key: an idle one of the key (prefer,
+// when it is idle, the one the session had last), else a new one from dial
+// while the server is under its limit (closing another user's idle one to
+// make room), else the first that comes back within pool.wait_timeout.
+func (cp *connPool) get(ctx context.Context, server string, key poolKey, prefer *BackendConn,
+	dial func(context.Context) (*BackendConn, error)) (*BackendConn, error) {
+	var waitStart, deadline time.Time
+	for {
+		cp.mu.Lock()
+		sp := cp.server(server)
+		if b := sp.takeIdle(key, prefer); b != nil {
+			sp.user(key.user).inUse++
+			cp.mu.Unlock()
+			if !waitStart.IsZero() {
+				cp.metrics.waited(server, key.user, time.Since(waitStart))
+			}
+			return b, nil
+		}
+		if sp.open >= cp.max {
+			if victim := sp.oldestIdle(); victim != nil {
+				// Another user's connection nobody uses: close it for ours.
+				sp.removeIdle(victim)
+				sp.open--
+				sp.user(victim.pool.key.user).open--
+				cp.mu.Unlock()
+				cp.closeConn(victim)
+				continue
+			}
+		}
+		if sp.open < cp.max {
+			sp.open++
+			u := sp.user(key.user)
+			u.open++
+			u.inUse++
+			cp.mu.Unlock()
+			b, err := dial(ctx)
+			if err != nil {
+				cp.mu.Lock()
+				sp.open--
+				u.open--
+				u.inUse--
+				sp.wake()
+				cp.mu.Unlock()
+				return nil, err
+			}
+			b.pool = &pooled{key: key}
+			if !waitStart.IsZero() {
+				cp.metrics.waited(server, key.user, time.Since(waitStart))
+			}
+			return b, nil
+		}
+		// Full: wait for a connection to come back.
+		if waitStart.IsZero() {
+			waitStart = time.Now()
+			deadline = waitStart.Add(cp.wait)
+		}
+		ch := make(chan struct{})
+		sp.waiters = append(sp.waiters, ch)
+		max, wait := cp.max, cp.wait
+		cp.mu.Unlock()
+		timer := time.NewTimer(time.Until(deadline))
+		select {
+		case <-ch:
+			timer.Stop()
+			continue
+		case <-timer.C:
+		case <-ctx.Done():
+			timer.Stop()
+		}
+		cp.mu.Lock()
+		select {
+		case <-ch:
+			sp.wake() // told as it gave up: pass it on
+		default:
+			sp.dropWaiter(ch)
+		}
+		cp.mu.Unlock()
+		cp.metrics.timedOut(server, key.user, wait)
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		return nil, &errPoolTimeout{server: server, max: max, wait: wait}
+	}
+}
+
+func (sp *serverPool) dropWaiter(ch chan struct{}) {
+	for i, w := range sp.waiters {
+		if w == ch {
+			sp.waiters = append(sp.waiters[:i], sp.waiters[i+1:]...)
+			return
+		}
+	}
+}
+
+// takeIdle removes and returns an idle connection of key: prefer if it is
+// one, else the most recently returned (warm, and the others may time out).
+func (sp *serverPool) takeIdle(key poolKey, prefer *BackendConn) *BackendConn {
+	conns := sp.idle[key]
+	if len(conns) == 0 {
+		return nil
+	}
+	i := len(conns) - 1
+	if prefer != nil {
+		for j, b := range conns {
+			if b == prefer {
+				i = j
+				break
+			}
+		}
+	}
+	b := conns[i]
+	sp.idle[key] = append(conns[:i], conns[i+1:]...)
+	if len(sp.idle[key]) == 0 {
+		delete(sp.idle, key)
+	}
+	b.pool.idle = false
+	return b
+}
+
+// oldestIdle is the idle connection returned longest ago, of any key.
+func (sp *serverPool) oldestIdle() *BackendConn {
+	var oldest *BackendConn
+	for _, conns := range sp.idle {
+		if len(conns) > 0 && (oldest == nil || conns[0].pool.since.Before(oldest.pool.since)) {
+			oldest = conns[0]
+		}
+	}
+	return oldest
+}
+
+func (sp *serverPool) removeIdle(b *BackendConn) {
+	conns := sp.idle[b.pool.key]
+	for i, c := range conns {
+		if c == b {
+			sp.idle[b.pool.key] = append(conns[:i], conns[i+1:]...)
+			break
+		}
+	}
+	if len(sp.idle[b.pool.key]) == 0 {
+		delete(sp.idle, b.pool.key)
+	}
+	b.pool.idle = false
+}
+
+// put returns a borrowed connection for others to use.
+func (cp *connPool) put(b *BackendConn) {
+	cp.mu.Lock()
+	defer cp.mu.Unlock()
+	sp := cp.server(b.Server)
+	sp.user(b.pool.key.user).inUse--
+	b.pool.key.noDB = b.db == ""
+	b.pool.idle, b.pool.since = true, time.Now()
+	sp.idle[b.pool.key] = append(sp.idle[b.pool.key], b)
+	sp.wake()
+}
+
+// discard forgets a borrowed connection the borrower closes (it failed, or
+// it holds state no one else may see).
+func (cp *connPool) discard(b *BackendConn) {
+	cp.mu.Lock()
+	defer cp.mu.Unlock()
+	sp := cp.server(b.Server)
+	u := sp.user(b.pool.key.user)
+	u.inUse--
+	u.open--
+	sp.open--
+	sp.wake()
+}
+
+// closeIdle closes the connections idle longer than pool.idle_timeout (all
+// of them when all is set: a shutdown).
+func (cp *connPool) closeIdle(all bool) {
+	now := time.Now()
+	var closing []*BackendConn
+	cp.mu.Lock()
+	for _, sp := range cp.servers {
+		for key, conns := range sp.idle {
+			keep := conns[:0]
+			for _, b := range conns {
+				if all || now.Sub(b.pool.since) > cp.idleTimeout {
+					closing = append(closing, b)
+					b.pool.idle = false
+					sp.open--
+					sp.user(key.user).open--
+					sp.wake()
+				} else {
+					keep = append(keep, b)
+				}
+			}
+			if len(keep) == 0 {
+				delete(sp.idle, key)
+			} else {
+				sp.idle[key] = keep
+			}
+		}
+	}
+	cp.mu.Unlock()
+	for _, b := range closing {
+		cp.closeConn(b)
+	}
+}
+
+func (cp *connPool) closeConn(b *BackendConn) {
+	b.QuitAndClose()
+	cp.conns.Dec()
+	cp.metrics.closed.Inc()
+}
+
+// run closes idle connections every quarter of pool.idle_timeout until ctx
+// ends, then all of them.
+func (cp *connPool) run(ctx context.Context) {
+	for {
+		cp.mu.Lock()
+		every := cp.idleTimeout / 4
+		cp.mu.Unlock()
+		if every < 100*time.Millisecond {
+			every = 100 * time.Millisecond
+		}
+		select {
+		case <-ctx.Done():
+			cp.closeIdle(true)
+			return
+		case <-time.After(every):
+			cp.closeIdle(false)
+		}
+	}
+}
+
+// PoolStats are one server's pooled connections of one user.
+type PoolStats struct {
+	Server string `json:"server"`
+	User   string `json:"user"`
+	Open   int    `json:"open"`
+	InUse  int    `json:"in_use"`
+	Idle   int    `json:"idle"`
+}
+
+// stats lists the pools' connections by server and user.
+func (cp *connPool) stats() []PoolStats {
+	cp.mu.Lock()
+	defer cp.mu.Unlock()
+	var out []PoolStats
+	for name, sp := range cp.servers {
+		for user, u := range sp.users {
+			if u.open == 0 {
+				continue
+			}
+			out = append(out, PoolStats{Server: name, User: user, Open: u.open, InUse: u.inUse, Idle: u.open - u.inUse})
+		}
+	}
+	return out
+}
+
+// pooled is what the pool knows of a connection it handed out.
+type pooled struct {
+	key poolKey
+	// idle is true while the connection is in the pool; since is when it
+	// went there.
+	idle  bool
+	since time.Time
+}
+
+// poolMetrics are the pool's counters; the gauges are read from the pool
+// when scraped (poolCollector).
+type poolMetrics struct {
+	waits, timeouts *prometheus.CounterVec
+	waitSeconds     *prometheus.CounterVec
+	closed          prometheus.Counter
+}
+
+func (m *poolMetrics) waited(server, user string, d time.Duration) {
+	m.waits.WithLabelValues(server, user).Inc()
+	m.waitSeconds.WithLabelValues(server, user).Add(d.Seconds())
+}
+
+func (m *poolMetrics) timedOut(server, user string, d time.Duration) {
+	m.waited(server, user, d)
+	m.timeouts.WithLabelValues(server, user).Inc()
+}
+
+func newPoolMetrics() *poolMetrics {
+	labels := []string{"server", "user"}
+	return &poolMetrics{
+		waits: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_pool_waits_total",
+			Help: "Statements that waited for a pooled connection because the server's were all in use."}, labels),
+		waitSeconds: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_pool_wait_seconds_total",
+			Help: "Time statements spent waiting for a pooled connection."}, labels),
+		timeouts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_pool_wait_timeouts_total",
+			Help: "Statements that failed after waiting pool.wait_timeout for a pooled connection."}, labels),
+		closed: prometheus.NewCounter(prometheus.CounterOpts{Name: "sluice_pool_idle_closed_total",
+			Help: "Pooled connections closed while idle (pool.idle_timeout, or to make room for another user)."}),
+	}
+}
+
+// poolCollector reports the pool's connections by server and user.
+type poolCollector struct {
+	pool              *connPool
+	open, inUse, idle *prometheus.Desc
+}
+
+func newPoolCollector(cp *connPool) *poolCollector {
+	labels := []string{"server", "user"}
+	return &poolCollector{pool: cp,
+		open:  prometheus.NewDesc("sluice_pool_connections", "Pooled server connections open, by server and user.", labels, nil),
+		inUse: prometheus.NewDesc("sluice_pool_connections_in_use", "Pooled server connections borrowed by a session.", labels, nil),
+		idle:  prometheus.NewDesc("sluice_pool_connections_idle", "Pooled server connections waiting in the pool.", labels, nil),
+	}
+}
+
+func (c *poolCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.open
+	ch <- c.inUse
+	ch <- c.idle
+}
+
+func (c *poolCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, s := range c.pool.stats() {
+		ch <- prometheus.MustNewConstMetric(c.open, prometheus.GaugeValue, float64(s.Open), s.Server, s.User)
+		ch <- prometheus.MustNewConstMetric(c.inUse, prometheus.GaugeValue, float64(s.InUse), s.Server, s.User)
+		ch <- prometheus.MustNewConstMetric(c.idle, prometheus.GaugeValue, float64(s.Idle), s.Server, s.User)
+	}
+}
