@@ -66,7 +66,7 @@ func QueryEach(ctx context.Context, conns []driver.Conn, query string) error {
 		if ctx.Err() != nil {
 			return false
 		}
-		if err := queryOne(ctx, conns[i], query); err != nil {
+		if err := QueryConn(ctx, conns[i], query); err != nil {
 			mu.Lock()
 			errs = append(errs, err)
 			mu.Unlock()
@@ -103,7 +103,9 @@ func eachOf(n int, do func(i int) bool) {
 	wg.Wait()
 }
 
-func queryOne(ctx context.Context, c driver.Conn, query string) error {
+// QueryConn runs query on a driver connection (OpenSessions') and reads
+// its rows, if any.
+func QueryConn(ctx context.Context, c driver.Conn, query string) error {
 	q, ok := c.(driver.QueryerContext)
 	if !ok {
 		return errors.New("driver connection cannot query")
