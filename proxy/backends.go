@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"strconv"
 	"time"
 
@@ -42,6 +43,10 @@ type backendSet struct {
 	// prev are the pooled connections the session gave back last, one per
 	// server: it takes them again when nobody else has.
 	prev []*BackendConn
+	// readFrom names the replicas the session reads from, under
+	// router.max_replica_connections (with pooling it may hold none of
+	// their connections between statements).
+	readFrom map[string]bool
 }
 
 // errStateRestore wraps a failure to bring a new primary connection up to
@@ -157,18 +162,19 @@ func (bs *backendSet) replicaConn(ctx context.Context, maxLag time.Duration) *Ba
 	rt := bs.srv.router
 	limit := rt.Config().MaxReplicaConnections
 	for range 3 {
-		atLimit := limit > 0 && len(bs.replicas) >= limit
+		atLimit := limit > 0 && len(bs.readFrom) >= limit
 		t, ok := rt.Replica(maxLag, func(name string) bool {
-			// At router.max_replica_connections, only servers already open.
-			return bs.broken[name] || (atLimit && bs.replicas[name] == nil && !bs.isPrimary(name))
+			// At router.max_replica_connections, only servers already read from.
+			return bs.broken[name] || (atLimit && !bs.readFrom[name] && !bs.isPrimary(name))
 		}, bs.lastReplica)
 		if !ok && atLimit {
-			// None of those is usable now (drained, lagging): close them to
-			// make room for one that is.
+			// None of those is usable now (drained, lagging): let go of
+			// them to make room for one that is.
 			if t, ok = rt.Replica(maxLag, func(name string) bool { return bs.broken[name] }, ""); ok {
 				for _, b := range bs.replicas {
 					bs.dropReplica(b)
 				}
+				clear(bs.readFrom)
 			}
 		}
 		if !ok {
@@ -177,6 +183,12 @@ func (bs *backendSet) replicaConn(ctx context.Context, maxLag time.Duration) *Ba
 		b, err := bs.conn(ctx, t)
 		if err == nil {
 			bs.lastReplica = t.Server
+			if !bs.isPrimary(t.Server) && limit > 0 {
+				if bs.readFrom == nil {
+					bs.readFrom = map[string]bool{}
+				}
+				bs.readFrom[t.Server] = true
+			}
 			return b
 		}
 	}
@@ -230,7 +242,7 @@ func (bs *backendSet) sync(b *BackendConn, primary bool) error {
 		return nil
 	}
 	var sql string
-	if b.owner == st {
+	if b.owner == st && b.synced >= st.resetAt {
 		sql = st.replaySQL(b.synced)
 	} else {
 		sql = st.diffSQL(b.vars, b.baseline)
@@ -253,15 +265,25 @@ func (bs *backendSet) sync(b *BackendConn, primary bool) error {
 		}
 		b.db = st.db
 	}
-	if ms := st.multiStatements; ms != nil && (b.multiStatements == nil || *b.multiStatements != *ms) {
+	// Multi-statements are on from login when the client asked (the same
+	// for every connection of a pool key), then as COM_SET_OPTION set them.
+	want := bs.login.Capabilities&mysql.CLIENT_MULTI_STATEMENTS != 0
+	if st.multiStatements != nil {
+		want = *st.multiStatements
+	}
+	have := b.hs.Capabilities&mysql.CLIENT_MULTI_STATEMENTS != 0
+	if b.multiStatements != nil {
+		have = *b.multiStatements
+	}
+	if want != have {
 		opt := byte(1)
-		if *ms {
+		if want {
 			opt = 0
 		}
 		if err := b.command([]byte{mysql.COM_SET_OPTION, opt, 0}); err != nil {
 			return fmt.Errorf("replay set option: %w", err)
 		}
-		b.multiStatements = ms
+		b.multiStatements = &want
 	}
 	b.owner, b.synced = st, st.version
 	return nil
@@ -277,7 +299,7 @@ func (bs *backendSet) dial(ctx context.Context, t router.Target) (*BackendConn, 
 	}
 	key := poolKey{user: bs.login.User, caps: bs.login.Capabilities, collation: bs.login.Collation, noDB: bs.state.db == ""}
 	if cfg.ProxyProtocolServers[t.Server] && bs.login.Client != nil {
-		key.client = bs.login.Client.String()
+		key.client, _, _ = net.SplitHostPort(bs.login.Client.String())
 	}
 	var prefer *BackendConn
 	for _, b := range bs.prev {
@@ -431,6 +453,7 @@ func (bs *backendSet) closeAll(reusable bool) {
 func (bs *backendSet) reset() {
 	bs.dropReplicas()
 	clear(bs.broken)
+	clear(bs.readFrom)
 	bs.tx = nil
 }
 

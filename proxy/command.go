@@ -264,13 +264,13 @@ func (p *processor) dispatch(ctx context.Context, pkt []byte) error {
 		b.db = p.state.db
 	case mysql.COM_RESET_CONNECTION:
 		p.resetState(p.state.db)
-		b.synced, b.db = p.state.version, p.state.db
+		b.synced, b.db, b.vars, b.multiStatements = p.state.version, p.state.db, nil, nil
 	case mysql.COM_SET_OPTION:
 		if len(pkt) >= 3 {
 			on := pkt[1] == 0 // MYSQL_OPTION_MULTI_STATEMENTS_ON
 			p.state.multiStatements = &on
 			p.state.version++
-			b.synced = p.state.version
+			b.synced, b.multiStatements = p.state.version, &on
 		}
 	}
 	return nil
@@ -648,7 +648,7 @@ func (p *processor) after(ctx context.Context, st *router.Statement, cl *router.
 	bs.last = b
 	// What SHOW WARNINGS, ROW_COUNT() or FOUND_ROWS() would ask next is
 	// known only to this connection.
-	p.previous = res.Err != nil || res.OK.Warnings > 0 || cl.CalcFoundRows || !res.ResultSet && cl.IsWrite()
+	p.previous = res.Err != nil || res.OK.Warnings > 0 || cl.CalcFoundRows || !res.ResultSet && countsRows(cl)
 	if res.Err == nil {
 		switch st.Keyword {
 		case "LOCK":
@@ -735,8 +735,21 @@ func (p *processor) readback(b *BackendConn, cl *router.Class) error {
 			return nil
 		}
 	}
-	b.synced = p.state.version
+	b.applied(&p.state)
+	b.owner, b.synced = &p.state, p.state.version
 	return nil
+}
+
+// countsRows reports whether ROW_COUNT() after the statement counts rows it
+// changed (DML, LOAD, CALL), rather than being 0 or -1.
+func countsRows(cl *router.Class) bool {
+	for _, k := range cl.Kinds {
+		switch k {
+		case router.KindInsert, router.KindUpdate, router.KindDelete, router.KindReplace, router.KindLoad, router.KindCall:
+			return true
+		}
+	}
+	return false
 }
 
 // readLastInsertID reads back what LAST_INSERT_ID() answers after a

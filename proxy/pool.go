@@ -44,6 +44,12 @@ type connPool struct {
 	// conns counts every server connection of the process
 	// (sluice_backend_connections).
 	conns prometheus.Gauge
+	// retired reports a server down or in maintenance: its connections
+	// are closed as they come back, and when idle, not kept.
+	retired func(server string) bool
+	// changed is closed when the monitor next publishes what it saw of
+	// the servers: then idle connections to retired ones are closed.
+	changed func() <-chan struct{}
 }
 
 // serverPool is one server's connections.
@@ -267,8 +273,14 @@ func (sp *serverPool) removeIdle(b *BackendConn) {
 	b.pool.idle = false
 }
 
-// put returns a borrowed connection for others to use.
+// put returns a borrowed connection for others to use, or closes it when
+// its server is retired.
 func (cp *connPool) put(b *BackendConn) {
+	if cp.retired != nil && cp.retired(b.Server) {
+		cp.discard(b)
+		cp.closeConn(b)
+		return
+	}
 	cp.mu.Lock()
 	defer cp.mu.Unlock()
 	sp := cp.server(b.Server)
@@ -292,17 +304,18 @@ func (cp *connPool) discard(b *BackendConn) {
 	sp.wake()
 }
 
-// closeIdle closes the connections idle longer than pool.idle_timeout (all
-// of them when all is set: a shutdown).
+// closeIdle closes the connections idle longer than pool.idle_timeout or
+// to a retired server (all of them when all is set: a shutdown).
 func (cp *connPool) closeIdle(all bool) {
 	now := time.Now()
 	var closing []*BackendConn
 	cp.mu.Lock()
-	for _, sp := range cp.servers {
+	for name, sp := range cp.servers {
+		retired := cp.retired != nil && cp.retired(name)
 		for key, conns := range sp.idle {
 			keep := conns[:0]
 			for _, b := range conns {
-				if all || now.Sub(b.pool.since) > cp.idleTimeout {
+				if all || retired || now.Sub(b.pool.since) > cp.idleTimeout {
 					closing = append(closing, b)
 					b.pool.idle = false
 					sp.open--
@@ -341,13 +354,18 @@ func (cp *connPool) run(ctx context.Context) {
 		if every < 100*time.Millisecond {
 			every = 100 * time.Millisecond
 		}
+		var changed <-chan struct{}
+		if cp.changed != nil {
+			changed = cp.changed()
+		}
 		select {
 		case <-ctx.Done():
 			cp.closeIdle(true)
 			return
 		case <-time.After(every):
-			cp.closeIdle(false)
+		case <-changed:
 		}
+		cp.closeIdle(false)
 	}
 }
 

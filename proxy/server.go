@@ -72,6 +72,11 @@ func NewServer(cfg Config, accounts *Accounts, rt *router.Router, reg prometheus
 	pm := newPoolMetrics()
 	s.pool = newConnPool(pm, s.metrics.backendConns)
 	s.pool.configure(cfg.Pool)
+	s.pool.retired = func(name string) bool {
+		_, ok := rt.Server(name)
+		return !ok
+	}
+	s.pool.changed = rt.Changed
 	if reg != nil {
 		reg.MustRegister(pm.waits, pm.waitSeconds, pm.timeouts, pm.closed, newPoolCollector(s.pool))
 	}

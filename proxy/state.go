@@ -27,6 +27,9 @@ type SessionState struct {
 	db   string
 	// multiStatements is the COM_SET_OPTION state; nil until set.
 	multiStatements *bool
+	// resetAt is the version of the last reset: a connection synced before
+	// it holds variables the session no longer has.
+	resetAt uint64
 	// lastInsertID is what LAST_INSERT_ID() answers the session: the last
 	// id its statements generated (pooled connections are set to it).
 	lastInsertID uint64
@@ -62,6 +65,7 @@ func (st *SessionState) reset(db string) {
 	st.vars, st.multiStatements, st.lastInsertID = nil, nil, 0
 	st.db = db
 	st.version++
+	st.resetAt = st.version
 }
 
 // replaySQL is the SET statement that brings a connection at version from

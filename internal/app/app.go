@@ -163,6 +163,19 @@ func Serve(cfgFile string) error {
 		if err := accounts.Load(ctx); err != nil && ctx.Err() == nil {
 			log.Warn("loading client accounts failed; retrying at the first login", "err", err)
 		}
+		// Reloaded every interval too: with pooling a login reaches no
+		// server, so a password changed or an account dropped there stops
+		// working here within the interval.
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(cfg.Proxy.UsersRefreshInterval):
+			}
+			if err := accounts.Load(ctx); err != nil && ctx.Err() == nil {
+				log.Warn("reloading client accounts failed; keeping the ones loaded before", "err", err)
+			}
+		}
 	}))
 	rt := router.New(mon, cfg.Router.Config)
 	srv := proxy.NewServer(proxySection(cfg), accounts, rt, reg, log)
