@@ -4,7 +4,7 @@ VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo de
 LDFLAGS   := -X github.com/sluice-proxy/sluice/internal/buildinfo.Version=$(VERSION)
 PKGS      := ./...
 
-.PHONY: build test test-short test-ha test-package package cross bench bench-broker fuzz demo lab deps clean
+.PHONY: build test test-short test-pool test-ha test-package package cross bench bench-broker fuzz demo lab deps clean
 
 build:
 	$(GO) build -buildvcs=auto -ldflags "$(LDFLAGS)" -o bin/sluice ./cmd/sluice
@@ -28,6 +28,13 @@ test: deps build
 	$(GO) vet $(PKGS)
 	$(MAKE) --no-print-directory fuzz FUZZTIME=5s
 	$(GO) test -count=1 -timeout 20m $(PKGS)
+	$(MAKE) --no-print-directory test-pool
+
+# The router, prepared-statement, transaction-replay, replay and failover
+# tests again, with sessions sharing pooled connections (pool.mode multiplex).
+POOL_PKGS = ./proxy/ ./replay/replaytest/ ./internal/testenv/failovertest/
+test-pool: build
+	SLUICE_TEST_POOL=multiplex $(GO) test -count=1 -timeout 10m $(POOL_PKGS)
 
 # Sluice builds (and vets) for macOS and FreeBSD too: Linux-only code sits in
 # _linux.go files with a _other.go fallback.

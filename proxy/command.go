@@ -25,6 +25,8 @@ type processor struct {
 	srv    *Server
 	client *PacketIO
 	log    *slog.Logger
+	// sessionID is the session's id, what the client knows it by.
+	sessionID uint32
 	// user and caps are the client's login, as the filters and the relay
 	// need them.
 	user string
@@ -63,6 +65,10 @@ type processor struct {
 
 	// rec describes the command being answered, for the query log.
 	rec queryRecord
+	// running is the connection of the statement under way, for KILL.
+	running running
+	// tagBuf holds a statement tagged with the session (tagged).
+	tagBuf []byte
 	// rowsSum checksums an answer's rows for the query log
 	// (genlog.result_checksums).
 	rowsSum audit.RowsChecksum
@@ -307,6 +313,15 @@ func (p *processor) query(ctx context.Context, pkt []byte) error {
 	if denied {
 		return nil
 	}
+	if p.srv.cfg.Load().Pool.Pooled() {
+		if isKill(&st) {
+			if k, ok := parseKill(text); ok {
+				p.rec.setStmt(&st, text)
+				return p.kill(ctx, k)
+			}
+		}
+		pkt = p.tagged(pkt)
+	}
 	inTrans := p.status&mysql.SERVER_STATUS_IN_TRANS != 0
 	c := &statement{command: command{pkt: pkt, attempt: attempt{
 		retryRead:    cl.Route == router.RouteReplica && !st.Multi,
@@ -314,6 +329,21 @@ func (p *processor) query(ctx context.Context, pkt []byte) error {
 		holdDeadlock: !st.Multi && p.deadlockRetryable(st.Keyword),
 	}}, text: text, st: st, cl: cl}
 	return p.runStatement(ctx, c)
+}
+
+// tagged is a COM_QUERY that names the session in a leading comment: with
+// pooling the servers' processlists and logs then show which session a
+// connection serves now. The buffer is the processor's, reused.
+func (p *processor) tagged(pkt []byte) []byte {
+	p.tagBuf = append(p.tagBuf[:0], pkt[0])
+	p.tagBuf = append(p.tagBuf, "/* sluice session "...)
+	p.tagBuf = strconv.AppendUint(p.tagBuf, uint64(p.sessionID), 10)
+	p.tagBuf = append(p.tagBuf, " */ "...)
+	p.tagBuf = append(p.tagBuf, pkt[1:]...)
+	if cap(p.tagBuf) > 1<<20 {
+		defer func() { p.tagBuf = nil }() // a huge statement's buffer is not kept
+	}
+	return p.tagBuf
 }
 
 // runStatement is the pipeline of a COM_QUERY or COM_STMT_EXECUTE: route,
@@ -521,7 +551,9 @@ func (p *processor) forward(b *BackendConn, pkt []byte, a *attempt, prepareAs ui
 	if a.holdDeadlock && b == p.backends.primary {
 		r.holdErr = mysql.ER_LOCK_DEADLOCK
 	}
+	p.running.set(b)
 	res, forwarded, err := p.exchange(b, pkt, r)
+	p.running.set(nil)
 	p.rec.server, p.rec.res = b.Server, res
 	if err == nil && res.StatusKnown {
 		p.status = res.OK.Status

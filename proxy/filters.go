@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"github.com/go-mysql-org/go-mysql/mysql"
+	"strconv"
 
 	"github.com/sluice-proxy/sluice/filter"
 	"github.com/sluice-proxy/sluice/router"
@@ -24,6 +25,11 @@ func (p *processor) statement(pkt []byte) (text string, out []byte, st router.St
 	switch {
 	case d != nil:
 		return "", nil, st, nil, true
+	case cl.ConnectionID && p.srv.cfg.Load().Pool.Pooled():
+		// With pooling the server's thread changes under the session:
+		// CONNECTION_ID() is the session's own id, which KILL takes.
+		sent := router.ReplaceCall(filtered, "CONNECTION_ID", strconv.FormatUint(uint64(p.sessionID), 10), st.NoBackslashEscapes)
+		return filtered, commandPacket(pkt[0], sent), st, cl, false
 	case filtered != text:
 		return filtered, commandPacket(pkt[0], filtered), st, cl, false
 	}

@@ -59,15 +59,16 @@ type serverPool struct {
 	// idle are the connections nobody uses, by key, most recently
 	// returned last.
 	idle map[poolKey][]*BackendConn
-	// waiters are the borrowers waiting for a connection, first come
-	// first served; each is told once by closing its channel.
-	waiters []chan struct{}
+	// waiters are the borrowers waiting for a connection, served first
+	// come first served: nobody overtakes them.
+	waiters []*waiter
 	users   map[string]*userStats
 }
 
 // userStats are a server's connections of one user, for metrics and the API.
 type userStats struct {
-	open, inUse int
+	open, inUse     int
+	waits, timeouts int64
 }
 
 func newConnPool(m *poolMetrics, conns prometheus.Gauge) *connPool {
@@ -81,7 +82,10 @@ func (cp *connPool) configure(c PoolConfig) {
 	defer cp.mu.Unlock()
 	cp.max, cp.wait, cp.idleTimeout = c.MaxServerConnections, c.WaitTimeout, c.IdleTimeout
 	for _, sp := range cp.servers {
-		sp.wake() // a larger limit may admit a waiter
+		for len(sp.waiters) > 0 && sp.open < cp.max { // a larger limit admits waiters
+			sp.open++
+			cp.serveHead(sp, nil)
+		}
 	}
 }
 
@@ -103,11 +107,44 @@ func (sp *serverPool) user(name string) *userStats {
 	return u
 }
 
-// wake tells the first waiter that a connection may be free.
-func (sp *serverPool) wake() {
-	if len(sp.waiters) > 0 {
-		close(sp.waiters[0])
-		sp.waiters = sp.waiters[1:]
+// waiter is a borrower waiting for its turn.
+type waiter struct {
+	key poolKey
+	// turn receives a connection of its key, or nil: a place under the
+	// limit, counted for it, in which it opens its own.
+	turn chan *BackendConn
+}
+
+// serveHead gives the first waiter b (of its key; closed if not, and
+// returned for the caller to close) or, with b nil, a freed place. It
+// reports false when nobody waits or the place is over the limit. Called
+// with cp.mu held; b's place is counted in sp.open either way.
+func (cp *connPool) serveHead(sp *serverPool, b *BackendConn) (served bool, closing *BackendConn) {
+	if len(sp.waiters) == 0 || sp.open > cp.max {
+		return false, nil
+	}
+	w := sp.waiters[0]
+	sp.waiters = sp.waiters[1:]
+	u := sp.user(w.key.user)
+	u.inUse++
+	if b != nil && b.pool.key == w.key {
+		w.turn <- b
+		return true, nil
+	}
+	if b != nil {
+		sp.user(b.pool.key.user).open--
+		closing = b
+	}
+	u.open++
+	w.turn <- nil
+	return true, closing
+}
+
+// freePlace is a connection's place freed (closed): the first waiter takes
+// it, or the server has one connection less.
+func (cp *connPool) freePlace(sp *serverPool) {
+	if served, _ := cp.serveHead(sp, nil); !served {
+		sp.open--
 	}
 }
 
@@ -132,31 +169,17 @@ func (e *errPoolTimeout) sqlError() *SQLError {
 // get borrows a connection to server for key: an idle one of the key (prefer,
 // when it is idle, the one the session had last), else a new one from dial
 // while the server is under its limit (closing another user's idle one to
-// make room), else the first that comes back within pool.wait_timeout.
+// make room), else its turn within pool.wait_timeout, after those who
+// waited before it.
 func (cp *connPool) get(ctx context.Context, server string, key poolKey, prefer *BackendConn,
 	dial func(context.Context) (*BackendConn, error)) (*BackendConn, error) {
-	var waitStart, deadline time.Time
-	for {
-		cp.mu.Lock()
-		sp := cp.server(server)
+	cp.mu.Lock()
+	sp := cp.server(server)
+	if len(sp.waiters) == 0 {
 		if b := sp.takeIdle(key, prefer); b != nil {
 			sp.user(key.user).inUse++
 			cp.mu.Unlock()
-			if !waitStart.IsZero() {
-				cp.metrics.waited(server, key.user, time.Since(waitStart))
-			}
 			return b, nil
-		}
-		if sp.open >= cp.max {
-			if victim := sp.oldestIdle(); victim != nil {
-				// Another user's connection nobody uses: close it for ours.
-				sp.removeIdle(victim)
-				sp.open--
-				sp.user(victim.pool.key.user).open--
-				cp.mu.Unlock()
-				cp.closeConn(victim)
-				continue
-			}
 		}
 		if sp.open < cp.max {
 			sp.open++
@@ -164,63 +187,88 @@ func (cp *connPool) get(ctx context.Context, server string, key poolKey, prefer 
 			u.open++
 			u.inUse++
 			cp.mu.Unlock()
-			b, err := dial(ctx)
-			if err != nil {
-				cp.mu.Lock()
-				sp.open--
-				u.open--
-				u.inUse--
-				sp.wake()
-				cp.mu.Unlock()
+			return cp.open(ctx, sp, key, dial)
+		}
+		if victim := sp.oldestIdle(); victim != nil {
+			// Another user's connection nobody uses: its place is ours.
+			sp.removeIdle(victim)
+			sp.user(victim.pool.key.user).open--
+			u := sp.user(key.user)
+			u.open++
+			u.inUse++
+			cp.mu.Unlock()
+			cp.closeConn(victim)
+			return cp.open(ctx, sp, key, dial)
+		}
+	}
+	// Full, or others wait already: queue.
+	w := &waiter{key: key, turn: make(chan *BackendConn, 1)}
+	sp.waiters = append(sp.waiters, w)
+	sp.user(key.user).waits++
+	max, wait := cp.max, cp.wait
+	cp.mu.Unlock()
+	start := time.Now()
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	var b *BackendConn
+	served := false
+	select {
+	case b = <-w.turn:
+		served = true
+	case <-timer.C:
+	case <-ctx.Done():
+	}
+	if !served {
+		// Served (under the lock) unless still queued.
+		cp.mu.Lock()
+		queued := sp.dropWaiter(w)
+		if queued {
+			sp.user(key.user).timeouts++
+		}
+		cp.mu.Unlock()
+		if queued {
+			cp.metrics.timedOut(server, key.user, time.Since(start))
+			if err := ctx.Err(); err != nil {
 				return nil, err
 			}
-			b.pool = &pooled{key: key}
-			if !waitStart.IsZero() {
-				cp.metrics.waited(server, key.user, time.Since(waitStart))
-			}
-			return b, nil
+			return nil, &errPoolTimeout{server: server, max: max, wait: wait}
 		}
-		// Full: wait for a connection to come back.
-		if waitStart.IsZero() {
-			waitStart = time.Now()
-			deadline = waitStart.Add(cp.wait)
-		}
-		ch := make(chan struct{})
-		sp.waiters = append(sp.waiters, ch)
-		max, wait := cp.max, cp.wait
-		cp.mu.Unlock()
-		timer := time.NewTimer(time.Until(deadline))
-		select {
-		case <-ch:
-			timer.Stop()
-			continue
-		case <-timer.C:
-		case <-ctx.Done():
-			timer.Stop()
-		}
-		cp.mu.Lock()
-		select {
-		case <-ch:
-			sp.wake() // told as it gave up: pass it on
-		default:
-			sp.dropWaiter(ch)
-		}
-		cp.mu.Unlock()
-		cp.metrics.timedOut(server, key.user, wait)
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-		return nil, &errPoolTimeout{server: server, max: max, wait: wait}
+		b = <-w.turn // served as it gave up: take it
 	}
+	cp.metrics.waited(server, key.user, time.Since(start))
+	if b != nil {
+		return b, nil
+	}
+	return cp.open(ctx, sp, key, dial) // a place, counted for us
 }
 
-func (sp *serverPool) dropWaiter(ch chan struct{}) {
-	for i, w := range sp.waiters {
-		if w == ch {
+// open opens a connection in a place counted for it.
+func (cp *connPool) open(ctx context.Context, sp *serverPool, key poolKey,
+	dial func(context.Context) (*BackendConn, error)) (*BackendConn, error) {
+	b, err := dial(ctx)
+	if err != nil {
+		cp.mu.Lock()
+		u := sp.user(key.user)
+		u.open--
+		u.inUse--
+		cp.freePlace(sp)
+		cp.mu.Unlock()
+		return nil, err
+	}
+	b.pool = &pooled{key: key}
+	return b, nil
+}
+
+// dropWaiter takes w out of the queue; false when it is no longer there
+// (served).
+func (sp *serverPool) dropWaiter(w *waiter) bool {
+	for i, x := range sp.waiters {
+		if x == w {
 			sp.waiters = append(sp.waiters[:i], sp.waiters[i+1:]...)
-			return
+			return true
 		}
 	}
+	return false
 }
 
 // takeIdle removes and returns an idle connection of key: prefer if it is
@@ -273,8 +321,8 @@ func (sp *serverPool) removeIdle(b *BackendConn) {
 	b.pool.idle = false
 }
 
-// put returns a borrowed connection for others to use, or closes it when
-// its server is retired.
+// put returns a borrowed connection: to the first waiter, else to the
+// idle ones; closed when its server is retired.
 func (cp *connPool) put(b *BackendConn) {
 	if cp.retired != nil && cp.retired(b.Server) {
 		cp.discard(b)
@@ -282,13 +330,18 @@ func (cp *connPool) put(b *BackendConn) {
 		return
 	}
 	cp.mu.Lock()
-	defer cp.mu.Unlock()
 	sp := cp.server(b.Server)
 	sp.user(b.pool.key.user).inUse--
 	b.pool.key.noDB = b.db == ""
-	b.pool.idle, b.pool.since = true, time.Now()
-	sp.idle[b.pool.key] = append(sp.idle[b.pool.key], b)
-	sp.wake()
+	served, closing := cp.serveHead(sp, b)
+	if !served {
+		b.pool.idle, b.pool.since = true, time.Now()
+		sp.idle[b.pool.key] = append(sp.idle[b.pool.key], b)
+	}
+	cp.mu.Unlock()
+	if closing != nil {
+		cp.closeConn(closing) // its place went to a waiter of another user
+	}
 }
 
 // discard forgets a borrowed connection the borrower closes (it failed, or
@@ -300,8 +353,7 @@ func (cp *connPool) discard(b *BackendConn) {
 	u := sp.user(b.pool.key.user)
 	u.inUse--
 	u.open--
-	sp.open--
-	sp.wake()
+	cp.freePlace(sp)
 }
 
 // closeIdle closes the connections idle longer than pool.idle_timeout or
@@ -318,9 +370,8 @@ func (cp *connPool) closeIdle(all bool) {
 				if all || retired || now.Sub(b.pool.since) > cp.idleTimeout {
 					closing = append(closing, b)
 					b.pool.idle = false
-					sp.open--
 					sp.user(key.user).open--
-					sp.wake()
+					cp.freePlace(sp)
 				} else {
 					keep = append(keep, b)
 				}
@@ -369,13 +420,16 @@ func (cp *connPool) run(ctx context.Context) {
 	}
 }
 
-// PoolStats are one server's pooled connections of one user.
+// PoolStats are one server's pooled connections of one user, and how often
+// its statements waited for one (and gave up after pool.wait_timeout).
 type PoolStats struct {
-	Server string `json:"server"`
-	User   string `json:"user"`
-	Open   int    `json:"open"`
-	InUse  int    `json:"in_use"`
-	Idle   int    `json:"idle"`
+	Server   string `json:"server"`
+	User     string `json:"user"`
+	Open     int    `json:"open"`
+	InUse    int    `json:"in_use"`
+	Idle     int    `json:"idle"`
+	Waits    int64  `json:"waits"`
+	Timeouts int64  `json:"timeouts"`
 }
 
 // stats lists the pools' connections by server and user.
@@ -385,10 +439,11 @@ func (cp *connPool) stats() []PoolStats {
 	var out []PoolStats
 	for name, sp := range cp.servers {
 		for user, u := range sp.users {
-			if u.open == 0 {
+			if u.open == 0 && u.waits == 0 {
 				continue
 			}
-			out = append(out, PoolStats{Server: name, User: user, Open: u.open, InUse: u.inUse, Idle: u.open - u.inUse})
+			out = append(out, PoolStats{Server: name, User: user, Open: u.open, InUse: u.inUse, Idle: u.open - u.inUse,
+				Waits: u.waits, Timeouts: u.timeouts})
 		}
 	}
 	return out

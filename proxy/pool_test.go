@@ -338,3 +338,91 @@ func TestPoolLogin(t *testing.T) {
 		t.Fatalf("%d server connections of pool_login after one statement; want 1", n)
 	}
 }
+
+// TestPoolKill: with pooling CONNECTION_ID() is the session's own id, stable
+// while its statements move between server threads, and KILL takes it.
+func TestPoolKill(t *testing.T) {
+	s := startPooled(t, proxy.PoolMultiplex, 4)
+	ctx := context.Background()
+	a, b := oneConn(t, s, "app"), oneConn(t, s, "app")
+	idOf := func(c *sql.Conn) int64 {
+		t.Helper()
+		var id int64
+		if err := c.QueryRowContext(ctx, "SELECT CONNECTION_ID()").Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+	aID := idOf(a)
+	for _, q := range []string{"SELECT CONNECTION_ID() FROM DUAL", "SELECT /* sluice: route=primary */ CONNECTION_ID()"} {
+		var id int64
+		if err := a.QueryRowContext(ctx, q).Scan(&id); err != nil || id != aID {
+			t.Fatalf("%s: %d, %v; want the session's id %d", q, id, err, aID)
+		}
+	}
+	if bID := idOf(b); bID == aID {
+		t.Fatalf("two sessions share CONNECTION_ID() %d", aID)
+	}
+	// KILL QUERY reaches the statement wherever it runs (a replica here).
+	done := make(chan error, 1)
+	started := time.Now()
+	go func() {
+		var r int
+		done <- a.QueryRowContext(ctx, "SELECT SLEEP(20)").Scan(&r)
+	}()
+	// The server's processlist names the session the pooled thread serves.
+	lab.WaitFor(t, "a's SLEEP running, tagged with its session", 5*time.Second, func() bool {
+		for _, srv := range topo.Servers() {
+			db, err := srv.RootDB()
+			if err != nil {
+				continue
+			}
+			var n int
+			info := fmt.Sprintf("/* sluice session %d */ SELECT SLEEP(20)", aID)
+			if db.QueryRowContext(ctx, "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO = ?", info).Scan(&n) == nil && n > 0 {
+				return true
+			}
+		}
+		return false
+	})
+	if _, err := b.ExecContext(ctx, fmt.Sprintf("KILL QUERY %d", aID)); err != nil {
+		t.Fatalf("KILL QUERY %d: %v", aID, err)
+	}
+	select {
+	case err := <-done:
+		if took := time.Since(started); took > 10*time.Second {
+			t.Fatalf("the killed SLEEP(20) took %v (%v)", took, err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("KILL QUERY did not end the statement")
+	}
+	if got := idOf(a); got != aID {
+		t.Fatalf("after KILL QUERY the session's CONNECTION_ID() is %d, was %d", got, aID)
+	}
+	// Another user without the privilege may not kill it.
+	for _, q := range []string{"CREATE OR REPLACE USER 'pool_killer'@'%' IDENTIFIED BY 'pk-pass-1'", "GRANT SELECT ON app.* TO 'pool_killer'@'%'"} {
+		if err := topo.Primary.Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() { _ = topo.Primary.Exec(ctx, "DROP USER IF EXISTS 'pool_killer'@'%'") })
+	lab.WaitFor(t, "pool_killer known", 5*time.Second, func() bool {
+		return s.open(t, "pool_killer", "pk-pass-1", "app").PingContext(ctx) == nil
+	})
+	other := s.open(t, "pool_killer", "pk-pass-1", "app")
+	var me *mysql.MySQLError
+	if _, err := other.ExecContext(ctx, fmt.Sprintf("KILL %d", aID)); !errors.As(err, &me) || me.Number != 1095 {
+		t.Fatalf("another user's KILL: %v; want 1095", err)
+	}
+	if _, err := b.ExecContext(ctx, "KILL 4000000000"); !errors.As(err, &me) || me.Number != 1094 {
+		t.Fatalf("KILL of an unknown id: %v; want 1094", err)
+	}
+	// KILL ends the session.
+	if _, err := b.ExecContext(ctx, fmt.Sprintf("KILL %d", aID)); err != nil {
+		t.Fatalf("KILL %d: %v", aID, err)
+	}
+	lab.WaitFor(t, "the killed session's next statement failing", 5*time.Second, func() bool {
+		_, err := a.ExecContext(ctx, "DO 1")
+		return err != nil
+	})
+}

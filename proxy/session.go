@@ -72,6 +72,7 @@ func newSession(srv *Server, conn net.Conn) *Session {
 	s := &Session{srv: srv, id: id, client: NewPacketIO(conn), log: srv.log.With("session", id, "client", conn.RemoteAddr().String())}
 	s.setClientAddr(conn.RemoteAddr())
 	s.proc.init(srv, s.client, s.log)
+	s.proc.sessionID = id
 	s.client.SetMaxPayload(srv.cfg.Load().MaxAllowedPacket)
 	return s
 }

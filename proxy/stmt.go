@@ -23,6 +23,9 @@ const maxStatementsPerSession = 1024
 // with any session preparing the same text in the same schema and mode.
 type preparedStmt struct {
 	query string
+	// serverText is what the servers prepare: query, with CONNECTION_ID()
+	// replaced under pooling.
+	serverText string
 	// key names the statement on a connection: its text, and the schema,
 	// sql_mode and character set it was prepared under, which decide what
 	// the text means.
@@ -149,7 +152,7 @@ func (ps *preparedStmt) on(b *BackendConn) (*serverStmt, error) {
 	if st := b.stmts.get(ps.key); st != nil {
 		return st, nil
 	}
-	id, err := b.prepareIn(ps.db, ps.query)
+	id, err := b.prepareIn(ps.db, ps.serverText)
 	if err != nil {
 		return nil, err
 	}
@@ -255,7 +258,8 @@ func (p *processor) prepareStmt(ctx context.Context, pkt []byte) error {
 	if p.stmts.byID == nil {
 		p.stmts.byID = map[uint32]*preparedStmt{}
 	}
-	ps := &preparedStmt{query: query, key: p.stmtKey(query), db: p.state.db, stmt: st, class: cl, params: res.Prepare.Params}
+	sent := string(pkt[1:])
+	ps := &preparedStmt{query: query, serverText: sent, key: p.stmtKey(sent), db: p.state.db, stmt: st, class: cl, params: res.Prepare.Params}
 	p.stmts.byID[id] = ps
 	for _, old := range b.stmts.add(ps.key, res.Prepare.StatementID) {
 		closeStatement(b, old)

@@ -78,6 +78,8 @@ type Class struct {
 	LastInsertID bool
 	// CalcFoundRows: SQL_CALC_FOUND_ROWS, for FOUND_ROWS() next.
 	CalcFoundRows bool
+	// ConnectionID: the statement calls CONNECTION_ID().
+	ConnectionID bool
 }
 
 // IsWrite reports whether the statement was classified a write: one that may
@@ -272,7 +274,7 @@ func classifyStmt(stmt ast.StmtNode) *Class {
 	v := &visitor{}
 	stmt.Accept(v)
 	cl.Tables = v.tables
-	cl.Keeps, cl.LastInsertID = v.keeps, v.lastInsertID
+	cl.Keeps, cl.LastInsertID, cl.ConnectionID = v.keeps, v.lastInsertID, v.connectionID
 	if sel, ok := stmt.(*ast.SelectStmt); ok && sel.SelectStmtOpts != nil {
 		cl.CalcFoundRows = sel.SelectStmtOpts.CalcFoundRows
 	}
@@ -400,6 +402,7 @@ type visitor struct {
 	primaryReason string
 	keeps         string
 	lastInsertID  bool
+	connectionID  bool
 }
 
 func (v *visitor) Enter(n ast.Node) (ast.Node, bool) {
@@ -418,6 +421,8 @@ func (v *visitor) Enter(n ast.Node) (ast.Node, bool) {
 			v.keeps = "named lock"
 		case "last_insert_id":
 			v.lastInsertID = true
+		case "connection_id":
+			v.connectionID = true
 		}
 	case *ast.VariableExpr:
 		switch {

@@ -391,3 +391,68 @@ func SplitStatements(query string, noBackslashEscapes bool) []string {
 	cut(len(query))
 	return out
 }
+
+// ReplaceCall replaces every call of the argument-less function fn (upper
+// case, e.g. "CONNECTION_ID") in query with value, outside strings, quoted
+// names and comments; it returns query itself when there is none.
+func ReplaceCall(query, fn, value string, noBackslashEscapes bool) string {
+	var b strings.Builder
+	done := 0
+	for i := 0; i < len(query); {
+		c := query[i]
+		switch {
+		case c == '\'' || c == '"':
+			i = skipQuoted(query, i, c, noBackslashEscapes)
+		case c == '`':
+			i = skipQuoted(query, i, '`', true)
+		case c == '#' || (c == '-' && strings.HasPrefix(query[i:], "--") && (i+2 == len(query) || isSpace(query[i+2]))):
+			if end := strings.IndexByte(query[i:], '\n'); end >= 0 {
+				i += end + 1
+			} else {
+				i = len(query)
+			}
+		case c == '/' && strings.HasPrefix(query[i:], "/*") && !strings.HasPrefix(query[i:], "/*!") && !strings.HasPrefix(query[i:], "/*M!"):
+			if end := strings.Index(query[i+2:], "*/"); end >= 0 {
+				i += end + 4
+			} else {
+				i = len(query)
+			}
+		case isIdentByte(c):
+			j := i
+			for j < len(query) && isIdentByte(query[j]) {
+				j++
+			}
+			if end, ok := emptyCall(query, j); ok && strings.EqualFold(query[i:j], fn) && (i == 0 || query[i-1] != '.' && query[i-1] != '@') {
+				b.WriteString(query[done:i])
+				b.WriteString(value)
+				done, j = end, end
+			}
+			i = j
+		default:
+			i++
+		}
+	}
+	if done == 0 {
+		return query
+	}
+	b.WriteString(query[done:])
+	return b.String()
+}
+
+// emptyCall reports whether "( )" follows at i, and where it ends.
+func emptyCall(s string, i int) (int, bool) {
+	for i < len(s) && isSpace(s[i]) {
+		i++
+	}
+	if i >= len(s) || s[i] != '(' {
+		return 0, false
+	}
+	i++
+	for i < len(s) && isSpace(s[i]) {
+		i++
+	}
+	if i >= len(s) || s[i] != ')' {
+		return 0, false
+	}
+	return i + 1, true
+}

@@ -27,3 +27,21 @@ func TestLexerReusesFingerprints(t *testing.T) {
 		t.Errorf("lexing a repeated shape: %v allocations, want 0", n)
 	}
 }
+
+func TestReplaceCall(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"SELECT CONNECTION_ID()", "SELECT 42"},
+		{"select connection_id ( ), 1", "select 42, 1"},
+		{"SELECT CONNECTION_ID(), CONNECTION_ID()", "SELECT 42, 42"},
+		{"SELECT 'CONNECTION_ID()', \"connection_id()\", `CONNECTION_ID()`", "SELECT 'CONNECTION_ID()', \"connection_id()\", `CONNECTION_ID()`"},
+		{"SELECT 1 /* CONNECTION_ID() */ -- CONNECTION_ID()\n", "SELECT 1 /* CONNECTION_ID() */ -- CONNECTION_ID()\n"},
+		{"SELECT MY_CONNECTION_ID(), CONNECTION_IDX(), db.CONNECTION_ID()", "SELECT MY_CONNECTION_ID(), CONNECTION_IDX(), db.CONNECTION_ID()"},
+		{"SELECT CONNECTION_ID", "SELECT CONNECTION_ID"},
+		{"SELECT * FROM information_schema.PROCESSLIST WHERE ID = CONNECTION_ID()", "SELECT * FROM information_schema.PROCESSLIST WHERE ID = 42"},
+		{"SELECT 'it''s', CONNECTION_ID()", "SELECT 'it''s', 42"},
+	} {
+		if got := ReplaceCall(tc.in, "CONNECTION_ID", "42", false); got != tc.want {
+			t.Errorf("ReplaceCall(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}

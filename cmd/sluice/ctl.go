@@ -107,24 +107,34 @@ func ctlCmd() *cobra.Command {
 	}
 
 	cmd.AddCommand(&cobra.Command{
-		Use: "servers", Short: "Servers with role, state, lag and GTID position", Args: cobra.NoArgs,
+		Use: "servers", Short: "Servers with role, state, lag, GTID position and pooled connections", Args: cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
 			var servers []struct {
 				Name, Address, State, Role string
 				LagSeconds                 float64 `json:"lag_seconds"`
 				GTIDPosition               string  `json:"gtid_position"`
 				LastError                  string  `json:"last_error"`
+				Pool                       []struct {
+					User            string
+					Open            int
+					InUse           int `json:"in_use"`
+					Waits, Timeouts int64
+				}
 			}
 			if err := c.do("GET", "/v1/servers", &servers); err != nil || c.json {
 				return err
 			}
-			table("NAME\tADDRESS\tSTATE\tLAG\tGTID\tERROR", func(w io.Writer) {
+			table("NAME\tADDRESS\tSTATE\tLAG\tGTID\tPOOL\tERROR", func(w io.Writer) {
 				for _, s := range servers {
 					lag := "-"
 					if s.LagSeconds >= 0 && s.Role == "replica" {
 						lag = fmt.Sprintf("%.1fs", s.LagSeconds)
 					}
-					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", s.Name, s.Address, s.State, lag, s.GTIDPosition, s.LastError)
+					var pool []string
+					for _, p := range s.Pool {
+						pool = append(pool, fmt.Sprintf("%s %d/%d in use, %d waits, %d timeouts", p.User, p.InUse, p.Open, p.Waits, p.Timeouts))
+					}
+					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Name, s.Address, s.State, lag, s.GTIDPosition, strings.Join(pool, "; "), s.LastError)
 				}
 			})
 			return nil

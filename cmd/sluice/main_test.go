@@ -468,3 +468,54 @@ func TestReloadChangesServers(t *testing.T) {
 		t.Fatalf("%s not back as a replica after it was added again:\n%s", last.Name, out)
 	}
 }
+
+// TestPoolOperatorView: with pooling, the pooled connections per server and
+// user show in /v1/servers, `sluice ctl servers` and /metrics.
+func TestPoolOperatorView(t *testing.T) {
+	const token = "tok-pool-4c1"
+	in := startInstance(t, "admin_token: "+token+"\npool: {mode: multiplex, max_server_connections: 3}\n")
+	db, err := sql.Open("mysql", in.dsn("app", "apppass", "app"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	for i := range 20 {
+		if _, err := db.Exec("INSERT INTO app.pool_view (n) VALUES (?)", i); err != nil {
+			if _, err := db.Exec("CREATE TABLE IF NOT EXISTS app.pool_view (n INT)"); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	out, err := in.ctl(t, token, "servers", "--json")
+	if err != nil {
+		t.Fatalf("ctl servers: %v\n%s", err, out)
+	}
+	var servers []struct {
+		Name string
+		Pool []struct {
+			User  string
+			Open  int
+			InUse int `json:"in_use"`
+		}
+	}
+	if err := json.Unmarshal([]byte(out), &servers); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	found := false
+	for _, s := range servers {
+		for _, p := range s.Pool {
+			if s.Name == "primary" && p.User == "app" && p.Open >= 1 && p.Open <= 3 {
+				found = true
+			}
+		}
+	}
+	if !found {
+		t.Fatalf("/v1/servers shows no pooled connection of app to the primary (1 to 3): %s", out)
+	}
+	if table, err := in.ctl(t, token, "servers"); err != nil || !strings.Contains(table, "app ") || !strings.Contains(table, "in use") {
+		t.Fatalf("ctl servers: %v\n%s", err, table)
+	}
+	if _, metrics := adminGet(t, in, token, "/metrics"); !strings.Contains(string(metrics), `sluice_pool_connections{server="primary",user="app"}`) {
+		t.Fatalf("/metrics lacks the pool's gauge:\n%s", metrics)
+	}
+}

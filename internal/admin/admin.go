@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/pprof"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -42,6 +43,9 @@ type API struct {
 	Reload func() error
 	// Stats are the proxy's running totals.
 	Stats func() proxy.Stats
+	// Pool lists the pooled server connections by server and user (nil:
+	// none to show).
+	Pool func() []proxy.PoolStats
 	// AuditTail streams the audit records matching where from since ago
 	// until ctx ends; nil when Genlog is off.
 	AuditTail func(ctx context.Context, where *audit.Where, since time.Duration, emit func([]byte)) error
@@ -77,7 +81,11 @@ func Handler(api API) http.Handler {
 		writeJSON(w, http.StatusOK, map[string]string{"user": u.name, "role": string(u.role)})
 	})
 	mux.HandleFunc("GET /v1/servers", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, serverViews(api.Monitor.Snapshot()))
+		var pool []proxy.PoolStats
+		if api.Pool != nil {
+			pool = api.Pool()
+		}
+		writeJSON(w, http.StatusOK, serverViews(api.Monitor.Snapshot(), pool))
 	})
 	mux.HandleFunc("POST /v1/servers/{name}/maintenance", func(w http.ResponseWriter, r *http.Request) {
 		on := r.URL.Query().Get("off") == "" && r.URL.Query().Get("on") != "false"
@@ -249,18 +257,38 @@ type ServerView struct {
 	// PrivilegeGaps: which enabled feature lacks which privilege of
 	// service_user on this server, with the GRANT that fixes it.
 	PrivilegeGaps []string `json:"privilege_gaps,omitempty"`
+	// Pool are Sluice's pooled connections to the server, by user
+	// (pool.mode multiplex or idle).
+	Pool []PoolView `json:"pool,omitempty"`
 }
 
-func serverViews(snap *monitor.Snapshot) []ServerView {
+// PoolView is one user's pooled connections to a server.
+type PoolView struct {
+	User     string `json:"user"`
+	Open     int    `json:"open"`
+	InUse    int    `json:"in_use"`
+	Idle     int    `json:"idle"`
+	Waits    int64  `json:"waits"`
+	Timeouts int64  `json:"timeouts"`
+}
+
+func serverViews(snap *monitor.Snapshot, pool []proxy.PoolStats) []ServerView {
+	byServer := map[string][]PoolView{}
+	for _, p := range pool {
+		byServer[p.Server] = append(byServer[p.Server], PoolView{User: p.User, Open: p.Open, InUse: p.InUse, Idle: p.Idle, Waits: p.Waits, Timeouts: p.Timeouts})
+	}
 	out := make([]ServerView, 0, len(snap.Servers))
 	for _, s := range snap.Servers {
+		views := byServer[s.Name]
+		sort.Slice(views, func(i, j int) bool { return views[i].User < views[j].User })
 		lag := -1.0
 		if s.ReplicaLag >= 0 {
 			lag = s.ReplicaLag.Seconds()
 		}
 		out = append(out, ServerView{Name: s.Name, Address: s.Address, State: s.State(), Role: string(s.Role), Up: s.Up,
 			ReadOnly: s.ReadOnly, LagSeconds: lag, GTIDPosition: s.GTIDPosition, SemiSync: s.SemiSync, SourceAddress: s.SourceAddress,
-			Maintenance: s.Maintenance, Version: s.Version, LastError: s.LastError, Weight: s.Weight, PrivilegeGaps: s.PrivilegeGaps})
+			Maintenance: s.Maintenance, Version: s.Version, LastError: s.LastError, Weight: s.Weight, PrivilegeGaps: s.PrivilegeGaps,
+			Pool: views})
 	}
 	return out
 }

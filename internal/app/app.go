@@ -281,7 +281,7 @@ func Serve(cfgFile string) error {
 		return true, "serving"
 	}
 	api := admin.API{Health: health, Gatherer: reg, Monitor: mon, Sessions: srv.SessionList, Digests: srv.Digests,
-		Reload: reload, Stats: srv.Stats, Config: func() any { return configView(running.Load().Redacted()) },
+		Reload: reload, Stats: srv.Stats, Pool: srv.PoolStats, Config: func() any { return configView(running.Load().Redacted()) },
 		Credentials: creds.Load,
 		Record: func(a admin.Action) {
 			log.Info("admin action", "user", a.User, "role", a.Role, "address", a.Address, "action", a.Action,

@@ -159,7 +159,7 @@ genlog:
   params: true
   gtid: true
   result_checksums: true
-`, listen, admin, lab.ServersYAML([]*lab.Server{topo.Primary, topo.Replicas[2]}, nil), broker, filepath.Join(dir, "broker"))
+`, listen, admin, lab.ServersYAML([]*lab.Server{topo.Primary, topo.Replicas[2]}, nil), broker, filepath.Join(dir, "broker")) + lab.PoolYAML()
 	path := filepath.Join(dir, "sluice.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)

@@ -117,6 +117,9 @@ async function refreshServers() {
       el("td", { class: "num" }, lag),
       el("td", { class: "mono" }, s.gtid_position || ""),
       el("td", {}, s.version || ""),
+      el("td", { class: "pool" }, ...(s.pool || []).map((p) =>
+        el("div", { title: p.waits + " waits, " + p.timeouts + " timeouts" },
+          p.user + ": " + p.in_use + "/" + p.open + " in use" + (p.timeouts ? ", " + p.timeouts + " timeouts" : "")))),
       el("td", { class: "error" }, s.last_error || "",
         ...(s.privilege_gaps || []).map((g) => el("div", { class: "privilege-gap" }, g))),
       el("td", {}, drain));

@@ -88,7 +88,7 @@ router: {primary_wait: %s, transaction_replay: %v}
 connect_timeout: 2s
 genlog: {enabled: false}
 broker: {enabled: true, listen: %s, data_dir: %s}
-`, in.listen, in.admin, lab.ServersYAML(topo.Servers(), nil), autoFailover, autoFailover, primaryWait, autoFailover, in.broker, filepath.Join(dir, "broker"))
+`, in.listen, in.admin, lab.ServersYAML(topo.Servers(), nil), autoFailover, autoFailover, primaryWait, autoFailover, in.broker, filepath.Join(dir, "broker")) + lab.PoolYAML()
 	path := filepath.Join(dir, "sluice.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)

@@ -278,3 +278,13 @@ func SecureDialer(tb testing.TB, caFile, user, password string) *kafka.Dialer {
 	pool.AppendCertsFromPEM(pem)
 	return &kafka.Dialer{Timeout: 10 * time.Second, TLS: &tls.Config{RootCAs: pool}, SASLMechanism: mech}
 }
+
+// PoolYAML is the pool: section of a test's Sluice config: pool.mode as
+// SLUICE_TEST_POOL says (make test runs the router, replay, prepared
+// statement and failover tests again with multiplex), else nothing.
+func PoolYAML() string {
+	if mode := os.Getenv("SLUICE_TEST_POOL"); mode != "" {
+		return "pool: {mode: " + mode + "}\n"
+	}
+	return ""
+}
