@@ -99,10 +99,10 @@ const poolSize = 100
 
 // poolWaitTimeout is pool.wait_timeout of the pooling target. At 1,024
 // clients of oltp_read_write the primary is saturated and clients queue:
-// through HAProxy in InnoDB's lock waits (p99 about 10 s here), through
-// Sluice for one of the 100 connections, each held for a transaction. The
-// default of 10 s would turn that queue into errors on this machine and the
-// cell would measure nothing.
+// through HAProxy in InnoDB's lock waits (p99 9 to 11 s here), through
+// Sluice for one of the 100 connections, each held for a transaction (p99
+// about 5 s). Within the default of 10 s, but a busier machine would turn
+// the queue into errors and the cell would measure nothing.
 const poolWaitTimeout = "60s"
 
 // target is something sysbench connects to, and the process whose CPU counts.

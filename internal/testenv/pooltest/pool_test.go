@@ -37,9 +37,9 @@ const (
 	// waitTimeout is pool.wait_timeout. 2,000 clients whose transactions
 	// each hold one of the primary's 100 connections queue for them: served
 	// in turn (TestEveryClientGetsItsTurn), a client waits about 2,000 /
-	// (transactions per second) for one, 8.8 s on average at the 190 per
-	// second this 2-core machine managed. With the default of 10 s some
-	// clients failed, for the machine's speed.
+	// (transactions per second) for one, 6 to 7 s on average at the 180 to
+	// 230 per second this 2-core machine managed. With the default of 10 s
+	// clients failed in ps=auto, for the machine's speed.
 	waitTimeout = "60s"
 )
 
