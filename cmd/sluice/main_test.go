@@ -209,13 +209,7 @@ func TestServeReloadAndDrain(t *testing.T) {
 // TestSysbench runs sysbench oltp_read_write through Sluice in both
 // prepared-statement modes and requires zero errors.
 func TestSysbench(t *testing.T) {
-	sb, err := exec.LookPath("sysbench")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("sysbench is required on CI")
-		}
-		t.Skip("sysbench not installed")
-	}
+	sb := lab.SysbenchPath(t)
 	in := startInstance(t, "")
 	host, port, _ := net.SplitHostPort(in.listen)
 	common := []string{"--db-driver=mysql", "--mysql-host=" + host, "--mysql-port=" + port,
@@ -238,17 +232,17 @@ func TestSysbench(t *testing.T) {
 		// sysbench exits non-zero on any error it does not retry. The ones it
 		// retries ("ignored") must be the server's own deadlocks, which a
 		// direct connection meets just the same.
-		ignored := sysbenchCount(out, "ignored errors:")
+		ignored := lab.SysbenchCount(out, "ignored errors:")
 		if deadlocks := innodbDeadlocks(t) - deadlocksBefore; ignored > deadlocks {
 			t.Fatalf("sysbench ps-mode=%s: %d ignored errors but only %d deadlocks on the server:\n%s", mode, ignored, deadlocks, out)
 		}
-		if sysbenchCount(out, "reconnects:") != 0 {
+		if lab.SysbenchCount(out, "reconnects:") != 0 {
 			t.Fatalf("sysbench ps-mode=%s reconnected:\n%s", mode, out)
 		}
 		if !strings.Contains(out, "transactions:") {
 			t.Fatalf("sysbench ps-mode=%s ran nothing:\n%s", mode, out)
 		}
-		t.Logf("ps-mode=%s: %s", mode, grepLine(out, "queries:"))
+		t.Logf("ps-mode=%s: %s", mode, lab.GrepLine(out, "queries:"))
 
 		// Reads inside oltp_read_write's transactions belong on the
 		// primary. Autocommit reads (oltp_read_only without transactions;
@@ -258,10 +252,10 @@ func TestSysbench(t *testing.T) {
 		before := topo.GlobalStatusAll(t, "Com_select")
 		out = runTest("oltp_read_only", "--threads=4", "--time=3", "--db-ps-mode="+mode, "--skip-trx=on", "run")
 		after := topo.GlobalStatusAll(t, "Com_select")
-		if sysbenchCount(out, "reconnects:") != 0 {
+		if lab.SysbenchCount(out, "reconnects:") != 0 {
 			t.Fatalf("sysbench --skip-trx ps-mode=%s reconnected:\n%s", mode, out)
 		}
-		reads := sysbenchCount(out, "read:")
+		reads := lab.SysbenchCount(out, "read:")
 		var onReplicas int
 		for _, r := range topo.Replicas {
 			onReplicas += int(after[r.Name] - before[r.Name])
@@ -274,15 +268,6 @@ func TestSysbench(t *testing.T) {
 	}
 }
 
-func sysbenchCount(out, label string) int {
-	fields := strings.Fields(strings.TrimPrefix(grepLine(out, label), label))
-	if len(fields) == 0 {
-		return -1
-	}
-	n, _ := strconv.Atoi(fields[0])
-	return n
-}
-
 // innodbDeadlocks is the primary's count of deadlocks since it started.
 func innodbDeadlocks(t *testing.T) int {
 	n, err := topo.Primary.GlobalStatus("Innodb_deadlocks")
@@ -290,15 +275,6 @@ func innodbDeadlocks(t *testing.T) int {
 		t.Fatal(err)
 	}
 	return int(n)
-}
-
-func grepLine(out, prefix string) string {
-	for _, l := range strings.Split(out, "\n") {
-		if strings.Contains(l, prefix) {
-			return strings.TrimSpace(l)
-		}
-	}
-	return ""
 }
 
 // Two instances share one port with listen_reuseport, as a clone set of

@@ -32,9 +32,10 @@ const (
 	tBaseReadConnRoute = baselinePrefix + "readconnroute"
 	tBaseRWSplit       = baselinePrefix + "readwritesplit"
 	tBaseRWSplitGenlog = baselinePrefix + "readwritesplit+genlog"
+	tBaseRWSplitPool   = baselinePrefix + "readwritesplit+pool"
 )
 
-var baselineTargets = []string{tBaseReadConnRoute, tBaseRWSplit, tBaseRWSplitGenlog}
+var baselineTargets = []string{tBaseReadConnRoute, tBaseRWSplit, tBaseRWSplitGenlog, tBaseRWSplitPool}
 
 // sluiceBinary is a bin/sluice the benchmark runs.
 type sluiceBinary struct {
@@ -51,17 +52,38 @@ func baselineTwin(name string) string {
 	return ""
 }
 
-// sluiceTarget splits a Sluice target's name: which binary, which router,
-// Genlog or not; ok is false for targets that are not Sluice.
-func sluiceTarget(name string) (baseline bool, router string, genlog bool, ok bool) {
+// sluiceKind is how a Sluice target runs: its router, Genlog on or off,
+// and pooling (pool.mode multiplex) on or off.
+type sluiceKind struct {
+	router       string
+	genlog, pool bool
+}
+
+// name is the target's name for the binary of prefix: the router, then
+// "+pool" and "+genlog" when on.
+func (k sluiceKind) name(prefix string) string {
+	n := prefix + k.router
+	if k.pool {
+		n += "+pool"
+	}
+	if k.genlog {
+		n += "+genlog"
+	}
+	return n
+}
+
+// sluiceTarget splits a Sluice target's name: which binary, and how it
+// runs; ok is false for targets that are not Sluice.
+func sluiceTarget(name string) (baseline bool, kind sluiceKind, ok bool) {
 	rest, ok := strings.CutPrefix(name, sluicePrefix)
 	if !ok {
 		if rest, baseline = strings.CutPrefix(name, baselinePrefix); !baseline {
-			return false, "", false, false
+			return false, sluiceKind{}, false
 		}
 	}
-	router, genlog = strings.CutSuffix(rest, "+genlog")
-	return baseline, router, genlog, true
+	rest, kind.genlog = strings.CutSuffix(rest, "+genlog")
+	kind.router, kind.pool = strings.CutSuffix(rest, "+pool")
+	return baseline, kind, true
 }
 
 // withBaseline checks the targets against SLUICE_BENCH_BASELINE: baseline

@@ -130,8 +130,21 @@ func TestConfigFromEnv(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if n := len(c.tests) * len(c.psModes) * len(c.threads) * len(c.targets); n != 72 {
-			t.Errorf("default matrix has %d runs, want 72 (3 tests, 2 ps modes, 2 thread counts, 6 targets)", n)
+		n := 0
+		for range c.tests {
+			for range c.psModes {
+				for _, threads := range c.cellThreads() {
+					for _, tg := range c.targets {
+						if c.runs(tg, threads) {
+							n++
+						}
+					}
+				}
+			}
+		}
+		// 3 tests × 2 ps modes × (2 thread counts × 7 targets + 2 many-client counts × 2 targets)
+		if n != 108 {
+			t.Errorf("default matrix has %d runs, want 108", n)
 		}
 	}
 	t.Setenv("SLUICE_BENCH_BASELINE", "")
@@ -173,7 +186,8 @@ func TestConfigBaseline(t *testing.T) {
 		want              string // targets, or the error's substrings after "error:"
 	}{
 		{"035b6bb", "", "[direct haproxy haproxy-replicas sluice-readconnroute baseline-readconnroute " +
-			"sluice-readwritesplit baseline-readwritesplit sluice-readwritesplit+genlog baseline-readwritesplit+genlog]"},
+			"sluice-readwritesplit baseline-readwritesplit sluice-readwritesplit+genlog baseline-readwritesplit+genlog " +
+			"sluice-readwritesplit+pool baseline-readwritesplit+pool]"},
 		{" main~3 ", "haproxy,sluice-readwritesplit", "[haproxy sluice-readwritesplit baseline-readwritesplit]"},
 		{"main~3", "sluice-readwritesplit,baseline-readwritesplit,haproxy", "[sluice-readwritesplit baseline-readwritesplit haproxy]"},
 		{"main~3", "baseline-readwritesplit+genlog", "[baseline-readwritesplit+genlog]"},
@@ -202,7 +216,7 @@ func TestConfigBaseline(t *testing.T) {
 // run finds its baseline twin in the cell.
 func TestSluiceTarget(t *testing.T) {
 	for _, name := range append(slices.Clone(allTargets), baselineTargets...) {
-		baseline, router, genlog, ok := sluiceTarget(name)
+		baseline, kind, ok := sluiceTarget(name)
 		if !ok {
 			if strings.HasPrefix(name, sluicePrefix) || strings.HasPrefix(name, baselinePrefix) {
 				t.Errorf("%s: not taken for a Sluice target", name)
@@ -213,14 +227,10 @@ func TestSluiceTarget(t *testing.T) {
 		if baseline {
 			prefix = baselinePrefix
 		}
-		if router != "readwritesplit" && router != "readconnroute" {
-			t.Errorf("%s: router %q", name, router)
+		if kind.router != "readwritesplit" && kind.router != "readconnroute" {
+			t.Errorf("%s: router %q", name, kind.router)
 		}
-		got := prefix + router
-		if genlog {
-			got += "+genlog"
-		}
-		if got != name {
+		if got := kind.name(prefix); got != name {
 			t.Errorf("%s comes back as %s", name, got)
 		}
 		if !baseline && !slices.Contains(baselineTargets, baselineTwin(name)) {
@@ -357,4 +367,37 @@ func lineWith(doc, substr string) string {
 		}
 	}
 	return ""
+}
+
+// Issue #20's lines: pooling against HAProxy to the primary at 256 clients
+// (met or missed) and at 1,024 (shown, no target), against HAProxy over the
+// replicas at 64; the many-client counts are named in the settings line.
+func TestRenderPoolTargets(t *testing.T) {
+	run := func(target string, queries int64) *runResult {
+		return &runResult{target: target, proxy: true, queries: queries, events: queries, seconds: 10, hist: histogram{0.5: queries}}
+	}
+	cells := []*cell{
+		{cellKey: cellKey{test: "oltp_point_select", mode: "auto", threads: 64}, runs: []*runResult{
+			run(tHAProxy, 90000), run(tHAProxyReplicas, 50000), run(tRWSplitPool, 55000)}},
+		{cellKey: cellKey{test: "oltp_point_select", mode: "auto", threads: 256}, runs: []*runResult{
+			run(tHAProxy, 60000), run(tRWSplitPool, 48000)}},
+		{cellKey: cellKey{test: "oltp_point_select", mode: "auto", threads: 1024}, runs: []*runResult{
+			run(tHAProxy, 30000), run(tRWSplitPool, 45000)}},
+	}
+	cfg := benchConfig{seconds: 10, rounds: 1, tests: []string{"oltp_point_select"}, psModes: []string{"auto"},
+		threads: []int{64}, manyThreads: []int{256, 1024}, targets: []string{tHAProxy, tHAProxyReplicas, tRWSplitPool}}
+	doc := (&sysbenchReport{cfg: cfg, cells: cells}).render()
+	for _, want := range []string{
+		"readwritesplit+pool against HAProxy over the same replicas (oltp_point_select, 64 clients, ps=auto): 5500 vs 5000 qps, × 1.10: met",
+		"readwritesplit+pool against HAProxy to the primary (oltp_point_select, 256 clients, ps=auto): 4800 vs 6000 qps, × 0.80: **missed**",
+		"readwritesplit+pool against HAProxy to the primary (oltp_point_select, 1024 clients, ps=auto): 4500 vs 3000 qps, × 1.50: no target",
+		"threads 64 (and 256, 1024 for haproxy, sluice-readwritesplit+pool, baseline-readwritesplit+pool only)",
+	} {
+		if !strings.Contains(doc, want) {
+			t.Errorf("no %q in:\n%s", want, doc)
+		}
+	}
+	if doc := (&sysbenchReport{cfg: cfg, cells: cells[:0]}).render(); strings.Contains(doc, "Issue #20") {
+		t.Errorf("issue #20's targets without a pooling run:\n%s", doc)
+	}
 }

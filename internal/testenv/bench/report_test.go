@@ -166,11 +166,16 @@ func (r *sysbenchReport) render() string {
 		baseline = fmt.Sprintf("; the `%s*` targets run Sluice built at %s (SLUICE_BENCH_BASELINE=%s)",
 			baselinePrefix, mdEscape(r.baseline), mdEscape(r.cfg.baseline))
 	}
+	threads := joinInts(r.cfg.threads)
+	if many := r.cfg.cellThreads()[len(r.cfg.threads):]; len(many) > 0 {
+		threads += fmt.Sprintf(" (and %s for %s only)", joinInts(many), strings.Join(manyClientTargets, ", "))
+	}
 	fmt.Fprintf(&w, "\nSettings: %d s per run, %d round(s) per target and cell, %d tables × %d rows, "+
 		"tests %s, ps modes %s, threads %s%s; this section took %s.\n\n",
 		r.cfg.seconds, r.cfg.rounds, sbTables, sbTableSize, strings.Join(r.cfg.tests, ", "),
-		strings.Join(r.cfg.psModes, ", "), joinInts(r.cfg.threads), baseline, r.elapsed.Round(time.Second))
+		strings.Join(r.cfg.psModes, ", "), threads, baseline, r.elapsed.Round(time.Second))
 	r.renderTargets(&w)
+	r.renderPoolTargets(&w)
 	r.renderBaseline(&w)
 	for _, test := range r.cfg.tests {
 		var cells []*cell
@@ -343,6 +348,40 @@ func (r *sysbenchReport) renderTargets(w *bytes.Buffer) {
 		return
 	}
 	w.WriteString("Issue #10's targets, from this run (1,000 idle sessions: see the idle sessions section):\n\n")
+	w.WriteString(strings.Join(lines, "\n"))
+	w.WriteString("\n\n")
+}
+
+// renderPoolTargets checks issue #20's targets that this run measured:
+// readwritesplit with pooling at least as fast as HAProxy to the primary
+// at 256 clients (1,024 shown beside it), and as HAProxy over the same
+// replicas at 64.
+func (r *sysbenchReport) renderPoolTargets(w *bytes.Buffer) {
+	var lines []string
+	for _, c := range r.cells {
+		pool := c.get(tRWSplitPool)
+		if pool == nil {
+			continue
+		}
+		against, what := c.get(tHAProxy), "HAProxy to the primary"
+		if c.threads == 64 {
+			against, what = c.get(tHAProxyReplicas), "HAProxy over the same replicas"
+		}
+		if against == nil || (c.threads != 64 && c.threads < 256) {
+			continue
+		}
+		x := pool.qps() / against.qps()
+		verdict := mark(x >= 1)
+		if c.threads > 256 {
+			verdict = "no target"
+		}
+		lines = append(lines, fmt.Sprintf("- readwritesplit+pool against %s (%s, %d clients, ps=%s): %.0f vs %.0f qps, × %.2f: %s",
+			what, c.test, c.threads, c.mode, pool.qps(), against.qps(), x, verdict))
+	}
+	if len(lines) == 0 {
+		return
+	}
+	w.WriteString("Issue #20's targets, from this run (at least 1.0× at 256 clients against HAProxy to the primary, and at 64 against HAProxy over the replicas):\n\n")
 	w.WriteString(strings.Join(lines, "\n"))
 	w.WriteString("\n\n")
 }

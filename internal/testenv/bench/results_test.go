@@ -9,26 +9,33 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/sluice-proxy/sluice/internal/testenv/lab"
 )
 
 // benchConfig is the matrix to run, from SLUICE_BENCH_* (BENCHMARKS.md
 // documents them).
 type benchConfig struct {
-	seconds  int      // SLUICE_BENCH_TIME: length of one sysbench run
-	rounds   int      // SLUICE_BENCH_ROUNDS: runs of each target per cell, merged
-	tests    []string // SLUICE_BENCH_TESTS
-	psModes  []string // SLUICE_BENCH_PS_MODES
-	threads  []int    // SLUICE_BENCH_THREADS
-	targets  []string // SLUICE_BENCH_TARGETS, with the baseline's twins (withBaseline)
-	baseline string   // SLUICE_BENCH_BASELINE: git revision of the baseline Sluice, "" for none
-	sessions int      // SLUICE_BENCH_SESSIONS: idle sessions of BenchmarkIdleSessions
+	seconds int      // SLUICE_BENCH_TIME: length of one sysbench run
+	rounds  int      // SLUICE_BENCH_ROUNDS: runs of each target per cell, merged
+	tests   []string // SLUICE_BENCH_TESTS
+	psModes []string // SLUICE_BENCH_PS_MODES
+	threads []int    // SLUICE_BENCH_THREADS
+	// SLUICE_BENCH_MANY_THREADS: more thread counts, run only by the
+	// manyClientTargets among targets
+	manyThreads []int
+	targets     []string // SLUICE_BENCH_TARGETS, with the baseline's twins (withBaseline)
+	baseline    string   // SLUICE_BENCH_BASELINE: git revision of the baseline Sluice, "" for none
+	sessions    int      // SLUICE_BENCH_SESSIONS: idle sessions of BenchmarkIdleSessions
+	// SLUICE_BENCH_POOL_SESSIONS: the same with pooling on
+	poolSessions int
 }
 
 var knownTests = []string{"oltp_point_select", "oltp_read_only", "oltp_read_write"}
 
 func configFromEnv() (benchConfig, error) {
-	c := benchConfig{seconds: 5, rounds: 1, sessions: 1000,
-		tests: knownTests, psModes: []string{"disable", "auto"}, threads: []int{8, 64}, targets: allTargets}
+	c := benchConfig{seconds: 5, rounds: 1, sessions: 1000, poolSessions: 10000, tests: knownTests, psModes: []string{"disable", "auto"},
+		threads: []int{8, 64}, manyThreads: []int{256, 1024}, targets: allTargets}
 	var errs []string
 	positive := func(name string, dst *int) {
 		v := os.Getenv(name)
@@ -68,6 +75,7 @@ func configFromEnv() (benchConfig, error) {
 	positive("SLUICE_BENCH_TIME", &c.seconds)
 	positive("SLUICE_BENCH_ROUNDS", &c.rounds)
 	positive("SLUICE_BENCH_SESSIONS", &c.sessions)
+	positive("SLUICE_BENCH_POOL_SESSIONS", &c.poolSessions)
 	list("SLUICE_BENCH_TESTS", &c.tests, knownTests)
 	list("SLUICE_BENCH_PS_MODES", &c.psModes, []string{"disable", "auto"})
 	list("SLUICE_BENCH_TARGETS", &c.targets, slices.Concat(allTargets, []string{tDirectReplica, tGoRelay}, baselineTargets))
@@ -79,24 +87,53 @@ func configFromEnv() (benchConfig, error) {
 	} else {
 		c.targets = t
 	}
-	if v := os.Getenv("SLUICE_BENCH_THREADS"); v != "" {
-		c.threads = nil
+	threads := func(name string, dst *[]int, none bool) {
+		v := os.Getenv(name)
+		if v == "" {
+			return
+		}
+		*dst = nil
+		if none && v == "none" {
+			return
+		}
 		for _, s := range strings.Split(v, ",") {
 			n, err := strconv.Atoi(strings.TrimSpace(s))
 			if err != nil || n <= 0 || n > 1024 {
-				errs = append(errs, fmt.Sprintf("SLUICE_BENCH_THREADS: %q: want 1 to 1024", s))
+				errs = append(errs, fmt.Sprintf("%s: %q: want 1 to 1024", name, s))
 				continue
 			}
-			c.threads = append(c.threads, n)
+			*dst = append(*dst, n)
 		}
-		if len(c.threads) == 0 {
-			errs = append(errs, "SLUICE_BENCH_THREADS names nothing")
+		if len(*dst) == 0 {
+			errs = append(errs, name+" names nothing")
 		}
 	}
+	threads("SLUICE_BENCH_THREADS", &c.threads, false)
+	threads("SLUICE_BENCH_MANY_THREADS", &c.manyThreads, true)
 	if len(errs) > 0 {
 		return c, fmt.Errorf("%s", strings.Join(errs, "; "))
 	}
 	return c, nil
+}
+
+// cellThreads is every thread count of a test and ps mode: threads, then
+// those of manyThreads not among them when a target of the run takes them.
+func (c benchConfig) cellThreads() []int {
+	out := slices.Clone(c.threads)
+	if !slices.ContainsFunc(c.targets, func(t string) bool { return slices.Contains(manyClientTargets, t) }) {
+		return out
+	}
+	for _, n := range c.manyThreads {
+		if !slices.Contains(out, n) {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// runs reports whether target runs in the cells of threads clients.
+func (c benchConfig) runs(target string, threads int) bool {
+	return slices.Contains(c.threads, threads) || slices.Contains(manyClientTargets, target)
 }
 
 // histogram is sysbench's latency histogram (--histogram=on): count per
@@ -225,7 +262,7 @@ func parseSysbench(out string) (*runResult, error) {
 	for _, f := range ints {
 		m := f.re.FindStringSubmatch(out)
 		if m == nil {
-			return nil, fmt.Errorf("no %q in sysbench output:\n%s", f.re, lastLines(out, 30))
+			return nil, fmt.Errorf("no %q in sysbench output:\n%s", f.re, lab.LastLines(out, 30))
 		}
 		*f.dst, _ = strconv.ParseInt(m[1], 10, 64)
 	}
@@ -236,7 +273,7 @@ func parseSysbench(out string) (*runResult, error) {
 	for _, f := range floats {
 		m := f.re.FindStringSubmatch(out)
 		if m == nil {
-			return nil, fmt.Errorf("no %q in sysbench output:\n%s", f.re, lastLines(out, 30))
+			return nil, fmt.Errorf("no %q in sysbench output:\n%s", f.re, lab.LastLines(out, 30))
 		}
 		*f.dst, _ = strconv.ParseFloat(m[1], 64)
 	}
@@ -251,7 +288,7 @@ func parseSysbench(out string) (*runResult, error) {
 		inHist += n
 	}
 	if r.events > 0 && inHist == 0 {
-		return nil, fmt.Errorf("no latency histogram in sysbench output (--histogram=on):\n%s", lastLines(out, 30))
+		return nil, fmt.Errorf("no latency histogram in sysbench output (--histogram=on):\n%s", lab.LastLines(out, 30))
 	}
 	return r, nil
 }

@@ -12,16 +12,15 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/x509"
-	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -40,7 +39,11 @@ func TestMain(m *testing.M) {
 	if f := flag.Lookup("test.bench"); f == nil || f.Value.String() == "" {
 		os.Exit(m.Run()) // no benchmark asked for: no servers to start
 	}
-	lab.RunTests(m, lab.Options{Replicas: 2}, func(t *lab.Topology) { topo = t })
+	// At 1,024 clients sysbench prepares about 40 statements per client
+	// through HAProxy, each on the primary: more than MariaDB's default
+	// max_prepared_stmt_count of 16,382 allows.
+	opts := lab.Options{Replicas: 2, ExtraArgs: []string{"--max-prepared-stmt-count=1048576"}}
+	lab.RunTests(m, opts, func(t *lab.Topology) { topo = t })
 }
 
 // buildSluice builds bin/sluice from the working tree for one top-level
@@ -76,9 +79,31 @@ const (
 	tReadConnRoute   = "sluice-readconnroute"
 	tRWSplit         = "sluice-readwritesplit"
 	tRWSplitGenlog   = "sluice-readwritesplit+genlog"
+	// readwritesplit with pooling (pool.mode multiplex, poolSize server
+	// connections per server): the one Sluice target of the many-client
+	// cells (manyClientTargets).
+	tRWSplitPool = "sluice-readwritesplit+pool"
 )
 
-var allTargets = []string{tDirect, tHAProxy, tHAProxyReplicas, tReadConnRoute, tRWSplit, tRWSplitGenlog}
+var allTargets = []string{tDirect, tHAProxy, tHAProxyReplicas, tReadConnRoute, tRWSplit, tRWSplitGenlog, tRWSplitPool}
+
+// manyClientTargets are the targets of the cells at SLUICE_BENCH_MANY_THREADS
+// clients (issue 20): pooling (and its baseline twin, with a baseline)
+// against HAProxy to the primary, which needs a server connection per
+// client. The other targets would only make a long run longer.
+var manyClientTargets = []string{tHAProxy, tRWSplitPool, tBaseRWSplitPool}
+
+// poolSize is pool.max_server_connections of the pooling target: Sluice's
+// default, under MariaDB's default max_connections of 151.
+const poolSize = 100
+
+// poolWaitTimeout is pool.wait_timeout of the pooling target. At 1,024
+// clients of oltp_read_write the primary is saturated and clients queue:
+// through HAProxy in InnoDB's lock waits (p99 9 to 11 s here), through
+// Sluice for one of the 100 connections, each held for a transaction (p99
+// about 5 s). Within the default of 10 s, but a busier machine would turn
+// the queue into errors and the cell would measure nothing.
+const poolWaitTimeout = "60s"
 
 // target is something sysbench connects to, and the process whose CPU counts.
 type target struct {
@@ -102,6 +127,8 @@ func BenchmarkSysbench(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	// sysbench holds a file per client, HAProxy two.
+	lab.NeedFiles(b, uint64(2*slices.Max(cfg.cellThreads())+1024))
 	buildSluice(b)
 	rep := &sysbenchReport{cfg: cfg}
 	var baseline sluiceBinary
@@ -134,12 +161,12 @@ func BenchmarkSysbench(b *testing.B) {
 		default:
 			// The working tree's Sluice targets and their baseline twins,
 			// started alike but for the binary.
-			if isBaseline, router, genlog, ok := sluiceTarget(name); ok {
+			if isBaseline, kind, ok := sluiceTarget(name); ok {
 				bin := binary
 				if isBaseline {
 					bin = baseline
 				}
-				targets = append(targets, startSluice(b, bin, router, genlog))
+				targets = append(targets, startSluice(b, bin, kind))
 			}
 		}
 	}
@@ -148,7 +175,7 @@ func BenchmarkSysbench(b *testing.B) {
 	cellIndex := 0
 	for _, test := range cfg.tests {
 		for _, mode := range cfg.psModes {
-			for _, threads := range cfg.threads {
+			for _, threads := range cfg.cellThreads() {
 				k := cellKey{test: test, mode: mode, threads: threads}
 				rotate := cellIndex
 				cellIndex++
@@ -213,6 +240,9 @@ func runCell(b *testing.B, sb string, cfg benchConfig, k cellKey, targets []targ
 	for _, tg := range targets {
 		// A replica refuses writes (read_only): direct-replica only reads.
 		if (tg.name == tDirectReplica || tg.name == tHAProxyReplicas) && k.test == "oltp_read_write" {
+			continue
+		}
+		if !cfg.runs(tg.name, k.threads) {
 			continue
 		}
 		usable = append(usable, tg)
@@ -303,7 +333,7 @@ func runSysbench(sb string, cfg benchConfig, tg target, k cellKey) (*runResult, 
 	cmd := exec.CommandContext(ctx, sb, args...)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		return nil, fmt.Errorf("sysbench: %v\n%s", err, lastLines(string(out), 20))
+		return nil, fmt.Errorf("sysbench: %v\n%s", err, lab.LastLines(string(out), 20))
 	}
 	idleAfter, machineAfter, err := machineCPU()
 	if err != nil {
@@ -509,10 +539,12 @@ func startGoRelay(b *testing.B) target {
 // primary and every replica. With Genlog the trail is signed, as in
 // production (genlog.signing_key, a fresh Ed25519 key; checkpoints every
 // checkpoint_interval, default 1s), unless bin is a baseline older than
-// signed checkpoints, which then runs unsigned.
-func startSluice(b *testing.B, bin sluiceBinary, router string, genlog bool) target {
+// signed checkpoints, which then runs unsigned. With pooling, sessions
+// share poolSize connections per server (pool.mode multiplex).
+func startSluice(b *testing.B, bin sluiceBinary, kind sluiceKind) target {
 	dir := b.TempDir()
 	listen, admin := lab.FreeAddr(b), lab.FreeAddr(b)
+	genlog := kind.genlog
 	genlogYAML := fmt.Sprintf("{enabled: %t}", genlog)
 	if genlog {
 		genlogYAML = fmt.Sprintf("{enabled: true, signing_key: %s}", writeSigningKey(b, dir))
@@ -526,8 +558,12 @@ genlog: %s
 broker: {enabled: true, listen: %s, data_dir: %s}
 log: {level: warn}
 max_procs: %s
-`, listen, admin, lab.ServersYAML(topo.Servers(), nil), lab.MonitorUser, lab.MonitorPassword, router, genlogYAML,
+`, listen, admin, lab.ServersYAML(topo.Servers(), nil), lab.MonitorUser, lab.MonitorPassword, kind.router, genlogYAML,
 		lab.FreeAddr(b), filepath.Join(dir, "broker"), benchMaxProcs())
+	if kind.pool {
+		// Only then: a baseline from before the pool section loads the rest.
+		cfg += fmt.Sprintf("pool: {mode: multiplex, max_server_connections: %d, wait_timeout: %s}\n", poolSize, poolWaitTimeout)
+	}
 	path := filepath.Join(dir, "sluice.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		b.Fatal(err)
@@ -546,12 +582,8 @@ max_procs: %s
 		b.Fatal(err)
 	}
 	p := lab.StartProcess(b, bin.what, lab.Listening(listen), bin.path, "serve", "--config", path)
-	waitTopology(b, admin, len(topo.Replicas))
-	name := bin.prefix + router
-	if genlog {
-		name += "+genlog"
-	}
-	return target{name: name, addr: listen, pid: p.Pid()}
+	lab.WaitTopology(b, admin, len(topo.Replicas))
+	return target{name: kind.name(bin.prefix), addr: listen, pid: p.Pid()}
 }
 
 // writeSigningKey writes a new Ed25519 private key (PKCS#8 PEM, as
@@ -572,40 +604,6 @@ func writeSigningKey(b *testing.B, dir string) string {
 	return path
 }
 
-// waitTopology waits until Sluice's monitor reports a primary and the given
-// number of usable replicas (GET /v1/servers), so no run starts while reads
-// still go to the primary for want of known replicas.
-func waitTopology(b *testing.B, admin string, replicas int) {
-	client := &http.Client{Timeout: 2 * time.Second}
-	lab.WaitFor(b, "sluice to see the primary and replicas", 30*time.Second, func() bool {
-		resp, err := client.Get("http://" + admin + "/v1/servers")
-		if err != nil {
-			return false
-		}
-		defer resp.Body.Close()
-		var servers []struct {
-			Role    string
-			Up      bool
-			Broken  bool
-			Lagging bool
-		}
-		if err := json.NewDecoder(resp.Body).Decode(&servers); err != nil {
-			return false
-		}
-		var p, r int
-		for _, s := range servers {
-			switch {
-			case !s.Up:
-			case s.Role == "primary":
-				p++
-			case s.Role == "replica" && !s.Broken && !s.Lagging:
-				r++
-			}
-		}
-		return p == 1 && r == replicas
-	})
-}
-
 // benchMaxProcs is Sluice's max_procs in the benchmark (SLUICE_BENCH_MAX_PROCS,
 // default 0: Sluice's own default, one thread per CPU, as HAProxy runs with
 // its default of one thread per CPU).
@@ -614,12 +612,4 @@ func benchMaxProcs() string {
 		return v
 	}
 	return "0"
-}
-
-func lastLines(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }

@@ -30,7 +30,7 @@ func (r resources) String() string {
 
 func (s *sluice) resources(t *testing.T) resources {
 	t.Helper()
-	m, err := s.metrics()
+	m, err := lab.Metrics(s.admin)
 	if err != nil {
 		t.Fatalf("scrape /metrics: %v", err)
 	}

@@ -11,18 +11,14 @@
 package faulttest
 
 import (
-	"bufio"
 	"context"
 	"database/sql"
 	"fmt"
 	"io"
 	"log"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -119,49 +115,14 @@ func (s *sluice) db(user, pass, dbName string) *sql.DB {
 	return db
 }
 
-// metrics scrapes /metrics: every sample by its full name with labels.
-func (s *sluice) metrics() (map[string]float64, error) {
-	c := http.Client{Timeout: 5 * time.Second}
-	resp, err := c.Get("http://" + s.admin + "/metrics")
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	out := map[string]float64{}
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" || line[0] == '#' {
-			continue
-		}
-		i := strings.LastIndexByte(line, ' ')
-		if i < 0 {
-			continue
-		}
-		v, err := strconv.ParseFloat(line[i+1:], 64)
-		if err != nil {
-			continue
-		}
-		out[line[:i]] = v
-	}
-	return out, sc.Err()
-}
-
 // metric is the sum of every sample of name (any labels), or -1 when the
 // scrape fails.
 func (s *sluice) metric(name string) float64 {
-	m, err := s.metrics()
+	m, err := lab.Metrics(s.admin)
 	if err != nil {
 		return -1
 	}
-	var sum float64
-	for k, v := range m {
-		if k == name || strings.HasPrefix(k, name+"{") {
-			sum += v
-		}
-	}
-	return sum
+	return lab.MetricSum(m, name)
 }
 
 // fds counts the process's open file descriptors.

@@ -284,3 +284,17 @@ func TestSecondTopologyCloseLeavesNothing(t *testing.T) {
 		t.Errorf("Close removed a caller-provided Dir: %v", err)
 	}
 }
+
+// The servers run with DefaultMaxConnections unless Options say otherwise
+// (internal/testenv/pooltest checks MariaDB's default, 151).
+func TestMaxConnections(t *testing.T) {
+	for _, s := range topo.Servers() {
+		n, err := s.GlobalInt("max_connections")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n != DefaultMaxConnections {
+			t.Errorf("%s: max_connections %d, want %d", s.Name, n, DefaultMaxConnections)
+		}
+	}
+}

@@ -48,6 +48,7 @@ type Server struct {
 	log     io.Writer
 	galera  *galeraNode // non-nil for a Galera node (galera.go)
 	extra   []string    // more mariadbd options (Options.ExtraArgs)
+	maxConn int         // --max-connections (Options.MaxConnections)
 
 	mu      sync.Mutex
 	cmd     *exec.Cmd
@@ -144,6 +145,10 @@ func (s *Server) Exec(ctx context.Context, query string, args ...any) error {
 func (s *Server) tmpDir() string { return s.DataDir + ".tmp" }
 
 func (s *Server) args() []string {
+	maxConn := s.maxConn
+	if maxConn == 0 {
+		maxConn = DefaultMaxConnections
+	}
 	a := []string{
 		"--no-defaults",
 		"--user=root",
@@ -161,7 +166,7 @@ func (s *Server) args() []string {
 		"--innodb-flush-log-at-trx-commit=2",
 		"--innodb-use-native-aio=0",
 		"--performance-schema=OFF",
-		"--max-connections=3000",
+		"--max-connections=" + strconv.Itoa(maxConn),
 		"--max-allowed-packet=64M",
 		// Each server its own: temporary tables of servers sharing /tmp collide.
 		"--tmpdir=" + s.tmpDir(),
@@ -424,6 +429,10 @@ func readFrom(path string, off int64) []byte {
 	return b
 }
 
+// LastLines is the last n lines of s: the end of a command's output for a
+// failure message.
+func LastLines(s string, n int) string { return lastLines([]byte(s), n) }
+
 func lastLines(b []byte, n int) string {
 	lines := bytes.Split(bytes.TrimRight(b, "\n"), []byte("\n"))
 	if len(lines) > n {
@@ -471,16 +480,40 @@ func copyFile(src, dst string, perm os.FileMode) error {
 	return out.Close()
 }
 
+// GlobalInt reads one numeric global system variable (@@GLOBAL.name) as root.
+func (s *Server) GlobalInt(name string) (int64, error) {
+	if err := checkName(name); err != nil {
+		return 0, err
+	}
+	db, err := s.RootDB()
+	if err != nil {
+		return 0, err
+	}
+	var n int64
+	if err := db.QueryRow("SELECT @@GLOBAL." + name).Scan(&n); err != nil {
+		return 0, fmt.Errorf("%s: @@GLOBAL.%s: %w", s.Name, name, err)
+	}
+	return n, nil
+}
+
+// checkName allows the name of a variable to be spliced into a statement.
+func checkName(name string) error {
+	for _, r := range name {
+		if !(r == '_' || (r >= 'a' && r <= 'z') || (r >= 'A' && r <= 'Z') || (r >= '0' && r <= '9')) {
+			return fmt.Errorf("variable name %q", name)
+		}
+	}
+	return nil
+}
+
 // GlobalStatus reads one numeric status counter (SHOW GLOBAL STATUS) as root.
 func (s *Server) GlobalStatus(name string) (int64, error) {
 	db, err := s.RootDB()
 	if err != nil {
 		return 0, err
 	}
-	for _, r := range name {
-		if !(r == '_' || (r >= 'a' && r <= 'z') || (r >= 'A' && r <= 'Z') || (r >= '0' && r <= '9')) {
-			return 0, fmt.Errorf("status variable name %q", name)
-		}
+	if err := checkName(name); err != nil {
+		return 0, err
 	}
 	var n int64
 	var got string

@@ -1,9 +1,11 @@
 package lab
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -108,6 +110,82 @@ func Healthy(admin string) bool {
 	}
 	resp.Body.Close()
 	return resp.StatusCode == http.StatusOK
+}
+
+// WaitTopology waits until Sluice's monitor reports a primary and the given
+// number of usable replicas (GET /v1/servers), so no run starts while reads
+// still go to the primary for want of known replicas.
+func WaitTopology(tb testing.TB, admin string, replicas int) {
+	tb.Helper()
+	client := &http.Client{Timeout: 2 * time.Second}
+	WaitFor(tb, "sluice to see the primary and replicas", 30*time.Second, func() bool {
+		resp, err := client.Get("http://" + admin + "/v1/servers")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		var servers []struct {
+			Role    string
+			Up      bool
+			Broken  bool
+			Lagging bool
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&servers); err != nil {
+			return false
+		}
+		var p, r int
+		for _, s := range servers {
+			switch {
+			case !s.Up:
+			case s.Role == "primary":
+				p++
+			case s.Role == "replica" && !s.Broken && !s.Lagging:
+				r++
+			}
+		}
+		return p == 1 && r == replicas
+	})
+}
+
+// Metrics scrapes the Sluice admin API's /metrics at admin: every sample by
+// its full name with labels.
+func Metrics(admin string) (map[string]float64, error) {
+	c := http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get("http://" + admin + "/metrics")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	out := map[string]float64{}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		if i < 0 {
+			continue
+		}
+		v, err := strconv.ParseFloat(line[i+1:], 64)
+		if err != nil {
+			continue
+		}
+		out[line[:i]] = v
+	}
+	return out, sc.Err()
+}
+
+// MetricSum is the sum of every sample of name in m, whatever its labels.
+func MetricSum(m map[string]float64, name string) float64 {
+	var sum float64
+	for k, v := range m {
+		if k == name || strings.HasPrefix(k, name+"{") {
+			sum += v
+		}
+	}
+	return sum
 }
 
 // Topics lists every topic of a Kafka-protocol broker with its partition

@@ -64,7 +64,16 @@ type Options struct {
 	Log      io.Writer // where mariadbd stdout/stderr go (most output is in <Dir>/<name>.err)
 	// ExtraArgs are added to every mariadbd's command line (e.g. TLS files).
 	ExtraArgs []string
+	// MaxConnections is every server's max_connections; 0 means
+	// DefaultMaxConnections, so that tests and benchmarks with thousands of
+	// clients are not limited by the servers. MariaDB's own default, 151,
+	// is what a test of a proxy's connection pooling wants.
+	MaxConnections int
 }
+
+// DefaultMaxConnections is the servers' max_connections unless
+// Options.MaxConnections says otherwise.
+const DefaultMaxConnections = 3000
 
 // Topology is a running primary plus replicas.
 type Topology struct {
@@ -199,6 +208,7 @@ func Start(ctx context.Context, opts Options) (_ *Topology, err error) {
 			replica:  i > 0,
 			log:      opts.Log,
 			extra:    opts.ExtraArgs,
+			maxConn:  opts.MaxConnections,
 		}
 		if i == 0 {
 			t.Primary = s
@@ -492,7 +502,7 @@ func Main(m *testing.M, opts Options, setTopology func(*Topology)) int {
 		return m.Run()
 	}
 	if _, _, err := Binaries(); err != nil {
-		if ci := os.Getenv("CI"); strings.EqualFold(ci, "true") || ci == "1" {
+		if onCI() {
 			fmt.Fprintf(os.Stderr, "lab: MariaDB is required on CI: %v\n", err)
 			return 1
 		}
