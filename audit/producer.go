@@ -69,7 +69,10 @@ type Producer struct {
 // recordWriter is what the producer sends batches through: kafkaWriter for
 // a Kafka cluster, or localWriter for the bundled broker in this process.
 type recordWriter interface {
-	WriteRecords(ctx context.Context, recs []Record) error
+	// WriteRecords writes recs. seal, when set, chains a record: the
+	// writer calls it on each record right before it reads the record's
+	// Value, in order within each partition (see chainBatch).
+	WriteRecords(ctx context.Context, recs []Record, seal func(*Record)) error
 	Close() error
 }
 
@@ -235,7 +238,7 @@ func (p *Producer) run() {
 			return
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		err := p.w.WriteRecords(ctx, recs)
+		err := p.w.WriteRecords(ctx, recs, nil)
 		cancel()
 		switch {
 		case err == nil:
@@ -360,23 +363,23 @@ func (p *Producer) write(batch []Record) error {
 	commit := func() {}
 	n := len(batch)
 	toSend := batch
+	var seal func(*Record)
 	if p.chains != nil {
 		if p.doubt != nil {
 			if err := p.resolveInDoubt(); err != nil {
 				return err
 			}
 		}
-		sealed, c, err := p.seal(batch)
-		if err != nil {
+		var err error
+		if toSend, seal, commit, err = p.chainBatch(batch); err != nil {
 			p.unseal(batch)
 			return err
 		}
-		toSend, commit = sealed, c
 	}
 	if len(toSend) > 0 {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		if err := p.w.WriteRecords(ctx, toSend); err != nil {
+		if err := p.w.WriteRecords(ctx, toSend, seal); err != nil {
 			if p.chains != nil {
 				p.noteInDoubt(toSend)
 				p.unseal(batch)
