@@ -132,6 +132,12 @@ func encodeBatch(dst []byte, recs []Record, idx []int32, now time.Time, seal fun
 	out := b.AppendTo(slices.Grow(dst, size))
 	for n, i := range idx {
 		rec := &recs[i]
+		if n+1 < len(idx) {
+			// The next record, while this one is hashed: a typical
+			// record's lines, the processor streams a longer one's rest.
+			next := recs[idx[n+1]].Value
+			prefetch(next[:min(len(next), minRecordBuffer)])
+		}
 		if seal != nil {
 			seal(rec) // it yields to the sessions now and then
 		}
