@@ -263,7 +263,7 @@ func (p *Producer) resolveInDoubt() error {
 // after all are sealed here but left out.
 func (p *Producer) chainBatch(batch []Record) (out []Record, seal func(*Record), commit func(), err error) {
 	next := map[string]*chainState{}
-	out = make([]Record, 0, len(batch))
+	out = p.sending[:0]
 	for _, r := range batch {
 		if p.isCheckpoint(r.Topic) {
 			// Signed already: sent as it is, all to partition 0, in order.
@@ -273,6 +273,7 @@ func (p *Producer) chainBatch(batch []Record) (out []Record, seal func(*Record),
 		}
 		st, err := p.loadChain(r.Topic)
 		if err != nil {
+			clear(out)
 			return nil, nil, nil, err
 		}
 		n := next[r.Topic]
