@@ -31,8 +31,8 @@ type Producer struct {
 	// the broker before the next one (exactly-once delivery of the trail).
 	doubt inDoubt
 	// sending is the array of the records chainBatch gives a write, kept
-	// for the next (at most maxBatch records): a fresh one per batch cost
-	// as much as a tenth of the producer's time in zeroing and faults.
+	// for the next (at most maxBatch records): a fresh one per batch (220
+	// KB at 2,500 records) was zeroed, faulted in and collected again.
 	sending []Record
 	// sealInPlace: records are sealed in their own spare capacity, and
 	// their arrays recycled once written. Only with the in-process broker,
