@@ -93,7 +93,7 @@ func (p *processor) setLogin(login Login) {
 // login needs no connection: the client was checked against the accounts,
 // and a schema is checked on a pooled connection when a server answers.
 func (p *processor) connect(ctx context.Context) error {
-	if p.srv.cfg.Load().Pool.Pooled() && p.policy().Movable() {
+	if p.pooling() {
 		return p.connectPooled(ctx)
 	}
 	var err error
@@ -136,6 +136,12 @@ func (p *processor) connectPooled(ctx context.Context) error {
 	}
 	p.backends.release()
 	return nil
+}
+
+// pooling reports whether the session shares pooled connections: pooling
+// on, and a policy that moves sessions (readconnroute keeps one connection).
+func (p *processor) pooling() bool {
+	return p.srv.cfg.Load().Pool.Pooled() && p.policy().Movable()
 }
 
 // holdFacts is what ties the session to its connections; idle: pool.idle_time
@@ -239,7 +245,7 @@ func (p *processor) dispatch(ctx context.Context, pkt []byte) error {
 		}
 	}
 	p.previous = false
-	if cmd == mysql.COM_RESET_CONNECTION && p.srv.cfg.Load().Pool.Pooled() {
+	if cmd == mysql.COM_RESET_CONNECTION && p.pooling() {
 		p.resetPooled()
 		return nil
 	}
@@ -315,7 +321,7 @@ func (p *processor) query(ctx context.Context, pkt []byte) error {
 	if denied {
 		return nil
 	}
-	if p.srv.cfg.Load().Pool.Pooled() {
+	if p.pooling() {
 		if isKill(&st) {
 			if k, ok := parseKill(text); ok {
 				p.rec.setStmt(&st, text)

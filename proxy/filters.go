@@ -25,7 +25,7 @@ func (p *processor) statement(pkt []byte) (text string, out []byte, st router.St
 	switch {
 	case d != nil:
 		return "", nil, st, nil, true
-	case cl.ConnectionID && p.srv.cfg.Load().Pool.Pooled():
+	case cl.ConnectionID && p.pooling():
 		// With pooling the server's thread changes under the session:
 		// CONNECTION_ID() is the session's own id, which KILL takes.
 		sent := router.ReplaceCall(filtered, "CONNECTION_ID", strconv.FormatUint(uint64(p.sessionID), 10), st.NoBackslashEscapes)

@@ -193,7 +193,9 @@ func TestReadOnlyTransactionOnOneReplica(t *testing.T) {
 		t.Fatal(err)
 	}
 	var id int64
-	if err := conn.QueryRowContext(ctx, "SELECT CONNECTION_ID()").Scan(&id); err != nil {
+	// The server's own thread id (with pooling CONNECTION_ID() is the
+	// session's, Sluice's).
+	if err := conn.QueryRowContext(ctx, "SELECT @@pseudo_thread_id").Scan(&id); err != nil {
 		t.Fatal(err)
 	}
 	home := ranOn(t, conn, "SELECT @@server_id")
@@ -580,11 +582,11 @@ func TestMaxReplicaConnections(t *testing.T) {
 		}
 		var homeID int64
 		var ranOnID int
-		if err := conn.QueryRowContext(context.Background(), "/* sluice: route=replica */ SELECT CONNECTION_ID(), @@server_id").Scan(&homeID, &ranOnID); err != nil {
+		if err := conn.QueryRowContext(context.Background(), "/* sluice: route=replica */ SELECT @@pseudo_thread_id, @@server_id").Scan(&homeID, &ranOnID); err != nil {
 			t.Fatal(err)
 		}
 		if serverIDs()[ranOnID] != home {
-			t.Fatalf("CONNECTION_ID() ran on %s, not on %s", serverIDs()[ranOnID], home)
+			t.Fatalf("@@pseudo_thread_id ran on %s, not on %s", serverIDs()[ranOnID], home)
 		}
 		ctx := context.Background()
 		if err := s.mon.SetMaintenance(ctx, home, true); err != nil {
@@ -634,7 +636,7 @@ func TestTransactionReplay(t *testing.T) {
 	primaryConnID := func() int64 {
 		t.Helper()
 		var id int64
-		if err := conn.QueryRowContext(ctx, "SELECT CONNECTION_ID()").Scan(&id); err != nil {
+		if err := conn.QueryRowContext(ctx, "/* sluice: route=primary */ SELECT @@pseudo_thread_id").Scan(&id); err != nil {
 			t.Fatal(err)
 		}
 		return id
