@@ -34,6 +34,7 @@ type isolatedSession struct {
 	db       string
 	sqlMode  string
 	timeZone string
+	charset  string
 	stmt     *sql.Stmt
 	insertID int64
 }
@@ -65,12 +66,17 @@ func TestPoolIsolation(t *testing.T) {
 		db := []string{"iso_a", "iso_b"}[i%2]
 		conn := oneConn(t, s, db)
 		is := &isolatedSession{conn: conn, who: 1000 + i, db: db, sqlMode: modes[i%len(modes)],
-			timeZone: fmt.Sprintf("+%02d:00", i%12)}
-		for _, q := range []string{
+			timeZone: fmt.Sprintf("+%02d:00", i%12), charset: "utf8mb4"}
+		qs := []string{
 			"SET SESSION sql_mode = '" + is.sqlMode + "'",
 			"SET time_zone = '" + is.timeZone + "'",
 			fmt.Sprintf("SET @who = %d", is.who),
-		} {
+		}
+		if i%3 == 0 {
+			is.charset = "latin1"
+			qs = append(qs, "SET NAMES latin1")
+		}
+		for _, q := range qs {
 			if _, err := conn.ExecContext(ctx, q); err != nil {
 				t.Fatalf("session %d: %s: %v", i, q, err)
 			}
@@ -88,12 +94,13 @@ func TestPoolIsolation(t *testing.T) {
 		var who, tag int
 		var tz, mode, db string
 		// Text protocol, routed to a replica.
-		if err := is.conn.QueryRowContext(ctx, "SELECT @who, @@session.time_zone, @@session.sql_mode, DATABASE(), 0").Scan(&who, &tz, &mode, &db, &tag); err != nil {
+		var cs string
+		if err := is.conn.QueryRowContext(ctx, "SELECT @who, @@session.time_zone, @@session.sql_mode, DATABASE(), 0, @@character_set_client").Scan(&who, &tz, &mode, &db, &tag, &cs); err != nil {
 			return fmt.Errorf("query: %w", err)
 		}
-		if who != is.who || tz != is.timeZone || mode != is.sqlMode || db != is.db {
-			return fmt.Errorf("round %d: text query saw @who=%d time_zone=%s sql_mode=%s db=%s; want %d %s %s %s",
-				round, who, tz, mode, db, is.who, is.timeZone, is.sqlMode, is.db)
+		if who != is.who || tz != is.timeZone || mode != is.sqlMode || db != is.db || cs != is.charset {
+			return fmt.Errorf("round %d: text query saw @who=%d time_zone=%s sql_mode=%s db=%s charset=%s; want %d %s %s %s %s",
+				round, who, tz, mode, db, cs, is.who, is.timeZone, is.sqlMode, is.db, is.charset)
 		}
 		// Binary protocol, the statement prepared on whichever connection.
 		if err := is.stmt.QueryRowContext(ctx, round).Scan(&who, &tz, &mode, &db, &tag); err != nil {
@@ -163,10 +170,13 @@ func TestPoolIsolation(t *testing.T) {
 	// A new session sees none of it: defaults, no user variable.
 	fresh := oneConn(t, s, "iso_a")
 	var who sql.NullInt64
-	var tz string
+	var tz, cs string
 	var id int64
-	if err := fresh.QueryRowContext(ctx, "SELECT @who, @@session.time_zone").Scan(&who, &tz); err != nil {
+	if err := fresh.QueryRowContext(ctx, "SELECT @who, @@session.time_zone, @@character_set_client").Scan(&who, &tz, &cs); err != nil {
 		t.Fatal(err)
+	}
+	if cs != "utf8mb4" {
+		t.Errorf("a new session's character set is %s; want utf8mb4, its own from login", cs)
 	}
 	if err := fresh.QueryRowContext(ctx, "SELECT LAST_INSERT_ID()").Scan(&id); err != nil {
 		t.Fatal(err)
