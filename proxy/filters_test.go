@@ -28,8 +28,18 @@ func (r *recordSink) Send(rec audit.Record) bool {
 	return true
 }
 
-// find returns the first query record whose query field contains substr.
+// find returns the first query record whose query field contains substr,
+// waiting up to 5s for it: a session writes a statement's record just
+// after the client has its answer.
 func (r *recordSink) find(substr string) (gjson.Result, bool) {
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if g, ok := r.lookup(substr); ok || time.Now().After(deadline) {
+			return g, ok
+		}
+	}
+}
+
+func (r *recordSink) lookup(substr string) (gjson.Result, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, rec := range r.recs {
