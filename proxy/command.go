@@ -158,6 +158,10 @@ func (p *processor) holdFacts(idle bool) holdFacts {
 // settle gives the session's connections back to the pool when nothing of
 // the session lives only on them (decideRelease).
 func (p *processor) settle(idle bool) {
+	if !p.srv.cfg.Load().Pool.Pooled() {
+		p.hold = holdPoolOff // the common case, without gathering the facts
+		return
+	}
 	p.hold = decideRelease(p.holdFacts(idle))
 	if p.hold == released && !p.dirty && p.backends.holds() {
 		p.backends.release()
@@ -559,9 +563,14 @@ func (p *processor) forward(b *BackendConn, pkt []byte, a *attempt, prepareAs ui
 	if a.holdDeadlock && b == p.backends.primary {
 		r.holdErr = mysql.ER_LOCK_DEADLOCK
 	}
-	p.running.set(b)
+	pooled := b.pool != nil // only a pooled connection's statement is killed by Sluice
+	if pooled {
+		p.running.set(b)
+	}
 	res, forwarded, err := p.exchange(b, pkt, r)
-	p.running.set(nil)
+	if pooled {
+		p.running.set(nil)
+	}
 	p.rec.server, p.rec.res = b.Server, res
 	if err == nil && res.StatusKnown {
 		p.status = res.OK.Status
