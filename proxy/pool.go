@@ -6,7 +6,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/go-mysql-org/go-mysql/mysql"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -160,12 +159,6 @@ func (e *errPoolTimeout) Error() string {
 		e.server, e.max, e.wait)
 }
 
-// sqlError is what the client is told (MySQL's ER_CON_COUNT_ERROR is about
-// clients; this is the proxy's own limit, so a generic error with the story).
-func (e *errPoolTimeout) sqlError() *SQLError {
-	return newSQLError(mysql.ER_UNKNOWN_ERROR, "Sluice: %v", e)
-}
-
 // get borrows a connection to server for key: an idle one of the key (prefer,
 // when it is idle, the one the session had last), else a new one from dial
 // while the server is under its limit (closing another user's idle one to
@@ -292,7 +285,6 @@ func (sp *serverPool) takeIdle(key poolKey, prefer *BackendConn) *BackendConn {
 	if len(sp.idle[key]) == 0 {
 		delete(sp.idle, key)
 	}
-	b.pool.idle = false
 	return b
 }
 
@@ -318,7 +310,6 @@ func (sp *serverPool) removeIdle(b *BackendConn) {
 	if len(sp.idle[b.pool.key]) == 0 {
 		delete(sp.idle, b.pool.key)
 	}
-	b.pool.idle = false
 }
 
 // put returns a borrowed connection: to the first waiter, else to the
@@ -335,7 +326,7 @@ func (cp *connPool) put(b *BackendConn) {
 	b.pool.key.noDB = b.db == ""
 	served, closing := cp.serveHead(sp, b)
 	if !served {
-		b.pool.idle, b.pool.since = true, time.Now()
+		b.pool.since = time.Now()
 		sp.idle[b.pool.key] = append(sp.idle[b.pool.key], b)
 	}
 	cp.mu.Unlock()
@@ -369,7 +360,6 @@ func (cp *connPool) closeIdle(all bool) {
 			for _, b := range conns {
 				if all || retired || now.Sub(b.pool.since) > cp.idleTimeout {
 					closing = append(closing, b)
-					b.pool.idle = false
 					sp.user(key.user).open--
 					cp.freePlace(sp)
 				} else {
@@ -452,9 +442,7 @@ func (cp *connPool) stats() []PoolStats {
 // pooled is what the pool knows of a connection it handed out.
 type pooled struct {
 	key poolKey
-	// idle is true while the connection is in the pool; since is when it
-	// went there.
-	idle  bool
+	// since is when the connection last went back to the pool.
 	since time.Time
 }
 
