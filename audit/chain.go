@@ -50,7 +50,7 @@ func chainRecord(prev [32]byte, record []byte) ([]byte, [32]byte) {
 	return out, sum
 }
 
-// unseal restores records that chainBatch's seal may have sealed in place.
+// unseal restores records that seal may have sealed in place.
 func (p *Producer) unseal(batch []Record) {
 	if !p.sealInPlace {
 		return
@@ -252,19 +252,19 @@ func (p *Producer) resolveInDoubt() error {
 	return nil
 }
 
-// chainBatch prepares batch for sealing: it picks each record's partition
-// and returns the records to send, and seal, which chains a record after
-// the one before it in its partition. The writer calls seal on each record
-// right before it reads the record to send it, in order within each
-// partition (their chains are independent), so that a record is hashed and
-// copied while it is in the cache: sealing a whole batch before encoding
-// it read each record twice from memory. The new chain values are
-// committed only once the batch is written. Records a failed write stored
-// after all are sealed here but left out.
-func (p *Producer) chainBatch(batch []Record) (out []Record, seal func(*Record), commit func(), err error) {
+// seal chains a batch in order; the new chain values are committed only
+// once the batch is written. Records a failed write stored after all are
+// sealed but left out.
+func (p *Producer) seal(batch []Record) ([]Record, func(), error) {
 	next := map[string]*chainState{}
-	out = p.sending[:0]
-	for _, r := range batch {
+	out := make([]Record, 0, len(batch))
+	for i, r := range batch {
+		if i%yieldEvery == yieldEvery-1 {
+			// A batch of thousands of records is milliseconds of hashing:
+			// let the sessions run between slices of it, or with one
+			// processor every query waits for the whole batch.
+			runtime.Gosched()
+		}
 		if p.isCheckpoint(r.Topic) {
 			// Signed already: sent as it is, all to partition 0, in order.
 			r.Partition = 0
@@ -273,8 +273,7 @@ func (p *Producer) chainBatch(batch []Record) (out []Record, seal func(*Record),
 		}
 		st, err := p.loadChain(r.Topic)
 		if err != nil {
-			clear(out)
-			return nil, nil, nil, err
+			return nil, nil, err
 		}
 		n := next[r.Topic]
 		if n == nil {
@@ -282,43 +281,25 @@ func (p *Producer) chainBatch(batch []Record) (out []Record, seal func(*Record),
 				count: append(make([]int64, len(st.last)-len(st.count)), st.count...)}
 			next[r.Topic] = n
 		}
-		r.Partition = partitionOf(r.Key, len(n.last))
-		if n.skip[r.Partition] > 0 {
-			// Before any record of its partition that is sent: seal it now.
-			n.skip[r.Partition]--
-			p.sealRecord(n, &r)
+		part := partitionOf(r.Key, len(n.last))
+		r.Partition = part
+		if !p.sealInPlace {
+			r.Value = slices.Clip(r.Value) // chainRecord copies it
+		}
+		r.Value, n.last[part] = chainRecord(n.last[part], r.Value)
+		n.count[part]++
+		if n.skip[part] > 0 {
+			n.skip[part]--
 			continue
 		}
 		out = append(out, r)
 	}
-	sealed := 0
-	seal = func(r *Record) {
-		if p.isCheckpoint(r.Topic) {
-			return
-		}
-		if sealed++; sealed%yieldEvery == 0 {
-			// A batch of thousands of records is milliseconds of hashing:
-			// let the sessions run between slices of it, or with one
-			// processor every query waits for the whole batch.
-			runtime.Gosched()
-		}
-		p.sealRecord(next[r.Topic], r)
-	}
-	commit = func() {
+	commit := func() {
 		for topic, n := range next {
 			p.chains[topic].last, p.chains[topic].skip, p.chains[topic].count = n.last, n.skip, n.count
 		}
 	}
-	return out, seal, commit, nil
-}
-
-// sealRecord chains r after the last value of its partition in n.
-func (p *Producer) sealRecord(n *chainState, r *Record) {
-	if !p.sealInPlace {
-		r.Value = slices.Clip(r.Value) // chainRecord copies it
-	}
-	r.Value, n.last[r.Partition] = chainRecord(n.last[r.Partition], r.Value)
-	n.count[r.Partition]++
+	return out, commit, nil
 }
 
 // yieldEvery is how many records the producer handles between yields.

@@ -110,26 +110,23 @@ func (p *Producer) noteWritten(sent []Record) {
 	if p.signer == nil {
 		return
 	}
-	moved := map[cpKey]*cpState{}
+	last := map[cpKey]*Record{}
+	for i := range sent {
+		last[cpKey{sent[i].Topic, sent[i].Partition}] = &sent[i]
+	}
 	for topic, st := range p.chains {
 		for part, count := range st.count {
 			k := cpKey{topic, part}
-			if cs := p.cp[k]; cs != nil && cs.count != count {
-				cs.count, cs.head, cs.dirty, cs.offset = count, st.last[part], true, -1
-				moved[k] = cs
+			cs := p.cp[k]
+			if cs == nil || cs.count == count {
+				continue
 			}
-		}
-	}
-	// Each partition's last record, from the end of the batch: they are
-	// all within its last few records, and a map entry per record of the
-	// batch was a twentieth of the producer's time.
-	for i := len(sent) - 1; i >= 0 && len(moved) > 0; i-- {
-		k := cpKey{sent[i].Topic, sent[i].Partition}
-		if cs := moved[k]; cs != nil {
-			if c, ok := chainValue(sent[i].Value); ok && c == cs.head {
-				cs.offset = sent[i].Offset
+			cs.count, cs.head, cs.dirty, cs.offset = count, st.last[part], true, -1
+			if r := last[k]; r != nil {
+				if c, ok := chainValue(r.Value); ok && c == cs.head {
+					cs.offset = r.Offset
+				}
 			}
-			delete(moved, k)
 		}
 	}
 }

@@ -11,13 +11,12 @@
 //   - The Producer (producer.go) queues it in a bounded queue, so the
 //     session does not wait on the broker (when the queue is full the
 //     record is dropped and counted, or with on_full: block the session
-//     waits for room). Its goroutine gathers a batch and writes it,
-//     sealing each record, as the writer takes it, after the one before
-//     it in its partition (chain.go: the SHA-256 of the previous chain
-//     value and the record, appended as its "chain" field): straight into
-//     the bundled broker's log when it runs in this process (local.go),
-//     or through franz-go's idempotent producer to a Kafka cluster
-//     (kafka.go).
+//     waits for room). Its goroutine gathers a batch, seals each
+//     record after the one before it in its partition (chain.go: the
+//     SHA-256 of the previous chain value and the record, appended as its
+//     "chain" field) and writes the batch: straight into the bundled
+//     broker's log when it runs in this process (local.go), or through
+//     franz-go's idempotent producer to a Kafka cluster (kafka.go).
 //   - While the broker does not take them, records go to the spill file
 //     (spill.go; genlog.on_full: spill, the default) and are replayed in
 //     order once it does. After a failed

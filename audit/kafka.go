@@ -124,9 +124,9 @@ func (k *kafkaWriter) replace(cl *kgo.Client) {
 	k.closing.Go(cl.Close)
 }
 
-// WriteRecords writes recs, sealed with seal when set, and sets each one's
-// Offset from the brokers' acknowledgement (-1 for a record not stored).
-func (k *kafkaWriter) WriteRecords(ctx context.Context, recs []Record, seal func(*Record)) (err error) {
+// WriteRecords writes recs and sets each one's Offset from the brokers'
+// acknowledgement (-1 for a record not stored).
+func (k *kafkaWriter) WriteRecords(ctx context.Context, recs []Record) (err error) {
 	cl, err := k.client()
 	if err != nil {
 		return err
@@ -149,9 +149,6 @@ func (k *kafkaWriter) WriteRecords(ctx context.Context, recs []Record, seal func
 	wg.Add(len(recs))
 	for i := range recs {
 		recs[i].Offset = -1
-		if seal != nil {
-			seal(&recs[i])
-		}
 		r := &kgo.Record{Topic: recs[i].Topic, Key: recs[i].Key, Value: recs[i].Value, Partition: int32(recs[i].Partition)}
 		cl.Produce(ctx, r, func(r *kgo.Record, err error) {
 			defer wg.Done()

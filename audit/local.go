@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"hash/crc32"
+	"runtime"
 	"slices"
 	"time"
 
@@ -42,7 +43,7 @@ type recordGroup struct {
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
-func (w *localWriter) WriteRecords(ctx context.Context, recs []Record, seal func(*Record)) error {
+func (w *localWriter) WriteRecords(ctx context.Context, recs []Record) error {
 	w.n = 0
 	counts := map[string]int{}
 	for i, r := range recs {
@@ -64,7 +65,7 @@ func (w *localWriter) WriteRecords(ctx context.Context, recs []Record, seal func
 	var wait func(context.Context) error
 	for _, g := range w.groups[:w.n] {
 		var err error
-		w.buf = encodeBatch(w.buf[:0], recs, g.idx, now, seal)
+		w.buf = encodeBatch(w.buf[:0], recs, g.idx, now)
 		var base int64
 		if base, wait, err = w.broker.Append(g.topic, int32(g.partition), w.buf); err != nil {
 			return err
@@ -113,17 +114,12 @@ func (w *localWriter) CreateTopics(_ context.Context, topics []string) error {
 const batchHeaderLen = 61
 
 // encodeBatch appends to dst one uncompressed RecordBatch v2 of the
-// records at idx, each sealed with seal when set just before it is copied,
-// timestamped now, with no producer id (the chain values make retries
-// safe).
-func encodeBatch(dst []byte, recs []Record, idx []int32, now time.Time, seal func(*Record)) []byte {
-	perRecord := 24 // more than its varints and attributes take
-	if seal != nil {
-		perRecord += chainLen
-	}
+// records at idx, timestamped now, with no producer id (the chain values
+// make retries safe).
+func encodeBatch(dst []byte, recs []Record, idx []int32, now time.Time) []byte {
 	size := batchHeaderLen
 	for _, i := range idx {
-		size += len(recs[i].Key) + len(recs[i].Value) + perRecord
+		size += len(recs[i].Key) + len(recs[i].Value) + 24
 	}
 	ts := now.UnixMilli()
 	b := kmsg.RecordBatch{Magic: 2, LastOffsetDelta: int32(len(idx) - 1), FirstTimestamp: ts, MaxTimestamp: ts,
@@ -131,16 +127,10 @@ func encodeBatch(dst []byte, recs []Record, idx []int32, now time.Time, seal fun
 	start := len(dst)
 	out := b.AppendTo(slices.Grow(dst, size))
 	for n, i := range idx {
+		if n%yieldEvery == yieldEvery-1 {
+			runtime.Gosched() // see seal
+		}
 		rec := &recs[i]
-		if n+1 < len(idx) {
-			// The next record, while this one is hashed: a typical
-			// record's lines, the processor streams a longer one's rest.
-			next := recs[idx[n+1]].Value
-			prefetch(next[:min(len(next), minRecordBuffer)])
-		}
-		if seal != nil {
-			seal(rec) // it yields to the sessions now and then
-		}
 		r := kmsg.Record{OffsetDelta: int32(n), Key: rec.Key, Value: rec.Value}
 		// Length is everything after it; with it known up front the record
 		// is encoded straight into the batch.

@@ -18,7 +18,7 @@ func TestEncodeBatchReadsBack(t *testing.T) {
 	}
 	recs = append(recs, Record{Value: []byte("no key")})
 	idx := []int32{7, 0, 1, 2, 3, 4, 5, 6}
-	raw := encodeBatch([]byte("left alone"), recs, idx, time.Now(), nil)[len("left alone"):]
+	raw := encodeBatch([]byte("left alone"), recs, idx, time.Now())[len("left alone"):]
 	var batch kmsg.RecordBatch
 	if err := batch.ReadFrom(raw); err != nil {
 		t.Fatal(err)

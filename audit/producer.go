@@ -30,10 +30,6 @@ type Producer struct {
 	// doubt holds the records of the last failed write, resolved against
 	// the broker before the next one (exactly-once delivery of the trail).
 	doubt inDoubt
-	// sending is the array of the records chainBatch gives a write, kept
-	// for the next (at most maxBatch records): a fresh one per batch (220
-	// KB at 2,500 records) was zeroed, faulted in and collected again.
-	sending []Record
 	// sealInPlace: records are sealed in their own spare capacity, and
 	// their arrays recycled once written. Only with the in-process broker,
 	// which is done with a batch when its write returns; a Kafka client
@@ -73,10 +69,7 @@ type Producer struct {
 // recordWriter is what the producer sends batches through: kafkaWriter for
 // a Kafka cluster, or localWriter for the bundled broker in this process.
 type recordWriter interface {
-	// WriteRecords writes recs. seal, when set, chains a record: the
-	// writer calls it on each record right before it reads the record's
-	// Value, in order within each partition (see chainBatch).
-	WriteRecords(ctx context.Context, recs []Record, seal func(*Record)) error
+	WriteRecords(ctx context.Context, recs []Record) error
 	Close() error
 }
 
@@ -242,7 +235,7 @@ func (p *Producer) run() {
 			return
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		err := p.w.WriteRecords(ctx, recs, nil)
+		err := p.w.WriteRecords(ctx, recs)
 		cancel()
 		switch {
 		case err == nil:
@@ -367,27 +360,23 @@ func (p *Producer) write(batch []Record) error {
 	commit := func() {}
 	n := len(batch)
 	toSend := batch
-	var seal func(*Record)
 	if p.chains != nil {
 		if p.doubt != nil {
 			if err := p.resolveInDoubt(); err != nil {
 				return err
 			}
 		}
-		var err error
-		if toSend, seal, commit, err = p.chainBatch(batch); err != nil {
+		sealed, c, err := p.seal(batch)
+		if err != nil {
 			p.unseal(batch)
 			return err
 		}
-		defer func() {
-			clear(toSend) // keeps none of them alive
-			p.sending = toSend[:0]
-		}()
+		toSend, commit = sealed, c
 	}
 	if len(toSend) > 0 {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		if err := p.w.WriteRecords(ctx, toSend, seal); err != nil {
+		if err := p.w.WriteRecords(ctx, toSend); err != nil {
 			if p.chains != nil {
 				p.noteInDoubt(toSend)
 				p.unseal(batch)

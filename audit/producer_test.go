@@ -72,10 +72,9 @@ func TestIdleProducerMemory(t *testing.T) {
 
 type failingWriter struct{ got [][]byte }
 
-func (f *failingWriter) WriteRecords(_ context.Context, recs []Record, seal func(*Record)) error {
-	for i := range recs {
-		seal(&recs[i])
-		f.got = append(f.got, bytes.Clone(recs[i].Value))
+func (f *failingWriter) WriteRecords(_ context.Context, recs []Record) error {
+	for _, r := range recs {
+		f.got = append(f.got, bytes.Clone(r.Value))
 	}
 	return errors.New("disk full")
 }
