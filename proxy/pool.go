@@ -410,10 +410,15 @@ func (cp *connPool) run(ctx context.Context) {
 	}
 }
 
-// PoolStats are one server's pooled connections of one user, and how often
-// its statements waited for one (and gave up after pool.wait_timeout).
+// PoolStats are one server's pooled connections of one user.
 type PoolStats struct {
-	Server   string `json:"server"`
+	Server string `json:"server"`
+	PoolUse
+}
+
+// PoolUse is what a user has of a server's pool: its connections, and how
+// often its statements waited for one (and gave up after pool.wait_timeout).
+type PoolUse struct {
 	User     string `json:"user"`
 	Open     int    `json:"open"`
 	InUse    int    `json:"in_use"`
@@ -432,8 +437,8 @@ func (cp *connPool) stats() []PoolStats {
 			if u.open == 0 && u.waits == 0 {
 				continue
 			}
-			out = append(out, PoolStats{Server: name, User: user, Open: u.open, InUse: u.inUse, Idle: u.open - u.inUse,
-				Waits: u.waits, Timeouts: u.timeouts})
+			out = append(out, PoolStats{Server: name, PoolUse: PoolUse{User: user, Open: u.open, InUse: u.inUse,
+				Idle: u.open - u.inUse, Waits: u.waits, Timeouts: u.timeouts}})
 		}
 	}
 	return out

@@ -65,26 +65,25 @@ func (p *preparedStmts) forget(b *BackendConn) {
 
 // setCursor records whether ps has a cursor open.
 func (p *preparedStmts) setCursor(ps *preparedStmt, open bool) {
-	if ps.cursor != open {
-		ps.cursor = open
-		if open {
-			p.cursors++
+	setCounted(&ps.cursor, &p.cursors, open)
+}
+
+// setCounted sets a statement's flag, keeping the count of statements
+// that have it.
+func setCounted(flag *bool, count *int, on bool) {
+	if *flag != on {
+		*flag = on
+		if on {
+			*count++
 		} else {
-			p.cursors--
+			*count--
 		}
 	}
 }
 
 // setLongData records whether ps has long data waiting for its execute.
 func (p *preparedStmts) setLongData(ps *preparedStmt, pending bool) {
-	if ps.longData != pending {
-		ps.longData = pending
-		if pending {
-			p.longData++
-		} else {
-			p.longData--
-		}
-	}
+	setCounted(&ps.longData, &p.longData, pending)
 }
 
 // reset forgets every statement (COM_RESET_CONNECTION, COM_CHANGE_USER).

@@ -350,6 +350,28 @@ func hasPrefixFold(s, prefix string) bool {
 	return len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix)
 }
 
+// skipText reports whether a string, a quoted name or a comment (not an
+// executable /*! one) starts at i, and where it ends.
+func skipText(query string, i int, noBackslashEscapes bool) (int, bool) {
+	switch c := query[i]; {
+	case c == '\'' || c == '"':
+		return skipQuoted(query, i, c, noBackslashEscapes), true
+	case c == '`':
+		return skipQuoted(query, i, '`', true), true
+	case c == '#' || (c == '-' && strings.HasPrefix(query[i:], "--") && (i+2 == len(query) || isSpace(query[i+2]))):
+		if end := strings.IndexByte(query[i:], '\n'); end >= 0 {
+			return i + end + 1, true
+		}
+		return len(query), true
+	case c == '/' && strings.HasPrefix(query[i:], "/*") && !strings.HasPrefix(query[i:], "/*!") && !strings.HasPrefix(query[i:], "/*M!"):
+		if end := strings.Index(query[i+2:], "*/"); end >= 0 {
+			return i + end + 4, true
+		}
+		return len(query), true
+	}
+	return i, false
+}
+
 // SplitStatements cuts a multi-statement query at its top-level semicolons,
 // with the lexer's rules for strings and comments, so each statement can be
 // classified on its own when the query as a whole does not parse.
@@ -362,24 +384,11 @@ func SplitStatements(query string, noBackslashEscapes bool) []string {
 		}
 	}
 	for i := 0; i < len(query); {
-		c := query[i]
-		switch {
-		case c == '\'' || c == '"':
-			i = skipQuoted(query, i, c, noBackslashEscapes)
-		case c == '`':
-			i = skipQuoted(query, i, '`', true)
-		case c == '#' || (c == '-' && strings.HasPrefix(query[i:], "--") && (i+2 == len(query) || isSpace(query[i+2]))):
-			if end := strings.IndexByte(query[i:], '\n'); end >= 0 {
-				i += end + 1
-			} else {
-				i = len(query)
-			}
-		case c == '/' && strings.HasPrefix(query[i:], "/*") && !strings.HasPrefix(query[i:], "/*!") && !strings.HasPrefix(query[i:], "/*M!"):
-			if end := strings.Index(query[i+2:], "*/"); end >= 0 {
-				i += end + 4
-			} else {
-				i = len(query)
-			}
+		if next, ok := skipText(query, i, noBackslashEscapes); ok {
+			i = next
+			continue
+		}
+		switch c := query[i]; {
 		case c == ';':
 			cut(i)
 			start = i + 1
@@ -399,24 +408,11 @@ func ReplaceCall(query, fn, value string, noBackslashEscapes bool) string {
 	var b strings.Builder
 	done := 0
 	for i := 0; i < len(query); {
-		c := query[i]
-		switch {
-		case c == '\'' || c == '"':
-			i = skipQuoted(query, i, c, noBackslashEscapes)
-		case c == '`':
-			i = skipQuoted(query, i, '`', true)
-		case c == '#' || (c == '-' && strings.HasPrefix(query[i:], "--") && (i+2 == len(query) || isSpace(query[i+2]))):
-			if end := strings.IndexByte(query[i:], '\n'); end >= 0 {
-				i += end + 1
-			} else {
-				i = len(query)
-			}
-		case c == '/' && strings.HasPrefix(query[i:], "/*") && !strings.HasPrefix(query[i:], "/*!") && !strings.HasPrefix(query[i:], "/*M!"):
-			if end := strings.Index(query[i+2:], "*/"); end >= 0 {
-				i += end + 4
-			} else {
-				i = len(query)
-			}
+		if next, ok := skipText(query, i, noBackslashEscapes); ok {
+			i = next
+			continue
+		}
+		switch c := query[i]; {
 		case isIdentByte(c):
 			j := i
 			for j < len(query) && isIdentByte(query[j]) {

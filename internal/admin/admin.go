@@ -259,23 +259,13 @@ type ServerView struct {
 	PrivilegeGaps []string `json:"privilege_gaps,omitempty"`
 	// Pool are Sluice's pooled connections to the server, by user
 	// (pool.mode multiplex or idle).
-	Pool []PoolView `json:"pool,omitempty"`
-}
-
-// PoolView is one user's pooled connections to a server.
-type PoolView struct {
-	User     string `json:"user"`
-	Open     int    `json:"open"`
-	InUse    int    `json:"in_use"`
-	Idle     int    `json:"idle"`
-	Waits    int64  `json:"waits"`
-	Timeouts int64  `json:"timeouts"`
+	Pool []proxy.PoolUse `json:"pool,omitempty"`
 }
 
 func serverViews(snap *monitor.Snapshot, pool []proxy.PoolStats) []ServerView {
-	byServer := map[string][]PoolView{}
+	byServer := map[string][]proxy.PoolUse{}
 	for _, p := range pool {
-		byServer[p.Server] = append(byServer[p.Server], PoolView{User: p.User, Open: p.Open, InUse: p.InUse, Idle: p.Idle, Waits: p.Waits, Timeouts: p.Timeouts})
+		byServer[p.Server] = append(byServer[p.Server], p.PoolUse)
 	}
 	out := make([]ServerView, 0, len(snap.Servers))
 	for _, s := range snap.Servers {
